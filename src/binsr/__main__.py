@@ -1,0 +1,3 @@
+from binsr.cli import main
+import sys
+sys.exit(main())
