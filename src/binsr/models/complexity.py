@@ -1,0 +1,145 @@
+"""Bit-aware cost of a model, counted the way binary-SR papers do (Larq ``models.summary`` idea).
+
+Counting rules (SCALES Sec. V-A, following Bi-Real Net / ReActNet):
+
+* A conv/linear layer is *binary* when both its input quantizer and its weight quantizer have
+  ``precision == 1``; its weights are binary parameters and its MACs are BOPs. Every other
+  parameter (biases, BN, scales, thresholds, FP layers) is full precision, every other MAC a FLOP.
+* ``params = binary_params / 32 + fp_params``; ``OPs = BOPs / 64 + FLOPs``.
+* MACs are counted for Conv1d/Conv2d/ConvTranspose2d/Linear only (one MAC = one FLOP, as the
+  papers' tables); element-wise work (activations, additions, BN at inference) is not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+_COUNTED = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+
+
+def is_binary(module: nn.Module) -> bool:
+    """True when ``module`` convolves 1-bit inputs with 1-bit weights."""
+    act = getattr(module, "act_quant", None)
+    wq = getattr(module, "weight_quant", None)
+    return getattr(act, "precision", 32) == 1 and getattr(wq, "precision", 32) == 1
+
+
+@dataclass
+class LayerCost:
+    """One row of the profile table."""
+
+    name: str
+    kind: str
+    binary: bool
+    binary_params: int
+    fp_params: int
+    bops: int
+    flops: int
+
+
+@dataclass
+class Profile:
+    """Per-layer costs and totals at ``lr_size`` (H, W of the LR input)."""
+
+    model: str
+    recipe: str
+    scale: int
+    lr_size: tuple[int, int]
+    layers: list[LayerCost] = field(default_factory=list)
+
+    @property
+    def binary_params(self) -> int:
+        return sum(r.binary_params for r in self.layers)
+
+    @property
+    def fp_params(self) -> int:
+        return sum(r.fp_params for r in self.layers)
+
+    @property
+    def bops(self) -> int:
+        return sum(r.bops for r in self.layers)
+
+    @property
+    def flops(self) -> int:
+        return sum(r.flops for r in self.layers)
+
+    @property
+    def params(self) -> float:
+        """binary/32 + FP, the papers' parameter count."""
+        return self.binary_params / 32 + self.fp_params
+
+    @property
+    def ops(self) -> float:
+        """BOPs/64 + FLOPs, the papers' operation count."""
+        return self.bops / 64 + self.flops
+
+    def totals(self) -> dict:
+        return {
+            "binary_params": self.binary_params, "fp_params": self.fp_params, "params": self.params,
+            "bops": self.bops, "flops": self.flops, "ops": self.ops,
+        }
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "recipe": self.recipe, "scale": self.scale, "lr_size": list(self.lr_size),
+                "totals": self.totals(), "layers": [asdict(r) for r in self.layers]}
+
+
+def _macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
+    if isinstance(module, nn.Linear):
+        return out.numel() // out.shape[-1] * module.in_features * module.out_features
+    k = 1
+    for s in module.kernel_size:
+        k *= s
+    if isinstance(module, nn.ConvTranspose2d):
+        return inp.numel() * (module.out_channels // module.groups) * k
+    return out.numel() * (module.in_channels // module.groups) * k
+
+
+def profile(model: nn.Module, lr_size: tuple[int, int] = (320, 180), in_ch: int = 3) -> Profile:
+    """Run one forward pass on a zero LR image of ``lr_size`` (H, W) and count every layer.
+
+    Parameters of modules that are not conv/linear (BN, PReLU, thresholds, scales) are attributed
+    to the nearest counted layer's row only when they live in it; the rest form their own rows.
+    """
+    sig = getattr(model, "signature", {})
+    prof = Profile(sig.get("model", type(model).__name__), sig.get("recipe", "?"), sig.get("scale", 0), tuple(lr_size))
+    rows: dict[str, LayerCost] = {}
+    hooks = []
+
+    def hook(name):
+        def fn(module, inputs, output):
+            binary = is_binary(module)
+            macs = _macs(module, inputs[0], output)
+            row = rows[name]
+            row.bops += macs if binary else 0
+            row.flops += 0 if binary else macs
+        return fn
+
+    counted_params: set[int] = set()
+    for name, m in model.named_modules():
+        if isinstance(m, _COUNTED):
+            binary = is_binary(m)
+            w = m.weight.numel()
+            other = sum(p.numel() for p in m.parameters() if p is not m.weight)
+            rows[name] = LayerCost(name, type(m).__name__, binary, w if binary else 0, other + (0 if binary else w), 0, 0)
+            counted_params.update(id(p) for p in m.parameters())
+            hooks.append(m.register_forward_hook(hook(name)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_ch, *lr_size))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    for name, m in model.named_modules():
+        own = [p for p in m.parameters(recurse=False) if id(p) not in counted_params]
+        if own:
+            rows[name] = LayerCost(name or "(model)", type(m).__name__, False, 0, sum(p.numel() for p in own), 0, 0)
+            counted_params.update(id(p) for p in own)
+    prof.layers = list(rows.values())
+    return prof

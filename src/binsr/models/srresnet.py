@@ -1,0 +1,79 @@
+"""SRResNet (Ledig et al., CVPR 2017) in BasicSR's ``MSRResNet`` form, with injected binarization.
+
+Paper: "Photo-Realistic Single Image Super-Resolution Using a GAN", arXiv:1609.04802.
+Ref code: XPixelGroup/BasicSR ``basicsr/archs/srresnet_arch.py`` (MSRResNet).
+
+Differences from the paper, as in BasicSR: residual blocks without BN, LeakyReLU(0.1) in the
+head/upsampler, a bilinear-upsampled copy of the input added to the output. binsr adds a global
+skip from the head features over the body (no parameters), which binary bodies need.
+``srresnet`` with recipe ``fp`` has 1,517,571 parameters at x4 (SCALES Table III: 1517K).
+
+Binarization (every binary recipe, as E2FIF/SCALES do: "the head and tail modules are not
+binarized"): only the convolutions inside the residual blocks use ``recipe.conv``; the head conv,
+the PixelShuffle upsampler, ``conv_hr`` and ``conv_last`` stay full precision unless the recipe
+sets ``binary_upsampler``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from binsr.models._common import ResidualBlock, Upsampler, check_scale, get_recipe
+from binsr.models._registry import register_model
+
+__all__ = ["SRResNet"]
+
+
+class SRResNet(nn.Module):
+    """Modified SRResNet.
+
+    Args:
+        scale (int): upscaling factor, 2, 3 or 4.
+        recipe (str): binarization recipe name (``binsr.nn.recipes``). Default: ``"fp"``.
+        num_in_ch (int): input channels. Default: 3.
+        num_out_ch (int): output channels. Default: 3.
+        num_feat (int): body width. Default: 64.
+        num_block (int): residual blocks in the body. Default: 16.
+        recipe_kwargs (dict): passed to the recipe (e.g. an estimator override).
+    """
+
+    def __init__(
+        self,
+        scale: int = 4,
+        recipe: str = "fp",
+        num_in_ch: int = 3,
+        num_out_ch: int = 3,
+        num_feat: int = 64,
+        num_block: int = 16,
+        recipe_kwargs: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.scale = check_scale(scale, (2, 3, 4))
+        rec = get_recipe(recipe, recipe_kwargs)
+        self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
+        self.body = nn.Sequential(*(ResidualBlock(num_feat, rec) for _ in range(num_block)))
+        self.upsample = Upsampler(scale, num_feat, rec, act=lambda: nn.LeakyReLU(0.1, inplace=True))
+        self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
+        self.lrelu = nn.LeakyReLU(0.1, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feat = self.lrelu(self.conv_first(x))
+        out = self.body(feat) + feat
+        out = self.upsample(out)
+        out = self.conv_last(self.lrelu(self.conv_hr(out)))
+        return out + F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
+
+
+@register_model
+def srresnet(scale: int = 4, recipe: str = "fp", **kwargs) -> SRResNet:
+    """SRResNet, 16 blocks x 64 channels (the backbone of the E2FIF/SCALES tables)."""
+    return SRResNet(scale=scale, recipe=recipe, **kwargs)
+
+
+@register_model
+def srresnet_small(scale: int = 4, recipe: str = "fp", **kwargs) -> SRResNet:
+    """SRResNet with 8 blocks x 32 channels, for quick CPU runs and tests."""
+    return SRResNet(scale=scale, recipe=recipe, **dict(dict(num_feat=32, num_block=8), **kwargs))
