@@ -1,0 +1,115 @@
+"""``binsr eval``: PSNR/SSIM of a model (or bicubic) on benchmark sets, as a table and JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from binsr.errors import BinsrError, UsageError
+
+HELP = """\
+Evaluate with the published SR protocol: PSNR/SSIM on the Y channel of MATLAB rgb2ycbcr,
+`scale` pixels cropped on each border, SR rounded to uint8. By default the LR input is
+made from each HR image with MATLAB-compatible imresize(HR, 1/scale, 'bicubic')
+(--lr-source matlab), because the published tables were made that way; --lr-source shipped
+uses the LR files that come with the benchmark sets instead.
+"""
+
+
+def _csv(kind: type, what: str):
+    def parse(text: str) -> list:
+        try:
+            items = [kind(t.strip()) for t in text.split(",") if t.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad {what} list {text!r}") from None
+        if not items:
+            raise argparse.ArgumentTypeError(f"empty {what} list")
+        return items
+
+    return parse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval", help="PSNR/SSIM on benchmark sets", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--model", default="bicubic", help="'bicubic' (default) or a model name from binsr.models")
+    p.add_argument(
+        "--dataset",
+        type=_csv(str, "dataset"),
+        default=["Set5", "Set14", "B100"],
+        help="comma-separated benchmark sets, or folders of HR images (paths with '/') (default: Set5,Set14,B100)",
+    )
+    p.add_argument("--scale", type=_csv(int, "scale"), default=[2, 3, 4], help="comma-separated scales (default: 2,3,4)")
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH ('-' for stdout; the table then goes to stderr)")
+    p.add_argument("--per-image", action="store_true", help="add per-image PSNR/SSIM to the JSON")
+    p.add_argument("--data-root", metavar="DIR", help="data folder (default: $BINSR_DATA, else ../shared/data)")
+    p.add_argument(
+        "--lr-source",
+        choices=["matlab", "shipped"],
+        default="matlab",
+        help="matlab (default): LR = imresize(HR, 1/s), as the published tables; shipped: the sets' LR files",
+    )
+    p.add_argument("--recipe", help="training recipe of the model (passed to binsr.models.build_for_eval)")
+    p.add_argument("--weights", metavar="FILE", help="weights file of the model")
+    p.set_defaults(func=run)
+
+
+def _build_model(name: str, scale: int, recipe: str | None, weights: str | None) -> Any:
+    if name == "bicubic":
+        if recipe or weights:
+            raise UsageError("--recipe/--weights apply to trained models, not to bicubic")
+        return "bicubic"
+    import binsr.models
+
+    build = getattr(binsr.models, "build_for_eval", None)
+    if build is None:
+        raise UsageError(f"unknown model {name!r} (no models are available yet; use --model bicubic)")
+    return build(name, scale, recipe, weights)
+
+
+def _write_json(target: str, results: list[dict]) -> None:
+    text = json.dumps(results, indent=2) + "\n"
+    if target == "-":
+        sys.stdout.write(text)
+        return
+    path = Path(target)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise BinsrError(f"cannot write {path}: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from binsr.evaluation import evaluate, open_dataset
+
+    # Resolve every (dataset, scale) first, so a typo fails before any work is done.
+    jobs = [(open_dataset(d, s, args.lr_source, args.data_root), s) for d in args.dataset for s in args.scale]
+    out = sys.stderr if args.json == "-" else sys.stdout
+    print(f"model: {args.model}   LR: {args.lr_source}   metrics: Y channel, border = scale", file=out)
+    print(f"{'dataset':<10} {'scale':>5} {'images':>6} {'PSNR':>8} {'SSIM':>7} {'seconds':>8}", file=out)
+    models: dict[int, Any] = {}
+    results = []
+    for data, scale in jobs:
+        if scale not in models:
+            models[scale] = _build_model(args.model, scale, args.recipe, args.weights)
+        r = evaluate(models[scale], data, scale, per_image=args.per_image)
+        r["model"] = args.model
+        results.append(r)
+        print(
+            f"{r['dataset']:<10} {'x' + str(scale):>5} {r['n_images']:>6} {r['psnr']:>8.3f} {r['ssim']:>7.4f} {r['seconds']:>8.1f}",
+            file=out,
+            flush=True,
+        )
+    if args.json:
+        _write_json(args.json, results)
+    return 0

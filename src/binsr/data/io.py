@@ -1,0 +1,261 @@
+"""Image reading and writing: the only place binsr touches image files.
+
+Arrays follow docs/CONVENTIONS.md: ``HWC`` RGB or ``HW`` gray, ``uint8`` or ``uint16``. Pillow does
+the decoding, except for 16-bit colour PNGs, which Pillow silently reduces to 8 bits: those are
+decoded (and all 16-bit PNGs are encoded) here with :mod:`zlib` (PNG spec, W3C 2003, sections 9
+and 11). Colour stays colour and gray stays gray; alpha is returned separately.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import uuid
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from binsr.errors import BinsrError, UsageError
+
+__all__ = ["read_image", "read_image_alpha", "write_image", "IMAGE_EXTENSIONS"]
+
+#: extensions binsr reads and writes, with the Pillow format used to write them
+IMAGE_EXTENSIONS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
+_EXIF_ORIENTATION = 0x0112
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    Image.DecompressionBombError,
+)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as ``HW`` (gray) or ``HWC`` RGB, ``uint8`` or ``uint16``, EXIF-oriented.
+
+    Alpha (RGBA, LA, transparent palettes) is dropped; use :func:`read_image_alpha` to keep it.
+    Raises :class:`~binsr.errors.BinsrError` naming the file if it is missing or not a readable
+    image (zero-size, truncated, corrupt, unsupported pixel type).
+    """
+    return read_image_alpha(path)[0]
+
+
+def read_image_alpha(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """Like :func:`read_image`, but also return the ``HW`` alpha plane (``None`` if opaque)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+            if im.format == "PNG" and _png_is_16bit_colour(path):
+                arr, alpha = _split_alpha(_decode_png16(path.read_bytes()))
+            else:
+                arr, alpha = _from_pil(im)
+    except BinsrError as exc:
+        raise BinsrError(f"cannot read image {path}: {exc}") from exc
+    except FileNotFoundError as exc:
+        raise BinsrError(f"cannot read image {path}: no such file") from exc
+    except UnidentifiedImageError as exc:
+        raise BinsrError(f"cannot read image {path}: not a recognised image file") from exc
+    except _DECODE_ERRORS as exc:
+        raise BinsrError(f"cannot read image {path}: {exc}") from exc
+    arr = _orient(arr, orientation)
+    return arr, None if alpha is None else _orient(alpha, orientation)
+
+
+def _from_pil(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    mode = im.mode
+    if mode in ("P", "PA"):
+        im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode == "La":
+        im = im.convert("LA")
+    elif mode == "RGBa":
+        im = im.convert("RGBA")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        im = im.convert("RGB")
+    if im.mode in ("L", "LA", "RGB", "RGBA"):
+        return _split_alpha(np.asarray(im))
+    if im.mode.startswith("I;16") or im.mode == "I":
+        arr = np.asarray(im)
+        if arr.min() < 0 or arr.max() > 65535:
+            raise BinsrError(f"pixel values outside 16 bits (mode {im.mode})")
+        return arr.astype(np.uint16), None
+    raise BinsrError(f"unsupported pixel type (Pillow mode {mode})")
+
+
+def _split_alpha(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    if arr.ndim == 3 and arr.shape[2] in (2, 4):
+        return arr[..., :-1].squeeze(2) if arr.shape[2] == 2 else arr[..., :3], arr[..., -1]
+    return (arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr), None
+
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation tag (same result as ``PIL.ImageOps.exif_transpose``)."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+        8: lambda a: np.rot90(a, 1),
+    }
+    return np.ascontiguousarray(ops[orientation](arr)) if orientation in ops else arr
+
+
+def _png_is_16bit_colour(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(26)
+    return len(head) == 26 and head[24] == 16 and head[25] in (2, 4, 6)
+
+
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    if not data.startswith(_PNG_SIGNATURE):
+        raise BinsrError("not a PNG file")
+    pos = len(_PNG_SIGNATURE)
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4].rjust(4, b"\0"))
+        end = pos + 12 + length
+        if end > len(data):
+            raise BinsrError("truncated PNG file")
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : end - 4]
+        if struct.unpack(">I", data[end - 4 : end])[0] != zlib.crc32(kind + body):
+            raise BinsrError(f"corrupt PNG chunk {kind.decode('latin-1')!r} (CRC mismatch)")
+        yield kind, body
+        pos = end
+
+
+def _decode_png16(data: bytes) -> np.ndarray:
+    """Decode a non-interlaced 16-bit PNG to ``HWC`` uint16 (PNG spec section 9: filters)."""
+    header, idat = None, []
+    for kind, body in _png_chunks(data):
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+    if header is None:
+        raise BinsrError("PNG without IHDR")
+    width, height, depth, colour, _, _, interlace = header
+    if depth != 16 or colour not in _PNG_CHANNELS or interlace:
+        raise BinsrError("unsupported PNG variant (interlaced 16-bit colour)")
+    bpp = 2 * _PNG_CHANNELS[colour]
+    stride = width * bpp
+    raw = zlib.decompress(b"".join(idat))
+    if len(raw) < height * (stride + 1):
+        raise BinsrError("truncated PNG image data")
+    rows = np.frombuffer(raw, np.uint8, count=height * (stride + 1)).reshape(height, stride + 1)
+    out = np.empty((height, stride), np.uint8)
+    prior = np.zeros(stride, np.uint8)
+    for y in range(height):
+        ftype, line = rows[y, 0], rows[y, 1:]
+        if ftype == 0:
+            cur = line
+        elif ftype == 1:  # Sub: running sum along the row, per byte position in the pixel
+            cur = line.reshape(width, bpp).cumsum(axis=0, dtype=np.uint8).ravel()
+        elif ftype == 2:  # Up
+            cur = line + prior
+        elif ftype in (3, 4):  # Average / Paeth: sequential along the row
+            cur = np.frombuffer(_unfilter_sequential(ftype, bytearray(line), prior.tobytes(), bpp), np.uint8)
+        else:
+            raise BinsrError(f"corrupt PNG: unknown filter type {ftype}")
+        out[y] = cur
+        prior = out[y]
+    samples = out.reshape(-1).view(">u2").astype(np.uint16)
+    return samples.reshape(height, width, _PNG_CHANNELS[colour])
+
+
+def _unfilter_sequential(ftype: int, cur: bytearray, prior: bytes, bpp: int) -> bytearray:
+    for i in range(len(cur)):
+        a = cur[i - bpp] if i >= bpp else 0
+        b = prior[i]
+        if ftype == 3:
+            pred = (a + b) >> 1
+        else:
+            c = prior[i - bpp] if i >= bpp else 0
+            p = a + b - c
+            pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+            pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+        cur[i] = (cur[i] + pred) & 0xFF
+    return cur
+
+
+def _encode_png16(arr: np.ndarray) -> bytes:
+    """Encode ``HW``/``HWC`` uint16 (1-4 channels) as a 16-bit PNG, Sub filter on every row."""
+    img = arr.reshape(arr.shape[0], arr.shape[1], -1)
+    height, width, channels = img.shape
+    colour = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    raw = img.astype(">u2").view(np.uint8).reshape(height, width, 2 * channels)
+    sub = np.diff(raw, axis=1, prepend=np.zeros((height, 1, 2 * channels), np.uint8))
+    lines = np.concatenate([np.ones((height, 1), np.uint8), sub.reshape(height, -1)], axis=1)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, colour, 0, 0, 0)
+    return (
+        _PNG_SIGNATURE
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(lines.tobytes(), 6))
+        + chunk(b"IEND", b"")
+    )
+
+
+def write_image(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = False) -> Path:
+    """Write ``HW``/``HWC`` (1-4 channels: gray, gray+alpha, RGB, RGBA) ``uint8``/``uint16``.
+
+    The format follows the extension (:data:`IMAGE_EXTENSIONS`); ``uint16`` needs ``.png``.
+    JPEG is written at quality 95 without chroma subsampling, WebP losslessly. The file is
+    written to a temporary name in the same folder and renamed into place, so readers never
+    see a partial file. Parent folders are created. An existing file is replaced only with
+    ``overwrite=True``; otherwise :class:`~binsr.errors.UsageError`.
+    """
+    path = Path(path)
+    fmt = IMAGE_EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        raise UsageError(f"cannot write {path}: unknown image extension (use one of {', '.join(IMAGE_EXTENSIONS)})")
+    arr = np.asarray(arr)
+    channels = 1 if arr.ndim == 2 else (arr.shape[2] if arr.ndim == 3 else 0)
+    if arr.dtype not in (np.uint8, np.uint16) or channels not in (1, 2, 3, 4):
+        raise ValueError(f"write_image: expected uint8/uint16 HW or HWC (1-4 channels), got {arr.dtype} {arr.shape}")
+    if arr.dtype == np.uint16 and fmt != "PNG":
+        raise UsageError(f"cannot write {path}: 16-bit images are written as .png only")
+    if fmt == "JPEG" and channels in (2, 4):
+        raise UsageError(f"cannot write {path}: JPEG has no alpha channel")
+    if path.exists() and not overwrite:
+        raise UsageError(f"refusing to overwrite existing file {path} (pass overwrite / --overwrite)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            if arr.dtype == np.uint16:
+                f.write(_encode_png16(arr))
+            else:
+                img = Image.fromarray(arr[..., 0] if channels == 1 and arr.ndim == 3 else arr)
+                options = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless": True}}
+                img.save(f, format=fmt, **options.get(fmt, {}))
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise BinsrError(f"cannot write {path}: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

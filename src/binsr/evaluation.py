@@ -1,0 +1,126 @@
+"""Evaluate an SR model (or bicubic) on a dataset with the published protocol.
+
+The one library entry point for PSNR/SSIM over a dataset: ``binsr eval`` and the trainer's
+validation both call :func:`evaluate`; the per-image metrics come from :mod:`binsr.metrics`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from binsr.data.datasets import BenchmarkSet, ImageFolder
+from binsr.data.resize import imresize
+from binsr.errors import BinsrError, UsageError
+from binsr.metrics import psnr_y, ssim_y, to_uint8
+
+__all__ = ["evaluate", "upscale_image", "open_dataset"]
+
+
+def open_dataset(
+    dataset: str | os.PathLike | BenchmarkSet | ImageFolder,
+    scale: int,
+    lr_source: str = "matlab",
+    data_root: str | os.PathLike | None = None,
+) -> BenchmarkSet | ImageFolder:
+    """A benchmark set by name (``"Set5"``), or a folder of HR images given as a path (a
+    :class:`~pathlib.Path`, or a string containing ``/``); dataset objects pass through."""
+    if isinstance(dataset, (BenchmarkSet, ImageFolder)):
+        if dataset.scale != scale:
+            raise UsageError(f"dataset {dataset.name} is built for x{dataset.scale}, not x{scale}")
+        return dataset
+    if isinstance(dataset, os.PathLike) or "/" in dataset or os.sep in dataset:
+        if lr_source != "matlab":
+            raise UsageError("a folder of HR images has no shipped LR images; use lr_source='matlab'")
+        return ImageFolder(Path(dataset), scale)
+    return BenchmarkSet(dataset, scale, root=data_root, lr_source=lr_source)
+
+
+def upscale_image(model: str | nn.Module, lr: np.ndarray, scale: int) -> np.ndarray:
+    """Upscale one ``uint8`` LR image (``HWC`` RGB or ``HW`` gray) to a ``uint8`` SR image.
+
+    ``model="bicubic"`` uses MATLAB :func:`~binsr.data.resize.imresize`. A module gets RGB [0, 1]
+    ``1x3xhxw`` on its own device; a gray image is fed as R = G = B and the output is collapsed
+    back to gray by the channel mean. The caller sets eval mode and ``no_grad``.
+    """
+    if isinstance(model, str):
+        if model != "bicubic":
+            raise UsageError(f"unknown model {model!r}: pass 'bicubic' or an nn.Module")
+        return imresize(lr, scale)
+    gray = lr.ndim == 2
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    x = torch.from_numpy(np.ascontiguousarray(lr)).to(device, dtype).div_(255.0)
+    x = x.expand(3, *lr.shape) if gray else x.permute(2, 0, 1)
+    out = model(x.unsqueeze(0))
+    expected = (1, 3, lr.shape[0] * scale, lr.shape[1] * scale)
+    if tuple(out.shape) != expected:
+        raise BinsrError(f"model output has shape {tuple(out.shape)}, expected {expected}; is it an x{scale} model?")
+    return to_uint8(out.mean(dim=1, keepdim=True) if gray else out)
+
+
+def evaluate(
+    model: str | nn.Module,
+    dataset: str | os.PathLike | BenchmarkSet | ImageFolder,
+    scale: int,
+    lr_source: str = "matlab",
+    data_root: str | os.PathLike | None = None,
+    per_image: bool = False,
+) -> dict[str, Any]:
+    """Mean PSNR/SSIM (dB / [0, 1]) of ``model`` on ``dataset`` at ``scale``.
+
+    Protocol (see :mod:`binsr.metrics.psnr_ssim`): LR = MATLAB ``imresize(HR, 1/scale)`` by default
+    (``lr_source="shipped"`` uses the set's LR files), SR rounded to ``uint8``, ``scale`` pixels
+    cropped on each border, Y of ``rgb2ycbcr``; per-image values are averaged over the set.
+
+    Gray images: bicubic resizes the gray image. A model, which is RGB-only, gets the gray image
+    as R = G = B; its output is made gray by the channel mean and compared on gray values
+    directly, as the MATLAB scripts behind the published tables compare gray images.
+
+    Args:
+        model: ``"bicubic"`` or an ``nn.Module`` mapping RGB [0, 1] NCHW LR to SR. It runs one
+            image at a time under ``torch.no_grad`` in eval mode; its training mode is restored.
+        dataset: benchmark set name, folder path or dataset object (see :func:`open_dataset`).
+        scale: SR factor; also the border cropped before the metrics.
+        lr_source: ``"matlab"`` or ``"shipped"`` (benchmark sets only).
+        data_root: data root (see :func:`binsr.data.paths.data_root`).
+        per_image: add ``per_image``: a list of ``{"name", "psnr", "ssim"}``.
+
+    Returns:
+        ``{"model", "dataset", "scale", "lr_source", "psnr", "ssim", "n_images", "seconds"}``
+        (+ ``"per_image"``). ``model`` is ``"bicubic"`` or the module's class name.
+    """
+    data = open_dataset(dataset, scale, lr_source, data_root)
+    was_training = isinstance(model, nn.Module) and model.training
+    if isinstance(model, nn.Module):
+        model.eval()
+    start = time.perf_counter()
+    rows = []
+    try:
+        with torch.no_grad():
+            for pair in data:
+                sr = upscale_image(model, pair.lr, scale)
+                rows.append({"name": pair.name, "psnr": psnr_y(sr, pair.hr, scale), "ssim": ssim_y(sr, pair.hr, scale)})
+    finally:
+        if was_training:
+            model.train()
+    result: dict[str, Any] = {
+        "model": model if isinstance(model, str) else type(model).__name__,
+        "dataset": data.name,
+        "scale": int(scale),
+        "lr_source": data.lr_source,
+        "psnr": float(np.mean([r["psnr"] for r in rows])),
+        "ssim": float(np.mean([r["ssim"] for r in rows])),
+        "n_images": len(rows),
+        "seconds": time.perf_counter() - start,
+    }
+    if per_image:
+        result["per_image"] = rows
+    return result
