@@ -1,0 +1,49 @@
+"""``binsr train``: train a model from a YAML config (see ``configs/train/``).
+
+Examples::
+
+    binsr train --config configs/train/srresnet_e2fif_x4_small.yaml
+    binsr train --config configs/train/srresnet_fp_x4.yaml --set train.lr=1e-4 --set data.batch_size=32
+    binsr train --resume --out runs/srresnet_e2fif_x4_small     # continue where the run stopped
+    torchrun --standalone --nproc_per_node 2 -m binsr train --config ...   # see binsr.train.distributed
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from binsr.errors import UsageError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train a model from a YAML config",
+                              description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 2)[2],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML config (configs/train/*.yaml); with --resume, default: OUT/config.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.lr=1e-4 (repeatable)")
+    p.add_argument("--out", help="run folder (default: <log.root>/<name>, i.e. runs/<name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in the run folder from last.pt")
+    p.add_argument("--data-root", help="data folder (default: $BINSR_DATA, then ../shared/data)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto: CUDA when available (default)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from binsr.train import load_config, train
+
+    config = args.config
+    if config is None:
+        if not (args.resume and args.out):
+            raise UsageError("--config is required (or --resume --out RUN_DIR to continue a run with its config.yaml)")
+        config = Path(args.out) / "config.yaml"
+    cfg = load_config(config, args.overrides)
+    result = train(cfg, args.out, resume=args.resume, device=args.device, data_root=args.data_root)
+    if result:
+        val, best = result["val"], result["best"]
+        print(f"{result['name']}: {result['steps']} steps in {result['train_seconds']:.0f} s; "
+              f"{val['dataset']} PSNR {val['psnr']:.3f} dB / SSIM {val['ssim']:.4f} "
+              f"(best {best['psnr']:.3f} dB at step {best['step']})")
+    return 0

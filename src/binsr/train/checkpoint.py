@@ -1,0 +1,182 @@
+"""Checkpoints: weights as safetensors with the model's signature, training state with ``torch.save``.
+
+A weights file holds the ``state_dict`` tensors and, in its metadata, ``format=binsr`` plus the
+signature the model was built with (``model``, ``recipe``, ``scale``, ``kwargs`` as JSON) and
+free-form extras (``step``, ``ema``, ``psnr`` ...). :func:`load_weights` refuses a file of
+another architecture or scale with one line naming what differs. Every file is written atomically:
+a temporary file in the same folder, flushed and fsynced, then renamed over the target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from binsr.errors import BinsrError
+
+__all__ = [
+    "atomic_write",
+    "signature_of",
+    "save_weights",
+    "read_weights",
+    "load_weights",
+    "save_state",
+    "load_state",
+]
+
+SIGNATURE_KEYS = ("model", "recipe", "scale", "kwargs")
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` and atomically move ``tmp`` to ``path`` (fsync of file and folder)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _normalise(signature: Mapping[str, Any]) -> dict[str, Any]:
+    """The signature keys as JSON would give them back (tuples become lists, scale an int)."""
+    missing = [k for k in SIGNATURE_KEYS if k not in signature]
+    if missing:
+        raise ValueError(f"model signature lacks {', '.join(missing)}: {dict(signature)}")
+    sig = {k: signature[k] for k in SIGNATURE_KEYS}
+    sig["scale"] = int(sig["scale"])
+    return json.loads(json.dumps(sig, sort_keys=True))
+
+
+def signature_of(model: nn.Module) -> dict[str, Any]:
+    """The signature ``binsr.models.create`` attached to ``model`` (``model.signature``)."""
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    signature = getattr(model, "signature", None)
+    if signature is None:
+        raise ValueError(f"{type(model).__name__} has no .signature; build it with binsr.models.create")
+    return _normalise(signature)
+
+
+def _encode(signature: Mapping[str, Any], extra: Mapping[str, Any] | None) -> dict[str, str]:
+    sig = _normalise(signature)
+    meta = {"format": "binsr", "model": sig["model"], "recipe": sig["recipe"], "scale": str(sig["scale"]),
+            "kwargs": json.dumps(sig["kwargs"], sort_keys=True)}
+    for key, value in (extra or {}).items():
+        meta[key] = value if isinstance(value, str) else json.dumps(value)
+    return meta
+
+
+def save_weights(path: str | Path, model_or_state: nn.Module | Mapping[str, torch.Tensor],
+                 signature: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> None:
+    """Write a weights file atomically.
+
+    Args:
+        path: target ``.safetensors`` file.
+        model_or_state: a model (its ``state_dict`` and ``signature``) or a state dict.
+        signature: required with a state dict; overrides the model's otherwise.
+        extra: more metadata (values that are not strings are stored as JSON).
+    """
+    if isinstance(model_or_state, nn.Module):
+        signature = signature or signature_of(model_or_state)
+        state = getattr(model_or_state, "module", model_or_state).state_dict()
+    else:
+        state = model_or_state
+    if signature is None:
+        raise ValueError("save_weights needs the model signature to go with a bare state dict")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    meta = _encode(signature, extra)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a binsr weights file; BinsrError if missing, truncated or foreign."""
+    path = Path(path)
+    if not path.is_file():
+        raise BinsrError(f"weights file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BinsrError(f"{path} is not a readable safetensors file (truncated or foreign?): {reason}") from None
+    if meta.get("format") != "binsr" or any(k not in meta for k in SIGNATURE_KEYS):
+        raise BinsrError(f"{path} is a safetensors file without binsr metadata (model, recipe, scale, kwargs)")
+    return state, meta
+
+
+def _decode_signature(meta: Mapping[str, str], path: Path) -> dict[str, Any]:
+    try:
+        return _normalise({"model": meta["model"], "recipe": meta["recipe"], "scale": int(meta["scale"]),
+                           "kwargs": json.loads(meta["kwargs"])})
+    except (ValueError, json.JSONDecodeError):
+        raise BinsrError(f"{path} has corrupt binsr metadata: {dict(meta)}") from None
+
+
+def _differences(found: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    diffs = [f"{k} {found[k]!r} (file) vs {expected[k]!r} (model)"
+             for k in ("model", "recipe", "scale") if found[k] != expected[k]]
+    fk, ek = found["kwargs"], expected["kwargs"]
+    diffs += [f"kwargs.{k} {fk.get(k, '<default>')!r} (file) vs {ek.get(k, '<default>')!r} (model)"
+              for k in sorted(set(fk) | set(ek)) if fk.get(k) != ek.get(k)]
+    return diffs
+
+
+def load_weights(model_or_signature: nn.Module | Mapping[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
+    """Check a weights file against a model (or a signature dict) and return its state dict.
+
+    Given a model, the weights are also loaded into it (strictly: every key, every shape). A file
+    of another model, recipe, scale or kwargs, a truncated file and a file that binsr did not
+    write are refused with a one-line :class:`~binsr.errors.BinsrError`.
+    """
+    path = Path(path)
+    state, meta = read_weights(path)
+    is_model = isinstance(model_or_signature, nn.Module)
+    expected = signature_of(model_or_signature) if is_model else _normalise(model_or_signature)
+    diffs = _differences(_decode_signature(meta, path), expected)
+    if diffs:
+        raise BinsrError(f"{path} does not match the model: {'; '.join(diffs)}")
+    if is_model:
+        module = getattr(model_or_signature, "module", model_or_signature)
+        own = module.state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                  for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+        if missing or unexpected or shapes:
+            parts = [f"{name}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
+                     for name, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if items]
+            raise BinsrError(f"{path} does not fit the model's layers ({'; '.join(parts)})")
+        module.load_state_dict(state)
+    return state
+
+
+def save_state(path: str | Path, state: dict[str, Any]) -> None:
+    """``torch.save`` a training-state dict (tensors, numbers, strings, lists, dicts) atomically."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` a training state; BinsrError if missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise BinsrError(f"training state not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError ... for bad files
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BinsrError(f"{path} is not a readable training state (truncated or foreign?): {reason}") from None

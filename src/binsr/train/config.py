@@ -1,0 +1,307 @@
+"""Training configuration: a BasicSR-style YAML file checked against a typed schema.
+
+Sections: ``name``, ``scale``, ``seed``, ``model``, ``data``, ``train``, ``val``, ``log`` (see the
+dataclasses below and ``configs/train/*.yaml``). Every key is checked: an unknown key is refused
+with a message naming it and listing the valid keys of its section, so a misspelling never
+trains silently with a default. ``--set section.key=value`` overrides are applied before the check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from binsr.errors import UsageError
+
+__all__ = ["TrainConfig", "load_config", "config_from_dict", "apply_overrides", "config_diff"]
+
+
+@dataclass
+class ModelConfig:
+    """``binsr.models.create(name, scale, recipe, **kwargs)``."""
+
+    name: str = "srresnet"
+    recipe: str = "e2fif"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Training patches; ``batch_size`` is per process (global batch = batch_size x world size)."""
+
+    data_root: str | None = None  # None: --data-root, then $BINSR_DATA, then ../shared/data
+    train_sets: list[str] = field(default_factory=lambda: ["T91", "BSD200"])  # folders in <data_root>/train
+    patch_size: int = 96  # HR patch side; the LR patch is patch_size // scale
+    batch_size: int = 16
+    augment: bool = True  # random flips and 90-degree rotations
+    num_workers: int = 2
+
+
+@dataclass
+class OptimizerConfig:
+    type: str = "adam"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SchedulerConfig:
+    """``cosine`` (to ``eta_min`` at the last step), ``multistep`` (x ``gamma`` at each milestone) or ``constant``."""
+
+    type: str = "cosine"
+    eta_min: float = 1e-7
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.5
+
+
+@dataclass
+class TrainSection:
+    steps: int = 100_000
+    lr: float = 2e-4
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    warmup: int = 0  # linear warm-up steps
+    grad_clip: float = 0.0  # max global L2 norm of the gradients; 0 = off
+    ema: float = 0.0  # EMA decay of the weights (e.g. 0.999); 0 = off
+    checkpoint_every: int = 1000
+    max_nonfinite: int = 10  # stop after this many consecutive NaN/inf losses
+    deterministic: bool = True  # deterministic kernels (needed for exact resume on GPU)
+
+
+@dataclass
+class ValConfig:
+    every: int = 1000  # 0 = only after the last step
+    dataset: str = "Set5"
+
+
+@dataclass
+class LogConfig:
+    every: int = 100  # CSV/TensorBoard row every this many steps
+    root: str = "runs"  # the run folder is <root>/<name> unless --out is given
+    tensorboard: bool = True
+    progress: bool = True  # tqdm bar on rank 0
+
+
+@dataclass
+class TrainConfig:
+    name: str
+    scale: int = 4
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainSection = field(default_factory=TrainSection)
+    val: ValConfig = field(default_factory=ValConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+#: keys that may change between a checkpoint and its resumption without changing the losses
+RESUME_NEUTRAL = ("data.data_root", "data.num_workers", "val.", "log.", "train.checkpoint_every")
+
+_SCHEDULER_KEYS = {"cosine": {"eta_min"}, "multistep": {"milestones", "gamma"}, "constant": set()}
+_OPTIMIZERS = ("adam",)
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    """``value`` checked against the type ``hint``; raise UsageError naming ``key`` otherwise."""
+    if dataclasses.is_dataclass(hint):
+        return _from_dict(hint, value, key)
+    if hint is Any:
+        return value
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(value, inner, key)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise UsageError(f"config key {key!r}: expected a list, got {value!r}")
+        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UsageError(f"config key {key!r}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise UsageError(f"config key {key!r}: expected true or false, got {value!r}")
+    if hint in (int, float):
+        number = value
+        if isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+        if isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number):
+            if hint is float:
+                return float(number)
+            if float(number).is_integer():
+                return int(number)
+        kind = "an integer" if hint is int else "a number"
+        raise UsageError(f"config key {key!r}: expected {kind}, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise UsageError(f"config key {key!r}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported schema type {hint!r} for {key!r}")
+
+
+def _from_dict(cls: type, raw: Any, prefix: str) -> Any:
+    where = f"section {prefix!r}" if prefix else "the top level"
+    if not isinstance(raw, dict):
+        raise UsageError(f"config {where}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            full = f"{prefix}.{key}" if prefix else str(key)
+            raise UsageError(f"unknown config key {full!r}; valid keys in {where}: {', '.join(fields)}")
+    values = {}
+    for name, f in fields.items():
+        full = f"{prefix}.{name}" if prefix else name
+        if name in raw:
+            values[name] = _convert(raw[name], hints[name], full)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise UsageError(f"config key {full!r} is required")
+    return cls(**values)
+
+
+def _check(cfg: TrainConfig) -> None:
+    """Cross-field checks, each a one-line UsageError."""
+    t, d = cfg.train, cfg.data
+    if not cfg.name or "/" in cfg.name:
+        raise UsageError(f"config key 'name' must be a non-empty folder name, got {cfg.name!r}")
+    positive = {"scale": cfg.scale, "train.steps": t.steps, "train.lr": t.lr, "data.batch_size": d.batch_size,
+                "data.patch_size": d.patch_size, "train.checkpoint_every": t.checkpoint_every,
+                "train.max_nonfinite": t.max_nonfinite, "log.every": cfg.log.every}
+    for key, value in positive.items():
+        if value <= 0:
+            raise UsageError(f"config key {key!r} must be > 0, got {value}")
+    nonneg = {"train.warmup": t.warmup, "train.grad_clip": t.grad_clip, "val.every": cfg.val.every,
+              "data.num_workers": d.num_workers, "train.optimizer.weight_decay": t.optimizer.weight_decay}
+    for key, value in nonneg.items():
+        if value < 0:
+            raise UsageError(f"config key {key!r} must be >= 0, got {value}")
+    if d.patch_size % cfg.scale:
+        raise UsageError(f"data.patch_size {d.patch_size} is not a multiple of scale {cfg.scale}")
+    if not d.train_sets:
+        raise UsageError("config key 'data.train_sets' is empty")
+    if not 0.0 <= t.ema < 1.0:
+        raise UsageError(f"config key 'train.ema' is a decay in [0, 1), got {t.ema}")
+    if t.warmup >= t.steps:
+        raise UsageError(f"train.warmup ({t.warmup}) must be smaller than train.steps ({t.steps})")
+    if t.optimizer.type not in _OPTIMIZERS:
+        raise UsageError(f"unknown train.optimizer.type {t.optimizer.type!r}; valid: {', '.join(_OPTIMIZERS)}")
+    if len(t.optimizer.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.optimizer.betas):
+        raise UsageError(f"train.optimizer.betas must be two numbers in [0, 1), got {t.optimizer.betas}")
+    s = t.scheduler
+    if s.type not in _SCHEDULER_KEYS:
+        raise UsageError(f"unknown train.scheduler.type {s.type!r}; valid: {', '.join(_SCHEDULER_KEYS)}")
+    if s.type == "multistep" and (s.milestones != sorted(s.milestones) or any(m <= 0 for m in s.milestones)):
+        raise UsageError(f"train.scheduler.milestones must be increasing positive steps, got {s.milestones}")
+
+
+def _check_names(cfg: TrainConfig) -> None:
+    """Unknown model or recipe: name it and list the valid ones."""
+    from binsr.models import names
+    from binsr.nn.recipes import recipe_names
+
+    if cfg.model.name not in names():
+        raise UsageError(f"unknown model {cfg.model.name!r}; valid models: {', '.join(names())}")
+    if cfg.model.recipe not in recipe_names():
+        raise UsageError(f"unknown recipe {cfg.model.recipe!r}; valid recipes: {', '.join(recipe_names())}")
+
+
+def _unused_scheduler_keys(raw: dict[str, Any]) -> None:
+    sched = raw.get("train", {}).get("scheduler", {}) if isinstance(raw.get("train"), dict) else {}
+    if not isinstance(sched, dict):
+        return
+    kind = sched.get("type", SchedulerConfig.type)
+    for key in sched:
+        owners = [k for k, keys in _SCHEDULER_KEYS.items() if key in keys]
+        if owners and kind not in owners and kind in _SCHEDULER_KEYS:
+            raise UsageError(f"train.scheduler.{key} is only used by type {owners[0]}, not {kind}")
+
+
+def config_from_dict(raw: dict[str, Any], check_names: bool = True) -> TrainConfig:
+    """A checked :class:`TrainConfig` from a nested dict (a parsed YAML file)."""
+    _unused_scheduler_keys(raw)
+    cfg = _from_dict(TrainConfig, raw, "")
+    _check(cfg)
+    if check_names:
+        _check_names(cfg)
+    return cfg
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value as YAML (``1e-4`` becomes a float, ``[1, 2]`` a list)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"--set value {text!r} is not valid YAML: {exc.problem}") from None
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` strings to a nested dict (in place; returned for chaining)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects key=value (e.g. train.lr=1e-4), got {item!r}")
+        parts = key.strip().split(".")
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UsageError(f"--set {key}: {'.'.join(parts[: i + 1])!r} is not a section")
+            node = child
+        node[parts[-1]] = parse_value(text)
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, check_names: bool = True) -> TrainConfig:
+    """Read a YAML config, apply ``--set`` overrides and check it."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"config file {path} must hold a mapping of sections")
+    return config_from_dict(apply_overrides(raw, overrides or []), check_names=check_names)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k != "kwargs":
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """``key: old -> new`` for each leaf that differs (keys starting with an ``ignore`` prefix skipped)."""
+    a, b = _flatten(old), _flatten(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and not k.startswith(ignore)]

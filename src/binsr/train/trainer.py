@@ -1,0 +1,297 @@
+"""The training loop: L1 loss, Adam, warm-up + schedule, clipping, EMA, validation, checkpoints, resume.
+
+Run folder (``runs/<name>`` or ``--out``)::
+
+    config.yaml            the checked config
+    last.safetensors       latest weights (+ last_ema.safetensors with EMA)
+    last.pt                optimizer, scheduler, EMA, step, timers (torch.save; weights_only load)
+    best.safetensors       the evaluated weights (EMA if on) with the best validation PSNR
+    log.csv, tb/           step, loss, lr, it/s, val PSNR/SSIM; TensorBoard events
+    results.json           model, recipe, scale, steps, train seconds, val metrics, config
+
+Exact resume: the batch of update ``s`` and the RNG the model sees during it are functions of
+``(seed, s, rank)`` (see :mod:`binsr.train.sampling`); the optimizer, scheduler and EMA state are
+restored bit for bit. A resumed run therefore repeats an uninterrupted run's losses exactly on the
+same hardware and thread count. Multi-process runs: see :mod:`binsr.train.distributed`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.nn.utils import clip_grads_with_norm_, get_total_norm
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from binsr.errors import BinsrError, UsageError
+from binsr.train import distributed
+from binsr.train.checkpoint import atomic_write, load_state, load_weights, read_weights, save_state, save_weights
+from binsr.train.config import RESUME_NEUTRAL, TrainConfig, config_diff
+from binsr.train.ema import ModelEMA
+from binsr.train.optim import build_optimizer, build_scheduler
+from binsr.train.runlog import RunLog
+from binsr.train.sampling import make_loader, mix_seed
+
+__all__ = ["train", "Evaluator"]
+
+log = logging.getLogger(__name__)
+
+#: ``evaluate(model, dataset_name, scale) -> {"psnr": ..., "ssim": ...}``
+Evaluator = Callable[[nn.Module, str, int], Mapping[str, float]]
+
+
+def _build_model(cfg: TrainConfig) -> nn.Module:
+    from binsr.models import create
+
+    try:
+        return create(cfg.model.name, scale=cfg.scale, recipe=cfg.model.recipe, **cfg.model.kwargs)
+    except TypeError as exc:
+        raise UsageError(f"model.kwargs do not fit {cfg.model.name!r}: {exc}") from None
+
+
+def _build_dataset(cfg: TrainConfig, data_root: str | None) -> Dataset:
+    from binsr.data import TrainPatches
+    from binsr.data.paths import data_root as find_data_root
+
+    train_dir = find_data_root(data_root or cfg.data.data_root) / "train"
+    return TrainPatches([train_dir / name for name in cfg.data.train_sets], scale=cfg.scale,
+                        patch_size=cfg.data.patch_size, augment=cfg.data.augment, seed=cfg.seed)
+
+
+def _default_evaluator(data_root: str | None) -> Evaluator:
+    from binsr.evaluation import evaluate
+
+    def run(model: nn.Module, dataset: str, scale: int) -> Mapping[str, float]:
+        return evaluate(model, dataset, scale, data_root=data_root)
+
+    return run
+
+
+class _Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, env: distributed.DistEnv, resume: bool,
+                 model: nn.Module | None, dataset: Dataset | None, evaluate: Evaluator | None,
+                 data_root: str | None) -> None:
+        from binsr.nn import set_progress
+
+        self.cfg, self.run_dir, self.env, self.set_progress = cfg, run_dir, env, set_progress
+        t = cfg.train
+        if t.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        has_run = (run_dir / "last.pt").exists()
+        if has_run and not resume:
+            raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or --out for a new folder")
+        if resume and not has_run:
+            raise UsageError(f"nothing to resume in {run_dir} (no last.pt)")
+
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.module = (model if model is not None else _build_model(cfg)).to(env.device)
+        self.ema = ModelEMA(self.module, t.ema) if t.ema > 0 else None
+        self.optimizer = build_optimizer([p for p in self.module.parameters() if p.requires_grad], t)
+        self.scheduler = build_scheduler(self.optimizer, t)
+        self.step, self.train_seconds, self.best = 0, 0.0, {"psnr": -math.inf}
+        if resume:
+            self._load()
+        self._logged_step = self.step
+        self.net: nn.Module = self.module
+        if env.enabled:
+            self.net = DistributedDataParallel(self.module, device_ids=[env.device] if env.device.type == "cuda" else None)
+        dataset = dataset if dataset is not None else _build_dataset(cfg, data_root)
+        self.loader = make_loader(dataset, cfg.data.batch_size, cfg.seed, self.step, env.rank, env.world_size,
+                                  cfg.data.num_workers, pin_memory=env.device.type == "cuda")
+        self.evaluate = evaluate if evaluate is not None else _default_evaluator(data_root or cfg.data.data_root)
+        self.runlog: RunLog | None = None
+        if env.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if not resume:
+                atomic_write(run_dir / "config.yaml",
+                             lambda tmp: tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
+            self.runlog = RunLog(run_dir, self.step, cfg.log.tensorboard)
+        env.barrier()
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _load(self) -> None:
+        state = load_state(self.run_dir / "last.pt", map_location=self.env.device)
+        diffs = config_diff(state["config"], self.cfg.to_dict(), ignore=RESUME_NEUTRAL)
+        if diffs:
+            raise UsageError(f"the config differs from the run being resumed ({'; '.join(diffs)}); "
+                             "resume with the run's config.yaml or start a new run")
+        _, meta = read_weights(self.run_dir / "last.safetensors")
+        if int(meta.get("step", -1)) != state["step"]:
+            raise BinsrError(f"{self.run_dir}: last.safetensors (step {meta.get('step')}) and last.pt "
+                             f"(step {state['step']}) do not belong together")
+        load_weights(self.module, self.run_dir / "last.safetensors")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.step, self.train_seconds, self.best = state["step"], state["train_seconds"], state["best"]
+        if state["world_size"] != self.env.world_size and self.env.is_main:
+            log.warning("resuming a %d-process run with %d processes: the batches differ from an uninterrupted run",
+                        state["world_size"], self.env.world_size)
+
+    def _save(self) -> None:
+        extra = {"step": self.step}
+        save_weights(self.run_dir / "last.safetensors", self.module, extra=extra)
+        if self.ema is not None:
+            save_weights(self.run_dir / "last_ema.safetensors", self.ema.module, extra={**extra, "ema": self.cfg.train.ema})
+        save_state(self.run_dir / "last.pt", {
+            "step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None, "train_seconds": self.train_seconds,
+            "best": self.best, "config": self.cfg.to_dict(), "world_size": self.env.world_size,
+        })
+
+    # -- validation --------------------------------------------------------------------------
+    def _validate(self) -> dict[str, float]:
+        target = self.ema.module if self.ema is not None else self.module
+        target.eval()
+        with torch.no_grad():
+            metrics = self.evaluate(target, self.cfg.val.dataset, self.cfg.scale)
+        self.module.train()
+        result = {"psnr": float(metrics["psnr"]), "ssim": float(metrics["ssim"])}
+        if result["psnr"] > self.best["psnr"]:
+            self.best = {"step": self.step, **result}
+            save_weights(self.run_dir / "best.safetensors", target,
+                         extra={"step": self.step, "val_dataset": self.cfg.val.dataset, **result,
+                                "ema": self.cfg.train.ema if self.ema is not None else 0})
+        return result
+
+    # -- one update ----------------------------------------------------------------------------
+    def _update(self, batch: Any) -> float:
+        """One optimizer update; returns the loss averaged over ranks (NaN/inf: update skipped)."""
+        cfg, env = self.cfg, self.env
+        progress = self.step / cfg.train.steps
+        self.set_progress(self.module, progress)
+        if self.ema is not None:
+            self.set_progress(self.ema.module, progress)
+        torch.manual_seed(mix_seed(cfg.seed, self.step, env.rank, 3))
+        lr_img, hr_img = (x.to(env.device, non_blocking=True) for x in batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = F.l1_loss(self.net(lr_img), hr_img)
+        mean = loss.detach().clone()
+        if env.enabled:
+            dist.all_reduce(mean)
+            mean /= env.world_size
+        value = mean.item()
+        finite = math.isfinite(value)
+        if finite:
+            loss.backward()
+            grads = [p.grad for p in self.module.parameters() if p.grad is not None]
+            norm = get_total_norm(grads)
+            finite = bool(torch.isfinite(norm))
+            if finite and cfg.train.grad_clip > 0:
+                clip_grads_with_norm_(self.module.parameters(), cfg.train.grad_clip, norm)
+        if finite:
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.module)
+        self.scheduler.step()
+        self.step += 1
+        return value if finite else math.nan
+
+    def run(self) -> dict[str, Any]:
+        cfg, t = self.cfg, self.cfg.train
+        bar = tqdm(total=t.steps, initial=self.step, unit="it", dynamic_ncols=True,
+                   disable=not (self.env.is_main and cfg.log.progress))
+        losses, interval_s, nonfinite, val = [], 0.0, 0, None
+        session_start, session_s = self.step, 0.0
+        self.module.train()
+        tick = time.perf_counter()
+        for _, batch in zip(range(self.step, t.steps), self.loader):
+            lr = self.optimizer.param_groups[0]["lr"]
+            loss = self._update(batch)
+            elapsed = time.perf_counter() - tick
+            self.train_seconds += elapsed
+            session_s += elapsed
+            interval_s += elapsed
+            if math.isnan(loss):
+                nonfinite += 1
+                if self.env.is_main:
+                    log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", self.step, nonfinite)
+                if nonfinite >= t.max_nonfinite:
+                    raise BinsrError(f"training diverged: {nonfinite} consecutive non-finite losses up to step "
+                                     f"{self.step} (lr {lr:.3g}); lower train.lr or set train.grad_clip")
+            else:
+                nonfinite = 0
+                losses.append(loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+            last = self.step == t.steps
+            row_train = None
+            if self.step % cfg.log.every == 0 or last:
+                n = len(losses)
+                row_train = {"loss": sum(losses) / n if n else math.nan, "lr": lr,
+                             "it_s": (self.step - self._logged_step) / interval_s if interval_s else 0.0}
+                losses, interval_s = [], 0.0
+                self._logged_step = self.step
+            val = None
+            if self.env.is_main:
+                if (cfg.val.every and self.step % cfg.val.every == 0) or last:
+                    val = self._validate()
+                    bar.write(f"step {self.step}: {cfg.val.dataset} PSNR {val['psnr']:.3f} dB, SSIM {val['ssim']:.4f}")
+                if row_train or val:
+                    self.runlog.write(self.step, row_train, val)
+                if self.step % t.checkpoint_every == 0 or last:
+                    self._save()
+            tick = time.perf_counter()
+        bar.close()
+        result: dict[str, Any] = {}
+        if self.env.is_main:
+            if val is None:  # nothing left to train (resumed a finished run)
+                val = self._validate()
+                self._save()
+            sig = self.module.signature
+            result = {
+                "name": cfg.name, "model": sig["model"], "recipe": sig["recipe"], "scale": sig["scale"],
+                "kwargs": sig["kwargs"], "params": sum(p.numel() for p in self.module.parameters()),
+                "steps": self.step, "world_size": self.env.world_size, "device": str(self.env.device),
+                "train_seconds": round(self.train_seconds, 2),
+                "it_s": round((self.step - session_start) / session_s, 4) if session_s else None,
+                "val": {"dataset": cfg.val.dataset, "step": self.step, **val,
+                        "weights": "ema" if self.ema is not None else "model"},
+                "best": {**self.best, "file": "best.safetensors"},
+                "config": cfg.to_dict(),
+            }
+            atomic_write(self.run_dir / "results.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+            self.runlog.close()
+        self.env.barrier()
+        return result
+
+
+def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool = False, device: str = "auto",
+          data_root: str | None = None, model: nn.Module | None = None, dataset: Dataset | None = None,
+          evaluate: Evaluator | None = None) -> dict[str, Any]:
+    """Train ``cfg`` into ``run_dir`` (default ``<log.root>/<name>``); returns ``results.json`` (rank 0).
+
+    Args:
+        cfg: a checked config (:func:`binsr.train.load_config`).
+        run_dir: the run folder.
+        resume: continue from ``run_dir/last.pt``.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        data_root: overrides ``data.data_root``.
+        model: a model to train instead of ``binsr.models.create(...)``; it must carry ``.signature``.
+        dataset: instead of ``binsr.data.TrainPatches``: ``dataset[i]`` is an ``(lr, hr)`` pair of
+            float tensors that depends on ``i`` only, for any ``i >= 0``.
+        evaluate: ``evaluate(model, dataset_name, scale) -> {"psnr", "ssim"}`` instead of
+            ``binsr.evaluation.evaluate``.
+    """
+    run_dir = Path(run_dir) if run_dir is not None else Path(cfg.log.root) / cfg.name
+    env = distributed.setup(device)
+    try:
+        return _Trainer(cfg, run_dir, env, resume, model, dataset, evaluate, data_root).run()
+    finally:
+        distributed.teardown(env)

@@ -1,0 +1,98 @@
+"""Weights files: round trip, refusal of other architectures/scales, truncated and foreign files."""
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from _trainkit import TinySR
+from binsr.errors import BinsrError
+from binsr.train.checkpoint import atomic_write, load_state, load_weights, read_weights, save_state, save_weights
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = TinySR(scale=2, feat=8)
+    path = tmp_path / "w.safetensors"
+    save_weights(path, model, extra={"step": 12})
+    return model, path
+
+
+def test_round_trip_and_metadata(saved):
+    model, path = saved
+    other = TinySR(scale=2, feat=8)
+    state = load_weights(other, path)
+    for k, v in model.state_dict().items():
+        assert torch.equal(other.state_dict()[k], v) and torch.equal(state[k], v)
+    _, meta = read_weights(path)
+    assert meta["model"] == "tiny" and meta["recipe"] == "fp" and meta["scale"] == "2"
+    assert json.loads(meta["kwargs"]) == {"feat": 8} and meta["step"] == "12"
+    assert set(load_weights({"model": "tiny", "recipe": "fp", "scale": 2, "kwargs": {"feat": 8}}, path)) == set(state)
+    assert [p.name for p in path.parent.iterdir()] == ["w.safetensors"]  # no temp file left
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda: TinySR(scale=4, feat=8), "scale 2 (file) vs 4 (model)"),
+    (lambda: TinySR(scale=2, feat=4), "kwargs.feat 8 (file) vs 4 (model)"),
+])
+def test_other_architecture_or_scale_is_refused(saved, make, fragment):
+    _, path = saved
+    with pytest.raises(BinsrError) as err:
+        load_weights(make(), path)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_signature_recipe_mismatch_and_layer_mismatch(saved):
+    _, path = saved
+    with pytest.raises(BinsrError, match="recipe 'fp' \\(file\\) vs 'e2fif' \\(model\\)"):
+        load_weights({"model": "tiny", "recipe": "e2fif", "scale": 2, "kwargs": {"feat": 8}}, path)
+    model = TinySR(scale=2, feat=8)
+    model.extra = torch.nn.Linear(1, 1)  # same signature, different layers
+    with pytest.raises(BinsrError, match="missing: extra.bias, extra.weight"):
+        load_weights(model, path)
+
+
+def test_truncated_and_foreign_files_are_refused(saved, tmp_path):
+    _, path = saved
+    data = path.read_bytes()
+    for cut in (4, 100, len(data) - 10):
+        bad = tmp_path / f"cut{cut}.safetensors"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(BinsrError, match="truncated or foreign"):
+            load_weights(TinySR(), bad)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(os.urandom(256))
+    with pytest.raises(BinsrError, match="truncated or foreign"):
+        load_weights(TinySR(), junk)
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    with pytest.raises(BinsrError, match="without binsr metadata"):
+        load_weights(TinySR(), plain)
+    with pytest.raises(BinsrError, match="not found"):
+        load_weights(TinySR(), tmp_path / "missing.safetensors")
+
+
+def test_training_state_round_trip_and_truncation(tmp_path):
+    path = tmp_path / "s.pt"
+    save_state(path, {"step": 3, "t": torch.arange(4), "nested": {"x": [1.5, "a"]}})
+    state = load_state(path)
+    assert state["step"] == 3 and torch.equal(state["t"], torch.arange(4)) and state["nested"]["x"] == [1.5, "a"]
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(BinsrError, match="not a readable training state"):
+        load_state(path)
+
+
+def test_failed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "f.txt"
+    path.write_text("old")
+
+    def fail(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, fail)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]

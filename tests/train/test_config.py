@@ -1,0 +1,86 @@
+"""Config schema: every shipped config loads; unknown keys, bad types and bad names are refused."""
+
+from pathlib import Path
+
+import pytest
+
+from binsr.errors import UsageError
+from binsr.train.config import apply_overrides, config_diff, config_from_dict, load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "train").glob("*.yaml"))
+
+
+def test_shipped_configs_load():
+    names = {p.name for p in CONFIGS}
+    assert {"srresnet_e2fif_x4_small.yaml", "srresnet_e2fif_x4.yaml", "srresnet_fp_x4.yaml"} <= names
+    for path in CONFIGS:
+        cfg = load_config(path)
+        assert cfg.name == path.stem
+        assert cfg.data.patch_size % cfg.scale == 0
+
+
+def test_defaults_and_overrides():
+    raw = apply_overrides({"name": "x"}, ["train.lr=1e-4", "model.kwargs.num_block=4", "data.train_sets=[T91]",
+                                           "train.scheduler.type=multistep", "train.scheduler.milestones=[10, 20]"])
+    cfg = config_from_dict(raw, check_names=False)
+    assert cfg.train.lr == 1e-4 and isinstance(cfg.train.lr, float)
+    assert cfg.model.kwargs == {"num_block": 4}
+    assert cfg.data.train_sets == ["T91"]
+    assert cfg.train.scheduler.milestones == [10, 20]
+    assert cfg.train.steps == 100_000 and cfg.val.dataset == "Set5"  # untouched defaults
+
+
+@pytest.mark.parametrize("raw, fragments", [
+    ({"name": "x", "train": {"lrr": 1}}, ["'train.lrr'", "steps, lr, optimizer"]),
+    ({"name": "x", "optim": {}}, ["'optim'", "name, scale, seed, model, data, train, val, log"]),
+    ({"name": "x", "train": {"scheduler": {"typ": "cosine"}}}, ["'train.scheduler.typ'", "eta_min"]),
+])
+def test_unknown_keys_are_named_with_the_valid_ones(raw, fragments):
+    with pytest.raises(UsageError) as err:
+        config_from_dict(raw, check_names=False)
+    for fragment in fragments:
+        assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    ({"name": "x", "train": {"steps": "many"}}, "'train.steps': expected an integer"),
+    ({"name": "x", "train": {"ema": 1.5}}, "train.ema"),
+    ({"name": "x", "scale": 3, "data": {"patch_size": 64}}, "not a multiple of scale 3"),
+    ({"name": "x", "train": {"scheduler": {"type": "cosine", "milestones": [5]}}}, "only used by type multistep"),
+    ({"name": "x", "train": {"optimizer": {"type": "sgd"}}}, "valid: adam"),
+    ({"name": "x", "log": {"tensorboard": "yes"}}, "expected true or false"),
+    ({"scale": 4}, "'name' is required"),
+])
+def test_bad_values_are_refused(raw, fragment):
+    with pytest.raises(UsageError, match=None) as err:
+        config_from_dict(raw, check_names=False)
+    assert fragment in str(err.value)
+
+
+def test_yaml_float_without_dot_is_a_number(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ntrain:\n  lr: 1e-4\n")  # PyYAML alone reads this as a string
+    assert load_config(path, check_names=False).train.lr == 1e-4
+
+
+def test_unknown_model_and_recipe_list_the_valid_ones():
+    from binsr.models import names
+    from binsr.nn.recipes import recipe_names
+
+    with pytest.raises(UsageError, match=f"unknown model 'nope'; valid models: {names()[0]}"):
+        config_from_dict({"name": "x", "model": {"name": "nope"}})
+    with pytest.raises(UsageError, match=f"unknown recipe 'nope'; valid recipes: {recipe_names()[0]}"):
+        config_from_dict({"name": "x", "model": {"name": "srresnet", "recipe": "nope"}})
+
+
+def test_bad_override_syntax():
+    with pytest.raises(UsageError, match="key=value"):
+        apply_overrides({}, ["train.lr"])
+    with pytest.raises(UsageError, match="'name' is not a section"):
+        apply_overrides({"name": "x"}, ["name.sub=1"])
+
+
+def test_config_diff_ignores_neutral_prefixes():
+    a = config_from_dict({"name": "x"}, check_names=False).to_dict()
+    b = config_from_dict({"name": "x", "train": {"lr": 1e-3}, "log": {"every": 5}}, check_names=False).to_dict()
+    assert config_diff(a, b, ignore=("log.",)) == ["train.lr: 0.0002 -> 0.001"]
