@@ -224,7 +224,8 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = Fals
     """Write ``HW``/``HWC`` (1-4 channels: gray, gray+alpha, RGB, RGBA) ``uint8``/``uint16``.
 
     The format follows the extension (:data:`IMAGE_EXTENSIONS`); ``uint16`` needs ``.png``.
-    JPEG is written at quality 95 without chroma subsampling, WebP losslessly. The file is
+    JPEG is written at quality 95 without chroma subsampling, WebP losslessly (WebP has no gray
+    mode: gray is stored as R = G = B and reads back as RGB). The file is
     written to a temporary name in the same folder and renamed into place, so readers never
     see a partial file. Parent folders are created. An existing file is replaced only with
     ``overwrite=True``; otherwise :class:`~binsr.errors.UsageError`.

@@ -137,7 +137,7 @@ def _imresize_torch(
     scales, out, order = _plan((x.shape[-2], x.shape[-1]), scale, output_shape)
     for dim in order:
         in_len = x.shape[-2 + dim]
-        mat = torch.from_numpy(resize_matrix(in_len, out[dim], scales[dim])).to(x.device, x.dtype)
+        mat = torch.tensor(resize_matrix(in_len, out[dim], scales[dim]), dtype=x.dtype, device=x.device)
         x = torch.matmul(mat, x) if dim == 0 else torch.matmul(x, mat.T)
     return x
 

@@ -1,0 +1,166 @@
+"""Image I/O: modes, bit depths, alpha, EXIF orientation, atomic writes and readable errors."""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from binsr.data import read_image, read_image_alpha, write_image
+from binsr.errors import BinsrError, UsageError
+
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+GRAY = RNG.integers(0, 256, (5, 7), dtype=np.uint8)
+ALPHA = RNG.integers(0, 256, (5, 7), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("ext", [".png", ".bmp", ".tif", ".webp"])
+@pytest.mark.parametrize("kind", ["gray", "rgb"])
+def test_lossless_roundtrip(tmp_path, ext, kind):
+    img = GRAY if kind == "gray" else RGB
+    out = read_image(write_image(tmp_path / f"a{ext}", img))
+    if ext == ".webp" and kind == "gray":  # WebP has no gray mode: stored as R = G = B
+        img = np.repeat(img[..., None], 3, axis=2)
+    assert out.dtype == np.uint8 and out.shape == img.shape  # gray stays HW, colour stays HWC
+    np.testing.assert_array_equal(out, img)
+
+
+def test_jpeg_keeps_colour_and_gray(tmp_path):
+    assert read_image(write_image(tmp_path / "c.jpg", RGB)).shape == RGB.shape
+    assert read_image(write_image(tmp_path / "g.jpeg", GRAY)).shape == GRAY.shape
+    # an RGB image whose channels are equal is still colour (HWC), never silently gray
+    same = np.repeat(GRAY[..., None], 3, axis=2)
+    assert read_image(write_image(tmp_path / "s.png", same)).shape == (5, 7, 3)
+
+
+@pytest.mark.parametrize("base", [GRAY, RGB])
+def test_alpha_is_returned_separately(tmp_path, base):
+    img = np.dstack([base, ALPHA])
+    path = write_image(tmp_path / "a.png", img)
+    assert Image.open(path).mode == ("LA" if base.ndim == 2 else "RGBA")
+    arr, alpha = read_image_alpha(path)
+    np.testing.assert_array_equal(arr, base)
+    np.testing.assert_array_equal(alpha, ALPHA)
+    np.testing.assert_array_equal(read_image(path), base)
+    assert read_image_alpha(write_image(tmp_path / "b.png", base))[1] is None
+
+
+def test_palette_images(tmp_path):
+    Image.fromarray(RGB).quantize(16).save(tmp_path / "p.png")
+    out = read_image(tmp_path / "p.png")
+    expected = np.asarray(Image.open(tmp_path / "p.png").convert("RGB"))
+    np.testing.assert_array_equal(out, expected)
+    pal = Image.fromarray(RGB).quantize(16)
+    pal.info["transparency"] = 0
+    pal.save(tmp_path / "t.png", transparency=0)
+    arr, alpha = read_image_alpha(tmp_path / "t.png")
+    assert arr.shape == (5, 7, 3) and alpha is not None and alpha.min() == 0
+
+
+def test_16bit_gray_from_pillow(tmp_path):
+    g16 = (GRAY.astype(np.uint16) * 257 + 3).astype(np.uint16)
+    Image.fromarray(g16).save(tmp_path / "g.png")
+    assert Image.open(tmp_path / "g.png").mode.startswith("I")
+    out = read_image(tmp_path / "g.png")
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out, g16)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_16bit_roundtrip(tmp_path, channels):
+    img = RNG.integers(0, 65536, (6, 9, channels), dtype=np.uint16)
+    path = write_image(tmp_path / "a.png", img if channels > 1 else img[..., 0])
+    arr, alpha = read_image_alpha(path)
+    assert arr.dtype == np.uint16
+    colour = img[..., :3] if channels >= 3 else img[..., 0]
+    np.testing.assert_array_equal(arr, colour)
+    if channels in (2, 4):
+        np.testing.assert_array_equal(alpha, img[..., -1])
+
+
+def _png16_all_filters(img: np.ndarray) -> bytes:
+    """Encode with every PNG filter type (row y uses filter y % 5), straight from the PNG spec."""
+    h, w, c = img.shape
+    raw = img.astype(">u2").view(np.uint8).reshape(h, w * 2 * c).astype(np.int64)
+    bpp = 2 * c
+    lines = []
+    for y in range(h):
+        x, up = raw[y], raw[y - 1] if y else np.zeros_like(raw[y])
+        left = np.concatenate([np.zeros(bpp, np.int64), x[:-bpp]])
+        upleft = np.concatenate([np.zeros(bpp, np.int64), up[:-bpp]])
+        p = left + up - upleft
+        pa, pb, pc = abs(p - left), abs(p - up), abs(p - upleft)
+        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
+        pred = [0, left, up, (left + up) // 2, paeth][y % 5]
+        lines.append(bytes([y % 5]) + ((x - pred) % 256).astype(np.uint8).tobytes())
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[c], 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"".join(lines))) + chunk(b"IEND", b"")
+
+
+def test_16bit_colour_png_with_every_filter(tmp_path):
+    img = RNG.integers(0, 65536, (10, 6, 3), dtype=np.uint16)
+    (tmp_path / "f.png").write_bytes(_png16_all_filters(img))
+    assert np.asarray(Image.open(tmp_path / "f.png")).dtype == np.uint8  # what Pillow alone gives
+    np.testing.assert_array_equal(read_image(tmp_path / "f.png"), img)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation(tmp_path, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(RGB).save(tmp_path / "o.png", exif=exif)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "o.png")))
+    np.testing.assert_array_equal(read_image(tmp_path / "o.png"), expected)
+
+
+def _corrupt_files(tmp_path):
+    good = write_image(tmp_path / "good.png", RGB).read_bytes()
+    jpeg = write_image(tmp_path / "good.jpg", np.tile(RGB, (20, 20, 1))).read_bytes()
+    png16 = _png16_all_filters(RNG.integers(0, 65536, (4, 4, 3), dtype=np.uint16))
+    files = {
+        "empty.png": b"",
+        "text.png": b"this is not an image\n",
+        "truncated.png": good[: len(good) // 2],
+        "truncated.jpg": jpeg[: len(jpeg) // 2],
+        "baddata16.png": bytearray(png16),
+        "badcrc16.png": bytearray(png16),
+    }
+    files["baddata16.png"][50] ^= 0xFF  # a byte inside the IDAT data
+    files["badcrc16.png"][png16.index(b"IEND") - 5] ^= 0xFF  # the IDAT checksum
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(bytes(data))
+    return [tmp_path / name for name in files] + [tmp_path / "missing.png"]
+
+
+def test_unreadable_files_raise_binsr_error_naming_the_file(tmp_path):
+    for path in _corrupt_files(tmp_path):
+        with pytest.raises(BinsrError, match=path.name):
+            read_image(path)
+
+
+def test_write_refuses_to_overwrite_and_is_atomic(tmp_path):
+    path = write_image(tmp_path / "sub" / "x.png", RGB)  # parent folders are created
+    with pytest.raises(UsageError, match="x.png"):
+        write_image(path, GRAY)
+    np.testing.assert_array_equal(read_image(path), RGB)
+    write_image(path, GRAY, overwrite=True)
+    np.testing.assert_array_equal(read_image(path), GRAY)
+    assert [p.name for p in path.parent.iterdir()] == ["x.png"]  # no temporary files left
+
+
+def test_write_rejects_bad_requests(tmp_path):
+    with pytest.raises(UsageError):
+        write_image(tmp_path / "a.jpg", RGB.astype(np.uint16))
+    with pytest.raises(UsageError):
+        write_image(tmp_path / "a.jpg", np.dstack([RGB, ALPHA]))
+    with pytest.raises(UsageError):
+        write_image(tmp_path / "a.xyz", RGB)
+    with pytest.raises(ValueError):
+        write_image(tmp_path / "a.png", RGB.astype(np.float32))
+    assert list(tmp_path.iterdir()) == []
