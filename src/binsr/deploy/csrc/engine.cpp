@@ -1,0 +1,385 @@
+// Bit-packed binary convolution engine (binsr.deploy._engine).
+//
+// dot = C_in_per_group * k * k - 2 * popcount(x XOR w) over channel-last packed words, with the
+// input padded by all-ones words (+1). Three implementations compiled in this one translation
+// unit for different ISAs and picked at run time: AVX-512 VPOPCNTDQ, AVX2 (vpshufb nibble
+// popcount, 8-bit lanes widened with vpsadbw) and portable scalar code.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "engine.h"
+
+namespace py = pybind11;
+
+namespace binsr {
+
+// ---------------------------------------------------------------- portable (no ISA extension)
+namespace portable {
+constexpr int PX = 2, QB = 2;
+
+template <int P, int NQ>
+static inline void block(const Job& j, const uint64_t* a, size_t woff, int32_t* dots, int C, int nvalid) {
+  const Layer& L = *j.L;
+  const size_t qs = (size_t)L.taps * L.wd * 8;
+  const uint64_t* w = L.w.data() + woff;
+  uint64_t pc[P][NQ * 8] = {};
+  for (int t = 0; t < L.taps; ++t) {
+    const uint64_t* at = a + j.tapoff[t];
+    const uint64_t* wt = w + (size_t)t * L.wd * 8;
+    for (int i = 0; i < L.wd; ++i)
+      for (int p = 0; p < P; ++p) {
+        const uint64_t av = at[(size_t)p * L.ps + i];
+        for (int q = 0; q < NQ; ++q)
+          for (int c = 0; c < 8; ++c) pc[p][q * 8 + c] += __builtin_popcountll(av ^ wt[q * qs + i * 8 + c]);
+      }
+  }
+  const int K = L.cpg_in * L.taps, n = std::min(nvalid, NQ * 8);
+  for (int p = 0; p < P; ++p)
+    for (int c = 0; c < n; ++c) dots[(size_t)p * C + c] = K - 2 * (int32_t)pc[p][c];
+}
+
+static inline uint64_t pack_word(const float* v, const float* thr, int n) {
+  uint64_t w = ~0ull;
+  for (int c = 0; c < n; ++c)
+    if (!(v[c] >= (thr ? thr[c] : 0.f))) w &= ~(1ull << c);
+  return w;
+}
+
+#include "rows.inc"
+}  // namespace portable
+
+// ---------------------------------------------------------------- AVX2
+#pragma GCC push_options
+#pragma GCC target("avx2,popcnt,fma")
+namespace avx2 {
+#ifndef AVX2_PX
+#define AVX2_PX 2
+#define AVX2_QB 2
+#endif
+constexpr int PX = AVX2_PX, QB = AVX2_QB;
+
+template <int P, int NQ>
+__attribute__((target("avx2,popcnt,fma"), always_inline)) static inline void block(
+    const Job& j, const uint64_t* a, size_t woff, int32_t* dots, int C, int nvalid) {
+  constexpr int NY = NQ * 2;  // 4 output channels per ymm
+  const Layer& L = *j.L;
+  const size_t qs = (size_t)L.taps * L.wd * 8;
+  const uint64_t* wl = L.wlo.data() + woff;
+  const uint64_t* wh = L.whi.data() + woff;
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                       0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i acc[P][NY], sum[P][NY];
+  for (int p = 0; p < P; ++p)
+    for (int q = 0; q < NY; ++q) acc[p][q] = sum[p][q] = zero;
+  int cnt = 0;  // words in the 8-bit accumulators (<= 31: 31 * 8 < 256)
+  for (int t = 0; t < L.taps; ++t) {
+    const uint64_t* at = a + j.tapoff[t];
+    const size_t tw = (size_t)t * L.wd * 8;
+    for (int i = 0; i < L.wd; ++i) {
+      __m256i lo[P], hi[P];
+      for (int p = 0; p < P; ++p) {
+        const __m256i av = _mm256_set1_epi64x((long long)at[(size_t)p * L.ps + i]);
+        lo[p] = _mm256_and_si256(av, m4);
+        hi[p] = _mm256_and_si256(_mm256_srli_epi16(av, 4), m4);
+      }
+      for (int q = 0; q < NY; ++q) {
+        const size_t o = (q >> 1) * qs + tw + i * 8 + (q & 1) * 4;
+        const __m256i vl = _mm256_loadu_si256((const __m256i*)(wl + o));
+        const __m256i vh = _mm256_loadu_si256((const __m256i*)(wh + o));
+        for (int p = 0; p < P; ++p) {
+          const __m256i cl = _mm256_shuffle_epi8(lut, _mm256_xor_si256(lo[p], vl));
+          const __m256i ch = _mm256_shuffle_epi8(lut, _mm256_xor_si256(hi[p], vh));
+          acc[p][q] = _mm256_add_epi8(acc[p][q], _mm256_add_epi8(cl, ch));
+        }
+      }
+      if (++cnt == 31) {
+        for (int p = 0; p < P; ++p)
+          for (int q = 0; q < NY; ++q) {
+            sum[p][q] = _mm256_add_epi64(sum[p][q], _mm256_sad_epu8(acc[p][q], zero));
+            acc[p][q] = zero;
+          }
+        cnt = 0;
+      }
+    }
+  }
+  const int K = L.cpg_in * L.taps, n = std::min(nvalid, NQ * 8);
+  for (int p = 0; p < P; ++p) {
+    alignas(32) int64_t pc[NY * 4];
+    for (int q = 0; q < NY; ++q)
+      _mm256_store_si256((__m256i*)(pc + q * 4), _mm256_add_epi64(sum[p][q], _mm256_sad_epu8(acc[p][q], zero)));
+    for (int c = 0; c < n; ++c) dots[(size_t)p * C + c] = K - 2 * (int32_t)pc[c];
+  }
+}
+
+__attribute__((target("avx2,popcnt,fma"))) static inline uint64_t pack_word(const float* v, const float* thr, int n) {
+  if (n == 64) {
+    uint64_t w = 0;
+    for (int i = 0; i < 8; ++i) {
+      const __m256 t = thr ? _mm256_loadu_ps(thr + 8 * i) : _mm256_setzero_ps();
+      const __m256 m = _mm256_cmp_ps(_mm256_loadu_ps(v + 8 * i), t, _CMP_GE_OQ);
+      w |= (uint64_t)(unsigned)_mm256_movemask_ps(m) << (8 * i);
+    }
+    return w;
+  }
+  uint64_t w = ~0ull;
+  for (int c = 0; c < n; ++c)
+    if (!(v[c] >= (thr ? thr[c] : 0.f))) w &= ~(1ull << c);
+  return w;
+}
+
+#include "rows.inc"
+}  // namespace avx2
+#pragma GCC pop_options
+
+// ---------------------------------------------------------------- AVX-512 VPOPCNTDQ
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vpopcntdq,avx2,popcnt,fma")
+namespace avx512 {
+constexpr int PX = 4, QB = 4;
+
+template <int P, int NQ>
+__attribute__((target("avx512f,avx512bw,avx512vpopcntdq"), always_inline)) static inline void block(
+    const Job& j, const uint64_t* a, size_t woff, int32_t* dots, int C, int nvalid) {
+  const Layer& L = *j.L;
+  const size_t qs = (size_t)L.taps * L.wd * 8;
+  const uint64_t* w = L.w.data() + woff;
+  __m512i acc[P][NQ];
+  for (int p = 0; p < P; ++p)
+    for (int q = 0; q < NQ; ++q) acc[p][q] = _mm512_setzero_si512();
+  for (int t = 0; t < L.taps; ++t) {
+    const uint64_t* at = a + j.tapoff[t];
+    const uint64_t* wt = w + (size_t)t * L.wd * 8;
+    for (int i = 0; i < L.wd; ++i) {
+      __m512i wv[NQ];
+      for (int q = 0; q < NQ; ++q) wv[q] = _mm512_loadu_si512((const void*)(wt + q * qs + i * 8));
+      for (int p = 0; p < P; ++p) {
+        const __m512i av = _mm512_set1_epi64((long long)at[(size_t)p * L.ps + i]);
+        for (int q = 0; q < NQ; ++q)
+          acc[p][q] = _mm512_add_epi64(acc[p][q], _mm512_popcnt_epi64(_mm512_xor_si512(av, wv[q])));
+      }
+    }
+  }
+  const int K = L.cpg_in * L.taps, n = std::min(nvalid, NQ * 8);
+  const __m256i kv = _mm256_set1_epi32(K);
+  for (int p = 0; p < P; ++p) {
+    alignas(32) int32_t d[NQ * 8];
+    for (int q = 0; q < NQ; ++q) {
+      const __m256i pc = _mm512_cvtepi64_epi32(acc[p][q]);
+      _mm256_store_si256((__m256i*)(d + q * 8), _mm256_sub_epi32(kv, _mm256_slli_epi32(pc, 1)));
+    }
+    std::memcpy(dots + (size_t)p * C, d, sizeof(int32_t) * n);
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vpopcntdq"))) static inline uint64_t pack_word(
+    const float* v, const float* thr, int n) {
+  if (n == 64) {
+    uint64_t w = 0;
+    for (int i = 0; i < 4; ++i) {
+      const __m512 t = thr ? _mm512_loadu_ps(thr + 16 * i) : _mm512_setzero_ps();
+      w |= (uint64_t)_mm512_cmp_ps_mask(_mm512_loadu_ps(v + 16 * i), t, _CMP_GE_OQ) << (16 * i);
+    }
+    return w;
+  }
+  uint64_t w = ~0ull;
+  for (int c = 0; c < n; ++c)
+    if (!(v[c] >= (thr ? thr[c] : 0.f))) w &= ~(1ull << c);
+  return w;
+}
+
+#include "rows.inc"
+}  // namespace avx512
+#pragma GCC pop_options
+
+// ---------------------------------------------------------------- dispatch and Python binding
+static bool cpu_avx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2");
+}
+static bool cpu_avx512() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vpopcntdq");
+}
+
+static Layer make_layer(py::array_t<uint64_t, py::array::c_style | py::array::forcecast> w, int cin, int k,
+                        int dil, int pad, int groups) {
+  if (w.ndim() != 4) throw std::invalid_argument("weights must be (cout, k, k, words) uint64");
+  Layer L;
+  L.cout = (int)w.shape(0); L.cin = cin; L.k = k; L.dil = dil; L.pad = pad; L.groups = groups;
+  if (k < 1 || dil < 1 || pad < 0 || groups < 1 || cin < 1) throw std::invalid_argument("bad conv geometry");
+  if (cin % groups || L.cout % groups) throw std::invalid_argument("channels do not split into groups");
+  L.cpg_in = cin / groups; L.cpg_out = L.cout / groups;
+  L.ps = (cin + 63) / 64; L.nob = (L.cpg_out + 7) / 8; L.taps = k * k;
+  const int wdc = (L.cpg_in + 63) / 64;  // words of one output channel's weights as stored
+  if (w.shape(1) != k || w.shape(2) != k || w.shape(3) != wdc)
+    throw std::invalid_argument("weights shape does not match (cout, k, k, ceil(cin / groups / 64))");
+  L.wd = 0;
+  for (int g = 0; g < groups; ++g) {
+    const int b0 = g * L.cpg_in;
+    L.wd = std::max(L.wd, (b0 + L.cpg_in + 63) / 64 - b0 / 64);
+  }
+  L.mask.assign((size_t)groups * L.wd, 0);
+  L.corr = false;
+  for (int g = 0; g < groups; ++g) {
+    const int b0 = g * L.cpg_in;
+    L.w0.push_back(std::min(b0 / 64, L.ps - L.wd));
+    for (int c = 0; c < L.cpg_in; ++c) L.mask[(size_t)g * L.wd + (b0 + c) / 64 - L.w0[g]] |= 1ull << ((b0 + c) % 64);
+  }
+  for (uint64_t m : L.mask) L.corr |= m != ~0ull;
+  const size_t qs = (size_t)L.taps * L.wd * 8;
+  L.w.assign((size_t)groups * L.nob * qs, 0);
+  auto src = w.unchecked<4>();
+  for (int g = 0; g < groups; ++g)
+    for (int o = 0; o < L.cpg_out; ++o)
+      for (int t = 0; t < L.taps; ++t)
+        for (int c = 0; c < L.cpg_in; ++c) {
+          const uint64_t bit = (src(g * L.cpg_out + o, t / k, t % k, c / 64) >> (c % 64)) & 1;
+          const int b = g * L.cpg_in + c;
+          L.w[((size_t)g * L.nob + o / 8) * qs + ((size_t)t * L.wd + b / 64 - L.w0[g]) * 8 + o % 8] |= bit << (b % 64);
+        }
+  L.wlo.resize(L.w.size());
+  L.whi.resize(L.w.size());
+  for (size_t i = 0; i < L.w.size(); ++i) {
+    L.wlo[i] = L.w[i] & 0x0f0f0f0f0f0f0f0full;
+    L.whi[i] = (L.w[i] >> 4) & 0x0f0f0f0f0f0f0f0full;
+  }
+  return L;
+}
+
+using FArr = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using OptF = std::optional<FArr>;
+
+static const float* vec_ptr(const OptF& a, size_t n, const char* name) {
+  if (!a) return nullptr;
+  if ((size_t)a->size() != n) throw std::invalid_argument(std::string(name) + " has the wrong size");
+  return a->data();
+}
+
+static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | py::array::forcecast> x,
+                     const std::string& path, int threads, const OptF& scale, const OptF& bias, const OptF& pix,
+                     const OptF& act_shift, const OptF& act_slope, const OptF& act_bias, const OptF& res,
+                     bool out_float, bool out_int, bool pack, const OptF& thr) {
+  if (x.ndim() != 4 || x.shape(3) != (py::ssize_t)L.ps)
+    throw std::invalid_argument("input must be (N, H, W, ceil(cin / 64)) uint64 packed activations");
+  void (*rows)(const Job&, int, int) = portable::rows;
+  if (path == "avx512") {
+    if (!cpu_avx512()) throw std::runtime_error("avx512 path requested but this CPU lacks AVX-512 VPOPCNTDQ");
+    rows = avx512::rows;
+  } else if (path == "avx2") {
+    if (!cpu_avx2()) throw std::runtime_error("avx2 path requested but this CPU lacks AVX2");
+    rows = avx2::rows;
+  } else if (path != "portable") {
+    throw std::invalid_argument("path must be portable, avx2 or avx512");
+  }
+  const int N = (int)x.shape(0), H = (int)x.shape(1), W = (int)x.shape(2);
+  const int Hp = H + 2 * L.pad, Wp = W + 2 * L.pad;
+  const int Ho = Hp - L.dil * (L.k - 1), Wo = Wp - L.dil * (L.k - 1);
+  if (Ho < 1 || Wo < 1) throw std::invalid_argument("input smaller than the dilated kernel");
+  const size_t npix = (size_t)Ho * Wo, C = L.cout;
+  const bool act = act_shift || act_slope || act_bias;
+  if (act && !(act_shift && act_slope && act_bias)) throw std::invalid_argument("activation needs shift, slope, bias");
+
+  Epilogue e0;
+  e0.scale = vec_ptr(scale, C, "scale");
+  e0.bias = vec_ptr(bias, C, "bias");
+  e0.act_shift = vec_ptr(act_shift, C, "act_shift");
+  e0.act_slope = vec_ptr(act_slope, C, "act_slope");
+  e0.act_bias = vec_ptr(act_bias, C, "act_bias");
+  e0.thr = vec_ptr(thr, C, "thr");
+  const float* pix0 = vec_ptr(pix, N * npix, "pix");
+  const float* res0 = vec_ptr(res, N * npix * C, "res");
+
+  py::object of = py::none(), oi = py::none(), ob = py::none();
+  float* fptr = nullptr;
+  int32_t* iptr = nullptr;
+  uint64_t* bptr = nullptr;
+  if (out_float) { py::array_t<float> a({N, Ho, Wo, (int)C}); fptr = a.mutable_data(); of = a; }
+  if (out_int) { py::array_t<int32_t> a({N, Ho, Wo, (int)C}); iptr = a.mutable_data(); oi = a; }
+  if (pack) {
+    e0.pwd = (L.cout + 63) / 64;
+    py::array_t<uint64_t> a({N, Ho, Wo, e0.pwd});
+    bptr = a.mutable_data();
+    ob = a;
+  }
+  const size_t ps = L.ps;
+  const uint64_t* xin = x.data();
+  {
+    py::gil_scoped_release nogil;
+    std::vector<uint64_t> xp((size_t)Hp * Wp * ps);
+    std::vector<int32_t> corr(L.corr ? (size_t)Hp * Wp * L.groups : 0);
+    for (int n = 0; n < N; ++n) {
+      std::fill(xp.begin(), xp.end(), ~0ull);
+      for (int y = 0; y < H; ++y)
+        std::memcpy(xp.data() + (((size_t)(y + L.pad)) * Wp + L.pad) * ps, xin + (((size_t)n * H + y) * W) * ps,
+                    sizeof(uint64_t) * W * ps);
+      for (size_t q = 0; q < corr.size(); ++q) {  // popcount of the bits outside each group
+        const size_t px = q / L.groups;
+        const int g = (int)(q % L.groups);
+        int32_t c = 0;
+        for (int i = 0; i < L.wd; ++i)
+          c += __builtin_popcountll(xp[px * ps + L.w0[g] + i] & ~L.mask[(size_t)g * L.wd + i]);
+        corr[q] = c;
+      }
+      Job j{&L, xp.data(), L.corr ? corr.data() : nullptr, Wp, Ho, Wo, {}, {}, e0};
+      for (int t = 0; t < L.taps; ++t) {
+        j.tappix.push_back((std::ptrdiff_t)(t / L.k) * L.dil * Wp + (t % L.k) * L.dil);
+        j.tapoff.push_back(j.tappix.back() * (std::ptrdiff_t)ps);
+      }
+      if (pix0) j.e.pix = pix0 + n * npix;
+      if (res0) j.e.res = res0 + n * npix * C;
+      if (fptr) j.e.out = fptr + n * npix * C;
+      if (iptr) j.e.out_int = iptr + n * npix * C;
+      if (bptr) j.e.bits = bptr + n * npix * e0.pwd;
+      const int nt = std::max(1, std::min(threads, Ho));
+      if (nt == 1) {
+        rows(j, 0, Ho);
+      } else {
+        std::vector<std::thread> pool;
+        for (int t = 0; t < nt; ++t)
+          pool.emplace_back(rows, std::cref(j), (int)((long)Ho * t / nt), (int)((long)Ho * (t + 1) / nt));
+        for (auto& th : pool) th.join();
+      }
+    }
+  }
+  return py::make_tuple(of, oi, ob);
+}
+
+}  // namespace binsr
+
+PYBIND11_MODULE(_engine, m) {
+  using namespace binsr;
+  m.doc() = "Bit-packed binary convolution kernels (AVX-512 VPOPCNTDQ / AVX2 / portable).";
+  m.def("cpu_features", []() {
+    py::dict d;
+    d["avx2"] = cpu_avx2();
+    d["avx512"] = cpu_avx512();
+    return d;
+  }, "Which compiled paths this CPU can run.");
+  py::class_<Layer>(m, "BinaryConv")
+      .def(py::init(&make_layer), py::arg("weights"), py::arg("cin"), py::arg("k"), py::arg("dilation"),
+           py::arg("padding"), py::arg("groups"))
+      .def_readonly("cout", &Layer::cout)
+      .def_readonly("cin", &Layer::cin)
+      .def_readonly("k", &Layer::k)
+      .def_readonly("dilation", &Layer::dil)
+      .def_readonly("padding", &Layer::pad)
+      .def_readonly("groups", &Layer::groups)
+      .def("run", &run, py::arg("x"), py::arg("path"), py::arg("threads") = 1, py::arg("scale") = py::none(),
+           py::arg("bias") = py::none(), py::arg("pix") = py::none(), py::arg("act_shift") = py::none(),
+           py::arg("act_slope") = py::none(), py::arg("act_bias") = py::none(), py::arg("res") = py::none(),
+           py::arg("out_float") = true, py::arg("out_int") = false, py::arg("pack") = false,
+           py::arg("thr") = py::none(),
+           "Binary conv of packed x (N, H, W, ceil(cin / 64)); returns (float NHWC | None, int32 dots | None, bits | None).");
+}

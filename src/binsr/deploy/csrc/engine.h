@@ -1,0 +1,55 @@
+// Shared types of the bit-packed binary convolution engine (binsr.deploy._engine).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace binsr {
+
+// One binary conv layer: packed, re-laid-out weights plus its geometry.
+struct Layer {
+  int cout, cin, k, dil, pad, groups;
+  int cpg_in, cpg_out;  // channels per group
+  int ps;               // 64-bit words per input pixel: ceil(cin / 64), channels packed densely
+  int wd;               // words spanned by one group (the same for every group)
+  int nob;              // 8-output-channel blocks per group (last one padded with all-ones weights)
+  int taps;             // k * k
+  bool corr;            // some group does not cover whole words: subtract popcount(x & ~mask)
+  std::vector<int> w0;             // first word of each group
+  std::vector<uint64_t> mask;      // [group][word]: the group's channel bits
+  std::vector<uint64_t> w;         // [group][block][tap][word][8 out channels], 0 outside the group
+  std::vector<uint64_t> wlo, whi;  // w & 0x0f.., (w >> 4) & 0x0f.. (AVX2 nibble popcount)
+};
+
+// Fused epilogue: v = dot * scale[o] * pix[p] + bias[o]; optional RPReLU
+// ((v - shift) -> PReLU(slope) -> + abias); + res; then float out and/or sign bits (v >= thr).
+struct Epilogue {
+  const float* scale = nullptr;
+  const float* bias = nullptr;
+  const float* pix = nullptr;
+  const float* act_shift = nullptr;
+  const float* act_slope = nullptr;
+  const float* act_bias = nullptr;
+  const float* res = nullptr;
+  const float* thr = nullptr;
+  float* out = nullptr;
+  int32_t* out_int = nullptr;
+  uint64_t* bits = nullptr;
+  int pwd = 0;  // words per output pixel when packing
+};
+
+// One image's work: padded packed input (all-ones border) and where results go.
+struct Job {
+  const Layer* L;
+  const uint64_t* xp;
+  const int32_t* corr;  // [padded pixel][group] popcount(x & ~mask) or null
+  int Wp, Ho, Wo;       // padded width, output size
+  std::vector<std::ptrdiff_t> tapoff, tappix;  // tap offsets in words and in pixels
+  Epilogue e;
+};
+
+namespace portable { void rows(const Job& j, int y0, int y1); }
+namespace avx2 { void rows(const Job& j, int y0, int y1); }
+namespace avx512 { void rows(const Job& j, int y0, int y1); }
+
+}  // namespace binsr

@@ -1,0 +1,125 @@
+"""Binary convolution on packed activations: the compiled kernels (AVX-512 / AVX2 / portable C++),
+or a NumPy path when the extension was not built.
+
+``dot = C_in_per_group * k * k - 2 * popcount(x ^ w)`` (exact int32), input padded with +1 (all-ones
+words), stride 1. A fused epilogue turns dots into the next tensor, in this order::
+
+    v = dot * scale[o] * pix[p] + bias[o]
+    v = PReLU_slope(v - act_shift[o]) + act_bias[o]      (RPReLU; optional)
+    v = v + residual[p, o]                                (optional)
+    -> float32 NHWC and/or the sign bits of (v >= thr[o]), packed (see :mod:`bitpack`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from binsr.deploy.bitpack import pack_bits, unpack_bits, unpack_weights, words
+
+try:
+    from binsr.deploy import _engine
+except ImportError:  # no compiler at install time: NumPy path only
+    _engine = None
+
+__all__ = ["PATHS", "available_paths", "isa", "resolve_path", "BinaryConv", "ConvOutput"]
+
+#: compiled paths, slowest first; "numpy" is the pure-NumPy fallback
+PATHS = ("portable", "avx2", "avx512")
+
+
+def available_paths() -> list[str]:
+    """Paths this process can run, slowest first."""
+    if _engine is None:
+        return ["numpy"]
+    feats = _engine.cpu_features()
+    return ["numpy", "portable"] + [p for p in ("avx2", "avx512") if feats[p]]
+
+
+def isa() -> str:
+    """The path ``path="auto"`` runs on this CPU: "avx512", "avx2", "portable" or "numpy"."""
+    return available_paths()[-1]
+
+
+def resolve_path(path: str = "auto") -> str:
+    """Check a requested path against this CPU and build; "auto" picks the fastest."""
+    if path == "auto":
+        return isa()
+    if path not in available_paths():
+        raise RuntimeError(f"path {path!r} not available here (available: {available_paths()})")
+    return path
+
+
+class ConvOutput(NamedTuple):
+    out: np.ndarray | None  # float32 (N, Ho, Wo, Cout)
+    dots: np.ndarray | None  # int32 (N, Ho, Wo, Cout)
+    bits: np.ndarray | None  # uint64 (N, Ho, Wo, ceil(Cout / 64))
+    path: str
+
+
+def _vec(a: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None else np.ascontiguousarray(a, dtype=np.float32)
+
+
+class BinaryConv:
+    """A binary conv layer with packed weights ``(Cout, k, k, words)`` (see :func:`pack_weights`)."""
+
+    def __init__(self, weights: np.ndarray, in_channels: int, kernel_size: int, dilation: int = 1,
+                 padding: int | None = None, groups: int = 1) -> None:
+        self.weights = np.ascontiguousarray(weights, dtype=np.uint64)
+        self.cout = self.weights.shape[0]
+        self.cin, self.k, self.dilation, self.groups = in_channels, kernel_size, dilation, groups
+        self.padding = dilation * (kernel_size - 1) // 2 if padding is None else padding
+        self.words = words(in_channels)
+        self._layer = None
+        if _engine is not None:
+            self._layer = _engine.BinaryConv(self.weights, in_channels, kernel_size, dilation,
+                                             self.padding, groups)
+
+    def __call__(self, x: np.ndarray, *, path: str = "auto", threads: int = 1,
+                 scale: np.ndarray | None = None, bias: np.ndarray | None = None,
+                 pix: np.ndarray | None = None,
+                 act: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                 residual: np.ndarray | None = None, out_float: bool = True, out_int: bool = False,
+                 pack: bool = False, thr: np.ndarray | None = None) -> ConvOutput:
+        """Run on packed ``x`` (N, H, W, ceil(Cin / 64)); ``act`` = (shift, slope, bias)."""
+        path = resolve_path(path)
+        x = np.ascontiguousarray(x, dtype=np.uint64)
+        shift, slope, abias = act if act is not None else (None, None, None)
+        args = dict(scale=_vec(scale), bias=_vec(bias), pix=_vec(pix), act_shift=_vec(shift),
+                    act_slope=_vec(slope), act_bias=_vec(abias), res=_vec(residual),
+                    out_float=out_float, out_int=out_int, pack=pack, thr=_vec(thr))
+        if path == "numpy":
+            return ConvOutput(*self._numpy(x, **args), path)
+        return ConvOutput(*self._layer.run(x, path, threads, **args), path)
+
+    def _numpy(self, x: np.ndarray, *, scale, bias, pix, act_shift, act_slope, act_bias, res,
+               out_float, out_int, pack, thr):
+        n, h, w, _ = x.shape
+        p, d, k, g = self.padding, self.dilation, self.k, self.groups
+        xs = np.pad(unpack_bits(x, self.cin), ((0, 0), (p, p), (p, p), (0, 0)), constant_values=1.0)
+        ws = unpack_weights(self.weights, self.cin // g)
+        ho, wo = h + 2 * p - d * (k - 1), w + 2 * p - d * (k - 1)
+        cpi, cpo = self.cin // g, self.cout // g
+        acc = np.zeros((n, ho, wo, self.cout), np.float32)  # exact: integers below 2**24
+        for gi in range(g):
+            for ky in range(k):
+                for kx in range(k):
+                    a = xs[:, ky * d:ky * d + ho, kx * d:kx * d + wo, gi * cpi:(gi + 1) * cpi]
+                    acc[..., gi * cpo:(gi + 1) * cpo] += a @ ws[gi * cpo:(gi + 1) * cpo, :, ky, kx].T
+        dots = acc.astype(np.int32)
+        v = dots.astype(np.float32)
+        if scale is not None:
+            v *= scale
+        if pix is not None:
+            v *= pix.reshape(n, ho, wo, 1)
+        if bias is not None:
+            v += bias
+        if act_slope is not None:
+            u = v - act_shift
+            v = np.where(u >= 0, u, u * act_slope) + act_bias
+        if res is not None:
+            v += res.reshape(v.shape)
+        bits = pack_bits(np.where(v >= (0 if thr is None else thr), 1.0, -1.0)) if pack else None
+        return (v if out_float else None), (dots if out_int else None), bits
