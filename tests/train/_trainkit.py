@@ -56,7 +56,7 @@ class TinySR(nn.Module):
 
 
 def make_images(root: Path, n: int = 6, size: int = 40, seed: int = 0) -> Path:
-    """``n`` smooth random RGB PNGs in ``root/train/Syn``; returns ``root``."""
+    """``n`` smooth random RGB PNGs in ``root/train/Syn`` and a benchmark set ``Syn2``; returns ``root``."""
     folder = root / "train" / SET
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -66,7 +66,19 @@ def make_images(root: Path, n: int = 6, size: int = 40, seed: int = 0) -> Path:
         img = np.stack([0.5 + 0.4 * np.sin(2 * np.pi * (f[c, 0] * xx + f[c, 1] * yy) + i) for c in range(3)], -1)
         img += rng.normal(0, 0.03, img.shape)
         Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8)).save(folder / f"{i:03d}.png")
+    make_benchmark(root)
     return root
+
+
+def make_benchmark(root: Path, name: str = "Syn2", scales=(2, 4), n: int = 2, size: int = 24) -> None:
+    """A benchmark set ``root/benchmark/<name>`` in the SelfExSR layout (HR images only)."""
+    rng = np.random.default_rng(1)
+    for s in scales:
+        folder = root / "benchmark" / name / f"image_SRF_{s}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(img).save(folder / f"img_{i + 1:03d}_SRF_{s}_HR.png")
 
 
 def evaluate(model: nn.Module, dataset: str, scale: int) -> dict[str, float]:

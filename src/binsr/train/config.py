@@ -224,13 +224,14 @@ def _check_names(cfg: TrainConfig) -> None:
 
 
 def _unused_scheduler_keys(raw: dict[str, Any]) -> None:
+    """A scheduler key set (to a non-default value) for another scheduler type is a mistake."""
     sched = raw.get("train", {}).get("scheduler", {}) if isinstance(raw.get("train"), dict) else {}
     if not isinstance(sched, dict):
         return
-    kind = sched.get("type", SchedulerConfig.type)
-    for key in sched:
+    kind, defaults = sched.get("type", SchedulerConfig.type), dataclasses.asdict(SchedulerConfig())
+    for key, value in sched.items():
         owners = [k for k, keys in _SCHEDULER_KEYS.items() if key in keys]
-        if owners and kind not in owners and kind in _SCHEDULER_KEYS:
+        if owners and kind not in owners and kind in _SCHEDULER_KEYS and value != defaults[key]:
             raise UsageError(f"train.scheduler.{key} is only used by type {owners[0]}, not {kind}")
 
 

@@ -71,11 +71,14 @@ def _build_dataset(cfg: TrainConfig, data_root: str | None) -> Dataset:
                         patch_size=cfg.data.patch_size, augment=cfg.data.augment, seed=cfg.seed)
 
 
-def _default_evaluator(data_root: str | None) -> Evaluator:
-    from binsr.evaluation import evaluate
+def _default_evaluator(cfg: TrainConfig, data_root: str | None) -> Evaluator:
+    """``binsr.evaluation.evaluate`` on the validation set, opened now so that a missing set fails early."""
+    from binsr.evaluation import evaluate, open_dataset
+
+    val_set = open_dataset(cfg.val.dataset, cfg.scale, data_root=data_root)
 
     def run(model: nn.Module, dataset: str, scale: int) -> Mapping[str, float]:
-        return evaluate(model, dataset, scale, data_root=data_root)
+        return evaluate(model, val_set, scale)
 
     return run
 
@@ -88,24 +91,22 @@ class _Trainer:
 
         self.cfg, self.run_dir, self.env, self.set_progress = cfg, run_dir, env, set_progress
         t = cfg.train
-        if t.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
         has_run = (run_dir / "last.pt").exists()
         if has_run and not resume:
             raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or --out for a new folder")
         if resume and not has_run:
             raise UsageError(f"nothing to resume in {run_dir} (no last.pt)")
+        state = self._read_state() if resume else None
 
+        self.evaluate = evaluate if evaluate is not None else _default_evaluator(cfg, data_root or cfg.data.data_root)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.module = (model if model is not None else _build_model(cfg)).to(env.device)
         self.ema = ModelEMA(self.module, t.ema) if t.ema > 0 else None
         self.optimizer = build_optimizer([p for p in self.module.parameters() if p.requires_grad], t)
         self.scheduler = build_scheduler(self.optimizer, t)
         self.step, self.train_seconds, self.best = 0, 0.0, {"psnr": -math.inf}
-        if resume:
-            self._load()
+        if state is not None:
+            self._load(state)
         self._logged_step = self.step
         self.net: nn.Module = self.module
         if env.enabled:
@@ -113,7 +114,6 @@ class _Trainer:
         dataset = dataset if dataset is not None else _build_dataset(cfg, data_root)
         self.loader = make_loader(dataset, cfg.data.batch_size, cfg.seed, self.step, env.rank, env.world_size,
                                   cfg.data.num_workers, pin_memory=env.device.type == "cuda")
-        self.evaluate = evaluate if evaluate is not None else _default_evaluator(data_root or cfg.data.data_root)
         self.runlog: RunLog | None = None
         if env.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -124,12 +124,16 @@ class _Trainer:
         env.barrier()
 
     # -- checkpoints -------------------------------------------------------------------------
-    def _load(self) -> None:
+    def _read_state(self) -> dict[str, Any]:
+        """``last.pt``, refused if the config differs in anything that changes the losses."""
         state = load_state(self.run_dir / "last.pt", map_location=self.env.device)
         diffs = config_diff(state["config"], self.cfg.to_dict(), ignore=RESUME_NEUTRAL)
         if diffs:
             raise UsageError(f"the config differs from the run being resumed ({'; '.join(diffs)}); "
                              "resume with the run's config.yaml or start a new run")
+        return state
+
+    def _load(self, state: dict[str, Any]) -> None:
         _, meta = read_weights(self.run_dir / "last.safetensors")
         if int(meta.get("step", -1)) != state["step"]:
             raise BinsrError(f"{self.run_dir}: last.safetensors (step {meta.get('step')}) and last.pt "
@@ -290,8 +294,16 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
             ``binsr.evaluation.evaluate``.
     """
     run_dir = Path(run_dir) if run_dir is not None else Path(cfg.log.root) / cfg.name
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark)
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before the first cuBLAS call
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
     env = distributed.setup(device)
     try:
         return _Trainer(cfg, run_dir, env, resume, model, dataset, evaluate, data_root).run()
     finally:
         distributed.teardown(env)
+        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+        torch.backends.cudnn.benchmark = flags[2]
