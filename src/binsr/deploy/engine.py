@@ -5,8 +5,8 @@ or a NumPy path when the extension was not built.
 words), stride 1. A fused epilogue turns dots into the next tensor, in this order::
 
     v = dot * scale[o] * pix[p] + bias[o]
-    v = PReLU_slope(v - act_shift[o]) + act_bias[o]      (RPReLU; optional)
-    v = v + residual[p, o]                                (optional)
+    v = v + residual_0[p, o] + ...                        (up to 3 residuals)
+    v = PReLU_slope(v - act_shift[o]) + act_bias[o]      (RPReLU; before the residuals if act_first)
     -> float32 NHWC and/or the sign bits of (v >= thr[o]), packed (see :mod:`bitpack`).
 """
 
@@ -58,6 +58,11 @@ class ConvOutput(NamedTuple):
     path: str
 
 
+def _rprelu(v: np.ndarray, shift: np.ndarray, slope: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    u = v - shift
+    return np.where(u >= 0, u, u * slope) + bias
+
+
 def _vec(a: np.ndarray | None) -> np.ndarray | None:
     return None if a is None else np.ascontiguousarray(a, dtype=np.float32)
 
@@ -80,21 +85,22 @@ class BinaryConv:
     def __call__(self, x: np.ndarray, *, path: str = "auto", threads: int = 1,
                  scale: np.ndarray | None = None, bias: np.ndarray | None = None,
                  pix: np.ndarray | None = None,
-                 act: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-                 residual: np.ndarray | None = None, out_float: bool = True, out_int: bool = False,
+                 act: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, act_first: bool = False,
+                 residual: tuple[np.ndarray, ...] = (), out_float: bool = True, out_int: bool = False,
                  pack: bool = False, thr: np.ndarray | None = None) -> ConvOutput:
         """Run on packed ``x`` (N, H, W, ceil(Cin / 64)); ``act`` = (shift, slope, bias)."""
         path = resolve_path(path)
         x = np.ascontiguousarray(x, dtype=np.uint64)
         shift, slope, abias = act if act is not None else (None, None, None)
         args = dict(scale=_vec(scale), bias=_vec(bias), pix=_vec(pix), act_shift=_vec(shift),
-                    act_slope=_vec(slope), act_bias=_vec(abias), res=_vec(residual),
+                    act_slope=_vec(slope), act_bias=_vec(abias), act_first=act_first,
+                    res=[_vec(r) for r in residual],
                     out_float=out_float, out_int=out_int, pack=pack, thr=_vec(thr))
         if path == "numpy":
             return ConvOutput(*self._numpy(x, **args), path)
         return ConvOutput(*self._layer.run(x, path, threads, **args), path)
 
-    def _numpy(self, x: np.ndarray, *, scale, bias, pix, act_shift, act_slope, act_bias, res,
+    def _numpy(self, x: np.ndarray, *, scale, bias, pix, act_shift, act_slope, act_bias, act_first, res,
                out_float, out_int, pack, thr):
         n, h, w, _ = x.shape
         p, d, k, g = self.padding, self.dilation, self.k, self.groups
@@ -116,10 +122,11 @@ class BinaryConv:
             v *= pix.reshape(n, ho, wo, 1)
         if bias is not None:
             v += bias
-        if act_slope is not None:
-            u = v - act_shift
-            v = np.where(u >= 0, u, u * act_slope) + act_bias
-        if res is not None:
-            v += res.reshape(v.shape)
+        if act_slope is not None and act_first:
+            v = _rprelu(v, act_shift, act_slope, act_bias)
+        for r in res:
+            v += r.reshape(v.shape)
+        if act_slope is not None and not act_first:
+            v = _rprelu(v, act_shift, act_slope, act_bias)
         bits = pack_bits(np.where(v >= (0 if thr is None else thr), 1.0, -1.0)) if pack else None
         return (v if out_float else None), (dots if out_int else None), bits

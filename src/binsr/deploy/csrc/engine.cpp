@@ -61,11 +61,7 @@ static inline uint64_t pack_word(const float* v, const float* thr, int n) {
 #pragma GCC push_options
 #pragma GCC target("avx2,popcnt,fma")
 namespace avx2 {
-#ifndef AVX2_PX
-#define AVX2_PX 2
-#define AVX2_QB 2
-#endif
-constexpr int PX = AVX2_PX, QB = AVX2_QB;
+constexpr int PX = 2, QB = 2;
 
 template <int P, int NQ>
 __attribute__((target("avx2,popcnt,fma"), always_inline)) static inline void block(
@@ -269,8 +265,8 @@ static const float* vec_ptr(const OptF& a, size_t n, const char* name) {
 
 static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | py::array::forcecast> x,
                      const std::string& path, int threads, const OptF& scale, const OptF& bias, const OptF& pix,
-                     const OptF& act_shift, const OptF& act_slope, const OptF& act_bias, const OptF& res,
-                     bool out_float, bool out_int, bool pack, const OptF& thr) {
+                     const OptF& act_shift, const OptF& act_slope, const OptF& act_bias, bool act_first,
+                     const std::vector<FArr>& res, bool out_float, bool out_int, bool pack, const OptF& thr) {
   if (x.ndim() != 4 || x.shape(3) != (py::ssize_t)L.ps)
     throw std::invalid_argument("input must be (N, H, W, ceil(cin / 64)) uint64 packed activations");
   void (*rows)(const Job&, int, int) = portable::rows;
@@ -299,7 +295,10 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
   e0.act_bias = vec_ptr(act_bias, C, "act_bias");
   e0.thr = vec_ptr(thr, C, "thr");
   const float* pix0 = vec_ptr(pix, N * npix, "pix");
-  const float* res0 = vec_ptr(res, N * npix * C, "res");
+  e0.act_first = act_first;
+  if (res.size() > 3) throw std::invalid_argument("at most 3 residuals");
+  for (const FArr& r : res)
+    if ((size_t)r.size() != N * npix * C) throw std::invalid_argument("residual has the wrong size");
 
   py::object of = py::none(), oi = py::none(), ob = py::none();
   float* fptr = nullptr;
@@ -338,7 +337,7 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
         j.tapoff.push_back(j.tappix.back() * (std::ptrdiff_t)ps);
       }
       if (pix0) j.e.pix = pix0 + n * npix;
-      if (res0) j.e.res = res0 + n * npix * C;
+      for (size_t r = 0; r < res.size(); ++r) j.e.res[r] = res[r].data() + n * npix * C;
       if (fptr) j.e.out = fptr + n * npix * C;
       if (iptr) j.e.out_int = iptr + n * npix * C;
       if (bptr) j.e.bits = bptr + n * npix * e0.pwd;
@@ -378,7 +377,8 @@ PYBIND11_MODULE(_engine, m) {
       .def_readonly("groups", &Layer::groups)
       .def("run", &run, py::arg("x"), py::arg("path"), py::arg("threads") = 1, py::arg("scale") = py::none(),
            py::arg("bias") = py::none(), py::arg("pix") = py::none(), py::arg("act_shift") = py::none(),
-           py::arg("act_slope") = py::none(), py::arg("act_bias") = py::none(), py::arg("res") = py::none(),
+           py::arg("act_slope") = py::none(), py::arg("act_bias") = py::none(), py::arg("act_first") = false,
+           py::arg("res") = std::vector<FArr>{},
            py::arg("out_float") = true, py::arg("out_int") = false, py::arg("pack") = false,
            py::arg("thr") = py::none(),
            "Binary conv of packed x (N, H, W, ceil(cin / 64)); returns (float NHWC | None, int32 dots | None, bits | None).");

@@ -21,8 +21,9 @@ struct Layer {
   std::vector<uint64_t> wlo, whi;  // w & 0x0f.., (w >> 4) & 0x0f.. (AVX2 nibble popcount)
 };
 
-// Fused epilogue: v = dot * scale[o] * pix[p] + bias[o]; optional RPReLU
-// ((v - shift) -> PReLU(slope) -> + abias); + res; then float out and/or sign bits (v >= thr).
+// Fused epilogue: v = dot * scale[o] * pix[p] + bias[o]; then the residuals res[0..2] are added
+// and an optional RPReLU ((v - shift) -> PReLU(slope) -> + abias) applied, the RPReLU before the
+// residuals when act_first; then float out and/or sign bits (v >= thr).
 struct Epilogue {
   const float* scale = nullptr;
   const float* bias = nullptr;
@@ -30,7 +31,8 @@ struct Epilogue {
   const float* act_shift = nullptr;
   const float* act_slope = nullptr;
   const float* act_bias = nullptr;
-  const float* res = nullptr;
+  const float* res[3] = {nullptr, nullptr, nullptr};
+  bool act_first = false;
   const float* thr = nullptr;
   float* out = nullptr;
   int32_t* out_int = nullptr;

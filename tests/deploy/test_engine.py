@@ -1,0 +1,136 @@
+"""Binary conv engine: integer dots equal a NumPy ±1 reference conv (+1 padding) bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from binsr.deploy import engine
+from binsr.deploy.bitpack import pack_bits, pack_weights, unpack_bits, unpack_weights
+from binsr.deploy.engine import BinaryConv
+
+PATHS = engine.available_paths()
+COMPILED = [p for p in PATHS if p != "numpy"]
+
+
+def reference_conv(x: np.ndarray, w: np.ndarray, dilation: int, padding: int, groups: int) -> np.ndarray:
+    """±1 NHWC x, OIHW w: int64 dots of the conv of x padded with +1 (direct loops over taps)."""
+    n, h, wd, c = x.shape
+    o, cpi, k, _ = w.shape
+    xp = np.pad(x, ((0, 0), (padding,) * 2, (padding,) * 2, (0, 0)), constant_values=1).astype(np.int64)
+    ho, wo = h + 2 * padding - dilation * (k - 1), wd + 2 * padding - dilation * (k - 1)
+    out = np.zeros((n, ho, wo, o), np.int64)
+    cpo = o // groups
+    for g in range(groups):
+        for ky in range(k):
+            for kx in range(k):
+                a = xp[:, ky * dilation:ky * dilation + ho, kx * dilation:kx * dilation + wo, g * cpi:(g + 1) * cpi]
+                wt = w[g * cpo:(g + 1) * cpo, :, ky, kx].astype(np.int64)
+                out[..., g * cpo:(g + 1) * cpo] += np.einsum("nhwc,oc->nhwo", a, wt)
+    return out
+
+
+@st.composite
+def conv_cases(draw):
+    k = draw(st.integers(1, 7))
+    dilation = draw(st.integers(1, 3))
+    groups = draw(st.sampled_from([1, 1, 2, 3, 4]))
+    cin = groups * draw(st.sampled_from([1, 5, 16, 21, 32, 64, 70]))
+    cout = groups * draw(st.integers(1, 20))
+    span = dilation * (k - 1)
+    padding = draw(st.sampled_from([span // 2, 0, span]))
+    lo = max(1, span + 1 - 2 * padding)
+    h = draw(st.integers(lo, lo + 8))
+    w = draw(st.integers(lo, lo + 10))
+    seed = draw(st.integers(0, 2**31 - 1))
+    return k, dilation, padding, groups, cin, cout, h, w, seed
+
+
+def _signs(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.choice(np.array([-1.0, 1.0], np.float32), shape)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 200), st.integers(0, 2**31 - 1))
+def test_pack_roundtrip(channels: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(2, 3, channels)).astype(np.float32)
+    x[0, 0, 0] = 0.0  # sign(0) = +1
+    p = pack_bits(x)
+    assert p.dtype == np.uint64 and p.shape == (2, 3, -(-channels // 64))
+    np.testing.assert_array_equal(unpack_bits(p, channels), np.where(x >= 0, 1.0, -1.0))
+    if channels % 64:  # padding bits are 1
+        assert (p[..., -1] >> np.uint64(channels % 64) == ~np.uint64(0) >> np.uint64(channels % 64)).all()
+    w = rng.normal(size=(4, channels, 3, 3))
+    np.testing.assert_array_equal(unpack_weights(pack_weights(w), channels), np.where(w >= 0, 1.0, -1.0))
+
+
+@settings(max_examples=80, deadline=None)
+@given(conv_cases())
+def test_dots_equal_reference_on_every_path(case) -> None:
+    k, dilation, padding, groups, cin, cout, h, w, seed = case
+    rng = np.random.default_rng(seed)
+    x = _signs(rng, (2, h, w, cin))
+    wt = _signs(rng, (cout, cin // groups, k, k))
+    ref = reference_conv(x, wt, dilation, padding, groups)
+    conv = BinaryConv(pack_weights(wt), cin, k, dilation, padding, groups)
+    xb = pack_bits(x)
+    for path in PATHS:
+        for threads in (1, 2):
+            res = conv(xb, path=path, threads=threads, out_int=True, out_float=False, pack=True)
+            assert res.path == path
+            np.testing.assert_array_equal(res.dots, ref, err_msg=f"{path} threads={threads}")
+            np.testing.assert_array_equal(res.bits, pack_bits(ref.astype(np.float32)))
+
+
+@pytest.mark.parametrize("path", COMPILED or ["numpy"])
+def test_realistic_layer_64_channels(path: str) -> None:
+    rng = np.random.default_rng(1)
+    x = _signs(rng, (1, 13, 37, 64))
+    for k, d, g in [(3, 1, 1), (5, 1, 1), (7, 1, 1), (3, 2, 1), (3, 1, 4)]:
+        wt = _signs(rng, (64, 64 // g, k, k))
+        conv = BinaryConv(pack_weights(wt), 64, k, d, None, g)
+        np.testing.assert_array_equal(conv(pack_bits(x), path=path, out_int=True).dots,
+                                      reference_conv(x, wt, d, d * (k - 1) // 2, g))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.booleans(), st.integers(0, 3), st.sampled_from([5, 64, 100]))
+def test_fused_epilogue_matches_numpy(seed: int, act_first: bool, nres: int, cout: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = _signs(rng, (2, 6, 7, 40))
+    conv = BinaryConv(pack_weights(_signs(rng, (cout, 40, 3, 3))), 40, 3)
+    vec = lambda: rng.normal(size=cout).astype(np.float32)  # noqa: E731
+    kw = dict(scale=np.abs(vec()), bias=vec(), pix=rng.random((2, 6, 7)).astype(np.float32),
+              act=(vec(), np.abs(vec()), vec()), act_first=act_first,
+              residual=tuple(rng.normal(size=(2, 6, 7, cout)).astype(np.float32) for _ in range(nres)),
+              thr=vec(), pack=True)
+    want = conv(pack_bits(x), path="numpy", **kw)
+    for path in COMPILED:
+        got = conv(pack_bits(x), path=path, threads=2, **kw)
+        np.testing.assert_allclose(got.out, want.out, rtol=1e-6, atol=1e-5)
+        np.testing.assert_array_equal(got.bits, want.bits)
+    np.testing.assert_array_equal(want.bits, pack_bits(want.out - kw["thr"]))
+
+
+def test_paths_and_isa() -> None:
+    assert engine.isa() == PATHS[-1] and engine.isa() in ("numpy", "portable", "avx2", "avx512")
+    assert engine.resolve_path("auto") == engine.isa()
+    if engine._engine is not None:
+        assert "portable" in PATHS
+    for path in ("avx2", "avx512"):
+        if path not in PATHS:
+            with pytest.raises(RuntimeError, match="not available"):
+                engine.resolve_path(path)
+    print(f"deploy paths here: {PATHS}; auto runs {engine.isa()}")
+
+
+@pytest.mark.skipif("avx512" in PATHS, reason="this CPU runs the AVX-512 path")
+def test_avx512_refused_without_vpopcntdq() -> None:
+    if engine._engine is None:
+        pytest.skip("extension not built")
+    conv = engine._engine.BinaryConv(np.zeros((1, 1, 1, 1), np.uint64), 3, 1, 1, 0, 1)
+    with pytest.raises(RuntimeError, match="AVX-512"):
+        conv.run(np.zeros((1, 2, 2, 1), np.uint64), "avx512")
