@@ -136,10 +136,15 @@ def _imresize_torch(
         raise TypeError(f"imresize: expected a float (N,C,H,W) or (C,H,W) tensor, got {x.dtype} {tuple(x.shape)}")
     scales, out, order = _plan((x.shape[-2], x.shape[-1]), scale, output_shape)
     for dim in order:
-        in_len = x.shape[-2 + dim]
-        mat = torch.tensor(resize_matrix(in_len, out[dim], scales[dim]), dtype=x.dtype, device=x.device)
+        mat = _torch_matrix(x.shape[-2 + dim], out[dim], scales[dim], x.dtype, x.device)
         x = torch.matmul(mat, x) if dim == 0 else torch.matmul(x, mat.T)
     return x
+
+
+@lru_cache(maxsize=256)
+def _torch_matrix(in_len: int, out_len: int, scale: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    with torch.inference_mode(False):  # a cached inference tensor could not be used with autograd later
+        return torch.tensor(resize_matrix(in_len, out_len, scale), dtype=dtype, device=device)
 
 
 def modcrop(img: np.ndarray, scale: int) -> np.ndarray:

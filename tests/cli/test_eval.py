@@ -1,0 +1,89 @@
+"""``binsr eval`` and ``binsr demo``: table + JSON, exit codes, one-line errors."""
+
+import json
+from importlib import resources
+
+import numpy as np
+import pytest
+
+from binsr.cli import main
+from binsr.data import read_image
+
+
+def test_eval_table_and_json(data_root, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    args = ["eval", "--dataset", "Set5", "--scale", "2,4", "--json", str(out), "--data-root", str(data_root)]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "Set5" in table and "x2" in table and "x4" in table and "PSNR" in table
+    results = json.loads(out.read_text())
+    assert [(r["dataset"], r["scale"]) for r in results] == [("Set5", 2), ("Set5", 4)]
+    assert all({"model", "psnr", "ssim", "n_images"} <= r.keys() and r["model"] == "bicubic" for r in results)
+    assert abs(results[1]["psnr"] - 28.42) < 0.03
+    assert main(args[:4] + ["4"] + args[5:]) == 0  # the JSON file is replaced, no flag needed
+    assert [r["scale"] for r in json.loads(out.read_text())] == [4]
+
+
+def test_eval_json_to_stdout_with_per_image(data_root, capsys):
+    assert main(["eval", "--dataset", "Set5", "--scale", "4", "--json", "-", "--per-image", "--lr-source", "shipped",
+                 "--data-root", str(data_root)]) == 0
+    captured = capsys.readouterr()
+    (result,) = json.loads(captured.out)  # stdout is pure JSON; the table went to stderr
+    assert len(result["per_image"]) == 5 and result["lr_source"] == "shipped"
+    assert "Set5" in captured.err
+
+
+def test_eval_help_explains_matlab_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "published tables" in text and "--lr-source" in text
+
+
+def _error_line(capsys):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_eval_missing_data_root_exits_2(tmp_path, capsys):
+    assert main(["eval", "--dataset", "Set5", "--scale", "4", "--data-root", str(tmp_path / "nope")]) == 2
+    err = _error_line(capsys)
+    assert "nope" in err and "--data-root" in err and "BINSR_DATA" in err
+
+
+def test_eval_unknown_set_and_model_exit_2(data_root, capsys):
+    assert main(["eval", "--dataset", "Set5,Nope", "--data-root", str(data_root)]) == 2
+    assert "Nope" in _error_line(capsys)
+    assert main(["eval", "--model", "no_such_model", "--dataset", "Set5", "--scale", "4",
+                 "--data-root", str(data_root)]) == 2
+    assert "no_such_model" in capsys.readouterr().err
+
+
+def test_eval_corrupt_image_exits_1_naming_it(tmp_path, capsys):
+    bad = tmp_path / "benchmark" / "Bad" / "image_SRF_2" / "img_001_SRF_2_HR.png"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    assert main(["eval", "--dataset", "Bad", "--scale", "2", "--data-root", str(tmp_path)]) == 1
+    assert str(bad) in _error_line(capsys)
+
+
+def test_demo_without_data_and_overwrite_rules(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BINSR_DATA", str(tmp_path / "absent"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo"]) == 0 and main(["demo"]) == 0  # replaces its own default output
+    out = capsys.readouterr().out
+    assert "skipping Set5" in out and "PSNR" in out
+    panel = read_image(tmp_path / "outputs" / "sample_x4_bicubic.png")
+    assert panel.shape == (96, 2 * 96 + 4, 3)
+    with resources.as_file(resources.files("binsr") / "assets" / "sample_hr.png") as sample:
+        np.testing.assert_array_equal(panel[:, -96:], read_image(sample))  # right panel: HR
+    assert main(["demo", "--out", "mine"]) == 0
+    assert main(["demo", "--out", "mine"]) == 2  # an explicit folder needs --overwrite
+    assert "--overwrite" in _error_line(capsys)
+    assert main(["demo", "--out", "mine", "--overwrite"]) == 0
+
+
+def test_demo_with_data_prints_set5(data_root, tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--data-root", str(data_root)]) == 0
+    assert "Set5 x4: PSNR 28.4" in capsys.readouterr().out
