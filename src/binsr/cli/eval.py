@@ -36,7 +36,10 @@ def _csv(kind: type, what: str):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "eval", help="PSNR/SSIM on benchmark sets", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+        "eval",
+        help="PSNR/SSIM on benchmark sets",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", default="bicubic", help="'bicubic' (default) or a model name from binsr.models")
     p.add_argument(
@@ -46,7 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated benchmark sets, or folders of HR images (paths with '/') (default: Set5,Set14,B100)",
     )
     p.add_argument("--scale", type=_csv(int, "scale"), default=[2, 3, 4], help="comma-separated scales (default: 2,3,4)")
-    p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH ('-' for stdout; the table then goes to stderr)")
+    p.add_argument(
+        "--json", metavar="PATH", help="write the results as JSON to PATH ('-': stdout, and the table goes to stderr)"
+    )
     p.add_argument("--per-image", action="store_true", help="add per-image PSNR/SSIM to the JSON")
     p.add_argument("--data-root", metavar="DIR", help="data folder (default: $BINSR_DATA, else ../shared/data)")
     p.add_argument(
@@ -105,11 +110,8 @@ def run(args: argparse.Namespace) -> int:
         r = evaluate(models[scale], data, scale, per_image=args.per_image)
         r["model"] = args.model
         results.append(r)
-        print(
-            f"{r['dataset']:<10} {'x' + str(scale):>5} {r['n_images']:>6} {r['psnr']:>8.3f} {r['ssim']:>7.4f} {r['seconds']:>8.1f}",
-            file=out,
-            flush=True,
-        )
+        row = f"{r['dataset']:<10} {'x' + str(scale):>5} {r['n_images']:>6}"
+        print(f"{row} {r['psnr']:>8.3f} {r['ssim']:>7.4f} {r['seconds']:>8.1f}", file=out, flush=True)
     if args.json:
         _write_json(args.json, results)
     return 0

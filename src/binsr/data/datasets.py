@@ -52,10 +52,6 @@ def _read_uint8(path: Path) -> np.ndarray:
     return img
 
 
-def _matlab_lr(hr: np.ndarray, scale: int) -> np.ndarray:
-    return imresize(hr, 1 / scale)
-
-
 class _PairSet(Sequence):
     """A list of HR files with a rule for the LR image; subclasses fill ``_hr`` and ``_lr_of``."""
 
@@ -74,7 +70,7 @@ class _PairSet(Sequence):
 
     def _lr_of(self, path: Path, hr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         hr = modcrop(hr, self.scale)
-        return _matlab_lr(hr, self.scale), hr
+        return imresize(hr, 1 / self.scale), hr
 
 
 class BenchmarkSet(_PairSet):
@@ -99,7 +95,8 @@ class BenchmarkSet(_PairSet):
         folder = bench / match[0] / f"image_SRF_{scale}"
         if not folder.is_dir():
             scales = sorted(p.name.removeprefix("image_SRF_") for p in folder.parent.glob("image_SRF_*"))
-            raise UsageError(f"{match[0]} has no x{scale} folder {folder} (available scales: {', '.join(scales) or 'none'})")
+            available = ", ".join(scales) or "none"
+            raise UsageError(f"{match[0]} has no x{scale} folder {folder} (available scales: {available})")
         self.name, self.scale, self.lr_source = match[0], int(scale), lr_source
         self._hr = sorted(folder.glob(f"img_*_SRF_{scale}_HR.png"))
         if not self._hr:
@@ -208,7 +205,7 @@ class TrainPatches(Dataset):
             hr = np.rot90(hr, k % 4)
             hr = hr[:, ::-1] if k >= 4 else hr
         hr = np.ascontiguousarray(hr)
-        return _to_tensor(_matlab_lr(hr, self.scale)), _to_tensor(hr)
+        return _to_tensor(imresize(hr, 1 / self.scale)), _to_tensor(hr)
 
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:

@@ -58,13 +58,10 @@ def _matrix(in_len: int, out_len: int, scale: float) -> np.ndarray:
     return mat
 
 
-def resize_matrix(in_len: int, out_len: int, scale: float | None = None) -> np.ndarray:
-    """The ``(out_len, in_len)`` float64 matrix of one MATLAB bicubic 1-D resize.
-
-    ``scale`` defaults to ``out_len / in_len`` (MATLAB's reading when an output size is given).
-    The returned array is cached and read-only.
-    """
-    return _matrix(int(in_len), int(out_len), float(out_len / in_len if scale is None else scale))
+def resize_matrix(in_len: int, out_len: int, scale: float) -> np.ndarray:
+    """The ``(out_len, in_len)`` float64 matrix of one MATLAB bicubic 1-D resize by ``scale``
+    (cached, read-only): ``resized = matrix @ signal`` along that dimension."""
+    return _matrix(int(in_len), int(out_len), float(scale))
 
 
 def _plan(
@@ -91,10 +88,13 @@ def _round_uint8(x: np.ndarray) -> np.ndarray:
     return np.floor(np.clip(x, 0, 255) + 0.5).astype(np.uint8)
 
 
+_Shape = tuple[int, int]
+
+
 @overload
-def imresize(img: np.ndarray, scale: float | None = ..., output_shape: tuple[int, int] | None = ...) -> np.ndarray: ...
+def imresize(img: np.ndarray, scale: float | None = ..., output_shape: _Shape | None = ...) -> np.ndarray: ...
 @overload
-def imresize(img: torch.Tensor, scale: float | None = ..., output_shape: tuple[int, int] | None = ...) -> torch.Tensor: ...
+def imresize(img: torch.Tensor, scale: float | None = ..., output_shape: _Shape | None = ...) -> torch.Tensor: ...
 
 
 def imresize(img, scale=None, output_shape=None):
