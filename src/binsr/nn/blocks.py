@@ -198,8 +198,8 @@ class ScalesConv(_SkipUnit):
 
     ``y = [alpha * (sign(x - beta) (*) sign(W)) * mean|W_o|] . S(x) . C(x) + skip(x)`` where
     ``(*)`` is the +1-padded binary conv, ``S(x) = sigmoid(Conv(x))`` the spatial re-scaling
-    (Eq. (4), :class:`ChannelGate`/:class:`SpatialGate`), ``C(x) = sigmoid(Conv1d_5(GAP(x)))`` the
-    channel re-scaling (Eq. (5)), both computed from the FP activation before binarization, and
+    (Eq. (4), :class:`SpatialGate`), ``C(x) = sigmoid(Conv1d_5(GAP(x)))`` the channel re-scaling
+    (Eq. (5), :class:`ChannelGate`), both computed from the FP activation before binarization, and
     ``skip`` the FP shortcut (Sec. IV-C: "we also incorporate a skip connection following [Bi-Real,
     E2FIF]"); no BN. Backward: SCALES Eqs. (2)-(3) for ``alpha``, ``beta`` (``ScalesAct``),
     autograd for the rest. Wei et al., "SCALES", arXiv:2303.12270, Sec. IV, Fig. 8.
