@@ -38,10 +38,12 @@ def format_table(prof) -> str:
     for r in prof.layers:
         lines.append(f"| {r.name} | {r.kind} | {'yes' if r.binary else 'no'} | {r.binary_params:,} | {r.fp_params:,} "
                      f"| {r.bops / 1e6:,.1f} | {r.flops / 1e6:,.1f} |")
-    t = prof.totals()
-    lines += ["", f"binary params {t['binary_params']:,}  FP params {t['fp_params']:,}  "
-              f"params (binary/32 + FP) {t['params'] / 1e3:,.1f}K",
-              f"BOPs {t['bops'] / 1e9:,.2f}G  FLOPs {t['flops'] / 1e9:,.2f}G  OPs (BOPs/64 + FLOPs) {t['ops'] / 1e9:,.2f}G"]
+    lines.append("")
+    for label, prefix in (("body", "body."), ("total", "")):
+        t = prof.totals(prefix)
+        lines.append(f"{label:5s}: binary params {t['binary_params']:,}  FP params {t['fp_params']:,}  "
+                     f"params (binary/32 + FP) {t['params'] / 1e3:,.1f}K  BOPs {t['bops'] / 1e9:,.2f}G  "
+                     f"FLOPs {t['flops'] / 1e9:,.2f}G  OPs (BOPs/64 + FLOPs) {t['ops'] / 1e9:,.2f}G")
     return "\n".join(lines)
 
 

@@ -76,15 +76,21 @@ class Profile:
         """BOPs/64 + FLOPs, the papers' operation count."""
         return self.bops / 64 + self.flops
 
-    def totals(self) -> dict:
-        return {
-            "binary_params": self.binary_params, "fp_params": self.fp_params, "params": self.params,
-            "bops": self.bops, "flops": self.flops, "ops": self.ops,
-        }
+    def totals(self, prefix: str = "") -> dict:
+        """Totals over the rows whose layer name starts with ``prefix`` (all rows by default).
+
+        ``totals("body.")`` is the binarized body alone, which is what the binary-SR tables
+        (E2FIF, SCALES: 34-37K params) appear to count.
+        """
+        rows = [r for r in self.layers if r.name.startswith(prefix)]
+        b, f = sum(r.binary_params for r in rows), sum(r.fp_params for r in rows)
+        bops, flops = sum(r.bops for r in rows), sum(r.flops for r in rows)
+        return {"binary_params": b, "fp_params": f, "params": b / 32 + f,
+                "bops": bops, "flops": flops, "ops": bops / 64 + flops}
 
     def to_dict(self) -> dict:
         return {"model": self.model, "recipe": self.recipe, "scale": self.scale, "lr_size": list(self.lr_size),
-                "totals": self.totals(), "layers": [asdict(r) for r in self.layers]}
+                "totals": self.totals(), "body_totals": self.totals("body."), "layers": [asdict(r) for r in self.layers]}
 
 
 def _macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:

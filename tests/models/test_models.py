@@ -1,0 +1,73 @@
+"""Every registry model x recipe builds and runs forward/backward at x2/x3/x4; profile totals."""
+
+import pytest
+import torch
+
+from binsr import models
+from binsr.errors import UsageError
+from binsr.models.complexity import is_binary
+from binsr.nn.recipes import recipe_names
+
+SMALL = {  # shrink the big backbones so the full grid stays fast on 2 cores
+    "srresnet": dict(num_feat=16, num_block=2),
+    "srresnet_small": dict(num_feat=8, num_block=1),
+    "edsr_baseline": dict(num_feat=16, num_block=2),
+    "vdsr": dict(num_feat=16, depth=4),
+    "espcn": dict(num_feat=(16, 8)),
+    "fsrcnn": dict(d=16, s=8, m=2),
+}
+
+
+def test_every_model_is_exercised():
+    assert set(models.names()) <= set(SMALL), "add new models to SMALL"
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("recipe", recipe_names())
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_forward_shape(name, recipe, scale):
+    torch.manual_seed(0)
+    model = models.create(name, scale=scale, recipe=recipe, **SMALL[name])
+    x = torch.rand(1, 3, 7, 9)
+    y = model(x)
+    assert y.shape == (1, 3, 7 * scale, 9 * scale)
+    assert torch.isfinite(y).all()
+    y.mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert model.signature == {"model": name, "scale": scale, "recipe": recipe, "kwargs": SMALL[name]}
+
+
+@pytest.mark.parametrize("recipe", [r for r in recipe_names() if r != "fp"])
+def test_binary_recipes_binarize_the_body(recipe):
+    model = models.create("srresnet", scale=4, recipe=recipe, num_feat=16, num_block=2)
+    binary = [n for n, m in model.named_modules() if is_binary(m)]
+    assert len(binary) == 4 and all(n.startswith("body.") for n in binary)
+
+
+def test_srresnet_fp_params_match_scales_table():
+    prof = models.profile(models.create("srresnet", scale=4, recipe="fp"), (32, 32))
+    assert prof.binary_params == 0 and prof.bops == 0
+    assert prof.params == sum(p.numel() for p in models.create("srresnet", scale=4).parameters())
+    assert abs(prof.params - 1_517_000) / 1_517_000 < 0.01  # SCALES Table III: 1517K
+
+
+def test_profile_counts_binary_macs():
+    model = models.create("srresnet", scale=2, recipe="e2fif", num_feat=16, num_block=1)
+    h, w = 10, 12
+    prof = models.profile(model, (h, w))
+    assert prof.bops == 2 * h * w * 16 * 16 * 9  # two binary 3x3 convs, 16 -> 16
+    assert prof.binary_params == 2 * 16 * 16 * 9
+    assert prof.params == pytest.approx(prof.binary_params / 32 + prof.fp_params)
+    assert prof.ops == pytest.approx(prof.bops / 64 + prof.flops)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert prof.binary_params + prof.fp_params == n_params
+
+
+def test_unknown_names_and_scales_are_usage_errors():
+    with pytest.raises(UsageError, match="valid models"):
+        models.create("nope")
+    with pytest.raises(UsageError, match="valid recipes"):
+        models.create("srresnet", recipe="nope")
+    with pytest.raises(UsageError, match="x5"):
+        models.create("srresnet", scale=5)
