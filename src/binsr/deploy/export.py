@@ -1,0 +1,223 @@
+"""Export a trained binary SR model to one packed safetensors file for :class:`Runtime`.
+
+The file holds binary weights packed 1 bit each (uint64 words, :mod:`bitpack`), float32
+per-channel scales (or int32 shifts for power-of-two weight scales), BN folded into per-channel
+affines, the FP head/tail/upsampler and re-scaling gates, and the graph as JSON in the
+safetensors metadata (key ``binsr``): a list of ops the runtime interprets; nothing is executed
+at load. Supported: SRResNet (``srresnet*``) with the ``bnn``, ``e2fif``, ``irnet``, ``bbcu`` and
+``scales*`` recipes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+from torch import nn
+
+from binsr.deploy.bitpack import pack_weights
+from binsr.errors import BinsrError
+
+__all__ = ["export_packed", "FORMAT", "VERSION"]
+
+FORMAT, VERSION = "binsr.packed", 1
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().float().numpy().copy()
+
+
+class _Writer:
+    """Collects tensors and ops while walking the model."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, np.ndarray] = {}
+        self.ops: list[dict[str, Any]] = []
+        self._n = 0
+
+    def tensor(self, name: str, value: np.ndarray | None) -> str | None:
+        if value is None:
+            return None
+        self.tensors[name] = np.ascontiguousarray(value)
+        return name
+
+    def fresh(self, stem: str) -> str:
+        self._n += 1
+        return f"{stem}{self._n}"
+
+    def fp_conv(self, name: str, conv: nn.Conv2d, src: str, dst: str, leaky: float | None = None,
+                shuffle: int = 1) -> None:
+        if conv.stride != (1, 1) or conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise BinsrError(f"{name}: only stride-1, ungrouped, zero-padded FP convs are exported")
+        if conv.padding[0] != conv.padding[1] or conv.dilation[0] != conv.dilation[1]:
+            raise BinsrError(f"{name}: only square padding/dilation are exported")
+        w = _np(conv.weight).transpose(2, 3, 1, 0).reshape(-1, conv.out_channels)  # (ky, kx, c) x O
+        self.ops.append({"op": "conv", "src": src, "dst": dst, "w": self.tensor(f"{name}.w", w),
+                         "b": self.tensor(f"{name}.b", None if conv.bias is None else _np(conv.bias)),
+                         "pad": conv.padding[0], "dil": conv.dilation[0], "leaky": leaky, "shuffle": shuffle})
+
+
+def _leaky_slope(act: nn.Module) -> float | None:
+    """Slope of a kept activation (None for identity)."""
+    if isinstance(act, nn.Identity):
+        return None
+    if isinstance(act, nn.LeakyReLU):
+        return float(act.negative_slope)
+    if isinstance(act, nn.ReLU):
+        return 0.0
+    raise BinsrError(f"activation {type(act).__name__} is not supported by the packed engine")
+
+
+def _act_bits(conv: nn.Module) -> tuple[np.ndarray | None, float | None]:
+    """(per-channel threshold, layer-wise scale) of a binary conv's activation binarizer."""
+    a = conv.export().act
+    return (None if a.threshold is None else _np(a.threshold),
+            None if a.scale is None else float(a.scale))
+
+
+def _unit(unit: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
+    """The BinaryConv2d inside a recipe unit and what surrounds it."""
+    from binsr.nn.binary_conv import BinaryConv2d
+
+    if isinstance(unit, BinaryConv2d):
+        return unit, {"skip": False}
+    conv = getattr(unit, "conv", None)
+    known = {"conv", "skip", "bn", "act", "spatial", "channel"}
+    children = {n for n, _ in unit.named_children()}
+    if not isinstance(conv, BinaryConv2d) or children - known:
+        raise BinsrError(f"unit {type(unit).__name__} is not supported by the packed engine")
+    if unit.skip is not None and unit.skip.in_ch != unit.skip.out_ch:
+        raise BinsrError("channel-changing skips are not supported by the packed engine")
+    return conv, {"skip": unit.skip is not None, "bn": getattr(unit, "bn", None), "rprelu": getattr(unit, "act", None),
+                  "alignment": float(getattr(unit, "alignment", 1.0)),
+                  "spatial": getattr(unit, "spatial", None), "channel": getattr(unit, "channel", None)}
+
+
+def _binary_unit(wr: _Writer, name: str, unit: nn.Module, src: str, extra_res: list[str], post_act: float | None,
+                 dst: str, next_thr: str | None, want_bits: bool) -> None:
+    """Emit the ops of one recipe unit reading float ``src`` (and its bits ``src.bits``)."""
+    conv, parts = _unit(unit)
+    ex = conv.export()
+    left, right, top, bottom = ex.padding
+    if ex.stride != (1, 1) or len({left, right, top, bottom}) != 1 or ex.dilation[0] != ex.dilation[1]:
+        raise BinsrError(f"{name}: only stride 1 and symmetric padding/dilation are exported")
+    cout = conv.out_channels
+    _, a_scale = _act_bits(conv)
+    scale = np.full(cout, 1.0 if a_scale is None else a_scale, np.float32)
+    shift = None
+    if ex.weight.shift is not None and a_scale is None and parts.get("bn") is None:
+        shift = ex.weight.shift.numpy().astype(np.int32)  # scale = 2**shift exactly
+    elif ex.weight.scale is not None:
+        scale = scale * _np(ex.weight.scale)
+    bias = None if ex.bias is None else _np(ex.bias)
+    act = None
+    act_first = False
+    bn = parts.get("bn")
+    if bn is not None:
+        s = _np(bn.weight) / np.sqrt(_np(bn.running_var) + bn.eps)
+        scale = scale * s
+        bias = _np(bn.bias) - _np(bn.running_mean) * s + (0 if bias is None else bias * s)
+    rp = parts.get("rprelu")
+    if rp is not None:
+        k = parts["alignment"]
+        scale = scale / k
+        bias = None if bias is None else bias / k
+        act = (-_np(rp.shift_in.bias).ravel() / k, _np(rp.prelu.weight).ravel(), _np(rp.shift_out.bias).ravel() / k)
+        act_first = True
+    if post_act is not None:
+        if act is not None:
+            raise BinsrError(f"{name}: RPReLU and a block activation cannot both be fused")
+        z = np.zeros(cout, np.float32)
+        act = (z, np.full(cout, post_act, np.float32), z)
+    pix = chan = None
+    if parts.get("spatial") is not None:
+        pix = wr.fresh("gate")
+        wr.fp_conv(f"{name}.spatial", parts["spatial"].conv, src, pix)
+        wr.ops.append({"op": "sigmoid", "src": pix, "dst": pix})
+    if parts.get("channel") is not None:
+        chan = wr.fresh("gate")
+        ch = parts["channel"]
+        wr.ops.append({"op": "channel_gate", "src": src, "dst": chan,
+                       "w": wr.tensor(f"{name}.channel.w", _np(ch.conv.weight).ravel()),
+                       "out_channels": cout})
+    wr.ops.append({
+        "op": "bconv", "src": f"{src}.bits", "dst": dst, "dst_bits": f"{dst}.bits" if want_bits else None,
+        "cin": conv.in_channels, "k": conv.kernel_size[0], "dil": ex.dilation[0], "pad": left, "groups": ex.groups,
+        "w": wr.tensor(f"{name}.w", pack_weights(ex.weight.signs.numpy())),
+        "scale": wr.tensor(f"{name}.scale", scale if (scale != 1).any() else None),
+        "shift": wr.tensor(f"{name}.shift", shift), "bias": wr.tensor(f"{name}.bias", bias),
+        "pix": pix, "chan": chan,
+        "act": None if act is None else [wr.tensor(f"{name}.act.{p}", v) for p, v in zip(("shift", "slope", "bias"), act)],
+        "act_first": act_first, "res": ([src] if parts["skip"] else []) + extra_res, "thr": next_thr,
+    })
+
+
+def _thr_name(wr: _Writer, name: str, unit: nn.Module) -> str | None:
+    conv, _ = _unit(unit)
+    thr, _ = _act_bits(conv)
+    return wr.tensor(f"{name}.thr", thr)
+
+
+def _srresnet(wr: _Writer, model: nn.Module) -> None:
+    from binsr.models._common import ResidualBlock
+
+    blocks = list(model.body)
+    if not blocks or not all(isinstance(b, ResidualBlock) for b in blocks):
+        raise BinsrError("SRResNet body must be ResidualBlocks")
+    if any(b.res_scale != 1.0 for b in blocks):
+        raise BinsrError("residual scaling != 1 is not supported by the packed engine")
+    slope = float(model.lrelu.negative_slope)
+    wr.fp_conv("head", model.conv_first, "x", "feat", leaky=slope)
+    wr.ops.append({"op": "pack", "src": "feat", "dst": "feat.bits", "thr": _thr_name(wr, "body.0.conv1", blocks[0].conv1)})
+    h = "feat"
+    for i, b in enumerate(blocks):
+        t, h_new = f"t{i}", f"h{i}"
+        last = i == len(blocks) - 1
+        _binary_unit(wr, f"body.{i}.conv1", b.conv1, h, [], _leaky_slope(b.act), t,
+                     _thr_name(wr, f"body.{i}.conv2", b.conv2), True)
+        nxt = None if last else _thr_name(wr, f"body.{i + 1}.conv1", blocks[i + 1].conv1)
+        _binary_unit(wr, f"body.{i}.conv2", b.conv2, t, [h] + (["feat"] if last else []), None, h_new, nxt, not last)
+        h = h_new
+    cur = h
+    convs = [m for m in model.upsample if isinstance(m, nn.Conv2d)]
+    shuffles = [m for m in model.upsample if isinstance(m, nn.PixelShuffle)]
+    if len(convs) != len(shuffles) or len(model.upsample) != 3 * len(convs):
+        raise BinsrError("only FP (conv, PixelShuffle, LeakyReLU) upsamplers are supported")
+    for j, (c, s) in enumerate(zip(convs, shuffles)):
+        wr.fp_conv(f"up.{j}", c, cur, f"up{j}", leaky=slope, shuffle=s.upscale_factor)
+        cur = f"up{j}"
+    wr.fp_conv("conv_hr", model.conv_hr, cur, "hr", leaky=slope)
+    wr.fp_conv("conv_last", model.conv_last, "hr", "last")
+    wr.ops.append({"op": "bilinear_add", "src": "x", "add": "last", "dst": "y", "scale": model.scale})
+
+
+def export_packed(model: nn.Module, path: str | os.PathLike) -> dict[str, int]:
+    """Write ``model`` (eval mode) as a packed file; returns bytes per part (binary, fp, total)."""
+    from binsr.models.srresnet import SRResNet
+
+    if not isinstance(model, SRResNet):
+        raise BinsrError(f"export supports SRResNet models for now, not {type(model).__name__}")
+    model = model.eval()
+    wr = _Writer()
+    with torch.no_grad():
+        _srresnet(wr, model)
+    graph = {"format": FORMAT, "version": VERSION, "signature": getattr(model, "signature", None),
+             "scale": model.scale, "input": "x", "output": "y", "ops": wr.ops}
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(wr.tensors, tmp, metadata={"binsr": json.dumps(graph)})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    binary = sum(v.nbytes for v in wr.tensors.values() if v.dtype == np.uint64)
+    return {"binary_bytes": binary, "fp_bytes": sum(v.nbytes for v in wr.tensors.values()) - binary,
+            "file_bytes": path.stat().st_size}

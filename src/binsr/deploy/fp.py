@@ -1,0 +1,106 @@
+"""Full-precision parts of the runtime in NumPy (NHWC float32): convs as tiled im2col + sgemm
+(``np.matmul``, OpenBLAS), PixelShuffle, LeakyReLU, sigmoid gates and bilinear upsampling."""
+
+from __future__ import annotations
+
+import ctypes
+import re
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = ["set_blas_threads", "conv2d", "leaky_relu", "sigmoid", "spatial_gate", "channel_gate",
+           "bilinear_upsample"]
+
+_TILE_BYTES = 8 << 20  # im2col patch matrix per tile
+
+
+def set_blas_threads(n: int) -> bool:
+    """Set the thread count of the OpenBLAS that NumPy loaded (best effort; False if not found)."""
+    with open("/proc/self/maps") as f:
+        libs = {m.group(0) for m in re.finditer(r"/\S*openblas\S*\.so\S*", f.read())}
+    for path in libs:
+        lib = ctypes.CDLL(path)
+        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn(ctypes.c_int(n))
+                return True
+    return False
+
+
+def leaky_relu(x: np.ndarray, slope: float) -> np.ndarray:
+    """In-place ``x if x >= 0 else slope * x`` for ``0 <= slope <= 1``."""
+    return np.maximum(x, x * np.float32(slope), out=x)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """In-place logistic function."""
+    np.negative(x, out=x)
+    np.exp(x, out=x)
+    x += 1
+    return np.reciprocal(x, out=x)
+
+
+def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, padding: int = 0,
+           dilation: int = 1, leaky: float | None = None, shuffle: int = 1) -> np.ndarray:
+    """Zero-padded stride-1 conv of ``x`` (H, W, C) with ``weight`` (k*k*C, O) in (ky, kx, c) row
+    order; optional LeakyReLU and PixelShuffle(``shuffle``) fused per tile. Returns (H', W', O)."""
+    h, w, c = x.shape
+    kkc, cout = weight.shape
+    k = int(round((kkc // c) ** 0.5))
+    span = dilation * (k - 1)
+    xp = np.pad(x, ((padding, padding), (padding, padding), (0, 0))) if padding else x
+    ho, wo = h + 2 * padding - span, w + 2 * padding - span
+    win = sliding_window_view(xp, (span + 1, span + 1), axis=(0, 1))[..., ::dilation, ::dilation]
+    win = win.transpose(0, 1, 3, 4, 2)  # (ho, wo, ky, kx, c)
+    r = shuffle
+    out = np.empty((ho * r, wo * r, cout // (r * r)), np.float32)
+    view = out.reshape(ho, r, wo, r, cout // (r * r))
+    rows = max(1, _TILE_BYTES // max(1, wo * kkc * 4))
+    for y0 in range(0, ho, rows):
+        y1 = min(ho, y0 + rows)
+        t = np.matmul(win[y0:y1].reshape((y1 - y0) * wo, kkc), weight)
+        if bias is not None:
+            t += bias
+        if leaky is not None:
+            leaky_relu(t, leaky)
+        t = t.reshape(y1 - y0, wo, -1)
+        if r == 1:
+            out[y0:y1] = t
+        else:  # channel c*r*r + i*r + j -> pixel (y*r + i, x*r + j), channel c
+            view[y0:y1] = t.reshape(y1 - y0, wo, -1, r, r).transpose(0, 3, 1, 4, 2)
+    return out
+
+
+def spatial_gate(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, padding: int, dilation: int) -> np.ndarray:
+    """``sigmoid(conv(x))`` with one output channel: (H', W') float32; ``weight`` (k*k*C, 1)."""
+    return sigmoid(conv2d(x, weight, bias, padding, dilation)[..., 0])
+
+
+def channel_gate(x: np.ndarray, weight: np.ndarray, out_channels: int) -> np.ndarray:
+    """``sigmoid(Conv1d_k(GAP(x)))`` (zero padding k//2, no bias), nearest-resized to ``out_channels``."""
+    pooled = x.mean(axis=(0, 1), dtype=np.float32)
+    k = weight.shape[0]
+    g = np.convolve(np.pad(pooled, k // 2), weight[::-1], mode="valid").astype(np.float32)
+    if g.shape[0] != out_channels:
+        g = g[(np.arange(out_channels) * g.shape[0]) // out_channels]
+    return sigmoid(g)
+
+
+def _bilinear_axis(n_in: int, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    src = np.maximum((np.arange(n_in * scale, dtype=np.float32) + 0.5) / np.float32(scale) - 0.5, 0)
+    i0 = np.floor(src).astype(np.intp)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = (src - i0).astype(np.float32)
+    return i0, i1, lam
+
+
+def bilinear_upsample(x: np.ndarray, scale: int) -> np.ndarray:
+    """Bilinear upsampling of (H, W, C) by an integer factor, ``align_corners=False`` (PyTorch)."""
+    h, w, _ = x.shape
+    y0, y1, ly = _bilinear_axis(h, scale)
+    x0, x1, lx = _bilinear_axis(w, scale)
+    rows = x[y0] * (1 - ly)[:, None, None] + x[y1] * ly[:, None, None]
+    return rows[:, x0] * (1 - lx)[None, :, None] + rows[:, x1] * lx[None, :, None]

@@ -1,0 +1,113 @@
+"""Torch-free inference of a packed file (:func:`binsr.deploy.export_packed`): NumPy for the FP
+parts, the compiled bit-packed kernels for the binary convs."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from safetensors import safe_open
+
+from binsr.deploy import fp
+from binsr.deploy.bitpack import pack_bits
+from binsr.deploy.engine import BinaryConv, resolve_path
+from binsr.errors import BinsrError
+
+__all__ = ["Runtime"]
+
+FORMAT, VERSION = "binsr.packed", 1  # as written by binsr.deploy.export
+
+
+class Runtime:
+    """Load a packed model and run it on LR images.
+
+    Args:
+        path: the ``.bsr`` file.
+        threads: threads for the binary kernels and the BLAS of the FP parts.
+        path_isa: kernel path (``"auto"``, ``"avx512"``, ``"avx2"``, ``"portable"``, ``"numpy"``).
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int = 1, path_isa: str = "auto") -> None:
+        try:
+            with safe_open(os.fspath(path), framework="numpy") as f:
+                meta = f.metadata() or {}
+                self.tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except (OSError, ValueError) as exc:
+            raise BinsrError(f"cannot read packed model {path}: {exc}") from exc
+        if "binsr" not in meta:
+            raise BinsrError(f"{path} is not a binsr packed model (no graph in its metadata)")
+        self.graph: dict[str, Any] = json.loads(meta["binsr"])
+        if self.graph.get("format") != FORMAT or self.graph.get("version") != VERSION:
+            raise BinsrError(f"{path}: unsupported format {self.graph.get('format')} v{self.graph.get('version')}")
+        self.threads = threads
+        self.path = resolve_path(path_isa)
+        self.scale = int(self.graph["scale"])
+        self._convs = [self._bconv(op) if op["op"] == "bconv" else None for op in self.graph["ops"]]
+        #: seconds per op kind of the last call when ``profile=True``
+        self.timings: dict[str, float] = {}
+
+    def _t(self, name: str | None) -> np.ndarray | None:
+        return None if name is None else self.tensors[name]
+
+    def _bconv(self, op: dict[str, Any]) -> BinaryConv:
+        return BinaryConv(self.tensors[op["w"]], op["cin"], op["k"], op["dil"], op["pad"], op["groups"])
+
+    def __call__(self, lr: np.ndarray, profile: bool = False) -> np.ndarray:
+        """Upscale float32 NCHW RGB in [0, 1] (N, 3, h, w) to (N, 3, s*h, s*w)."""
+        lr = np.asarray(lr, dtype=np.float32)
+        if lr.ndim != 4:
+            raise BinsrError(f"expected an (N, C, h, w) array, got shape {lr.shape}")
+        fp.set_blas_threads(self.threads)
+        self.timings = defaultdict(float)
+        out = [self.run_hwc(np.ascontiguousarray(img.transpose(1, 2, 0)), profile) for img in lr]
+        return np.stack([o.transpose(2, 0, 1) for o in out])
+
+    def run_hwc(self, x: np.ndarray, profile: bool = False) -> np.ndarray:
+        """One HWC float32 image through the graph."""
+        env: dict[str, np.ndarray] = {self.graph["input"]: x}
+        for op, conv in zip(self.graph["ops"], self._convs):
+            t0 = time.perf_counter() if profile else 0.0
+            kind = op["op"]
+            if kind == "bconv":
+                self._run_bconv(op, conv, env)
+            elif kind == "conv":
+                env[op["dst"]] = fp.conv2d(env[op["src"]], self.tensors[op["w"]], self._t(op["b"]), op["pad"],
+                                           op["dil"], op["leaky"], op["shuffle"])
+                kind = "upsample_conv" if op["shuffle"] > 1 else "fp_conv"
+            elif kind == "pack":
+                thr = self._t(op["thr"])
+                src = env[op["src"]]
+                env[op["dst"]] = pack_bits(src if thr is None else src - thr)
+            elif kind == "sigmoid":
+                env[op["dst"]] = fp.sigmoid(env[op["src"]][..., 0])
+            elif kind == "channel_gate":
+                env[op["dst"]] = fp.channel_gate(env[op["src"]], self.tensors[op["w"]], op["out_channels"])
+            elif kind == "bilinear_add":
+                y = fp.bilinear_upsample(env[op["src"]], op["scale"])
+                y += env[op["add"]]
+                env[op["dst"]] = y
+            else:
+                raise BinsrError(f"unknown op {kind!r} in the packed graph")
+            if profile:
+                self.timings[kind] += time.perf_counter() - t0
+        return env[self.graph["output"]]
+
+    def _run_bconv(self, op: dict[str, Any], conv: BinaryConv, env: dict[str, np.ndarray]) -> None:
+        scale = self._t(op["scale"])
+        if op["shift"] is not None:
+            scale = np.ldexp(np.float32(1), self.tensors[op["shift"]]).astype(np.float32)
+        if op["chan"] is not None:
+            scale = env[op["chan"]] if scale is None else scale * env[op["chan"]]
+        act = None if op["act"] is None else tuple(self.tensors[n] for n in op["act"])
+        res = conv(env[op["src"]][None], path=self.path, threads=self.threads, scale=scale,
+                   bias=self._t(op["bias"]), pix=None if op["pix"] is None else env[op["pix"]],
+                   act=act, act_first=op["act_first"], residual=tuple(env[r][None] for r in op["res"]),
+                   out_float=op["dst"] is not None, pack=op["dst_bits"] is not None, thr=self._t(op["thr"]))
+        if op["dst"] is not None:
+            env[op["dst"]] = res.out[0]
+        if op["dst_bits"] is not None:
+            env[op["dst_bits"]] = res.bits[0]
