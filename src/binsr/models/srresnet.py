@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from binsr.errors import UsageError
 from binsr.models._common import ResidualBlock, Upsampler, check_scale, get_recipe
 from binsr.models._registry import register_model
 
@@ -36,6 +37,9 @@ class SRResNet(nn.Module):
         num_out_ch (int): output channels. Default: 3.
         num_feat (int): body width. Default: 64.
         num_block (int): residual blocks in the body. Default: 16.
+        tail (str): ``"msrresnet"`` (PixelShuffle stages, ``conv_hr``, ``conv_last``, as BasicSR)
+            or ``"lite"`` (one FP conv to ``num_out_ch * scale**2`` channels + PixelShuffle, the
+            ESPCN sub-pixel tail: 28K instead of 332K FP parameters at x4). Default: msrresnet.
         recipe_kwargs (dict): passed to the recipe (e.g. an estimator override).
     """
 
@@ -47,6 +51,7 @@ class SRResNet(nn.Module):
         num_out_ch: int = 3,
         num_feat: int = 64,
         num_block: int = 16,
+        tail: str = "msrresnet",
         recipe_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
@@ -54,16 +59,21 @@ class SRResNet(nn.Module):
         rec = get_recipe(recipe, recipe_kwargs)
         self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
         self.body = nn.Sequential(*(ResidualBlock(num_feat, rec) for _ in range(num_block)))
-        self.upsample = Upsampler(scale, num_feat, rec, act=lambda: nn.LeakyReLU(0.1, inplace=True))
-        self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(0.1, inplace=True)
+        if tail == "msrresnet":
+            self.tail = nn.Sequential(
+                Upsampler(scale, num_feat, rec, act=lambda: nn.LeakyReLU(0.1, inplace=True)),
+                nn.Conv2d(num_feat, num_feat, 3, 1, 1), nn.LeakyReLU(0.1, inplace=True),
+                nn.Conv2d(num_feat, num_out_ch, 3, 1, 1),
+            )
+        elif tail == "lite":
+            self.tail = nn.Sequential(nn.Conv2d(num_feat, num_out_ch * scale * scale, 3, 1, 1), nn.PixelShuffle(scale))
+        else:
+            raise UsageError(f"unknown SRResNet tail {tail!r}; valid: msrresnet, lite")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = self.lrelu(self.conv_first(x))
-        out = self.body(feat) + feat
-        out = self.upsample(out)
-        out = self.conv_last(self.lrelu(self.conv_hr(out)))
+        out = self.tail(self.body(feat) + feat)
         return out + F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
 
 
@@ -77,3 +87,10 @@ def srresnet(scale: int = 4, recipe: str = "fp", **kwargs) -> SRResNet:
 def srresnet_small(scale: int = 4, recipe: str = "fp", **kwargs) -> SRResNet:
     """SRResNet with 8 blocks x 32 channels, for quick CPU runs and tests."""
     return SRResNet(scale=scale, recipe=recipe, **dict(dict(num_feat=32, num_block=8), **kwargs))
+
+
+@register_model
+def srresnet_lite(scale: int = 4, recipe: str = "fp", **kwargs) -> SRResNet:
+    """SRResNet with 8 blocks (16 body convs) x 64 channels and the sub-pixel ``lite`` tail: the
+    zoo's binary backbone, under 100K parameters (binary/32 + FP) at every scale."""
+    return SRResNet(scale=scale, recipe=recipe, **dict(dict(num_block=8, tail="lite"), **kwargs))
