@@ -31,7 +31,9 @@ def geometry(draw, max_padding: int = 3) -> dict:
     h_min, w_min = max(1, dil * (kh - 1) + 1 - 2 * ph), max(1, dil * (kw - 1) + 1 - 2 * pw)
     h, w = draw(st.integers(h_min, h_min + 8)), draw(st.integers(w_min, w_min + 8))
     bias = draw(st.booleans())
-    return dict(cin=cin, cout=cout, k=(kh, kw), dil=dil, stride=stride, padding=padding, h=h, w=w, groups=groups, bias=bias)
+    return dict(
+        cin=cin, cout=cout, k=(kh, kw), dil=dil, stride=stride, padding=padding, h=h, w=w, groups=groups, bias=bias
+    )
 
 
 def _convs(g, **quant):
@@ -52,7 +54,9 @@ def test_equals_nn_conv2d_exactly_without_quantizers(g, n):
     assert conv.act_quant.precision == 32 and conv.weight_quant.precision == 32
 
 
-@given(geometry(), st.sampled_from(["ste", "approx_sign", "ede", "rsign", "scales_act"]), st.sampled_from(["sign", "xnor"]))
+@given(
+    geometry(), st.sampled_from(["ste", "approx_sign", "ede", "rsign", "scales_act"]), st.sampled_from(["sign", "xnor"])
+)
 @settings(max_examples=30, deadline=None)
 def test_binary_shapes_match_nn_conv2d_and_operands_are_pm1(g, act, wq):
     ref, conv = _convs(g, act_quant=act, weight_quant=wq)

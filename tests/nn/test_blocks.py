@@ -26,6 +26,7 @@ from binsr.nn import (
     recipe_names,
     set_progress,
 )
+from binsr.quant import RSign
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")  # fp recipe, even kernels
 
@@ -95,12 +96,16 @@ def test_recipe_overrides_and_errors():
         get_recipe("nope")
     with pytest.raises(ValueError, match="does not take"):
         get_recipe("e2fif", estimator="ede")
+    with pytest.raises(ValueError, match="module instances"):
+        get_recipe("bbcu", act_quant=RSign(4))
 
 
 def test_scales_ablation_rows():
     parts = {n: get_recipe(n).conv(8, 8, 3) for n in ("scales", "scales_lsf", "scales_noss", "scales_nocs")}
     on = {n: (m.spatial is not None, m.channel is not None) for n, m in parts.items()}
-    assert on == {"scales": (True, True), "scales_lsf": (False, False), "scales_noss": (False, True), "scales_nocs": (True, False)}
+    assert on == {
+        "scales": (True, True), "scales_lsf": (False, False), "scales_noss": (False, True), "scales_nocs": (True, False)
+    }
     assert all(m.conv.act_quant.name == "scales_act" and m.conv.weight_quant.name == "xnor" for m in parts.values())
 
 
@@ -109,7 +114,8 @@ def test_scales_ablation_rows():
 def test_lt_attn_estimator_study_from_names(estimator, attention):
     unit = get_recipe("lt_attn", estimator=estimator, attention=attention).conv(8, 8, 3)
     assert unit.conv.act_quant.name == "rsign" and unit.conv.act_quant.estimator.name == estimator
-    assert (unit.channel is None) == (attention == "none") and (unit.spatial is None) == (attention != "channel_spatial")
+    assert (unit.channel is None) == (attention == "none")
+    assert (unit.spatial is None) == (attention != "channel_spatial")
     x = torch.randn(2, 8, 5, 5, requires_grad=True)
     unit(x).sum().backward()
     assert torch.isfinite(x.grad).all()

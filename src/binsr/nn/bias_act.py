@@ -11,7 +11,7 @@ __all__ = ["LearnableBias", "RPReLU"]
 class LearnableBias(nn.Module):
     """Per-channel learnable shift: ``y = x + b_c`` (``dy/dx = 1``, ``dy/db_c = 1``), ``b = 0`` at init.
 
-    Liu et al. 2020, "ReActNet", arXiv:2003.03488, Sec. 3.2 (the ``LearnableBias`` of the code).
+    Liu et al. 2020, "ReActNet", arXiv:2003.03488 (the ``LearnableBias`` of the official code).
 
     Args:
         channels: number of channels C (dim 1).
@@ -29,7 +29,7 @@ class RPReLU(nn.Module):
     """ReAct-PReLU: ``y = PReLU_beta(x - gamma_c) + zeta_c``, all per channel and learnable.
 
     ``PReLU_beta(u) = u`` for ``u >= 0`` and ``beta_c u`` otherwise; ``gamma = zeta = 0`` and
-    ``beta = 0.25`` at init. Liu et al. 2020, "ReActNet", arXiv:2003.03488, Sec. 3.2, Eq. (4);
+    ``beta = 0.25`` at init. Liu et al. 2020, "ReActNet", arXiv:2003.03488, section "Generalized activation functions";
     BBCU (arXiv:2210.00405) puts it after each binary conv. As in the official code, the shifts
     are ``LearnableBias`` modules (``shift_in`` adds ``-gamma``).
 

@@ -94,7 +94,9 @@ class BinaryConv2d(nn.Conv2d):
         if self.act_quant.precision == 1 and not isinstance(self.act_quant, ActivationQuantizer):
             raise ValueError(f"act_quant must be an activation binarizer, got {self.act_quant.name!r}")
         if self.weight_quant.precision == 1 and not isinstance(self.weight_quant, WeightQuantizer):
-            raise ValueError(f"weight_quant must be a weight binarizer (sign, xnor, libra_pb), got {self.weight_quant.name!r}")
+            raise ValueError(
+                f"weight_quant must be a weight binarizer (sign, xnor, libra_pb), got {self.weight_quant.name!r}"
+            )
 
     @property
     def binary_padding(self) -> tuple[int, int, int, int]:

@@ -11,9 +11,10 @@ drops the skip then, while the paper keeps "a full-precision skip connection or 
 each binarized convolution" and BBCU's upsampling unit (``BinaryUpConv2d``) repeats the input.
 binsr keeps a parameter-free skip whenever the channel counts divide: ``out = m * in`` repeats
 each channel m times (``repeat_interleave``; followed by PixelShuffle this is nearest upsampling,
-exactly BBCU's upsampling skip), ``in = m * out`` averages groups of m consecutive channels;
-otherwise the skip is dropped, as E2FIF's code does. At stride s > 1 the skip is s x s average
-pooled (ceil mode) to the conv's output size (odd receptive fields).
+exactly BBCU's upsampling skip; ReActNet tiles instead, by concatenating two convs), ``in = m *
+out`` averages groups of m consecutive channels; otherwise the skip is dropped, as E2FIF's code
+does. At stride s > 1 the skip is s x s average pooled (ceil mode; ReActNet pools its shortcut
+the same way) to the conv's output size (odd receptive fields).
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ def fp_conv(
     in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, dilation: int = 1, groups: int = 1, bias: bool = True
 ) -> nn.Conv2d:
     """A full-precision ``nn.Conv2d`` with same-size zero padding (the ``fp`` recipe's unit)."""
-    return nn.Conv2d(in_ch, out_ch, kernel_size, stride, same_padding(kernel_size, dilation, stride), dilation, groups, bias)
+    padding = same_padding(kernel_size, dilation, stride)
+    return nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, dilation, groups, bias)
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,8 @@ def get_recipe(name: str, **kwargs: Any) -> Recipe:
 
     Raises:
         ValueError: unknown name or an override the unit does not take (both messages list the
-            valid choices).
+            valid choices), or a module instance as an override (every unit would share it and
+            its parameters; pass a name or a config dict).
     """
     if name not in _RECIPES:
         raise ValueError(f"unknown recipe {name!r}; valid recipes: {', '.join(recipe_names())}")
@@ -177,6 +179,9 @@ def get_recipe(name: str, **kwargs: Any) -> Recipe:
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise ValueError(f"recipe {name!r} does not take {unknown}; it takes {allowed}")
+    shared = sorted(key for key, value in kwargs.items() if isinstance(value, nn.Module))
+    if shared:
+        raise ValueError(f"recipe overrides {shared} are module instances; pass names or config dicts")
     options = {**defaults, **kwargs}
     return Recipe(
         name=name,

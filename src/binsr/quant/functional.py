@@ -112,7 +112,8 @@ def sign_clipped_ste(x: torch.Tensor, clip_value: float = 1.0) -> torch.Tensor:
 def approx_sign(x: torch.Tensor) -> torch.Tensor:
     """Forward ``q = sign(x)``; backward ``dq/dx = 2 - 2|x|`` for ``|x| < 1``, else 0.
 
-    Bi-Real Net (Liu et al. 2018, arXiv:1808.00278), Sec. 3.2 ("ApproxSign").
+    Bi-Real Net (Liu et al. 2018, arXiv:1808.00278), the ``ApproxSign`` approximation of the
+    derivative of sign.
     """
     return ApproxSignFn.apply(x)
 
@@ -120,14 +121,14 @@ def approx_sign(x: torch.Tensor) -> torch.Tensor:
 def ede_sign(x: torch.Tensor, t: float, k: float) -> torch.Tensor:
     """Forward ``q = sign(x)``; backward ``dq/dx = k t (1 - tanh^2(t x))``.
 
-    IR-Net (Qin et al. 2020, arXiv:1909.10788), Sec. 3.2 (EDE); ``t, k`` from
+    IR-Net (Qin et al. 2020, arXiv:1909.10788), section "Error Decay Estimator"; ``t, k`` from
     :func:`ede_schedule`.
     """
     return EDEFn.apply(x, float(t), float(k))
 
 
 def ede_schedule(progress: float, t_min: float = 0.1, t_max: float = 10.0) -> tuple[float, float]:
-    """EDE's ``(t, k)`` at a training progress ``p`` in [0, 1] (IR-Net Sec. 3.2).
+    """EDE's ``(t, k)`` at a training progress ``p`` in [0, 1] (IR-Net, EDE section).
 
     ``t = 10^(log10 t_min + (log10 t_max - log10 t_min) p)`` and ``k = max(1 / t, 1)``: while
     ``t < 1`` the estimator ``k t (1 - tanh^2(t x))`` keeps its peak at 1 and widens to the

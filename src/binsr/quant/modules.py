@@ -177,7 +177,7 @@ class ApproxSign(SignEstimator):
 
     Forward ``q(x) = sign(x)``; backward ``dq/dx = 2 - 2|x|`` for ``|x| < 1``, else 0 (the
     derivative of ``2x + x^2 sign(-x)`` clipped to [-1, 1]). Liu et al. 2018, "Bi-Real Net",
-    arXiv:1808.00278, Sec. 3.2. E2FIF's ``Q_A`` and BBCU's ``BinaryActivation`` use it.
+    arXiv:1808.00278 (ApproxSign). E2FIF's ``Q_A`` and BBCU's ``BinaryActivation`` use it.
     """
 
     def binarize(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -194,7 +194,7 @@ class EDE(SignEstimator):
     and the curve is nearly flat, keeping updates alive like an identity STE; stage 2 (``t >= 1``):
     ``k = 1`` and the curve sharpens toward the derivative of ``sign`` (SRBNAS Sec. 5).
     Qin et al. 2020, "Forward and Backward Information Retention for Accurate Binary Neural
-    Networks" (IR-Net), arXiv:1909.10788, Sec. 3.2.
+    Networks" (IR-Net), arXiv:1909.10788, section "Error Decay Estimator".
 
     Args:
         t_min: ``t`` at ``p = 0``. Default 0.1 (IR-Net paper).
@@ -231,7 +231,7 @@ class RSign(ActivationQuantizer):
     Forward ``q(x) = sign(x - b_c)``; backward ``dq/dx = e(x - b_c)`` and
     ``dq/db_c = -e(x - b_c)``, ``e`` the estimator's pseudo-derivative (default ``approx_sign``,
     as ReActNet's and BBCU's ``BinaryActivation``). Liu et al. 2020, "ReActNet", arXiv:2003.03488,
-    Sec. 3.2, Eq. (3); BBCU (Xia et al. 2022, arXiv:2210.00405) Sec. 3 uses it as "RSign".
+    section "Generalized activation functions"; BBCU (Xia et al. 2022, arXiv:2210.00405) uses it as "RSign".
     The official code adds a ``LearnableBias`` (``sign(x + b)``); binsr subtracts, as the paper
     writes it, so ``threshold`` is the exported threshold with no sign flip.
 
@@ -385,7 +385,7 @@ class XNORWeight(WeightQuantizer):
 class LibraPB(WeightQuantizer):
     """Libra Parameter Binarization: balanced, standardized weights with a power-of-two scale.
 
-    Forward (per output channel ``o``, SRBNAS Eqs. (14)-(15), IR-Net Sec. 3.1):
+    Forward (per output channel ``o``, SRBNAS Eqs. (14)-(15); IR-Net section "Libra Parameter Binarization"):
     ``W_hat = (W - mean(W_o)) / std(W_o)``, ``W_b = sign(W_hat) * 2^s_o`` with the integer
     ``s_o = round(log2(||W_hat_o||_1 / n))`` (a bit shift at inference, Eq. (16)).
     Backward: ``dW_b/dW_hat = 2^s_o e(W_hat)`` (``e`` default ``ede``, as IR-Net's ``IRConv2d``),
