@@ -84,14 +84,13 @@ def _act_bits(conv: nn.Module) -> tuple[np.ndarray | None, float | None]:
 def _unit(unit: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
     """The BinaryConv2d inside a recipe unit and what surrounds it."""
     from binsr.nn.binary_conv import BinaryConv2d
+    from binsr.nn.blocks import BBCUConv, E2FIFConv, IRNetConv, ScalesConv
 
-    if isinstance(unit, BinaryConv2d):
+    if type(unit) is BinaryConv2d:
         return unit, {"skip": False}
-    conv = getattr(unit, "conv", None)
-    known = {"conv", "skip", "bn", "act", "spatial", "channel"}
-    children = {n for n, _ in unit.named_children()}
-    if not isinstance(conv, BinaryConv2d) or children - known:
+    if type(unit) not in (E2FIFConv, IRNetConv, BBCUConv, ScalesConv):
         raise BinsrError(f"unit {type(unit).__name__} is not supported by the packed engine")
+    conv = unit.conv
     if unit.skip is not None and unit.skip.in_ch != unit.skip.out_ch:
         raise BinsrError("channel-changing skips are not supported by the packed engine")
     return conv, {"skip": unit.skip is not None, "bn": getattr(unit, "bn", None), "rprelu": getattr(unit, "act", None),
@@ -172,8 +171,7 @@ def _srresnet(wr: _Writer, model: nn.Module) -> None:
         raise BinsrError("SRResNet body must be ResidualBlocks")
     if any(b.res_scale != 1.0 for b in blocks):
         raise BinsrError("residual scaling != 1 is not supported by the packed engine")
-    slope = float(model.lrelu.negative_slope)
-    wr.fp_conv("head", model.conv_first, "x", "feat", leaky=slope)
+    wr.fp_conv("head", model.conv_first, "x", "feat", leaky=_leaky_slope(model.lrelu))
     wr.ops.append({"op": "pack", "src": "feat", "dst": "feat.bits", "thr": _thr_name(wr, "body.0.conv1", blocks[0].conv1)})
     h = "feat"
     for i, b in enumerate(blocks):
@@ -184,17 +182,36 @@ def _srresnet(wr: _Writer, model: nn.Module) -> None:
         nxt = None if last else _thr_name(wr, f"body.{i + 1}.conv1", blocks[i + 1].conv1)
         _binary_unit(wr, f"body.{i}.conv2", b.conv2, t, [h] + (["feat"] if last else []), None, h_new, nxt, not last)
         h = h_new
-    cur = h
-    convs = [m for m in model.upsample if isinstance(m, nn.Conv2d)]
-    shuffles = [m for m in model.upsample if isinstance(m, nn.PixelShuffle)]
-    if len(convs) != len(shuffles) or len(model.upsample) != 3 * len(convs):
-        raise BinsrError("only FP (conv, PixelShuffle, LeakyReLU) upsamplers are supported")
-    for j, (c, s) in enumerate(zip(convs, shuffles)):
-        wr.fp_conv(f"up.{j}", c, cur, f"up{j}", leaky=slope, shuffle=s.upscale_factor)
-        cur = f"up{j}"
-    wr.fp_conv("conv_hr", model.conv_hr, cur, "hr", leaky=slope)
-    wr.fp_conv("conv_last", model.conv_last, "hr", "last")
-    wr.ops.append({"op": "bilinear_add", "src": "x", "add": "last", "dst": "y", "scale": model.scale})
+    cur = _fp_tail(wr, model.tail, h)
+    wr.ops.append({"op": "bilinear_add", "src": "x", "add": cur, "dst": "y", "scale": model.scale})
+
+
+def _flatten(mod: nn.Module) -> list[nn.Module]:
+    if isinstance(mod, nn.Sequential):
+        return [m for child in mod for m in _flatten(child)]
+    return [mod]
+
+
+def _fp_tail(wr: _Writer, tail: nn.Module, src: str) -> str:
+    """Emit FP convs, each with its following PixelShuffle and LeakyReLU/ReLU fused."""
+    mods = _flatten(tail)
+    i = 0
+    while i < len(mods):
+        conv = mods[i]
+        if not isinstance(conv, nn.Conv2d):
+            raise BinsrError(f"tail module {type(conv).__name__} is not supported by the packed engine")
+        shuffle, slope = 1, None
+        if i + 1 < len(mods) and isinstance(mods[i + 1], nn.PixelShuffle):
+            i += 1
+            shuffle = mods[i].upscale_factor
+        if i + 1 < len(mods) and isinstance(mods[i + 1], (nn.LeakyReLU, nn.ReLU)):
+            i += 1
+            slope = _leaky_slope(mods[i])
+        dst = wr.fresh("tail")
+        wr.fp_conv(f"{dst}.conv", conv, src, dst, leaky=slope, shuffle=shuffle)
+        src = dst
+        i += 1
+    return src
 
 
 def export_packed(model: nn.Module, path: str | os.PathLike) -> dict[str, int]:

@@ -1,0 +1,106 @@
+"""Packed export + torch-free runtime vs the PyTorch eval forward of the same checkpoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from binsr.cli import main
+from binsr.deploy import Runtime, export_packed
+from binsr.models import create
+
+
+def _random_model(name: str, recipe: str, seed: int = 0) -> torch.nn.Module:
+    """A random-init model with non-trivial BN statistics, thresholds and RPReLU shifts."""
+    torch.manual_seed(seed)
+    model = create(name, scale=4, recipe=recipe).eval()
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.normal_(0, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.normal_(1.0, 0.2)
+                mod.bias.normal_(0, 0.1)
+        for n, p in model.named_parameters():
+            if "threshold" in n or "shift_" in n:
+                p.normal_(0, 0.1)
+    return model
+
+
+def _uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(x * 255), 0, 255).astype(np.int16)
+
+
+@pytest.mark.parametrize("name,recipe", [("srresnet_small", "e2fif"), ("srresnet_small", "scales"),
+                                         ("srresnet_small", "bbcu"), ("srresnet_lite", "e2fif")])
+def test_runtime_matches_torch(tmp_path, name: str, recipe: str) -> None:
+    model = _random_model(name, recipe)
+    path = tmp_path / "m.bsr"
+    sizes = export_packed(model, path)
+    assert sizes["binary_bytes"] > 0 and sizes["file_bytes"] == path.stat().st_size
+    x = torch.rand(2, 3, 13, 19, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = _uint8(model(x).numpy())
+    out = _uint8(Runtime(path, threads=2)(x.numpy()))
+    assert out.shape == ref.shape == (2, 3, 52, 76)
+    diff = np.abs(out - ref)
+    assert diff.max() <= 1 and (diff == 0).mean() >= 0.999
+
+
+def test_packed_file_layout(tmp_path) -> None:
+    model = _random_model("srresnet_small", "e2fif")
+    export_packed(model, tmp_path / "m.bsr")
+    with safe_open(str(tmp_path / "m.bsr"), framework="numpy") as f:
+        graph = json.loads(f.metadata()["binsr"])
+        bconvs = [op for op in graph["ops"] if op["op"] == "bconv"]
+        assert len(bconvs) == 16
+        w = f.get_tensor(bconvs[0]["w"])
+    assert w.dtype == np.uint64 and w.shape == (32, 3, 3, 1)  # 32 channels -> one word, 1 bit each
+    assert graph["signature"]["recipe"] == "e2fif"
+
+
+def test_runtime_imports_no_torch(tmp_path) -> None:
+    export_packed(_random_model("srresnet_small", "scales"), tmp_path / "m.bsr")
+    code = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        from binsr.deploy import Runtime, isa
+        y = Runtime({str(tmp_path / 'm.bsr')!r})(np.random.rand(1, 3, 11, 9).astype(np.float32))
+        assert y.shape == (1, 3, 44, 36) and np.isfinite(y).all()
+        assert "torch" not in sys.modules, "the runtime imported torch"
+        print("ok", isa())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok")
+
+
+def test_numpy_path_agrees(tmp_path) -> None:
+    export_packed(_random_model("srresnet_small", "e2fif"), tmp_path / "m.bsr")
+    x = np.random.default_rng(0).random((1, 3, 7, 10), dtype=np.float32)
+    a = Runtime(tmp_path / "m.bsr", path_isa="numpy")(x)
+    b = Runtime(tmp_path / "m.bsr")(x)
+    assert (np.abs(_uint8(a) - _uint8(b)) <= 1).all()
+
+
+def test_export_cli(tmp_path, capsys) -> None:
+    out = tmp_path / "m.bsr"
+    assert main(["export", "--model", "srresnet_small", "--recipe", "e2fif", "--scale", "4", "--out", str(out)]) == 0
+    assert out.is_file() and "random-init" in capsys.readouterr().out
+    assert main(["export", "--model", "srresnet_small", "--recipe", "lt_attn", "--out", str(out)]) == 1
+
+
+def test_bench_cli_small(tmp_path) -> None:
+    js = tmp_path / "b.json"
+    assert main(["bench", "--model", "srresnet_small", "--size", "24x16", "--repeat", "1", "--threads", "1",
+                 "--skip", "onnx", "--json", str(js)]) == 0
+    res = json.loads(js.read_text())
+    assert {r["op"] for r in res["layers"]} == {"3x3", "5x5", "7x7", "3x3 d=2", "3x3 g=4"}
+    assert res["end_to_end"][0]["speedup_vs_torch"] > 0 and res["file_bytes"]["ratio"] > 1
