@@ -38,7 +38,8 @@ from tqdm import tqdm
 
 from binsr.errors import BinsrError, UsageError
 from binsr.train import distributed
-from binsr.train.checkpoint import atomic_write, load_state, load_weights, read_weights, save_state, save_weights
+from binsr.train.checkpoint import (atomic_write, load_state, load_weights, read_weights, save_state, save_weights,
+                                    signature_of)
 from binsr.train.config import RESUME_NEUTRAL, TrainConfig, config_diff
 from binsr.train.ema import ModelEMA
 from binsr.train.optim import build_optimizer, build_scheduler
@@ -186,20 +187,17 @@ class _Trainer:
         lr_img, hr_img = (x.to(env.device, non_blocking=True) for x in batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss = F.l1_loss(self.net(lr_img), hr_img)
+        loss.backward()  # on every rank even if NaN, so that DDP's gradient all-reduce stays in step
         mean = loss.detach().clone()
         if env.enabled:
             dist.all_reduce(mean)
             mean /= env.world_size
-        value = mean.item()
-        finite = math.isfinite(value)
+        norm = get_total_norm([p.grad for p in self.module.parameters() if p.grad is not None])
+        value, norm_value = torch.stack([mean, norm.to(mean)]).tolist()  # gradients are equal on all ranks
+        finite = math.isfinite(value) and math.isfinite(norm_value)
         if finite:
-            loss.backward()
-            grads = [p.grad for p in self.module.parameters() if p.grad is not None]
-            norm = get_total_norm(grads)
-            finite = bool(torch.isfinite(norm))
-            if finite and cfg.train.grad_clip > 0:
+            if cfg.train.grad_clip > 0:
                 clip_grads_with_norm_(self.module.parameters(), cfg.train.grad_clip, norm)
-        if finite:
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.module)
@@ -211,7 +209,8 @@ class _Trainer:
         cfg, t = self.cfg, self.cfg.train
         bar = tqdm(total=t.steps, initial=self.step, unit="it", dynamic_ncols=True,
                    disable=not (self.env.is_main and cfg.log.progress))
-        losses, interval_s, nonfinite, val = [], 0.0, 0, None
+        losses: list[float] = []
+        interval_s, nonfinite, val = 0.0, 0, None
         session_start, session_s = self.step, 0.0
         self.module.train()
         tick = time.perf_counter()
@@ -257,8 +256,7 @@ class _Trainer:
         if self.env.is_main:
             if val is None:  # nothing left to train (resumed a finished run)
                 val = self._validate()
-                self._save()
-            sig = self.module.signature
+            sig = signature_of(self.module)
             result = {
                 "name": cfg.name, "model": sig["model"], "recipe": sig["recipe"], "scale": sig["scale"],
                 "kwargs": sig["kwargs"], "params": sum(p.numel() for p in self.module.parameters()),
