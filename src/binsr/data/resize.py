@@ -7,8 +7,9 @@ mirroring, output size ``ceil(in * scale)``, and the dimension with the smaller 
 first. For ``uint8`` input MATLAB's ``imresizemex`` returns ``uint8`` after *each* 1-D pass
 (rounded half away from zero and saturated), and so does :func:`imresize`.
 
-Each 1-D pass is one matrix product with a precomputed dense ``(out, in)`` weight matrix (the
-mirrored indices are folded into it), so the torch path is fast, batched and differentiable.
+The weights and mirrored indices of each 1-D pass are precomputed and cached. NumPy gathers the
+taps and sums them in MATLAB's order; torch multiplies by the equivalent dense ``(out, in)``
+matrix, so it is batched, fast on GPU and differentiable.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import overload
 import numpy as np
 import torch
 
-__all__ = ["imresize", "modcrop", "resize_matrix"]
+__all__ = ["imresize", "modcrop", "contributions", "resize_matrix"]
 
 
 def _cubic(x: np.ndarray) -> np.ndarray:
@@ -33,7 +34,13 @@ def _cubic(x: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=256)
-def _matrix(in_len: int, out_len: int, scale: float) -> np.ndarray:
+def contributions(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """MATLAB ``imresize>contributions`` for the bicubic kernel: ``(weights, indices)``.
+
+    Both are ``(out_len, taps)``, cached and read-only: output pixel ``i`` is
+    ``sum_p weights[i, p] * input[indices[i, p]]``, with 0-based mirrored ``indices``. Taps whose
+    weight is zero for every output are dropped, as MATLAB does.
+    """
     kernel_width = 4.0
     if scale < 1:  # antialiasing: widen the kernel by 1/scale
         kernel_width /= scale
@@ -46,22 +53,27 @@ def _matrix(in_len: int, out_len: int, scale: float) -> np.ndarray:
     x = np.arange(1, out_len + 1, dtype=np.float64)  # MATLAB 1-based output coordinates
     u = x / scale + 0.5 * (1 - 1 / scale)  # where output pixel x maps in the input
     left = np.floor(u - kernel_width / 2)
-    taps = math.ceil(kernel_width) + 2
-    ind = left[:, None] + np.arange(taps)[None, :]  # 1-based input indices
+    ind = left[:, None] + np.arange(math.ceil(kernel_width) + 2)[None, :]  # 1-based input indices
     weights = h(u[:, None] - ind)
     weights /= weights.sum(axis=1, keepdims=True)
     mirror = np.concatenate([np.arange(in_len), np.arange(in_len - 1, -1, -1)])
-    ind0 = mirror[np.mod(ind.astype(np.int64) - 1, 2 * in_len)]
+    indices = mirror[np.mod(ind.astype(np.int64) - 1, 2 * in_len)]
+    keep = np.any(weights != 0, axis=0)
+    weights, indices = np.ascontiguousarray(weights[:, keep]), np.ascontiguousarray(indices[:, keep])
+    weights.setflags(write=False)
+    indices.setflags(write=False)
+    return weights, indices
+
+
+@lru_cache(maxsize=256)
+def resize_matrix(in_len: int, out_len: int, scale: float) -> np.ndarray:
+    """The dense ``(out_len, in_len)`` float64 matrix of one MATLAB bicubic 1-D resize by
+    ``scale`` (cached, read-only): ``resized = matrix @ signal`` along that dimension."""
+    weights, indices = contributions(in_len, out_len, scale)
     mat = np.zeros((out_len, in_len), dtype=np.float64)
-    np.add.at(mat, (np.repeat(np.arange(out_len), taps), ind0.ravel()), weights.ravel())
+    np.add.at(mat, (np.repeat(np.arange(out_len), weights.shape[1]), indices.ravel()), weights.ravel())
     mat.setflags(write=False)
     return mat
-
-
-def resize_matrix(in_len: int, out_len: int, scale: float) -> np.ndarray:
-    """The ``(out_len, in_len)`` float64 matrix of one MATLAB bicubic 1-D resize by ``scale``
-    (cached, read-only): ``resized = matrix @ signal`` along that dimension."""
-    return _matrix(int(in_len), int(out_len), float(scale))
 
 
 def _plan(
@@ -84,8 +96,10 @@ def _plan(
 
 
 def _round_uint8(x: np.ndarray) -> np.ndarray:
-    """MATLAB's double -> uint8 conversion: saturate, round half away from zero."""
-    return np.floor(np.clip(x, 0, 255) + 0.5).astype(np.uint8)
+    """MATLAB's double -> uint8 conversion: saturate, round half away from zero (in place)."""
+    np.clip(x, 0, 255, out=x)
+    x += 0.5
+    return x.astype(np.uint8)  # truncation is floor for non-negative values
 
 
 _Shape = tuple[int, int]
@@ -122,9 +136,13 @@ def imresize(img, scale=None, output_shape=None):
     scales, out, order = _plan(arr.shape[:2], scale, output_shape)
     result = arr
     for dim in order:
-        mat = resize_matrix(result.shape[dim], out[dim], scales[dim])
-        moved = np.moveaxis(result.astype(np.float64, copy=False), dim, 0)
-        resized = np.moveaxis(np.tensordot(mat, moved, axes=(1, 0)), 0, dim)
+        weights, indices = contributions(result.shape[dim], out[dim], scales[dim])
+        src = result.astype(np.float64, copy=False)
+        shape = [1] * src.ndim
+        shape[dim] = len(weights)
+        resized = weights[:, 0].reshape(shape) * np.take(src, indices[:, 0], axis=dim)
+        for p in range(1, weights.shape[1]):  # sum over the taps in MATLAB's order (imresizemex)
+            resized += weights[:, p].reshape(shape) * np.take(src, indices[:, p], axis=dim)
         result = _round_uint8(resized) if is_uint8 else resized
     return result if is_uint8 else result.astype(arr.dtype, copy=False)
 
