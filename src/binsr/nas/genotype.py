@@ -1,0 +1,159 @@
+"""Discrete cells: derivation from alphas/betas, JSON round-trip and a drawing (``cell.png``).
+
+A cell (DARTS, Liu et al. ICLR 2019, Sec. 2.1) has two inputs, state 0 = ``c_{k-2}`` and state 1 =
+``c_{k-1}``, and ``steps`` intermediate nodes, node ``j`` being state ``j + 2``. A genotype lists
+per node its two incoming edges ``(op, input_state)``; the cell output fuses all nodes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from binsr.errors import UsageError
+
+__all__ = ["Genotype", "derive_genotype", "load_genotype", "default_genotype_path", "plot_cell"]
+
+_FORMAT = "binsr.srbnas.genotype/1"
+
+
+@dataclass(frozen=True)
+class Genotype:
+    """Per node, its two incoming edges ``(op name, input state)``; ``groups`` of the group convs."""
+
+    nodes: tuple[tuple[tuple[str, int], ...], ...]
+    groups: int
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def steps(self) -> int:
+        return len(self.nodes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": _FORMAT, "groups": self.groups,
+                "nodes": [[[op, src] for op, src in node] for node in self.nodes], "meta": self.meta}
+
+    def save(self, path: str | Path) -> None:
+        """Write the genotype as JSON (atomically)."""
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Genotype:
+        """Parse and validate; a malformed genotype raises a one-line UsageError."""
+        from binsr.nas.ops import OPS
+
+        if not isinstance(raw, dict) or raw.get("format") != _FORMAT:
+            raise UsageError(f"not an SRBNAS genotype (expected \"format\": \"{_FORMAT}\")")
+        groups, nodes = raw.get("groups"), raw.get("nodes")
+        if not isinstance(groups, int) or groups <= 0 or not isinstance(nodes, list) or not nodes:
+            raise UsageError("genotype needs a positive integer 'groups' and a non-empty list 'nodes'")
+        parsed = []
+        for j, node in enumerate(nodes):
+            if not isinstance(node, list) or not node:
+                raise UsageError(f"genotype node {j}: expected a list of [op, input] edges")
+            edges = []
+            for edge in node:
+                if (not isinstance(edge, (list, tuple)) or len(edge) != 2 or edge[0] not in OPS
+                        or edge[0] == "none" or not isinstance(edge[1], int) or not 0 <= edge[1] < j + 2):
+                    raise UsageError(f"genotype node {j}: bad edge {edge!r} (op from {', '.join(o for o in OPS if o != 'none')}, "
+                                     f"input state in 0..{j + 1})")
+                edges.append((edge[0], edge[1]))
+            parsed.append(tuple(edges))
+        return cls(tuple(parsed), groups, dict(raw.get("meta") or {}))
+
+
+def default_genotype_path() -> Path:
+    """The genotype shipped with the package (searched with ``configs/search/srbnas_x4.yaml``)."""
+    return Path(__file__).parent / "genotypes" / "srbnas_x4.json"
+
+
+def load_genotype(source: str | Path | dict | Genotype | None) -> Genotype:
+    """A genotype from a JSON path, a dict, a :class:`Genotype`, or ``None`` (the shipped default)."""
+    if isinstance(source, Genotype):
+        return source
+    if isinstance(source, dict):
+        return Genotype.from_dict(source)
+    path = default_genotype_path() if source is None else Path(source)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"genotype file not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"genotype file {path} is not valid JSON: {exc}") from None
+    return Genotype.from_dict(raw)
+
+
+def derive_genotype(alphas: torch.Tensor, edge_weights: list[torch.Tensor], ops: list[str], groups: int,
+                    keep: int = 2) -> Genotype:
+    """PC-DARTS derivation (``model_search.py::genotype``).
+
+    Edges are numbered node by node (node ``j`` has ``j + 2`` inputs). An edge's strength is its
+    normalised beta ``s_ij`` times its strongest op probability (``none`` excluded); each node keeps
+    its ``keep`` strongest incoming edges, each with its strongest op (``none`` excluded).
+    """
+    probs = torch.softmax(alphas.detach().float().cpu(), dim=-1)
+    usable = torch.tensor([o != "none" for o in ops])
+    probs = probs.masked_fill(~usable, -1.0)
+    nodes, start = [], 0
+    for j, s in enumerate(edge_weights):
+        n_in = j + 2
+        best_p, best_op = probs[start:start + n_in].max(dim=-1)
+        strength = s.detach().float().cpu() * best_p
+        chosen = sorted(torch.argsort(strength, descending=True)[:keep].tolist())
+        nodes.append(tuple((ops[int(best_op[i])], int(i)) for i in chosen))
+        start += n_in
+    if start != alphas.shape[0]:
+        raise ValueError(f"{alphas.shape[0]} alpha rows for {start} edges")
+    return Genotype(tuple(nodes), groups)
+
+
+def _state_name(i: int) -> str:
+    return {0: "c_{k-2}", 1: "c_{k-1}"}.get(i, str(i - 2))
+
+
+def plot_cell(genotype: Genotype, path: str | Path, title: str = "") -> None:
+    """Draw the cell (inputs, nodes, output; edges labelled with their ops) to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = genotype.steps
+    pos = {0: (0.0, 1.2), 1: (0.0, -1.2)}
+    for j in range(steps):
+        pos[j + 2] = (2.2 * (j + 1), 0.9 if j % 2 == 0 else -0.9)
+    out = (2.2 * (steps + 1), 0.0)
+    fig, ax = plt.subplots(figsize=(2.2 * steps + 4, 4.2))
+    for j, node in enumerate(genotype.nodes):
+        dst = pos[j + 2]
+        for k, (op, src) in enumerate(node):
+            a, b = pos[src], dst
+            rad = 0.25 if k == 0 else -0.25
+            ax.annotate("", xy=b, xytext=a, arrowprops=dict(arrowstyle="-|>", color="0.3", shrinkA=16, shrinkB=16,
+                                                            connectionstyle=f"arc3,rad={rad}"))
+            mx, my = (a[0] + b[0]) / 2, (a[1] + b[1]) / 2
+            dx, dy = b[0] - a[0], b[1] - a[1]
+            ax.text(mx - rad * dy / 2, my + rad * dx / 2, op, ha="center", va="center", fontsize=8,
+                    bbox=dict(boxstyle="round,pad=0.2", fc="lightyellow", ec="0.6"))
+        ax.annotate("", xy=out, xytext=dst, arrowprops=dict(arrowstyle="-|>", color="0.75", ls="--",
+                                                            shrinkA=16, shrinkB=16))
+    for i, (x, y) in pos.items():
+        color = "lightgreen" if i < 2 else "lightblue"
+        ax.text(x, y, _state_name(i), ha="center", va="center", fontsize=10,
+                bbox=dict(boxstyle="circle,pad=0.4" if i >= 2 else "round,pad=0.4", fc=color, ec="0.3"))
+    ax.text(*out, "c_{k}", ha="center", va="center", fontsize=10,
+            bbox=dict(boxstyle="round,pad=0.4", fc="wheat", ec="0.3"))
+    ax.set_xlim(-1.0, out[0] + 1.0)
+    ax.set_ylim(-2.2, 2.2)
+    ax.axis("off")
+    ax.set_title(title or f"SRBNAS cell (groups={genotype.groups}); dashed: fused into the output", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,71 @@
+"""Derivation (two strongest edges per node, strongest op per edge), JSON round trip, drawing."""
+
+import json
+
+import pytest
+import torch
+
+from binsr.errors import UsageError
+from binsr.nas.genotype import Genotype, derive_genotype, load_genotype, plot_cell
+
+OPS = ["none", "conv_3x3", "conv_7x7", "skip_connect"]
+
+
+def _arch(steps: int = 3):
+    n = sum(j + 2 for j in range(steps))
+    return torch.zeros(n, len(OPS)), [torch.full((j + 2,), 1.0 / (j + 2)) for j in range(steps)]
+
+
+def test_derivation_picks_top2_edges_and_top_op_without_none():
+    alphas, s = _arch()
+    alphas[:, 0] = 10.0  # "none" is the strongest op everywhere and must never be chosen
+    alphas[0, 1], alphas[1, 3] = 5.0, 5.0  # node 0: edges from states 0 and 1
+    alphas[2, 2], alphas[3, 2], alphas[4, 1] = 4.0, 1.0, 4.0  # node 1: inputs 0 and 2 beat input 1
+    alphas[5:9, 3] = 3.0  # node 2: all skip; betas decide the edges
+    s[2] = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    g = derive_genotype(alphas, s, OPS, groups=4)
+    assert g.nodes == ((("conv_3x3", 0), ("skip_connect", 1)),
+                       (("conv_7x7", 0), ("conv_3x3", 2)),
+                       (("skip_connect", 2), ("skip_connect", 3)))
+    assert g.groups == 4 and g.steps == 3
+
+
+def test_edge_strength_is_beta_weighted():
+    alphas, s = _arch(2)
+    alphas[2:5, 1] = torch.tensor([3.0, 2.0, 1.0])  # op preference alone would pick inputs 0 and 1
+    s[1] = torch.tensor([0.05, 0.15, 0.8])  # but the betas make input 2 dominant
+    g = derive_genotype(alphas, s, OPS, groups=1)
+    assert [src for _, src in g.nodes[1]] == [1, 2]
+
+
+def test_json_round_trip(tmp_path):
+    g = Genotype(((("conv_3x3", 0), ("dil_conv_5x5", 1)), (("skip_connect", 2), ("conv_7x7", 0))), 2, {"mu": 0.8})
+    g.save(tmp_path / "g.json")
+    back = load_genotype(tmp_path / "g.json")
+    assert back == g and back.meta == {"mu": 0.8}
+    assert load_genotype(json.loads((tmp_path / "g.json").read_text())) == g
+
+
+@pytest.mark.parametrize("nodes", [
+    [[["max_pool_3x3", 0], ["conv_3x3", 1]]],  # not in the search space
+    [[["none", 0], ["conv_3x3", 1]]],  # never part of a derived cell
+    [[["conv_3x3", 0], ["conv_3x3", 2]]],  # node 0 can only read states 0 and 1
+    [[["conv_3x3"]]],
+])
+def test_malformed_genotypes_are_refused(nodes):
+    with pytest.raises(UsageError):
+        load_genotype({"format": "binsr.srbnas.genotype/1", "groups": 2, "nodes": nodes})
+
+
+def test_missing_or_foreign_files_are_usage_errors(tmp_path):
+    with pytest.raises(UsageError, match="not found"):
+        load_genotype(tmp_path / "nope.json")
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(UsageError, match="not an SRBNAS genotype"):
+        load_genotype(tmp_path / "x.json")
+
+
+def test_plot_cell_writes_a_png(tmp_path):
+    g = Genotype(((("conv_3x3", 0), ("dil_conv_5x5", 1)), (("skip_connect", 2), ("conv_7x7", 0))), 2)
+    plot_cell(g, tmp_path / "cell.png")
+    assert (tmp_path / "cell.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

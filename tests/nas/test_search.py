@@ -1,0 +1,116 @@
+"""Search smoke test (tiny config, real T91 images): outputs, genotype in the search space,
+alphas moved, exact resume after an interruption, and the CLI's user errors."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from binsr.cli import main
+from binsr.data.paths import data_root
+from binsr.errors import UsageError
+from binsr.nas import search as search_mod
+from binsr.nas.config import load_search_config, search_config_from_dict
+from binsr.nas.genotype import load_genotype
+from binsr.nas.search import build_supernet, run_search
+from binsr.train.checkpoint import load_state
+
+TINY = {
+    "name": "tiny", "scale": 4, "seed": 3,
+    "data": {"train_sets": ["T91"], "patch_size": 32, "batch_size": 2, "max_images": 4},
+    "supernet": {"num_cells": 1, "num_feat": 16, "steps": 2, "partial_k": 4, "groups": 2},
+    "search": {"epochs": 3, "steps_per_epoch": 3, "warmup_epochs": 1, "arch_lr": 0.05},
+    "reg": {"ramp_epochs": 2},
+    "log": {"tensorboard": True, "progress": False},
+}
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "search"
+
+pytestmark = pytest.mark.skipif(not (data_root() / "train" / "T91").is_dir(), reason="T91 not available")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("search")
+    (folder / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    out = folder / "run"
+    assert main(["search", "--config", str(folder / "tiny.yaml"), "--out", str(out)]) == 0
+    return folder, out
+
+
+def test_search_writes_its_outputs(tiny_run):
+    _, out = tiny_run
+    for name in ("genotype.json", "cell.png", "alpha_history.csv", "alpha_history.png", "beta_history.csv",
+                 "beta_history.png", "history.csv", "summary.json", "config.yaml", "checkpoint.pt"):
+        assert (out / name).is_file(), name
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and summary["epochs"] == 3 and summary["steps"] == 9 and summary["search_time_s"] > 0
+    rows = list(csv.DictReader((out / "alpha_history.csv").open()))
+    assert len(rows) == 3 * 5 * 6  # epochs x edges x ops
+
+
+def test_genotype_uses_only_search_space_ops(tiny_run):
+    _, out = tiny_run
+    geno = load_genotype(out / "genotype.json")
+    ops = set(TINY.get("supernet", {}).get("ops", load_search_config(out / "config.yaml").supernet.ops))
+    assert geno.steps == 2 and all(len(node) == 2 for node in geno.nodes)
+    assert {op for node in geno.nodes for op, _ in node} <= ops - {"none"}
+    assert geno.meta["complete"] and geno.meta["epochs"] == 3
+
+
+def test_alphas_and_betas_moved(tiny_run):
+    _, out = tiny_run
+    cfg = search_config_from_dict(TINY)
+    torch.manual_seed(cfg.seed)
+    initial = build_supernet(cfg)
+    final = load_state(out / "checkpoint.pt")["model"]
+    assert (final["alphas"] - initial.alphas).abs().max() > 1e-3
+    assert (final["betas"] - initial.betas).abs().max() > 1e-3
+    history = load_state(out / "checkpoint.pt")["alpha_history"]
+    assert torch.equal(history[0], initial.alphas.detach())  # warm-up epoch: weights only
+
+
+def test_resume_after_interruption_is_exact(tiny_run, monkeypatch):
+    folder, out = tiny_run
+    cfg = search_config_from_dict(TINY)
+    calls = {"n": 0}
+    real = search_mod.bnn.set_progress
+
+    def interrupt_in_epoch_2(model, p):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(model, p)
+
+    monkeypatch.setattr(search_mod.bnn, "set_progress", interrupt_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(cfg, folder / "resumed")
+    monkeypatch.setattr(search_mod.bnn, "set_progress", real)
+    assert load_state(folder / "resumed" / "checkpoint.pt")["epoch"] == 1
+    with pytest.raises(UsageError, match="--resume"):
+        run_search(cfg, folder / "resumed")
+    geno = run_search(cfg, folder / "resumed", resume=True)
+    a, b = load_state(out / "checkpoint.pt"), load_state(folder / "resumed" / "checkpoint.pt")
+    assert torch.equal(a["model"]["alphas"], b["model"]["alphas"]) and torch.equal(a["model"]["betas"], b["model"]["betas"])
+    assert geno == load_genotype(out / "genotype.json")
+
+
+def test_cli_user_errors(tiny_run, capsys):
+    folder, out = tiny_run
+    assert main(["search", "--config", str(folder / "tiny.yaml"), "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["search", "--config", str(folder / "tiny.yaml"), "--out", str(out), "--resume",
+                 "--set", "reg.mu=0.5"]) == 2
+    assert "reg" in capsys.readouterr().err
+    assert main(["search", "--config", str(folder / "tiny.yaml"), "--out", str(folder / "x"),
+                 "--set", "supernet.ops=[conv_3x3,max_pool_3x3]"]) == 2
+    assert "supernet.ops" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_search_configs_are_valid(path):
+    cfg = load_search_config(path)
+    assert cfg.supernet.ops and cfg.search.arch_lr == pytest.approx(6e-4) and cfg.search.model_lr == pytest.approx(1e-3)
