@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import platform
 import tempfile
@@ -128,12 +130,14 @@ def _onnx_session(model: Any, x: Any, threads: int, tmp: Path) -> tuple[Any, str
 
     onnx_path = tmp / "model.onnx"
     how = "dynamo"
-    try:
-        torch.onnx.export(model, (x,), str(onnx_path), dynamo=True, input_names=["lr"], output_names=["sr"])
-    except Exception as exc:  # noqa: BLE001 - any exporter failure falls back to the legacy exporter
-        how = f"dynamo=False (dynamo failed: {type(exc).__name__})"
-        torch.onnx.export(model, (x,), str(onnx_path), dynamo=False, input_names=["lr"], output_names=["sr"],
-                          opset_version=17)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            torch.onnx.export(model, (x,), str(onnx_path), dynamo=True, verbose=False, input_names=["lr"],
+                              output_names=["sr"])
+        except Exception as exc:  # noqa: BLE001 - any exporter failure falls back to the legacy exporter
+            how = f"dynamo=False (dynamo failed: {type(exc).__name__})"
+            torch.onnx.export(model, (x,), str(onnx_path), dynamo=False, input_names=["lr"], output_names=["sr"],
+                              opset_version=17)
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1

@@ -12,7 +12,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 __all__ = ["set_blas_threads", "conv2d", "leaky_relu", "sigmoid", "spatial_gate", "channel_gate",
            "bilinear_upsample"]
 
-_TILE_BYTES = 8 << 20  # im2col patch matrix per tile
+_TILE_BYTES = 2 << 20  # im2col patch matrix per tile (fits L2 with the weights)
 
 
 def set_blas_threads(n: int) -> bool:
