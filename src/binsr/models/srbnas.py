@@ -46,8 +46,8 @@ class SRBNAS(SRBNASBackbone):
         scale (int): upscaling factor, 2, 3 or 4.
         recipe (str): ``irnet``/``srbnas`` (the paper's binary ops), ``fp`` or another recipe.
             Default: ``"irnet"``.
-        genotype (str | Path | dict | Genotype | None): JSON path, dict or genotype; ``None`` is
-            the genotype shipped with binsr (``binsr/nas/genotypes/srbnas_x4.json``).
+        genotype (str | Path | dict | Genotype | None): a shipped genotype's name (``srbnas_x4``,
+            in ``binsr/nas/genotypes/``), a JSON path, a dict or a genotype; ``None``: ``srbnas_x4``.
         num_cells (int): cells. Default: 3.
         num_feat (int): width. Default: 64.
         groups (int | None): group count of the binary group convs; ``None``: the genotype's.

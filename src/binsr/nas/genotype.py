@@ -16,7 +16,7 @@ import torch
 
 from binsr.errors import UsageError
 
-__all__ = ["Genotype", "derive_genotype", "load_genotype", "default_genotype_path", "plot_cell"]
+__all__ = ["Genotype", "DEFAULT_GENOTYPE", "derive_genotype", "load_genotype", "shipped_genotypes", "plot_cell"]
 
 _FORMAT = "binsr.srbnas.genotype/1"
 
@@ -69,22 +69,29 @@ class Genotype:
         return cls(tuple(parsed), groups, dict(raw.get("meta") or {}))
 
 
-def default_genotype_path() -> Path:
-    """The genotype shipped with the package (searched with ``configs/search/srbnas_x4.yaml``)."""
-    return Path(__file__).parent / "genotypes" / "srbnas_x4.json"
+#: the shipped genotype ``load_genotype(None)`` returns (searched with configs/search/srbnas_x4.yaml)
+DEFAULT_GENOTYPE = "srbnas_x4"
+_SHIPPED = Path(__file__).parent / "genotypes"
+
+
+def shipped_genotypes() -> list[str]:
+    """Names of the genotypes shipped in ``binsr/nas/genotypes/``."""
+    return sorted(p.stem for p in _SHIPPED.glob("*.json"))
 
 
 def load_genotype(source: str | Path | dict | Genotype | None) -> Genotype:
-    """A genotype from a JSON path, a dict, a :class:`Genotype`, or ``None`` (the shipped default)."""
+    """A genotype from a shipped name (``shipped_genotypes()``), a JSON path, a dict, a
+    :class:`Genotype`, or ``None`` (the shipped :data:`DEFAULT_GENOTYPE`)."""
     if isinstance(source, Genotype):
         return source
     if isinstance(source, dict):
         return Genotype.from_dict(source)
-    path = default_genotype_path() if source is None else Path(source)
+    name = DEFAULT_GENOTYPE if source is None else str(source)
+    path = _SHIPPED / f"{name}.json" if name in shipped_genotypes() else Path(name)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UsageError(f"genotype file not found: {path}") from None
+        raise UsageError(f"genotype file not found: {path} (shipped genotypes: {', '.join(shipped_genotypes()) or 'none'})") from None
     except json.JSONDecodeError as exc:
         raise UsageError(f"genotype file {path} is not valid JSON: {exc}") from None
     return Genotype.from_dict(raw)
