@@ -3,8 +3,11 @@
 Per step: one alpha/beta step on a held-out batch (eq. 8, :class:`~binsr.nas.architect.Architect`;
 skipped during ``search.warmup_epochs``), then one Adam step of the supernet weights on a train
 batch (L1 loss), with ``binsr.nn.set_progress`` driving the EDE schedule over the whole search.
-Every epoch writes the derived ``genotype.json``, ``cell.png``, the alpha/beta history (CSV +
-PNG), ``summary.json`` (search time) and, atomically, ``checkpoint.pt`` for ``--resume``.
+Every epoch writes the derived ``genotype.json``, the alpha/beta history CSVs, ``history.csv``,
+``summary.json`` and, atomically, ``checkpoint.pt`` for ``--resume``; ``cell.png`` and the
+history PNGs every ``log.plot_every`` epochs and at the end. The search time is the wall time of
+the epochs (sampling, arch and weight steps), summed over resumed sessions; ``cpu_time_s`` is the
+process CPU time of the same spans (what a dedicated core would need, on a shared machine).
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ def _write_history(out: Path, model: Supernet, state: dict[str, Any], plots: boo
         for k, (j, i) in enumerate(edges):
             rows += [[e, j, i, op, f"{alphas[t, k, o]:.6g}", f"{probs[t, k, o]:.6g}"] for o, op in enumerate(model.ops)]
     _write_text(out / "alpha_history.csv", _csv(rows))
-    s_hist = torch.stack([_normalise_betas(b, model) for b in betas]) if len(betas) else betas
+    s_hist = torch.stack([torch.cat(model.edge_weights(b)) for b in betas]) if len(betas) else betas
     rows = [["epoch", "node", "input", "beta", "s"]]
     for t, e in enumerate(epochs):
         rows += [[e, j, i, f"{betas[t, k]:.6g}", f"{s_hist[t, k]:.6g}"] for k, (j, i) in enumerate(edges)]
@@ -116,15 +119,6 @@ def _write_history(out: Path, model: Supernet, state: dict[str, Any], plots: boo
     plt.close(fig)
 
 
-def _normalise_betas(betas: torch.Tensor, model: Supernet) -> torch.Tensor:
-    parts, start = [], 0
-    for j in range(model.steps):
-        b = betas[start:start + j + 2]
-        parts.append(torch.softmax(b, 0) if model.beta_norm == "softmax" else torch.sigmoid(b))
-        start += j + 2
-    return torch.cat(parts)
-
-
 def _write_outputs(out: Path, cfg: SearchConfig, model: Supernet, state: dict[str, Any], done: bool) -> Genotype:
     epochs_done = len(state["rows"])
     every = cfg.log.plot_every
@@ -146,6 +140,7 @@ def _write_outputs(out: Path, cfg: SearchConfig, model: Supernet, state: dict[st
     summary = {"name": cfg.name, "complete": done, "epochs": epochs_done, "steps": state["step"],
                "search_time_s": round(state["elapsed"], 1), "search_time_h": round(state["elapsed"] / 3600, 3),
                "sec_per_epoch": round(state["elapsed"] / max(epochs_done, 1), 1),
+               "cpu_time_s": round(state["cpu"], 1),  # CPU seconds of this process (all threads)
                "torch_threads": torch.get_num_threads(), "genotype": geno.to_dict()["nodes"]}
     _write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return geno
@@ -178,7 +173,7 @@ def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False, data_ro
     architect = Architect(model, s.arch_lr, tuple(s.arch_betas), s.arch_weight_decay, r.lambda_alpha, r.mu, r.rho,
                           r.l1_on, r.lambda_beta, r.gamma, s.order)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "elapsed": 0.0, "rows": [],
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "elapsed": 0.0, "cpu": 0.0, "rows": [],
                              "alpha_history": torch.zeros(0, *model.alphas.shape),
                              "beta_history": torch.zeros(0, *model.betas.shape)}
     if resume:
@@ -190,7 +185,7 @@ def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False, data_ro
         architect.optimizer.load_state_dict(saved["a_opt"])
         gen.set_state(saved["generator"].cpu())
         torch.set_rng_state(saved["torch_rng"].cpu())
-        state = {k: saved[k] for k in state}
+        state = {k: saved.get(k, v) for k, v in state.items()}
         state["alpha_history"], state["beta_history"] = state["alpha_history"].cpu(), state["beta_history"].cpu()
         log.info("resuming %s at epoch %d/%d", out, state["epoch"], s.epochs)
     else:
@@ -211,7 +206,7 @@ def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False, data_ro
     model.train()
     try:
         while state["epoch"] < s.epochs:
-            epoch, t0 = state["epoch"], time.perf_counter()
+            epoch, t0, c0 = state["epoch"], time.perf_counter(), time.process_time()
             lin = ramp(epoch, ramp_epochs)
             sums = {"train_l1": 0.0, "arch_l1": 0.0, "reg_alpha": 0.0, "reg_beta": 0.0}
             n_arch = 0
@@ -243,6 +238,7 @@ def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False, data_ro
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, l1=f"{loss:.4f}", refresh=False)
             state["elapsed"] += time.perf_counter() - t0
+            state["cpu"] += time.process_time() - c0
             row = {"epoch": epoch, "train_l1": sums["train_l1"] / s.steps_per_epoch, "ramp": lin,
                    "arch_l1": sums["arch_l1"] / max(n_arch, 1), "reg_alpha": sums["reg_alpha"] / max(n_arch, 1),
                    "reg_beta": sums["reg_beta"] / max(n_arch, 1), "model_lr": sched.get_last_lr()[0],

@@ -157,11 +157,13 @@ class Supernet(nn.Module):
     def weight_parameters(self) -> list[nn.Parameter]:
         return list(self.net.parameters())
 
-    def edge_weights(self) -> list[torch.Tensor]:
-        """``s_ij`` per node ``j`` (a tensor over its ``j + 2`` inputs)."""
+    def edge_weights(self, betas: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """``s_ij`` per node ``j`` (a tensor over its ``j + 2`` inputs), of the current betas or of
+        ``betas`` (e.g. a logged copy)."""
+        betas = self.betas if betas is None else betas
         out, start = [], 0
         for j in range(self.steps):
-            b = self.betas[start:start + j + 2]
+            b = betas[start:start + j + 2]
             out.append(torch.softmax(b, dim=0) if self.beta_norm == "softmax" else torch.sigmoid(b))
             start += j + 2
         return out
