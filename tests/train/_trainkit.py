@@ -148,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stall-after", type=int, help="hang after this many training items")
     p.add_argument("--dump", help="write each rank's final weights and served indices here")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
     cfg = load_config(args.config, check_names=False)
     torch.manual_seed(cfg.seed)
     model = TinySR(cfg.scale)
@@ -168,4 +167,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)
     sys.exit(main())

@@ -12,7 +12,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from _trainkit import raw_config
+from _trainkit import main, raw_config
 from binsr.train.checkpoint import load_state
 
 KIT = str(Path(__file__).with_name("_trainkit.py"))
@@ -28,7 +28,12 @@ def test_kill_9_and_resume_gives_the_same_losses_and_weights(data_root, tmp_path
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(raw_config(data_root, train={"steps": 8, "checkpoint_every": 3})))
     a, b = tmp_path / "a", tmp_path / "b"
-    subprocess.run([sys.executable, KIT, config, a], check=True, env=ENV, timeout=60)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the subprocesses
+    try:
+        main([str(config), str(a)])  # the uninterrupted reference run, in this process
+    finally:
+        torch.set_num_threads(threads)
 
     batch = 2  # raw_config's data.batch_size: the process hangs fetching the batch of step 6
     proc = subprocess.Popen([sys.executable, KIT, config, b, "--stall-after", str(5 * batch)], env=ENV)
