@@ -111,7 +111,8 @@ class _Trainer:
         self._logged_step = self.step
         self.net: nn.Module = self.module
         if env.enabled:
-            self.net = DistributedDataParallel(self.module, device_ids=[env.device] if env.device.type == "cuda" else None)
+            device_ids = [env.device] if env.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.module, device_ids=device_ids)
         dataset = dataset if dataset is not None else _build_dataset(cfg, data_root)
         self.loader = make_loader(dataset, cfg.data.batch_size, cfg.seed, self.step, env.rank, env.world_size,
                                   cfg.data.num_workers, pin_memory=env.device.type == "cuda")
@@ -153,7 +154,8 @@ class _Trainer:
         extra = {"step": self.step}
         save_weights(self.run_dir / "last.safetensors", self.module, extra=extra)
         if self.ema is not None:
-            save_weights(self.run_dir / "last_ema.safetensors", self.ema.module, extra={**extra, "ema": self.cfg.train.ema})
+            save_weights(self.run_dir / "last_ema.safetensors", self.ema.module,
+                         extra={**extra, "ema": self.cfg.train.ema})
         save_state(self.run_dir / "last.pt", {
             "step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None, "train_seconds": self.train_seconds,
@@ -224,7 +226,8 @@ class _Trainer:
             if math.isnan(loss):
                 nonfinite += 1
                 if self.env.is_main:
-                    log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", self.step, nonfinite)
+                    log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)",
+                                self.step, nonfinite)
                 if nonfinite >= t.max_nonfinite:
                     raise BinsrError(f"training diverged: {nonfinite} consecutive non-finite losses up to step "
                                      f"{self.step} (lr {lr:.3g}); lower train.lr or set train.grad_clip")
