@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from binsr.errors import UsageError
@@ -125,6 +126,25 @@ def _state_name(i: int) -> str:
     return {0: "c_{k-2}", 1: "c_{k-1}"}.get(i, str(i - 2))
 
 
+def _draw_edge(ax: Any, a: tuple[float, float], b: tuple[float, float], rad: float, label: str, color: str,
+               dashed: bool = False) -> None:
+    """A quadratic Bezier arrow from ``a`` to ``b`` bent by ``rad``, labelled at 60% of its length."""
+    (x1, y1), (x2, y2) = a, b
+    cx, cy = (x1 + x2) / 2 + rad * (y2 - y1), (y1 + y2) / 2 - rad * (x2 - x1)
+    t = np.linspace(0.0, 1.0, 200)
+    xs = (1 - t) ** 2 * x1 + 2 * (1 - t) * t * cx + t ** 2 * x2
+    ys = (1 - t) ** 2 * y1 + 2 * (1 - t) * t * cy + t ** 2 * y2
+    keep = (np.hypot(xs - x1, ys - y1) > 0.4) & (np.hypot(xs - x2, ys - y2) > 0.4)  # stop at the node boxes
+    xs, ys = xs[keep], ys[keep]
+    ax.plot(xs[:-1], ys[:-1], color=color, lw=1.2, ls="--" if dashed else "-")
+    ax.annotate("", xy=(xs[-1], ys[-1]), xytext=(xs[-3], ys[-3]),
+                arrowprops=dict(arrowstyle="-|>", color=color, lw=1.2))
+    if label:
+        i = int(0.6 * (len(xs) - 1))
+        ax.text(xs[i], ys[i], label, ha="center", va="center", fontsize=8,
+                bbox=dict(boxstyle="round,pad=0.2", fc="lightyellow", ec="0.6"))
+
+
 def plot_cell(genotype: Genotype, path: str | Path, title: str = "") -> None:
     """Draw the cell (inputs, nodes, output; edges labelled with their ops) to a PNG."""
     import matplotlib
@@ -133,34 +153,26 @@ def plot_cell(genotype: Genotype, path: str | Path, title: str = "") -> None:
     import matplotlib.pyplot as plt
 
     steps = genotype.steps
-    pos = {0: (0.0, 1.2), 1: (0.0, -1.2)}
+    pos = {0: (0.0, 1.3), 1: (0.0, -1.3)}
     for j in range(steps):
-        pos[j + 2] = (2.2 * (j + 1), 0.9 if j % 2 == 0 else -0.9)
-    out = (2.2 * (steps + 1), 0.0)
-    fig, ax = plt.subplots(figsize=(2.2 * steps + 4, 4.2))
+        pos[j + 2] = (2.4 * (j + 1), 0.8 if j % 2 == 0 else -0.8)
+    out = (2.4 * (steps + 1), 0.0)
+    fig, ax = plt.subplots(figsize=(1.0 * (out[0] + 2.0), 4.6))
     for j, node in enumerate(genotype.nodes):
-        dst = pos[j + 2]
         for k, (op, src) in enumerate(node):
-            a, b = pos[src], dst
-            rad = 0.25 if k == 0 else -0.25
-            ax.annotate("", xy=b, xytext=a, arrowprops=dict(arrowstyle="-|>", color="0.3", shrinkA=16, shrinkB=16,
-                                                            connectionstyle=f"arc3,rad={rad}"))
-            mx, my = (a[0] + b[0]) / 2, (a[1] + b[1]) / 2
-            dx, dy = b[0] - a[0], b[1] - a[1]
-            ax.text(mx - rad * dy / 2, my + rad * dx / 2, op, ha="center", va="center", fontsize=8,
-                    bbox=dict(boxstyle="round,pad=0.2", fc="lightyellow", ec="0.6"))
-        ax.annotate("", xy=out, xytext=dst, arrowprops=dict(arrowstyle="-|>", color="0.75", ls="--",
-                                                            shrinkA=16, shrinkB=16))
+            _draw_edge(ax, pos[src], pos[j + 2], 0.2 if k == 0 else -0.2, op, "0.25")
+        _draw_edge(ax, pos[j + 2], out, 0.0, "", "0.7", dashed=True)
     for i, (x, y) in pos.items():
-        color = "lightgreen" if i < 2 else "lightblue"
         ax.text(x, y, _state_name(i), ha="center", va="center", fontsize=10,
-                bbox=dict(boxstyle="circle,pad=0.4" if i >= 2 else "round,pad=0.4", fc=color, ec="0.3"))
-    ax.text(*out, "c_{k}", ha="center", va="center", fontsize=10,
-            bbox=dict(boxstyle="round,pad=0.4", fc="wheat", ec="0.3"))
+                bbox=dict(boxstyle="circle,pad=0.3" if i >= 2 else "round,pad=0.4",
+                          fc="lightblue" if i >= 2 else "lightgreen", ec="0.3"))
+    ax.text(*out, "c_{k}", ha="center", va="center", fontsize=10, bbox=dict(boxstyle="round,pad=0.4", fc="wheat", ec="0.3"))
     ax.set_xlim(-1.0, out[0] + 1.0)
-    ax.set_ylim(-2.2, 2.2)
+    ax.set_ylim(-2.3, 2.3)
+    ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title(title or f"SRBNAS cell (groups={genotype.groups}); dashed: fused into the output", fontsize=10)
+    ax.set_title(title or f"SRBNAS cell (groups={genotype.groups})", fontsize=10)
+    fig.text(0.5, 0.02, "c_{k} = c_{k-1} + binary 1x1 conv(concat of the nodes) (dashed)", ha="center", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
