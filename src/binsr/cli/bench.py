@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import io
 import json
+import logging
 import platform
 import tempfile
 import time
@@ -130,6 +131,7 @@ def _onnx_session(model: Any, x: Any, threads: int, tmp: Path) -> tuple[Any, str
 
     onnx_path = tmp / "model.onnx"
     how = "dynamo"
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
             torch.onnx.export(model, (x,), str(onnx_path), dynamo=True, verbose=False, input_names=["lr"],

@@ -23,14 +23,11 @@ try:
 except ImportError:  # no compiler at install time: NumPy path only
     _engine = None
 
-__all__ = ["PATHS", "available_paths", "isa", "resolve_path", "BinaryConv", "ConvOutput"]
-
-#: compiled paths, slowest first; "numpy" is the pure-NumPy fallback
-PATHS = ("portable", "avx2", "avx512")
+__all__ = ["available_paths", "isa", "resolve_path", "BinaryConv", "ConvOutput"]
 
 
 def available_paths() -> list[str]:
-    """Paths this process can run, slowest first."""
+    """Paths this process can run, slowest first ("numpy" is the pure-NumPy fallback)."""
     if _engine is None:
         return ["numpy"]
     feats = _engine.cpu_features()

@@ -22,11 +22,10 @@ from safetensors.numpy import save_file
 from torch import nn
 
 from binsr.deploy.bitpack import pack_weights
+from binsr.deploy.runtime import FORMAT, VERSION
 from binsr.errors import BinsrError
 
-__all__ = ["export_packed", "FORMAT", "VERSION"]
-
-FORMAT, VERSION = "binsr.packed", 1
+__all__ = ["export_packed"]
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

@@ -17,9 +17,10 @@ from binsr.deploy.bitpack import pack_bits
 from binsr.deploy.engine import BinaryConv, resolve_path
 from binsr.errors import BinsrError
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "FORMAT", "VERSION"]
 
-FORMAT, VERSION = "binsr.packed", 1  # as written by binsr.deploy.export
+#: the packed file format written by :func:`binsr.deploy.export_packed`
+FORMAT, VERSION = "binsr.packed", 1
 
 
 class Runtime:
