@@ -118,8 +118,9 @@ def _binary_unit(wr: _Writer, name: str, unit: nn.Module, src: str, extra_res: l
     act_first = False
     bn = parts.get("bn")
     if bn is not None:
-        s = _np(bn.weight) / np.sqrt(_np(bn.running_var) + bn.eps)
-        scale = scale * s
+        # PyTorch's CPU inference BN, in float32: alpha = w * (1 / sqrt(var + eps)), beta = b - mean * alpha
+        s = np.float32(1) / np.sqrt(_np(bn.running_var) + np.float32(bn.eps)) * _np(bn.weight)
+        scale = s if a_scale is None and ex.weight.scale is None else scale * s
         bias = _np(bn.bias) - _np(bn.running_mean) * s + (0 if bias is None else bias * s)
     rp = parts.get("rprelu")
     if rp is not None:

@@ -9,8 +9,10 @@ import re
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-__all__ = ["set_blas_threads", "conv2d", "leaky_relu", "sigmoid", "spatial_gate", "channel_gate",
-           "bilinear_upsample"]
+from binsr.deploy.engine import _engine
+
+__all__ = ["set_blas_threads", "conv2d", "winograd_weights", "conv3x3_winograd", "leaky_relu", "sigmoid",
+           "channel_gate", "bilinear_upsample"]
 
 _TILE_BYTES = 2 << 20  # im2col patch matrix per tile (fits L2 with the weights)
 
@@ -43,10 +45,29 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return np.reciprocal(x, out=x)
 
 
+def _emit(out: np.ndarray, y0: int, y1: int, t: np.ndarray, bias: np.ndarray | None, leaky: float | None,
+          shuffle: int) -> None:
+    """Bias, LeakyReLU and PixelShuffle of output rows ``y0:y1`` (``t``: (rows, W, O)) into ``out``."""
+    if bias is not None:
+        t += bias
+    if leaky is not None:
+        leaky_relu(t, leaky)
+    r = shuffle
+    if r == 1:
+        out[y0:y1] = t
+    else:  # channel c*r*r + i*r + j -> pixel (y*r + i, x*r + j), channel c
+        rows, w, c = t.shape
+        out.reshape(-1, r, w, r, c // (r * r))[y0:y1] = t.reshape(rows, w, -1, r, r).transpose(0, 3, 1, 4, 2)
+
+
+def _output(h: int, w: int, cout: int, shuffle: int) -> np.ndarray:
+    return np.empty((h * shuffle, w * shuffle, cout // (shuffle * shuffle)), np.float32)
+
+
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, padding: int = 0,
            dilation: int = 1, leaky: float | None = None, shuffle: int = 1) -> np.ndarray:
     """Zero-padded stride-1 conv of ``x`` (H, W, C) with ``weight`` (k*k*C, O) in (ky, kx, c) row
-    order; optional LeakyReLU and PixelShuffle(``shuffle``) fused per tile. Returns (H', W', O)."""
+    order (im2col + sgemm); optional LeakyReLU and PixelShuffle(``shuffle``) fused per tile."""
     h, w, c = x.shape
     kkc, cout = weight.shape
     k = int(round((kkc // c) ** 0.5))
@@ -55,22 +76,42 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, pa
     ho, wo = h + 2 * padding - span, w + 2 * padding - span
     win = sliding_window_view(xp, (span + 1, span + 1), axis=(0, 1))[..., ::dilation, ::dilation]
     win = win.transpose(0, 1, 3, 4, 2)  # (ho, wo, ky, kx, c)
-    r = shuffle
-    out = np.empty((ho * r, wo * r, cout // (r * r)), np.float32)
-    view = out.reshape(ho, r, wo, r, cout // (r * r))
+    out = _output(ho, wo, cout, shuffle)
     rows = max(1, _TILE_BYTES // max(1, wo * kkc * 4))
     for y0 in range(0, ho, rows):
         y1 = min(ho, y0 + rows)
-        t = np.matmul(win[y0:y1].reshape((y1 - y0) * wo, kkc), weight)
-        if bias is not None:
-            t += bias
-        if leaky is not None:
-            leaky_relu(t, leaky)
-        t = t.reshape(y1 - y0, wo, -1)
-        if r == 1:
-            out[y0:y1] = t
-        else:  # channel c*r*r + i*r + j -> pixel (y*r + i, x*r + j), channel c
-            view[y0:y1] = t.reshape(y1 - y0, wo, -1, r, r).transpose(0, 3, 1, 4, 2)
+        t = np.matmul(win[y0:y1].reshape((y1 - y0) * wo, kkc), weight).reshape(y1 - y0, wo, cout)
+        _emit(out, y0, y1, t, bias, leaky, shuffle)
+    return out
+
+
+_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+               [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64)
+
+
+def winograd_weights(weight: np.ndarray, channels: int) -> np.ndarray | None:
+    """3x3 weights (9*C, O) in (ky, kx, c) row order as G g G^T (36, C, O) for Winograd F(4x4, 3x3)
+    (Lavin & Gray 2016), or None when the compiled transforms are missing."""
+    if _engine is None:
+        return None
+    g = weight.astype(np.float64).reshape(3, 3, channels, -1)
+    u = np.einsum("ai,ijco,bj->abco", _G, g, _G)
+    return np.ascontiguousarray(u.reshape(36, channels, -1), dtype=np.float32)
+
+
+def conv3x3_winograd(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None = None, leaky: float | None = None,
+                     shuffle: int = 1) -> np.ndarray:
+    """:func:`conv2d` for a 3x3 kernel, padding 1, dilation 1: compiled tile transforms, 36 sgemms."""
+    h, w, c = x.shape
+    cout = u.shape[2]
+    nth, ntw = -(-h // 4), -(-w // 4)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = _output(h, w, cout, shuffle)
+    strip = max(1, _TILE_BYTES // max(1, ntw * 36 * max(c, cout) * 4))
+    for r0 in range(0, nth, strip):
+        r1 = min(nth, r0 + strip)
+        m = np.matmul(_engine.wino_in(x, r0, r1), u)
+        _engine.wino_out(m, out, r0, r1, h, w, bias, -1.0 if leaky is None else leaky, shuffle)
     return out
 
 

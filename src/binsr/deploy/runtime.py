@@ -47,12 +47,20 @@ class Runtime:
         self.threads = threads
         self.path = resolve_path(path_isa)
         self.scale = int(self.graph["scale"])
-        self._convs = [self._bconv(op) if op["op"] == "bconv" else None for op in self.graph["ops"]]
+        self._convs = [self._bconv(op) if op["op"] == "bconv" else self._wino(op) for op in self.graph["ops"]]
         #: seconds per op kind of the last call when ``profile=True``
         self.timings: dict[str, float] = {}
 
     def _t(self, name: str | None) -> np.ndarray | None:
         return None if name is None else self.tensors[name]
+
+    def _wino(self, op: dict[str, Any]) -> np.ndarray | None:
+        """Winograd weights of a 3x3, padding-1 FP conv with at least 8 input channels, else None."""
+        if op["op"] != "conv" or op["pad"] != 1 or op["dil"] != 1:
+            return None
+        w = self.tensors[op["w"]]
+        c = w.shape[0] // 9
+        return fp.winograd_weights(w, c) if w.shape[0] == 9 * c and c >= 8 else None
 
     def _bconv(self, op: dict[str, Any]) -> BinaryConv:
         return BinaryConv(self.tensors[op["w"]], op["cin"], op["k"], op["dil"], op["pad"], op["groups"])
@@ -75,6 +83,10 @@ class Runtime:
             kind = op["op"]
             if kind == "bconv":
                 self._run_bconv(op, conv, env)
+            elif kind == "conv" and conv is not None:
+                env[op["dst"]] = fp.conv3x3_winograd(env[op["src"]], conv, self._t(op["b"]), op["leaky"],
+                                                     op["shuffle"])
+                kind = "upsample_conv" if op["shuffle"] > 1 else "fp_conv"
             elif kind == "conv":
                 env[op["dst"]] = fp.conv2d(env[op["src"]], self.tensors[op["w"]], self._t(op["b"]), op["pad"],
                                            op["dil"], op["leaky"], op["shuffle"])

@@ -355,6 +355,123 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
   return py::make_tuple(of, oi, ob);
 }
 
+// ---------------------------------------------------------------- Winograd F(4x4, 3x3) transforms (FP convs)
+// B^T and A^T of Lavin & Gray (2016), applied to n contiguous floats at a time.
+static inline void bt6(const float* __restrict z0, const float* __restrict z1, const float* __restrict z2,
+                       const float* __restrict z3, const float* __restrict z4, const float* __restrict z5,
+                       float* __restrict o0, float* __restrict o1, float* __restrict o2, float* __restrict o3,
+                       float* __restrict o4, float* __restrict o5, size_t n) {
+  for (size_t c = 0; c < n; ++c) {
+    o0[c] = 4.f * z0[c] - 5.f * z2[c] + z4[c];
+    o1[c] = -4.f * (z1[c] + z2[c]) + z3[c] + z4[c];
+    o2[c] = 4.f * (z1[c] - z2[c]) - z3[c] + z4[c];
+    o3[c] = 2.f * (z3[c] - z1[c]) - z2[c] + z4[c];
+    o4[c] = 2.f * (z1[c] - z3[c]) - z2[c] + z4[c];
+    o5[c] = 4.f * z1[c] - 5.f * z3[c] + z5[c];
+  }
+}
+
+static inline void at6(const float* __restrict m0, const float* __restrict m1, const float* __restrict m2,
+                       const float* __restrict m3, const float* __restrict m4, const float* __restrict m5,
+                       float* __restrict y0, float* __restrict y1, float* __restrict y2, float* __restrict y3,
+                       size_t n) {
+  for (size_t c = 0; c < n; ++c) {
+    const float s12 = m1[c] + m2[c], d12 = m1[c] - m2[c], s34 = m3[c] + m4[c], d34 = m3[c] - m4[c];
+    y0[c] = m0[c] + s12 + s34;
+    y1[c] = d12 + 2.f * d34;
+    y2[c] = s12 + 4.f * s34;
+    y3[c] = d12 + 8.f * d34 + m5[c];
+  }
+}
+
+// Input transform of tile rows [r0, r1) of x (H, W, C), zero padding 1 -> V (36, T, C): B^T along
+// the rows on whole image rows, then along the columns per tile.
+static py::array_t<float> wino_in(const FArr& x, int r0, int r1) {
+  if (x.ndim() != 3) throw std::invalid_argument("x must be (H, W, C)");
+  const int H = (int)x.shape(0), W = (int)x.shape(1), C = (int)x.shape(2), ntw = (W + 3) / 4;
+  if (r0 < 0 || r1 > (H + 3) / 4 || r0 >= r1) throw std::invalid_argument("bad tile rows");
+  const size_t T = (size_t)(r1 - r0) * ntw, Wp = 4 * (size_t)ntw + 2;
+  py::array_t<float> v({(size_t)36, T, (size_t)C});
+  float* vp = v.mutable_data();
+  const float* xp = x.data();
+  {
+    py::gil_scoped_release nogil;
+    const std::vector<float> zero((size_t)W * C, 0.f);
+    std::vector<float> e(6 * Wp * C, 0.f);  // e[a][col][c], col = x + 1 (padding columns stay 0)
+    for (int tr = r0; tr < r1; ++tr) {
+      const float* rw[6];
+      for (int i = 0; i < 6; ++i) {
+        const int y = 4 * tr - 1 + i;
+        rw[i] = (y < 0 || y >= H) ? zero.data() : xp + (size_t)y * W * C;
+      }
+      float* ea[6];
+      for (int a = 0; a < 6; ++a) ea[a] = e.data() + (a * Wp + 1) * C;
+      bt6(rw[0], rw[1], rw[2], rw[3], rw[4], rw[5], ea[0], ea[1], ea[2], ea[3], ea[4], ea[5], (size_t)W * C);
+      for (int tw = 0; tw < ntw; ++tw) {
+        const size_t t = (size_t)(tr - r0) * ntw + tw;
+        for (int a = 0; a < 6; ++a) {
+          const float* z = e.data() + (a * Wp + 4 * (size_t)tw) * C;
+          float* o = vp + ((size_t)a * 6 * T + t) * C;
+          const size_t s = T * C;
+          bt6(z, z + C, z + 2 * C, z + 3 * C, z + 4 * C, z + 5 * C, o, o + s, o + 2 * s, o + 3 * s, o + 4 * s, o + 5 * s,
+              (size_t)C);
+        }
+      }
+    }
+  }
+  return v;
+}
+
+// Output transform of M (36, T, O) for tile rows [r0, r1) into out (H*r, W*r, O/r^2): + bias,
+// LeakyReLU(leaky) when leaky >= 0, PixelShuffle(r).
+static void wino_out(const FArr& m, py::array_t<float, py::array::c_style>& out, int r0, int r1, int H, int W,
+                     const OptF& bias, float leaky, int r) {
+  const int O = (int)m.shape(2), ntw = (W + 3) / 4, Cn = O / (r * r);
+  const size_t T = (size_t)(r1 - r0) * ntw;
+  if (m.ndim() != 3 || m.shape(0) != 36 || (size_t)m.shape(1) != T || O % (r * r))
+    throw std::invalid_argument("M must be (36, tiles, O)");
+  if (out.ndim() != 3 || out.shape(0) != (py::ssize_t)H * r || out.shape(1) != (py::ssize_t)W * r || out.shape(2) != Cn)
+    throw std::invalid_argument("out has the wrong shape");
+  const float* b = vec_ptr(bias, O, "bias");
+  const float* mp = m.data();
+  float* op = out.mutable_data();
+  std::vector<size_t> off(O);  // channel c*r*r + i*r + j -> pixel (+i, +j), channel c
+  for (int o = 0; o < O; ++o) off[o] = ((size_t)((o / r) % r) * W * r + o % r) * Cn + o / (r * r);
+  py::gil_scoped_release nogil;
+  std::vector<float> e(24 * (size_t)O), y(16 * (size_t)O);
+  for (int tr = r0; tr < r1; ++tr)
+    for (int tw = 0; tw < ntw; ++tw) {
+      const size_t t = (size_t)(tr - r0) * ntw + tw;
+      const size_t s = T * O;
+      for (int a = 0; a < 6; ++a) {  // along b: e[a][q] = sum_b AT[q][b] M[a][b]
+        const float* z = mp + ((size_t)a * 6 * T + t) * O;
+        float* o4 = e.data() + (size_t)a * 4 * O;
+        at6(z, z + s, z + 2 * s, z + 3 * s, z + 4 * s, z + 5 * s, o4, o4 + O, o4 + 2 * O, o4 + 3 * O, (size_t)O);
+      }
+      for (int q = 0; q < 4; ++q) {  // along a: y[p][q] = sum_a AT[p][a] e[a][q]
+        const float* z = e.data() + (size_t)q * O;
+        float* yq = y.data() + (size_t)q * O;
+        const size_t sa = 4 * (size_t)O, sp = 4 * (size_t)O;
+        at6(z, z + sa, z + 2 * sa, z + 3 * sa, z + 4 * sa, z + 5 * sa, yq, yq + sp, yq + 2 * sp, yq + 3 * sp, (size_t)O);
+      }
+      for (int p = 0; p < 4; ++p)
+        for (int q = 0; q < 4; ++q) {
+          const int Y = 4 * tr + p, X = 4 * tw + q;
+          if (Y >= H || X >= W) continue;
+          float* yv = y.data() + (size_t)(p * 4 + q) * O;
+          if (b) for (int o = 0; o < O; ++o) yv[o] += b[o];
+          if (leaky >= 0.f)
+            for (int o = 0; o < O; ++o) {
+              const float pos = yv[o] > 0.f ? yv[o] : 0.f, neg = yv[o] < 0.f ? yv[o] : 0.f;
+              yv[o] = pos + neg * leaky;
+            }
+          float* base = op + ((size_t)Y * r * W * r + (size_t)X * r) * Cn;
+          if (r == 1) std::memcpy(base, yv, sizeof(float) * O);
+          else for (int o = 0; o < O; ++o) base[off[o]] = yv[o];
+        }
+    }
+}
+
 }  // namespace binsr
 
 PYBIND11_MODULE(_engine, m) {
@@ -366,6 +483,11 @@ PYBIND11_MODULE(_engine, m) {
     d["avx512"] = cpu_avx512();
     return d;
   }, "Which compiled paths this CPU can run.");
+  m.def("wino_in", &wino_in, py::arg("x"), py::arg("r0"), py::arg("r1"),
+        "Winograd F(4x4,3x3) input transform of tile rows [r0, r1): (H, W, C) -> (36, tiles, C).");
+  m.def("wino_out", &wino_out, py::arg("m"), py::arg("out"), py::arg("r0"), py::arg("r1"), py::arg("H"), py::arg("W"),
+        py::arg("bias") = py::none(), py::arg("leaky") = -1.f, py::arg("shuffle") = 1,
+        "Winograd output transform + bias + LeakyReLU + PixelShuffle into out (H*r, W*r, O/r^2).");
   py::class_<Layer>(m, "BinaryConv")
       .def(py::init(&make_layer), py::arg("weights"), py::arg("cin"), py::arg("k"), py::arg("dilation"),
            py::arg("padding"), py::arg("groups"))
