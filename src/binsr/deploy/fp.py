@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ctypes
 import re
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -15,6 +17,21 @@ __all__ = ["set_blas_threads", "conv2d", "winograd_weights", "conv3x3_winograd",
            "channel_gate", "bilinear_upsample"]
 
 _TILE_BYTES = 2 << 20  # im2col patch matrix per tile (fits L2 with the weights)
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _run_parallel(fn: Callable[[int], None], items: range, threads: int) -> None:
+    """``fn(i)`` for every item, on ``threads`` threads (the BLAS and the compiled transforms
+    release the GIL); the runtime keeps BLAS itself single-threaded so nothing spins idle."""
+    if threads <= 1 or len(items) <= 1:
+        for i in items:
+            fn(i)
+        return
+    pool = _pools.get(threads) or _pools.setdefault(threads, ThreadPoolExecutor(threads))
+    for f in [pool.submit(fn, i) for i in items]:
+        f.result()
 
 
 def set_blas_threads(n: int) -> bool:
@@ -65,9 +82,9 @@ def _output(h: int, w: int, cout: int, shuffle: int) -> np.ndarray:
 
 
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, padding: int = 0,
-           dilation: int = 1, leaky: float | None = None, shuffle: int = 1) -> np.ndarray:
+           dilation: int = 1, leaky: float | None = None, shuffle: int = 1, threads: int = 1) -> np.ndarray:
     """Zero-padded stride-1 conv of ``x`` (H, W, C) with ``weight`` (k*k*C, O) in (ky, kx, c) row
-    order (im2col + sgemm); optional LeakyReLU and PixelShuffle(``shuffle``) fused per tile."""
+    order (im2col + sgemm); optional LeakyReLU and PixelShuffle(``shuffle``) fused per row tile."""
     h, w, c = x.shape
     kkc, cout = weight.shape
     k = int(round((kkc // c) ** 0.5))
@@ -78,10 +95,13 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, pa
     win = win.transpose(0, 1, 3, 4, 2)  # (ho, wo, ky, kx, c)
     out = _output(ho, wo, cout, shuffle)
     rows = max(1, _TILE_BYTES // max(1, wo * kkc * 4))
-    for y0 in range(0, ho, rows):
+
+    def tile(y0: int) -> None:
         y1 = min(ho, y0 + rows)
         t = np.matmul(win[y0:y1].reshape((y1 - y0) * wo, kkc), weight).reshape(y1 - y0, wo, cout)
         _emit(out, y0, y1, t, bias, leaky, shuffle)
+
+    _run_parallel(tile, range(0, ho, rows), threads)
     return out
 
 
@@ -100,7 +120,7 @@ def winograd_weights(weight: np.ndarray, channels: int) -> np.ndarray | None:
 
 
 def conv3x3_winograd(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None = None, leaky: float | None = None,
-                     shuffle: int = 1) -> np.ndarray:
+                     shuffle: int = 1, threads: int = 1) -> np.ndarray:
     """:func:`conv2d` for a 3x3 kernel, padding 1, dilation 1: compiled tile transforms, 36 sgemms."""
     h, w, c = x.shape
     cout = u.shape[2]
@@ -108,10 +128,13 @@ def conv3x3_winograd(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None = Non
     x = np.ascontiguousarray(x, dtype=np.float32)
     out = _output(h, w, cout, shuffle)
     strip = max(1, _TILE_BYTES // max(1, ntw * 36 * max(c, cout) * 4))
-    for r0 in range(0, nth, strip):
+
+    def rows(r0: int) -> None:
         r1 = min(nth, r0 + strip)
         m = np.matmul(_engine.wino_in(x, r0, r1), u)
         _engine.wino_out(m, out, r0, r1, h, w, bias, -1.0 if leaky is None else leaky, shuffle)
+
+    _run_parallel(rows, range(0, nth, strip), threads)
     return out
 
 

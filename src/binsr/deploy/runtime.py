@@ -28,7 +28,7 @@ class Runtime:
 
     Args:
         path: the ``.bsr`` file.
-        threads: threads for the binary kernels and the BLAS of the FP parts.
+        threads: threads for the binary kernels and for the row tiles of the FP parts.
         path_isa: kernel path (``"auto"``, ``"avx512"``, ``"avx2"``, ``"portable"``, ``"numpy"``).
     """
 
@@ -70,7 +70,7 @@ class Runtime:
         lr = np.asarray(lr, dtype=np.float32)
         if lr.ndim != 4:
             raise BinsrError(f"expected an (N, C, h, w) array, got shape {lr.shape}")
-        fp.set_blas_threads(self.threads)
+        fp.set_blas_threads(1)  # FP parts are threaded by row tiles, see fp._run_parallel
         self.timings = defaultdict(float)
         out = [self.run_hwc(np.ascontiguousarray(img.transpose(1, 2, 0)), profile) for img in lr]
         return np.stack([o.transpose(2, 0, 1) for o in out])
@@ -85,11 +85,11 @@ class Runtime:
                 self._run_bconv(op, conv, env)
             elif kind == "conv" and conv is not None:
                 env[op["dst"]] = fp.conv3x3_winograd(env[op["src"]], conv, self._t(op["b"]), op["leaky"],
-                                                     op["shuffle"])
+                                                     op["shuffle"], self.threads)
                 kind = "upsample_conv" if op["shuffle"] > 1 else "fp_conv"
             elif kind == "conv":
                 env[op["dst"]] = fp.conv2d(env[op["src"]], self.tensors[op["w"]], self._t(op["b"]), op["pad"],
-                                           op["dil"], op["leaky"], op["shuffle"])
+                                           op["dil"], op["leaky"], op["shuffle"], self.threads)
                 kind = "upsample_conv" if op["shuffle"] > 1 else "fp_conv"
             elif kind == "pack":
                 thr = self._t(op["thr"])

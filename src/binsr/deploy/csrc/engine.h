@@ -19,6 +19,11 @@ struct Layer {
   std::vector<uint64_t> mask;      // [group][word]: the group's channel bits
   std::vector<uint64_t> w;         // [group][block][tap][word][8 out channels], 0 outside the group
   std::vector<uint64_t> wlo, whi;  // w & 0x0f.., (w >> 4) & 0x0f.. (AVX2 nibble popcount)
+  // Segment mode (AVX2, groups of 16 or 32 input channels): the 64 / seg groups that share a word
+  // are computed together, one output channel of each group per seg-bit segment of a weight word.
+  int seg = 0;                     // 16 or 32, else 0
+  int nvb = 0;                     // blocks of 8 "virtual" channels (index within a group)
+  std::vector<uint64_t> slo, shi;  // nibble-split [word][vblock][tap][8]
 };
 
 // Fused epilogue: v = dot * scale[o] * pix[p] + bias[o]; then the residuals res[0..2] are added
@@ -51,7 +56,10 @@ struct Job {
 };
 
 namespace portable { void rows(const Job& j, int y0, int y1); }
-namespace avx2 { void rows(const Job& j, int y0, int y1); }
+namespace avx2 {
+void rows(const Job& j, int y0, int y1);
+void rows_seg(const Job& j, int y0, int y1);
+}
 namespace avx512 { void rows(const Job& j, int y0, int y1); }
 
 }  // namespace binsr
