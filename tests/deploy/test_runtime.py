@@ -104,3 +104,18 @@ def test_bench_cli_small(tmp_path) -> None:
     res = json.loads(js.read_text())
     assert {r["op"] for r in res["layers"]} == {"3x3", "5x5", "7x7", "3x3 d=2", "3x3 g=4"}
     assert res["end_to_end"][0]["speedup_vs_torch"] > 0 and res["file_bytes"]["ratio"] > 1
+
+
+def test_numpy_fallback_without_extension(tmp_path) -> None:
+    export_packed(_random_model("srresnet_small", "e2fif"), tmp_path / "m.bsr")
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["binsr.deploy._engine"] = None  # as if no compiler was found at install time
+        import numpy as np
+        from binsr.deploy import Runtime, isa
+        assert isa() == "numpy"
+        y = Runtime({str(tmp_path / 'm.bsr')!r})(np.random.rand(1, 3, 6, 5).astype(np.float32))
+        assert y.shape == (1, 3, 24, 20) and np.isfinite(y).all()
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

@@ -3,7 +3,8 @@
 // dot = C_in_per_group * k * k - 2 * popcount(x XOR w) over channel-last packed words, with the
 // input padded by all-ones words (+1). Three implementations compiled in this one translation
 // unit for different ISAs and picked at run time: AVX-512 VPOPCNTDQ, AVX2 (vpshufb nibble
-// popcount, 8-bit lanes widened with vpsadbw) and portable scalar code.
+// popcount, 8-bit lanes widened with vpsadbw, or vpmaddubsw in segment mode for groups of 16/32
+// channels) and portable scalar code. Also the Winograd tile transforms of the FP 3x3 convs.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
