@@ -14,7 +14,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from binsr.deploy.engine import _engine
 
 __all__ = ["set_blas_threads", "conv2d", "winograd_weights", "conv3x3_winograd", "leaky_relu", "sigmoid",
-           "channel_gate", "bilinear_upsample"]
+           "channel_gate", "bilinear_add"]
 
 _TILE_BYTES = 2 << 20  # im2col patch matrix per tile (fits L2 with the weights)
 
@@ -161,10 +161,15 @@ def _bilinear_axis(n_in: int, scale: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return i0, i1, lam
 
 
-def bilinear_upsample(x: np.ndarray, scale: int) -> np.ndarray:
-    """Bilinear upsampling of (H, W, C) by an integer factor, ``align_corners=False`` (PyTorch)."""
+def bilinear_add(x: np.ndarray, y: np.ndarray, scale: int) -> np.ndarray:
+    """``y += `` bilinear upsampling of ``x`` (H, W, C) by an integer factor, ``align_corners=False``
+    (PyTorch); returns ``y``."""
+    if _engine is not None:
+        _engine.bilinear_add(np.ascontiguousarray(x, dtype=np.float32), y, scale)
+        return y
     h, w, _ = x.shape
     y0, y1, ly = _bilinear_axis(h, scale)
     x0, x1, lx = _bilinear_axis(w, scale)
     rows = x[y0] * (1 - ly)[:, None, None] + x[y1] * ly[:, None, None]
-    return rows[:, x0] * (1 - lx)[None, :, None] + rows[:, x1] * lx[None, :, None]
+    y += rows[:, x0] * (1 - lx)[None, :, None] + rows[:, x1] * lx[None, :, None]
+    return y

@@ -100,9 +100,7 @@ class Runtime:
             elif kind == "channel_gate":
                 env[op["dst"]] = fp.channel_gate(env[op["src"]], self.tensors[op["w"]], op["out_channels"])
             elif kind == "bilinear_add":
-                y = fp.bilinear_upsample(env[op["src"]], op["scale"])
-                y += env[op["add"]]
-                env[op["dst"]] = y
+                env[op["dst"]] = fp.bilinear_add(env[op["src"]], env[op["add"]], op["scale"])
             else:
                 raise BinsrError(f"unknown op {kind!r} in the packed graph")
             if profile:

@@ -589,6 +589,45 @@ static void wino_out(const FArr& m, py::array_t<float, py::array::c_style>& out,
     }
 }
 
+// y += bilinear upsampling of x (H, W, C) by s, align_corners=False, in PyTorch's order of operations.
+static void bilinear_add(const FArr& x, py::array_t<float, py::array::c_style>& y, int s) {
+  if (x.ndim() != 3 || y.ndim() != 3) throw std::invalid_argument("x and y must be (H, W, C)");
+  const int H = (int)x.shape(0), W = (int)x.shape(1), C = (int)x.shape(2);
+  if (y.shape(0) != (py::ssize_t)H * s || y.shape(1) != (py::ssize_t)W * s || y.shape(2) != C)
+    throw std::invalid_argument("y must be (H * s, W * s, C)");
+  const float* xp = x.data();
+  float* yp = y.mutable_data();
+  py::gil_scoped_release nogil;
+  const float scale = 1.f / (float)s;
+  auto src = [scale](int d, int n, int& i0, int& i1, float& l1) {
+    const float f = std::max(scale * ((float)d + 0.5f) - 0.5f, 0.f);
+    i0 = std::min((int)f, n - 1);
+    i1 = i0 + (i0 < n - 1 ? 1 : 0);
+    l1 = f - (float)i0;
+  };
+  std::vector<int> w0(W * s), w1(W * s);
+  std::vector<float> wl1(W * s);
+  for (int ow = 0; ow < W * s; ++ow) src(ow, W, w0[ow], w1[ow], wl1[ow]);
+  for (int oh = 0; oh < H * s; ++oh) {
+    int h0, h1;
+    float hl1;
+    src(oh, H, h0, h1, hl1);
+    const float hl0 = 1.f - hl1;
+    const float* r0 = xp + (size_t)h0 * W * C;
+    const float* r1 = xp + (size_t)h1 * W * C;
+    float* out = yp + (size_t)oh * W * s * C;
+    for (int ow = 0; ow < W * s; ++ow) {
+      const float l1 = wl1[ow], l0 = 1.f - l1;
+      const float* a = r0 + (size_t)w0[ow] * C;
+      const float* b = r0 + (size_t)w1[ow] * C;
+      const float* c = r1 + (size_t)w0[ow] * C;
+      const float* d = r1 + (size_t)w1[ow] * C;
+      for (int ch = 0; ch < C; ++ch)
+        out[(size_t)ow * C + ch] += hl0 * (l0 * a[ch] + l1 * b[ch]) + hl1 * (l0 * c[ch] + l1 * d[ch]);
+    }
+  }
+}
+
 }  // namespace binsr
 
 PYBIND11_MODULE(_engine, m) {
@@ -602,9 +641,11 @@ PYBIND11_MODULE(_engine, m) {
   }, "Which compiled paths this CPU can run.");
   m.def("wino_in", &wino_in, py::arg("x"), py::arg("r0"), py::arg("r1"),
         "Winograd F(4x4,3x3) input transform of tile rows [r0, r1): (H, W, C) -> (36, tiles, C).");
-  m.def("wino_out", &wino_out, py::arg("m"), py::arg("out"), py::arg("r0"), py::arg("r1"), py::arg("H"), py::arg("W"),
+  m.def("wino_out", &wino_out, py::arg("m"), py::arg("out").noconvert(), py::arg("r0"), py::arg("r1"), py::arg("H"), py::arg("W"),
         py::arg("bias") = py::none(), py::arg("leaky") = -1.f, py::arg("shuffle") = 1,
         "Winograd output transform + bias + LeakyReLU + PixelShuffle into out (H*r, W*r, O/r^2).");
+  m.def("bilinear_add", &bilinear_add, py::arg("x"), py::arg("y").noconvert(), py::arg("scale"),
+        "y += bilinear upsampling of x (H, W, C) by an integer scale (align_corners=False).");
   py::class_<Layer>(m, "BinaryConv")
       .def(py::init(&make_layer), py::arg("weights"), py::arg("cin"), py::arg("k"), py::arg("dilation"),
            py::arg("padding"), py::arg("groups"))
