@@ -4,7 +4,7 @@ or a NumPy path when the extension was not built.
 ``dot = C_in_per_group * k * k - 2 * popcount(x ^ w)`` (exact int32), input padded with +1 (all-ones
 words), stride 1. A fused epilogue turns dots into the next tensor, in this order::
 
-    v = dot * scale[o] * pix[p] + bias[o]
+    v = dot * scale[o] * pix[p] + bias[o]                 (one fused multiply-add without pix)
     v = v + residual_0[p, o] + ...                        (up to 3 residuals)
     v = PReLU_slope(v - act_shift[o]) + act_bias[o]      (RPReLU; before the residuals if act_first)
     -> float32 NHWC and/or the sign bits of (v >= thr[o]), packed (see :mod:`bitpack`).
@@ -112,13 +112,16 @@ class BinaryConv:
                     a = xs[:, ky * d:ky * d + ho, kx * d:kx * d + wo, gi * cpi:(gi + 1) * cpi]
                     acc[..., gi * cpo:(gi + 1) * cpo] += a @ ws[gi * cpo:(gi + 1) * cpo, :, ky, kx].T
         dots = acc.astype(np.int32)
-        v = dots.astype(np.float32)
-        if scale is not None:
-            v *= scale
-        if pix is not None:
-            v *= pix.reshape(n, ho, wo, 1)
-        if bias is not None:
-            v += bias
+        if scale is not None and bias is not None and pix is None:  # fused multiply-add, exact in float64
+            v = (dots * scale.astype(np.float64) + bias).astype(np.float32)
+        else:
+            v = dots.astype(np.float32)
+            if scale is not None:
+                v *= scale
+            if pix is not None:
+                v *= pix.reshape(n, ho, wo, 1)
+            if bias is not None:
+                v += bias
         if act_slope is not None and act_first:
             v = _rprelu(v, act_shift, act_slope, act_bias)
         for r in res:
