@@ -8,7 +8,8 @@ import torch
 from binsr.cli import main
 from binsr.errors import BinsrError
 from binsr.models import build_for_eval
-from binsr.train import read_weights
+from binsr.models import create
+from binsr.train import load_weights, read_signature, read_weights
 
 CONFIG = """
 name: cli_small
@@ -36,6 +37,9 @@ def test_train_resume_and_load_for_eval(data_root, tmp_path, capsys):
     assert result["val"]["dataset"] == "Syn2" and -1 <= result["val"]["ssim"] <= 1 and result["val"]["psnr"] > 5
     model = build_for_eval("srresnet_small", 4, "e2fif", weights=str(out / "best.safetensors"))
     assert torch.equal(model.conv_first.weight, read_weights(out / "best.safetensors")[0]["conv_first.weight"])
+    sig = read_signature(out / "best.safetensors")  # rebuild exactly the trained model from the file
+    assert sig == {"model": "srresnet_small", "recipe": "e2fif", "scale": 4, "kwargs": {}}
+    load_weights(create(sig["model"], sig["scale"], sig["recipe"], **sig["kwargs"]), out / "best.safetensors")
     with pytest.raises(BinsrError, match="scale 4 \\(file\\) vs 2 \\(model\\)"):
         build_for_eval("srresnet_small", 2, "e2fif", weights=str(out / "best.safetensors"))
 

@@ -5,7 +5,7 @@
 another architecture or scale.
 """
 
-from binsr.train.checkpoint import load_weights, read_weights, save_weights
+from binsr.train.checkpoint import load_weights, read_signature, read_weights, save_weights
 from binsr.train.config import TrainConfig, apply_overrides, config_from_dict, load_config
 from binsr.train.trainer import train
 
@@ -15,6 +15,7 @@ __all__ = [
     "config_from_dict",
     "load_config",
     "load_weights",
+    "read_signature",
     "read_weights",
     "save_weights",
     "train",

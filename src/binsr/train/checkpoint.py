@@ -27,6 +27,7 @@ __all__ = [
     "signature_of",
     "save_weights",
     "read_weights",
+    "read_signature",
     "load_weights",
     "save_state",
     "load_state",
@@ -126,6 +127,12 @@ def _decode_signature(meta: Mapping[str, str], path: Path) -> dict[str, Any]:
                            "kwargs": json.loads(meta["kwargs"])})
     except (ValueError, json.JSONDecodeError):
         raise BinsrError(f"{path} has corrupt binsr metadata: {dict(meta)}") from None
+
+
+def read_signature(path: str | Path) -> dict[str, Any]:
+    """The ``{"model", "recipe", "scale", "kwargs"}`` a weights file was saved with, e.g. to build
+    its model: ``binsr.models.create(sig["model"], sig["scale"], sig["recipe"], **sig["kwargs"])``."""
+    return _decode_signature(read_weights(path)[1], Path(path))
 
 
 def _differences(found: dict[str, Any], expected: dict[str, Any]) -> list[str]:
