@@ -75,12 +75,14 @@ def _cpu() -> str:
 
 
 def _median_pair(fns: list[Callable[[], Any]], repeat: int) -> list[float]:
-    """Median seconds of each function, run alternately ``repeat`` times after one warm-up."""
+    """Median seconds of each function, run alternately ``repeat`` times. Each timed run follows a
+    pause (so the previous function's idle worker threads, OpenMP or ONNX Runtime spin waits, stop
+    competing for the cores) and an untimed run of the same function (warm caches and clocks)."""
     times: list[list[float]] = [[] for _ in fns]
-    for f in fns:
-        f()
     for _ in range(repeat):
         for i, f in enumerate(fns):
+            time.sleep(0.05)
+            f()
             t0 = time.perf_counter()
             f()
             times[i].append(time.perf_counter() - t0)
