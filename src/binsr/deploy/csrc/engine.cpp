@@ -27,6 +27,7 @@ namespace binsr {
 // ---------------------------------------------------------------- portable (no ISA extension)
 namespace portable {
 constexpr int PX = 2, QB = 2;
+constexpr size_t kWeightCopies = 1;
 
 template <int P, int NQ>
 static inline void block(const Job& j, const uint64_t* a, size_t woff, int32_t* dots, int C, int nvalid) {
@@ -64,6 +65,7 @@ static inline uint64_t pack_word(const float* v, const float* thr, int n) {
 #pragma GCC target("avx2,popcnt,fma")
 namespace avx2 {
 constexpr int PX = 2, QB = 2;
+constexpr size_t kWeightCopies = 2;  // nibble-split lo and hi
 
 template <int P, int NQ>
 __attribute__((target("avx2,popcnt,fma"), always_inline)) static inline void block(
@@ -243,6 +245,7 @@ void rows_seg(const Job& j, int y0, int y1) {
 #pragma GCC target("avx512f,avx512bw,avx512vpopcntdq,avx2,popcnt,fma")
 namespace avx512 {
 constexpr int PX = 4, QB = 4;
+constexpr size_t kWeightCopies = 1;
 
 template <int P, int NQ>
 __attribute__((target("avx512f,avx512bw,avx512vpopcntdq"), always_inline)) static inline void block(
