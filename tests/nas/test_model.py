@@ -62,8 +62,8 @@ def test_shipped_default_genotype():
     geno = load_genotype(None)
     assert geno == load_genotype("srbnas_x4") and isinstance(geno, Genotype) and geno.steps == 4
     model = create("srbnas", scale=4, recipe="irnet")
-    assert model.genotype == geno and len(model.cells) == 3
-    assert len(create("srbnas_large", scale=4, recipe="irnet", num_feat=16).cells) == 8
+    assert model.genotype == geno and len(model.body) == 3
+    assert len(create("srbnas_large", scale=4, recipe="irnet", num_feat=16).body) == 8
 
 
 def test_profile_cli_with_a_genotype_file(tmp_path, capsys):

@@ -77,7 +77,7 @@ def test_sigmoid_edge_weights_are_independent():
 def test_search_cell_batches_edges_without_changing_the_result():
     torch.manual_seed(1)
     net = Supernet(scale=2, num_cells=1, num_feat=16, steps=3, groups=2, partial_k=4)
-    cell = net.net.cells[0]
+    cell = net.net.body[0]
     s0, s1 = torch.randn(2, 16, 6, 7), torch.randn(2, 16, 6, 7)
     w, s = torch.softmax(net.alphas, -1), net.edge_weights()
     states, e = [s0, s1], 0

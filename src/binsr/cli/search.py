@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="data folder (default: $BINSR_DATA, then ../shared/data)")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"),
                    help="cpu (default), cuda, or auto: CUDA when available")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is fastest on a busy machine)")
+    p.add_argument("--threads", type=int,
+                   help="torch CPU threads (default: torch's choice; 1 is fastest on a busy machine)")
     p.set_defaults(func=run)
 
 
@@ -56,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_search_config(config, args.overrides)
     geno = run_search(cfg, args.out, resume=args.resume, data_root=args.data_root, device=device)
     time_h = geno.meta.get("search_time_s", 0.0) / 3600
-    print(f"{cfg.name}: {geno.meta.get('epochs')} epochs in {time_h:.3f} h; genotype {Path(args.out) / 'genotype.json'}")
+    print(f"{cfg.name}: {geno.meta.get('epochs')} epochs in {time_h:.3f} h; "
+          f"genotype {Path(args.out) / 'genotype.json'}")
     for j, node in enumerate(geno.nodes):
         print(f"  node {j}: " + ", ".join(f"{op}({src})" for op, src in node))
     return 0

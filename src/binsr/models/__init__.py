@@ -4,16 +4,24 @@
 the registered architectures. Importing this package registers every family below.
 """
 
+from binsr.errors import UsageError
 from binsr.models import edsr, espcn, fsrcnn, srresnet, vdsr  # noqa: F401  (registration)
+from binsr.models import srbnas  # noqa: F401  (registration; SRBNAS, binsr.nas)
 from binsr.models._registry import create, names, register_model
+from binsr.models._pretrained import PREFIX, add_to_zoo, load_zoo, zoo_card, zoo_names
 from binsr.models.complexity import LayerCost, Profile, profile
 
-__all__ = ["create", "names", "register_model", "profile", "Profile", "LayerCost", "build_for_eval"]
+__all__ = ["create", "names", "register_model", "profile", "Profile", "LayerCost", "build_for_eval",
+           "load_zoo", "zoo_card", "zoo_names", "add_to_zoo"]
 
 
 def build_for_eval(name: str, scale: int, recipe: str | None = None, weights: str | None = None):
-    """Model ``name`` in eval mode with ``weights`` loaded (refused if they were saved for a
-    different architecture, recipe or scale)."""
+    """Model ``name`` (a registry name, or ``zoo:<name>``) in eval mode with ``weights`` loaded
+    (refused if they were saved for a different architecture, recipe or scale)."""
+    if name.startswith(PREFIX):
+        if weights is not None or recipe is not None:
+            raise UsageError("a zoo model brings its own recipe and weights: drop --recipe/--weights")
+        return load_zoo(name, scale)
     model = create(name, scale=scale, recipe=recipe or "fp")
     if weights is not None:
         from binsr.train.checkpoint import load_weights

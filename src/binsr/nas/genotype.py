@@ -63,7 +63,8 @@ class Genotype:
             for edge in node:
                 if (not isinstance(edge, (list, tuple)) or len(edge) != 2 or edge[0] not in OPS
                         or edge[0] == "none" or not isinstance(edge[1], int) or not 0 <= edge[1] < j + 2):
-                    raise UsageError(f"genotype node {j}: bad edge {edge!r} (op from {', '.join(o for o in OPS if o != 'none')}, "
+                    valid = ", ".join(o for o in OPS if o != "none")
+                    raise UsageError(f"genotype node {j}: bad edge {edge!r} (op from {valid}, "
                                      f"input state in 0..{j + 1})")
                 edges.append((edge[0], edge[1]))
             parsed.append(tuple(edges))
@@ -92,7 +93,8 @@ def load_genotype(source: str | Path | dict | Genotype | None) -> Genotype:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UsageError(f"genotype file not found: {path} (shipped genotypes: {', '.join(shipped_genotypes()) or 'none'})") from None
+        shipped = ", ".join(shipped_genotypes()) or "none"
+        raise UsageError(f"genotype file not found: {path} (shipped genotypes: {shipped})") from None
     except json.JSONDecodeError as exc:
         raise UsageError(f"genotype file {path} is not valid JSON: {exc}") from None
     return Genotype.from_dict(raw)
@@ -166,7 +168,8 @@ def plot_cell(genotype: Genotype, path: str | Path, title: str = "") -> None:
         ax.text(x, y, _state_name(i), ha="center", va="center", fontsize=10,
                 bbox=dict(boxstyle="circle,pad=0.3" if i >= 2 else "round,pad=0.4",
                           fc="lightblue" if i >= 2 else "lightgreen", ec="0.3"))
-    ax.text(*out, "c_{k}", ha="center", va="center", fontsize=10, bbox=dict(boxstyle="round,pad=0.4", fc="wheat", ec="0.3"))
+    ax.text(*out, "c_{k}", ha="center", va="center", fontsize=10,
+            bbox=dict(boxstyle="round,pad=0.4", fc="wheat", ec="0.3"))
     ax.set_xlim(-1.0, out[0] + 1.0)
     ax.set_ylim(-2.3, 2.3)
     ax.set_aspect("equal")

@@ -56,20 +56,20 @@ class Cell(CellBase):
 
 
 class SRBNASBackbone(nn.Module):
-    """Head, cells, tail and the two FP shortcuts; ``forward(x, *cell_args)`` passes ``cell_args``
+    """Head, cells (``body``), tail and the two FP shortcuts; ``forward(x, *cell_args)`` passes ``cell_args``
     to every cell (the supernet's alpha/beta weights)."""
 
     def __init__(self, cells: list[nn.Module], num_feat: int, scale: int, num_in_ch: int = 3) -> None:
         super().__init__()
         self.scale = scale
         self.head = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
-        self.cells = nn.ModuleList(cells)
+        self.body = nn.ModuleList(cells)  # "body": the binarized part (binsr.models.profile totals("body."))
         self.tail = nn.Sequential(nn.Conv2d(num_feat, num_in_ch * scale * scale, 3, 1, 1), nn.PixelShuffle(scale))
 
     def forward(self, x: torch.Tensor, *cell_args: object) -> torch.Tensor:
         feat = self.head(x)
         s0 = s1 = feat
-        for cell in self.cells:
+        for cell in self.body:
             s0, s1 = s1, cell(s0, s1, *cell_args)
         out = self.tail(s1 + feat)  # shortcut 1
         return out + F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)  # shortcut 2
