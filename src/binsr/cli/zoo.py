@@ -1,0 +1,50 @@
+"""``binsr zoo``: list the shipped pretrained models, or add a trained run to the zoo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("zoo", help="list the pretrained models shipped with binsr", description=__doc__)
+    p.add_argument("--json", dest="json_path", help="write the list as JSON to PATH ('-' for stdout)")
+    p.add_argument("--add", metavar="RUN_DIR", help="(maintainers) copy RUN_DIR's weights into the zoo and measure them")
+    p.add_argument("--name", help="zoo entry name for --add")
+    p.add_argument("--weights", default="best", choices=["best", "last"], help="which checkpoint --add takes")
+    p.add_argument("--data-root", help="benchmark data root (else $BINSR_DATA, else ../shared/data)")
+    p.set_defaults(func=run)
+
+
+def _row(card: dict) -> dict:
+    return {k: card.get(k) for k in ("name", "scale", "model", "recipe", "params_k", "ops_g_320x180", "steps",
+                                     "train_seconds", "metrics")}
+
+
+def run(args: argparse.Namespace) -> int:
+    from binsr.errors import UsageError
+    from binsr.models import add_to_zoo, zoo_card, zoo_names
+
+    if args.add:
+        if not args.name:
+            raise UsageError("--add needs --name")
+        card = add_to_zoo(args.add, args.name, args.weights, args.data_root)
+        print(json.dumps(_row(card), indent=2))
+        return 0
+    rows = [_row(zoo_card(n)) for n in zoo_names()]
+    if args.json_path:
+        text = json.dumps(rows, indent=2) + "\n"
+        if args.json_path == "-":
+            sys.stdout.write(text)
+            return 0
+        with open(args.json_path, "w") as f:
+            f.write(text)
+    sets = ("Set5", "Set14", "B100")
+    print("| name | scale | recipe | params (K) | OPs 320x180 (G) | " + " | ".join(f"{s} PSNR/SSIM" for s in sets) + " |")
+    print("|---|---:|---|---:|---:|" + "---|" * len(sets))
+    for r in rows:
+        m = r["metrics"] or {}
+        cells = [f"{m[s]['psnr']:.2f} / {m[s]['ssim']:.4f}" if s in m else "-" for s in sets]
+        print(f"| zoo:{r['name']} | x{r['scale']} | {r['recipe']} | {r['params_k']} | {r['ops_g_320x180']} | " + " | ".join(cells) + " |")
+    return 0
