@@ -16,6 +16,8 @@ SMALL = {  # shrink the big backbones so the full grid stays fast on 2 cores
     "vdsr": dict(num_feat=16, depth=4),
     "espcn": dict(num_feat=(16, 8)),
     "fsrcnn": dict(d=16, s=8, m=2),
+    "srbnas": dict(num_cells=1, num_feat=8),
+    "srbnas_large": dict(num_cells=2, num_feat=8),
 }
 
 
