@@ -83,17 +83,24 @@ def test_dots_equal_reference_on_every_path(case) -> None:
             assert res.path == path
             np.testing.assert_array_equal(res.dots, ref, err_msg=f"{path} threads={threads}")
             np.testing.assert_array_equal(res.bits, pack_bits(ref.astype(np.float32)))
+    if "avx512" in PATHS:  # the VPOPCNTDQ kernel, which "avx512" bypasses where AMX-INT8 is there
+        for threads in (1, 2):
+            _, dots, _ = conv._layer.run(xb, "avx512-vpopcnt", threads, out_float=False, out_int=True)
+            np.testing.assert_array_equal(dots, ref, err_msg=f"avx512-vpopcnt threads={threads}")
 
 
-@pytest.mark.parametrize("path", COMPILED or ["numpy"])
+@pytest.mark.parametrize("path", COMPILED + (["avx512-vpopcnt"] if "avx512" in PATHS else []) or ["numpy"])
 def test_realistic_layer_64_channels(path: str) -> None:
     rng = np.random.default_rng(1)
     x = _signs(rng, (1, 13, 37, 64))
     for k, d, g in [(3, 1, 1), (5, 1, 1), (7, 1, 1), (3, 2, 1), (3, 1, 4)]:
         wt = _signs(rng, (64, 64 // g, k, k))
         conv = BinaryConv(pack_weights(wt), 64, k, d, None, g)
-        np.testing.assert_array_equal(conv(pack_bits(x), path=path, out_int=True).dots,
-                                      reference_conv(x, wt, d, d * (k - 1) // 2, g))
+        ref = reference_conv(x, wt, d, d * (k - 1) // 2, g)
+        if path == "avx512-vpopcnt":
+            np.testing.assert_array_equal(conv._layer.run(pack_bits(x), path, 1, out_int=True)[1], ref)
+        else:
+            np.testing.assert_array_equal(conv(pack_bits(x), path=path, out_int=True).dots, ref)
 
 
 @settings(max_examples=25, deadline=None)

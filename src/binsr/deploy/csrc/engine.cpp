@@ -8,10 +8,14 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <cpuid.h>
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <stdexcept>
@@ -242,7 +246,7 @@ void rows_seg(const Job& j, int y0, int y1) {
 
 // ---------------------------------------------------------------- AVX-512 VPOPCNTDQ
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vpopcntdq,avx2,popcnt,fma")
+#pragma GCC target("avx512f,avx512bw,avx512vpopcntdq,avx2,popcnt,fma,amx-tile,amx-int8")
 namespace avx512 {
 constexpr int PX = 4, QB = 4;
 constexpr size_t kWeightCopies = 1;
@@ -298,6 +302,92 @@ __attribute__((target("avx512f,avx512bw,avx512vpopcntdq"))) static inline uint64
 }
 
 #include "rows.inc"
+
+// AMX-INT8 kernel: the conv as an int8 GEMM on tiles. Per thread, a ring of the (k-1)*dil+1 padded
+// input rows the current output row reads, each bit expanded to a byte (0 / 1, 64 bytes per word);
+// for each tap and word one A tile is 16 consecutive pixels x 64 channels of one such row (stride
+// = bytes per pixel), one B tile 64 channels x 16 output channels (weights +-1, 0 outside the
+// group), and TDPBUSD accumulates 2 x 2 C tiles (32 pixels x 32 output channels) in int32.
+struct alignas(64) TileCfg {
+  uint8_t palette, start;
+  uint8_t rsv[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+__attribute__((target("avx512f,avx512bw,amx-tile,amx-int8"))) void rows_amx(const Job& j, int y0, int y1) {
+  const Layer& L = *j.L;
+  const int C = L.cout, ps = L.ps, R = (L.k - 1) * L.dil + 1, nb = L.nb16, T = L.taps;
+  const size_t pstride = (size_t)ps * 64;              // bytes per expanded pixel
+  const size_t rowbytes = ((size_t)j.Wp + 32) * pstride;  // + slack: whole 32-pixel tiles past the row end
+  const size_t tile_step = (size_t)T * ps * 1024;      // bytes of one block's B tiles
+  std::vector<uint8_t> ring(R * rowbytes + 64, 0);
+  uint8_t* rb = ring.data() + ((64 - (uintptr_t)ring.data() % 64) % 64);
+  std::vector<int> slot_row(R, -1);
+  std::vector<const uint8_t*> tapsrc(T);
+  std::vector<int32_t> dots((size_t)j.Wo * C);
+  std::vector<float> v(C);
+  alignas(64) int32_t cb[4][256];
+  TileCfg cfg;
+  std::memset(&cfg, 0, sizeof cfg);
+  cfg.palette = 1;
+  for (int i = 0; i < 8; ++i) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
+  _tile_loadconfig(&cfg);
+  const __m512i one = _mm512_set1_epi8(1);
+  for (int y = y0; y < y1; ++y) {
+    for (int r = 0; r < R; ++r) {  // expand the padded rows y .. y + R - 1 not in the ring yet
+      const int pr = y + r, sl = pr % R;
+      if (slot_row[sl] == pr) continue;
+      slot_row[sl] = pr;
+      const uint64_t* src = j.xp + (size_t)pr * j.Wp * ps;
+      __m512i* dst = (__m512i*)(rb + sl * rowbytes);
+      for (size_t q = 0; q < (size_t)j.Wp * ps; ++q) _mm512_store_si512(dst + q, _mm512_maskz_mov_epi8((__mmask64)src[q], one));
+    }
+    for (int t = 0; t < T; ++t)
+      tapsrc[t] = rb + ((y + (t / L.k) * L.dil) % R) * rowbytes + (size_t)(t % L.k) * L.dil * pstride;
+    for (int ob = 0; ob < nb; ob += 2) {
+      const bool two = ob + 1 < nb;
+      const int8_t* b0 = L.bt.data() + (size_t)ob * tile_step;
+      for (int x0 = 0; x0 < j.Wo; x0 += 32) {
+        const bool twop = x0 + 16 < j.Wo;
+        const size_t xo = (size_t)x0 * pstride;
+        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+        for (int t = 0; t < T; ++t) {
+          for (int wi = 0; wi < ps; ++wi) {
+            const uint8_t* a = tapsrc[t] + xo + wi * 64;
+            const int8_t* b = b0 + ((size_t)t * ps + wi) * 1024;
+            _tile_loadd(4, a, pstride);
+            _tile_loadd(6, b, 64);
+            _tile_dpbusd(0, 4, 6);
+            if (two) { _tile_loadd(7, b + tile_step, 64); _tile_dpbusd(1, 4, 7); }
+            if (twop) {
+              _tile_loadd(5, a + 16 * pstride, pstride);
+              _tile_dpbusd(2, 5, 6);
+              if (two) _tile_dpbusd(3, 5, 7);
+            }
+          }
+        }
+        _tile_stored(0, cb[0], 64);
+        if (two) _tile_stored(1, cb[1], 64);
+        if (twop) { _tile_stored(2, cb[2], 64); if (two) _tile_stored(3, cb[3], 64); }
+        for (int h = 0; h < (twop ? 2 : 1); ++h)
+          for (int q = 0; q < (two ? 2 : 1); ++q) {
+            const int o0 = (ob + q) * 16, no = std::min(16, C - o0);
+            const __mmask16 m = (__mmask16)((1u << no) - 1);
+            const __m512i bs = _mm512_loadu_si512((const void*)(L.bsum.data() + o0));
+            const int np = std::min(16, j.Wo - x0 - 16 * h);
+            for (int p = 0; p < np; ++p) {
+              const __m512i acc = _mm512_load_si512((const void*)(cb[2 * h + q] + 16 * p));
+              _mm512_mask_storeu_epi32(dots.data() + (size_t)(x0 + 16 * h + p) * C + o0, m,
+                                       _mm512_sub_epi32(_mm512_slli_epi32(acc, 1), bs));
+            }
+          }
+      }
+    }
+    epilogue(j, y, 0, j.Wo, dots.data(), v.data());
+  }
+  _tile_release();
+}
 }  // namespace avx512
 #pragma GCC pop_options
 
@@ -310,6 +400,21 @@ static bool cpu_avx512() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vpopcntdq");
+}
+
+// AMX-INT8: CPUID.(7,0):EDX bits 24 (AMX-TILE) and 25 (AMX-INT8), and the kernel's permission to
+// use the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM, Linux 5.16+), asked once per process.
+static bool cpu_amx() {
+  static const bool ok = [] {
+#if defined(__linux__) && defined(__x86_64__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((d >> 24) & 1) || !((d >> 25) & 1)) return false;
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    return false;
+#endif
+  }();
+  return ok && cpu_avx512();
 }
 
 static Layer make_layer(py::array_t<uint64_t, py::array::c_style | py::array::forcecast> w, int cin, int k,
@@ -354,6 +459,20 @@ static Layer make_layer(py::array_t<uint64_t, py::array::c_style | py::array::fo
     L.wlo[i] = L.w[i] & 0x0f0f0f0f0f0f0f0full;
     L.whi[i] = (L.w[i] >> 4) & 0x0f0f0f0f0f0f0f0full;
   }
+  L.nb16 = (L.cout + 15) / 16;
+  L.bt.assign((size_t)L.nb16 * L.taps * L.ps * 1024, 0);
+  L.bsum.assign((size_t)L.nb16 * 16, 0);
+  for (int o = 0; o < L.cout; ++o) {
+    const int g = o / L.cpg_out;
+    for (int t = 0; t < L.taps; ++t)
+      for (int c = 0; c < L.cpg_in; ++c) {
+        const int ch = g * L.cpg_in + c;  // input channel: word ch / 64, byte ch % 64 of that word's tile
+        const int s = ((src(o, t / k, t % k, c / 64) >> (c % 64)) & 1) ? 1 : -1;
+        const int kk = ch % 64;
+        L.bt[(((size_t)(o / 16) * L.taps + t) * L.ps + ch / 64) * 1024 + (kk / 4) * 64 + (o % 16) * 4 + kk % 4] = (int8_t)s;
+        L.bsum[o] += s;
+      }
+  }
   if (groups > 1 && (L.cpg_in == 16 || L.cpg_in == 32)) {
     L.seg = L.cpg_in;
     L.nvb = (L.cpg_out + 7) / 8;
@@ -392,6 +511,10 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
     throw std::invalid_argument("input must be (N, H, W, ceil(cin / 64)) uint64 packed activations");
   void (*rows)(const Job&, int, int) = portable::rows;
   if (path == "avx512") {
+    if (!cpu_avx512()) throw std::runtime_error("avx512 path requested but this CPU lacks AVX-512 VPOPCNTDQ");
+    const char* env = std::getenv("BINSR_AMX");
+    rows = (cpu_amx() && !(env && std::string(env) == "0")) ? avx512::rows_amx : avx512::rows;
+  } else if (path == "avx512-vpopcnt") {  // the VPOPCNTDQ kernel even where AMX is there (tests)
     if (!cpu_avx512()) throw std::runtime_error("avx512 path requested but this CPU lacks AVX-512 VPOPCNTDQ");
     rows = avx512::rows;
   } else if (path == "avx2") {
@@ -438,7 +561,8 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
   {
     py::gil_scoped_release nogil;
     std::vector<uint64_t> xp((size_t)Hp * Wp * ps);
-    std::vector<int32_t> corr(L.corr ? (size_t)Hp * Wp * L.groups : 0);
+    const bool need_corr = L.corr && rows != avx512::rows_amx;
+    std::vector<int32_t> corr(need_corr ? (size_t)Hp * Wp * L.groups : 0);
     for (int n = 0; n < N; ++n) {
       std::fill(xp.begin(), xp.end(), ~0ull);
       for (int y = 0; y < H; ++y)
@@ -452,7 +576,7 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
           c += __builtin_popcountll(xp[px * ps + L.w0[g] + i] & ~L.mask[(size_t)g * L.wd + i]);
         corr[q] = c;
       }
-      Job j{&L, xp.data(), L.corr ? corr.data() : nullptr, Wp, Ho, Wo, {}, {}, e0};
+      Job j{&L, xp.data(), need_corr ? corr.data() : nullptr, Wp, Ho, Wo, {}, {}, e0};
       for (int t = 0; t < L.taps; ++t) {
         j.tappix.push_back((std::ptrdiff_t)(t / L.k) * L.dil * Wp + (t % L.k) * L.dil);
         j.tapoff.push_back(j.tappix.back() * (std::ptrdiff_t)ps);
@@ -641,6 +765,7 @@ PYBIND11_MODULE(_engine, m) {
     py::dict d;
     d["avx2"] = cpu_avx2();
     d["avx512"] = cpu_avx512();
+    d["amx"] = cpu_amx();
     return d;
   }, "Which compiled paths this CPU can run.");
   m.def("wino_in", &wino_in, py::arg("x"), py::arg("r0"), py::arg("r1"),
