@@ -74,3 +74,16 @@ def test_unknown_names_and_scales_are_usage_errors():
         models.create("srresnet", recipe="nope")
     with pytest.raises(UsageError, match="x5"):
         models.create("srresnet", scale=5)
+
+
+def test_zero_tail_starts_as_the_bilinear_skip_and_res_scale_bounds_the_body():
+    x = torch.rand(2, 3, 6, 7)
+    bilinear = torch.nn.functional.interpolate(x, scale_factor=3, mode="bilinear", align_corners=False)
+    for tail in ("lite", "msrresnet"):
+        model = models.create("srresnet", scale=3, recipe="e2fif", num_feat=16, num_block=2, tail=tail,
+                              zero_tail=True)
+        assert torch.equal(model(x), bilinear)
+    torch.manual_seed(0)
+    grow = {r: models.create("srresnet_lite", scale=2, recipe="e2fif", num_feat=16, res_scale=r) for r in (1.0, 0.2)}
+    std = {r: m.body(m.lrelu(m.conv_first(x))).std().item() for r, m in grow.items()}
+    assert std[1.0] > 20 * std[0.2]  # each block doubles its input at res_scale 1.0

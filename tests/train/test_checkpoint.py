@@ -9,7 +9,8 @@ from safetensors.torch import save_file
 
 from _trainkit import TinySR
 from binsr.errors import BinsrError
-from binsr.train.checkpoint import atomic_write, load_state, load_weights, read_weights, save_state, save_weights
+from binsr.train.checkpoint import (atomic_write, init_weights, load_state, load_weights, read_weights, save_state,
+                                    save_weights)
 
 
 @pytest.fixture
@@ -96,3 +97,18 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write(path, fail)
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_init_weights_copies_what_fits_across_scales(saved):
+    model, path = saved  # x2
+    other = TinySR(scale=4, feat=8)
+    fresh_tail = other.tail.weight.detach().clone()
+    loaded, skipped = init_weights(other, path)
+    assert loaded == ["head.bias", "head.weight"] and skipped == ["tail.bias", "tail.weight"]
+    assert torch.equal(other.head.weight, model.head.weight) and torch.equal(other.tail.weight, fresh_tail)
+    with pytest.raises(BinsrError, match="no tensor"):
+        init_weights(TinySR(scale=4, feat=4), path)
+    foreign = TinySR(scale=2, feat=8)
+    foreign.signature = dict(foreign.signature, recipe="e2fif")
+    with pytest.raises(BinsrError, match="recipe 'fp' \\(file\\) vs 'e2fif'"):
+        init_weights(foreign, path)

@@ -40,6 +40,13 @@ class SRResNet(nn.Module):
         tail (str): ``"msrresnet"`` (PixelShuffle stages, ``conv_hr``, ``conv_last``, as BasicSR)
             or ``"lite"`` (one FP conv to ``num_out_ch * scale**2`` channels + PixelShuffle, the
             ESPCN sub-pixel tail: 28K instead of 332K FP parameters at x4). Default: msrresnet.
+        res_scale (float): residual scale of each block (EDSR's ``res_scale``). A binary unit with
+            its own FP skip (E2FIF, BBCU, SCALES) makes a block return about ``(1 + res_scale) x``,
+            so the body output grows like ``(1 + res_scale) ** num_block`` at initialisation
+            (about 2^8 = 256x for 8 blocks at 1.0). Default: 1.0.
+        zero_tail (bool): initialise the last tail conv to zero, so that the untrained model is
+            the bilinear upsampling its global skip adds (residual learning from the first step;
+            Set5 x4 after 250 steps of the zoo config: 29.2 dB with, 25.9 dB without). Default: False.
         recipe_kwargs (dict): passed to the recipe (e.g. an estimator override).
     """
 
@@ -52,13 +59,15 @@ class SRResNet(nn.Module):
         num_feat: int = 64,
         num_block: int = 16,
         tail: str = "msrresnet",
+        res_scale: float = 1.0,
+        zero_tail: bool = False,
         recipe_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
         self.scale = check_scale(scale, (2, 3, 4))
         rec = get_recipe(recipe, recipe_kwargs)
         self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
-        self.body = nn.Sequential(*(ResidualBlock(num_feat, rec) for _ in range(num_block)))
+        self.body = nn.Sequential(*(ResidualBlock(num_feat, rec, res_scale=res_scale) for _ in range(num_block)))
         self.lrelu = nn.LeakyReLU(0.1, inplace=True)
         if tail == "msrresnet":
             self.tail = nn.Sequential(
@@ -70,6 +79,10 @@ class SRResNet(nn.Module):
             self.tail = nn.Sequential(nn.Conv2d(num_feat, num_out_ch * scale * scale, 3, 1, 1), nn.PixelShuffle(scale))
         else:
             raise UsageError(f"unknown SRResNet tail {tail!r}; valid: msrresnet, lite")
+        if zero_tail:
+            last = [m for m in self.tail if isinstance(m, nn.Conv2d)][-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = self.lrelu(self.conv_first(x))

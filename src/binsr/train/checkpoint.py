@@ -29,6 +29,7 @@ __all__ = [
     "read_weights",
     "read_signature",
     "load_weights",
+    "init_weights",
     "save_state",
     "load_state",
 ]
@@ -170,6 +171,28 @@ def load_weights(model_or_signature: nn.Module | Mapping[str, Any], path: str | 
             raise BinsrError(f"{path} does not fit the model's layers ({'; '.join(parts)})")
         module.load_state_dict(state)
     return state
+
+
+def init_weights(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
+    """Copy the tensors of a binsr weights file that fit ``model`` (same name and shape) into it.
+
+    For warm starts across scales or widths, not for resuming (:func:`load_weights` is strict).
+    The file must come from the same architecture and recipe. Returns ``(loaded, skipped)``
+    parameter names; a file that fits nothing is refused.
+    """
+    path = Path(path)
+    state, meta = read_weights(path)
+    found, expected = _decode_signature(meta, path), signature_of(model)
+    diffs = [f"{k} {found[k]!r} (file) vs {expected[k]!r} (model)" for k in ("model", "recipe") if found[k] != expected[k]]
+    if diffs:
+        raise BinsrError(f"{path} cannot initialise the model: {'; '.join(diffs)}")
+    module = getattr(model, "module", model)
+    own = module.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not fits:
+        raise BinsrError(f"{path} has no tensor of the model's names and shapes")
+    module.load_state_dict(fits, strict=False)
+    return sorted(fits), sorted(set(own) - set(fits))
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> None:

@@ -25,11 +25,14 @@ __all__ = ["TrainConfig", "load_config", "config_from_dict", "apply_overrides", 
 
 @dataclass
 class ModelConfig:
-    """``binsr.models.create(name, scale, recipe, **kwargs)``."""
+    """``binsr.models.create(name, scale, recipe, **kwargs)``; ``init_from``: a binsr weights file
+    whose tensors of the same name and shape initialise the model (e.g. the body of another
+    scale's run, as EDSR initialises x3/x4 from x2); the others keep their fresh initialisation."""
 
     name: str = "srresnet"
     recipe: str = "e2fif"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
 
 
 @dataclass

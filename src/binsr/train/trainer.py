@@ -38,8 +38,8 @@ from tqdm import tqdm
 
 from binsr.errors import BinsrError, UsageError
 from binsr.train import distributed
-from binsr.train.checkpoint import (atomic_write, load_state, load_weights, read_weights, save_state, save_weights,
-                                    signature_of)
+from binsr.train.checkpoint import (atomic_write, init_weights, load_state, load_weights, read_weights, save_state,
+                                    save_weights, signature_of)
 from binsr.train.config import RESUME_NEUTRAL, TrainConfig, config_diff
 from binsr.train.ema import ModelEMA
 from binsr.train.optim import build_optimizer, build_scheduler
@@ -102,6 +102,11 @@ class _Trainer:
         self.evaluate = evaluate if evaluate is not None else _default_evaluator(cfg, data_root or cfg.data.data_root)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.module = (model if model is not None else _build_model(cfg)).to(env.device)
+        if cfg.model.init_from and state is None:
+            loaded, skipped = init_weights(self.module, cfg.model.init_from)
+            if env.is_main:
+                log.info("initialised %d tensors from %s; fresh: %s", len(loaded), cfg.model.init_from,
+                         ", ".join(skipped) or "none")
         self.ema = ModelEMA(self.module, t.ema) if t.ema > 0 else None
         self.optimizer = build_optimizer([p for p in self.module.parameters() if p.requires_grad], t)
         self.scheduler = build_scheduler(self.optimizer, t)
