@@ -315,9 +315,73 @@ struct alignas(64) TileCfg {
   uint8_t rows[16];
 };
 
+
+// The fused epilogue (rows.inc's, same operations in the same order, none fused into an FMA
+// but the folded-BN one: the _round_ intrinsics keep GCC from contracting) on 16 output channels
+// o0 .. o0 + 15 of np consecutive pixels from pi on, straight from a C tile of sum(a * s):
+// dot = 2 * acc - bsum; float out / int dots / sign bits (16-bit pieces of the packed words).
+#define RN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+__attribute__((target("avx512f,avx512bw"), always_inline)) static inline void epi16(
+    const Job& j, size_t pi, int np, int o0, const int32_t* acc, const int32_t* bsum) {
+  const Epilogue& e = j.e;
+  const int C = j.L->cout, no = std::min(16, C - o0);
+  const __mmask16 m = (__mmask16)((1u << no) - 1);
+  const __m512i bs = _mm512_loadu_si512((const void*)bsum);
+  int32_t* const oi = e.out_int;
+  float* const of = e.out;
+  const float* const pix = e.pix;
+  const float* const res[3] = {e.res[0], e.res[1], e.res[2]};
+  const bool fl = of || e.bits, fma = e.scale && e.bias && !pix, act = e.act_slope, af = e.act_first;
+  const bool sc_on = e.scale, bi_on = e.bias;
+  const __m512 zero = _mm512_setzero_ps();
+  __m512 sc = zero, bi = zero, ash = zero, asl = zero, abi = zero, th = zero;
+  if (e.scale) sc = _mm512_maskz_loadu_ps(m, e.scale + o0);
+  if (e.bias) bi = _mm512_maskz_loadu_ps(m, e.bias + o0);
+  if (act) {
+    ash = _mm512_maskz_loadu_ps(m, e.act_shift + o0);
+    asl = _mm512_maskz_loadu_ps(m, e.act_slope + o0);
+    abi = _mm512_maskz_loadu_ps(m, e.act_bias + o0);
+  }
+  if (e.thr) th = _mm512_maskz_loadu_ps(m, e.thr + o0);
+  auto rprelu16 = [&](__m512 v) {
+    const __m512 u = _mm512_sub_round_ps(v, ash, RN);
+    const __m512 pos = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, zero, _CMP_GT_OQ), u);
+    const __m512 neg = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, zero, _CMP_LT_OQ), u);
+    return _mm512_add_round_ps(_mm512_add_round_ps(pos, _mm512_mul_round_ps(neg, asl, RN), RN), abi, RN);
+  };
+  // pieces of the last packed word past the last channel: all ones, as pack_word leaves them
+  uint16_t* const bits = (uint16_t*)e.bits;
+  const int piece = o0 / 16, pend = (o0 + 16 >= C) ? e.pwd * 4 : piece + 1, pw4 = e.pwd * 4;
+  const uint16_t pad = (uint16_t)~m;
+  for (int p = 0; p < np; ++p, ++pi) {
+    const __m512i d = _mm512_sub_epi32(_mm512_slli_epi32(_mm512_load_si512((const void*)(acc + 16 * p)), 1), bs);
+    if (oi) _mm512_mask_storeu_epi32(oi + pi * C + o0, m, d);
+    if (!fl) continue;
+    __m512 v = _mm512_cvtepi32_ps(d);
+    if (fma) {
+      v = _mm512_fmadd_ps(v, sc, bi);
+    } else {
+      if (sc_on) v = _mm512_mul_round_ps(v, sc, RN);
+      if (pix) v = _mm512_mul_round_ps(v, _mm512_set1_ps(pix[pi]), RN);
+      if (bi_on) v = _mm512_add_round_ps(v, bi, RN);
+    }
+    if (act && af) v = rprelu16(v);
+    for (int r = 0; r < 3; ++r)
+      if (res[r]) v = _mm512_add_round_ps(v, _mm512_maskz_loadu_ps(m, res[r] + pi * C + o0), RN);
+    if (act && !af) v = rprelu16(v);
+    if (of) _mm512_mask_storeu_ps(of + pi * C + o0, m, v);
+    if (bits) {
+      uint16_t* b = bits + pi * pw4;
+      b[piece] = (uint16_t)(_mm512_cmp_ps_mask(v, th, _CMP_GE_OQ) | pad);
+      for (int k = piece + 1; k < pend; ++k) b[k] = 0xffff;
+    }
+  }
+}
+#undef RN
+
 __attribute__((target("avx512f,avx512bw,amx-tile,amx-int8"))) void rows_amx(const Job& j, int y0, int y1) {
   const Layer& L = *j.L;
-  const int C = L.cout, ps = L.ps, R = (L.k - 1) * L.dil + 1, nb = L.nb16, T = L.taps;
+  const int ps = L.ps, R = (L.k - 1) * L.dil + 1, nb = L.nb16, T = L.taps;
   const size_t pstride = (size_t)ps * 64;              // bytes per expanded pixel
   const size_t rowbytes = ((size_t)j.Wp + 32) * pstride;  // + slack: whole 32-pixel tiles past the row end
   const size_t tile_step = (size_t)T * ps * 1024;      // bytes of one block's B tiles
@@ -325,8 +389,6 @@ __attribute__((target("avx512f,avx512bw,amx-tile,amx-int8"))) void rows_amx(cons
   uint8_t* rb = ring.data() + ((64 - (uintptr_t)ring.data() % 64) % 64);
   std::vector<int> slot_row(R, -1);
   std::vector<const uint8_t*> tapsrc(T);
-  std::vector<int32_t> dots((size_t)j.Wo * C);
-  std::vector<float> v(C);
   alignas(64) int32_t cb[4][256];
   TileCfg cfg;
   std::memset(&cfg, 0, sizeof cfg);
@@ -345,12 +407,12 @@ __attribute__((target("avx512f,avx512bw,amx-tile,amx-int8"))) void rows_amx(cons
     }
     for (int t = 0; t < T; ++t)
       tapsrc[t] = rb + ((y + (t / L.k) * L.dil) % R) * rowbytes + (size_t)(t % L.k) * L.dil * pstride;
-    for (int ob = 0; ob < nb; ob += 2) {
-      const bool two = ob + 1 < nb;
-      const int8_t* b0 = L.bt.data() + (size_t)ob * tile_step;
-      for (int x0 = 0; x0 < j.Wo; x0 += 32) {
-        const bool twop = x0 + 16 < j.Wo;
-        const size_t xo = (size_t)x0 * pstride;
+    for (int x0 = 0; x0 < j.Wo; x0 += 32) {
+      const bool twop = x0 + 16 < j.Wo;
+      const size_t xo = (size_t)x0 * pstride;
+      for (int ob = 0; ob < nb; ob += 2) {
+        const bool two = ob + 1 < nb;
+        const int8_t* b0 = L.bt.data() + (size_t)ob * tile_step;
         _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
         for (int t = 0; t < T; ++t) {
           for (int wi = 0; wi < ps; ++wi) {
@@ -372,19 +434,12 @@ __attribute__((target("avx512f,avx512bw,amx-tile,amx-int8"))) void rows_amx(cons
         if (twop) { _tile_stored(2, cb[2], 64); if (two) _tile_stored(3, cb[3], 64); }
         for (int h = 0; h < (twop ? 2 : 1); ++h)
           for (int q = 0; q < (two ? 2 : 1); ++q) {
-            const int o0 = (ob + q) * 16, no = std::min(16, C - o0);
-            const __mmask16 m = (__mmask16)((1u << no) - 1);
-            const __m512i bs = _mm512_loadu_si512((const void*)(L.bsum.data() + o0));
+            const int o0 = (ob + q) * 16;
             const int np = std::min(16, j.Wo - x0 - 16 * h);
-            for (int p = 0; p < np; ++p) {
-              const __m512i acc = _mm512_load_si512((const void*)(cb[2 * h + q] + 16 * p));
-              _mm512_mask_storeu_epi32(dots.data() + (size_t)(x0 + 16 * h + p) * C + o0, m,
-                                       _mm512_sub_epi32(_mm512_slli_epi32(acc, 1), bs));
-            }
+            epi16(j, (size_t)y * j.Wo + x0 + 16 * h, np, o0, cb[2 * h + q], L.bsum.data() + o0);
           }
       }
     }
-    epilogue(j, y, 0, j.Wo, dots.data(), v.data());
   }
   _tile_release();
 }
