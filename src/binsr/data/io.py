@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import struct
 import uuid
+import warnings
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from binsr.errors import BinsrError, UsageError
 
-__all__ = ["read_image", "read_image_alpha", "write_image", "IMAGE_EXTENSIONS"]
+__all__ = ["read_image", "read_image_alpha", "read_image_info", "write_image", "IMAGE_EXTENSIONS"]
 
 #: extensions binsr reads and writes, with the Pillow format used to write them
 IMAGE_EXTENSIONS = {
@@ -58,25 +59,51 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def read_image_alpha(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     """Like :func:`read_image`, but also return the ``HW`` alpha plane (``None`` if opaque)."""
+    arr, alpha, _ = read_image_info(path)
+    return arr, alpha
+
+
+def read_image_info(
+    path: str | os.PathLike, max_pixels: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Like :func:`read_image_alpha`, plus a dict about the file: ``format`` (Pillow's),
+    ``mode`` (the Pillow mode before conversion), ``icc_profile`` (bytes or ``None``) and
+    ``size`` (``(width, height)`` as stored, before the EXIF orientation).
+
+    ``max_pixels``: refuse (``BinsrError``) an image with more pixels before decoding it, the
+    guard against decompression bombs; ``None`` keeps only Pillow's own limit.
+    """
     path = Path(path)
     try:
-        with Image.open(path) as im:
-            im.load()
-            orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
-            if im.format == "PNG" and _png_is_16bit_colour(path):
-                arr, alpha = _split_alpha(_decode_png16(path.read_bytes()))
-            else:
-                arr, alpha = _from_pil(im)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                if width <= 0 or height <= 0:
+                    raise BinsrError(f"empty image ({width}x{height})")
+                if max_pixels is not None and width * height > max_pixels:
+                    raise BinsrError(f"{width}x{height} = {width * height:,} pixels is over the limit of "
+                                     f"{max_pixels:,} (decompression bomb guard; raise --max-pixels)")
+                info = {"format": im.format, "mode": im.mode, "icc_profile": im.info.get("icc_profile"),
+                        "size": (width, height)}
+                im.load()
+                orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+                if im.format == "PNG" and _png_is_16bit_colour(path):
+                    arr, alpha = _split_alpha(_decode_png16(path.read_bytes()))
+                else:
+                    arr, alpha = _from_pil(im)
     except BinsrError as exc:
         raise BinsrError(f"cannot read image {path}: {exc}") from exc
     except FileNotFoundError as exc:
         raise BinsrError(f"cannot read image {path}: no such file") from exc
+    except IsADirectoryError as exc:
+        raise BinsrError(f"cannot read image {path}: is a folder") from exc
     except UnidentifiedImageError as exc:
         raise BinsrError(f"cannot read image {path}: not a recognised image file") from exc
     except _DECODE_ERRORS as exc:
         raise BinsrError(f"cannot read image {path}: {exc}") from exc
     arr = _orient(arr, orientation)
-    return arr, None if alpha is None else _orient(alpha, orientation)
+    return arr, None if alpha is None else _orient(alpha, orientation), info
 
 
 def _from_pil(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
@@ -220,10 +247,72 @@ def _encode_png16(arr: np.ndarray) -> bytes:
     )
 
 
-def write_image(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = False) -> Path:
+#: 8-bit PNGs larger than this are encoded row block by row block here instead of by Pillow,
+#: which would first copy the whole image into its own (4 bytes per RGB pixel) buffer
+_PNG_STREAM_BYTES = 1 << 25
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _write_png_stream(f, arr: np.ndarray, icc_profile: bytes | None = None, block_bytes: int = 1 << 23) -> None:
+    """Encode ``HW``/``HWC`` uint8/uint16 (1-4 channels) as PNG into the open file ``f``, a block
+    of rows at a time (memory: a few blocks, not a copy of the image). Filters (PNG spec section
+    9): Paeth on every row for 8 bits, Sub for 16 bits; an ``iCCP`` chunk carries ``icc_profile``."""
+    img = arr.reshape(arr.shape[0], arr.shape[1], -1)
+    height, width, channels = img.shape
+    depth = 16 if img.dtype == np.uint16 else 8
+    bpp = channels * depth // 8
+    stride = width * bpp
+    f.write(_PNG_SIGNATURE)
+    f.write(_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, {1: 0, 2: 4, 3: 2, 4: 6}[channels], 0, 0, 0)))
+    if icc_profile:
+        f.write(_png_chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc_profile)))
+    comp = zlib.compressobj(6)
+    pending: list[bytes] = []
+    size = 0
+    prior = np.zeros((1, stride), np.int16)
+    rows = max(1, block_bytes // max(1, stride))
+    for r0 in range(0, height, rows):
+        block = img[r0 : r0 + rows]
+        raw = (block.astype(">u2") if depth == 16 else np.ascontiguousarray(block)).view(np.uint8).reshape(len(block), stride)
+        x = raw.astype(np.int16)
+        a = np.zeros_like(x)
+        a[:, bpp:] = x[:, :-bpp]
+        if depth == 16:  # Sub
+            ftype, pred = 1, a
+        else:  # Paeth, vectorised: the encoder sees the unfiltered bytes
+            b = np.concatenate([prior, x[:-1]])
+            c = np.zeros_like(x)
+            c[:, bpp:] = b[:, :-bpp]
+            pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
+            pred = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+            ftype = 4
+        lines = np.empty((len(block), stride + 1), np.uint8)
+        lines[:, 0] = ftype
+        lines[:, 1:] = (x - pred).astype(np.uint8)  # modulo 256
+        prior = x[-1:]
+        out = comp.compress(lines.tobytes())
+        if out:
+            pending.append(out)
+            size += len(out)
+        if size >= 1 << 20:
+            f.write(_png_chunk(b"IDAT", b"".join(pending)))
+            pending, size = [], 0
+    pending.append(comp.flush())
+    f.write(_png_chunk(b"IDAT", b"".join(pending)))
+    f.write(_png_chunk(b"IEND", b""))
+
+
+def write_image(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = False,
+                icc_profile: bytes | None = None) -> Path:
     """Write ``HW``/``HWC`` (1-4 channels: gray, gray+alpha, RGB, RGBA) ``uint8``/``uint16``.
 
-    The format follows the extension (:data:`IMAGE_EXTENSIONS`); ``uint16`` needs ``.png``.
+    The format follows the extension (:data:`IMAGE_EXTENSIONS`); ``uint16`` needs ``.png`` (or
+    ``.tif`` for one gray channel). ``icc_profile`` (bytes) is embedded (PNG ``iCCP``, JPEG, WebP,
+    TIFF; BMP has none). 16-bit and large 8-bit PNGs are encoded in row blocks without a copy of
+    the image.
     JPEG is written at quality 95 without chroma subsampling, WebP losslessly (WebP has no gray
     mode: gray is stored as R = G = B and reads back as RGB). The file is
     written to a temporary name in the same folder and renamed into place, so readers never
@@ -238,8 +327,8 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = Fals
     channels = 1 if arr.ndim == 2 else (arr.shape[2] if arr.ndim == 3 else 0)
     if arr.dtype not in (np.uint8, np.uint16) or channels not in (1, 2, 3, 4):
         raise ValueError(f"write_image: expected uint8/uint16 HW or HWC (1-4 channels), got {arr.dtype} {arr.shape}")
-    if arr.dtype == np.uint16 and fmt != "PNG":
-        raise UsageError(f"cannot write {path}: 16-bit images are written as .png only")
+    if arr.dtype == np.uint16 and fmt != "PNG" and not (fmt == "TIFF" and channels == 1):
+        raise UsageError(f"cannot write {path}: 16-bit images are written as .png only (or gray .tif)")
     if fmt == "JPEG" and channels in (2, 4):
         raise UsageError(f"cannot write {path}: JPEG has no alpha channel")
     if path.exists() and not overwrite:
@@ -248,12 +337,13 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = Fals
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(tmp, "xb") as f:
-            if arr.dtype == np.uint16:
-                f.write(_encode_png16(arr))
+            if fmt == "PNG" and (arr.dtype == np.uint16 or arr.nbytes > _PNG_STREAM_BYTES):
+                _write_png_stream(f, arr, icc_profile)
             else:
                 img = Image.fromarray(arr[..., 0] if channels == 1 and arr.ndim == 3 else arr)
                 options = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless": True}}
-                img.save(f, format=fmt, **options.get(fmt, {}))
+                extra = {"icc_profile": icc_profile} if icc_profile and fmt != "BMP" else {}
+                img.save(f, format=fmt, **options.get(fmt, {}), **extra)
         os.replace(tmp, path)
     except OSError as exc:
         raise BinsrError(f"cannot write {path}: {exc}") from exc
