@@ -390,6 +390,11 @@ __attribute__((target("avx512f,avx512bw,amx-tile,amx-int8"))) void rows_amx(cons
   std::vector<int> slot_row(R, -1);
   std::vector<const uint8_t*> tapsrc(T);
   alignas(64) int32_t cb[4][256];
+  // all weights of a pixel window past ~L1: the kernel-row-chunked order
+  const bool chunked = (size_t)nb * T * ps * 1024 > 40 * 1024 && L.k > 1;
+  std::vector<int32_t> cbuf_store(chunked ? (size_t)((j.Wo + 31) / 32) * 1024 + 16 : 0);
+  int32_t* cbuf_ptr = cbuf_store.data() + (chunked ? (16 - ((uintptr_t)cbuf_store.data() / 4) % 16) % 16 : 0);
+  struct { int32_t* p; int32_t* data() const { return p; } } cbuf{cbuf_ptr};
   TileCfg cfg;
   std::memset(&cfg, 0, sizeof cfg);
   cfg.palette = 1;
@@ -407,6 +412,46 @@ __attribute__((target("avx512f,avx512bw,amx-tile,amx-int8"))) void rows_amx(cons
     }
     for (int t = 0; t < T; ++t)
       tapsrc[t] = rb + ((y + (t / L.k) * L.dil) % R) * rowbytes + (size_t)(t % L.k) * L.dil * pstride;
+    if (chunked) {  // weights past L1: per block pair and kernel row, sweep the row, C tiles kept in cbuf
+      for (int ob = 0; ob < nb; ob += 2) {
+        const bool two = ob + 1 < nb;
+        const int8_t* b0 = L.bt.data() + (size_t)ob * tile_step;
+        for (int ty = 0; ty < L.k; ++ty)
+          for (int x0 = 0; x0 < j.Wo; x0 += 32) {
+            const bool twop = x0 + 16 < j.Wo;
+            const size_t xo = (size_t)x0 * pstride;
+            int32_t* cs = cbuf.data() + (size_t)(x0 / 32) * 1024;
+            if (ty == 0) {
+              _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+            } else {
+              _tile_loadd(0, cs, 64); _tile_loadd(1, cs + 256, 64);
+              _tile_loadd(2, cs + 512, 64); _tile_loadd(3, cs + 768, 64);
+            }
+            for (int t = ty * L.k; t < (ty + 1) * L.k; ++t)
+              for (int wi = 0; wi < ps; ++wi) {
+                const uint8_t* a = tapsrc[t] + xo + wi * 64;
+                const int8_t* b = b0 + ((size_t)t * ps + wi) * 1024;
+                _tile_loadd(4, a, pstride);
+                _tile_loadd(6, b, 64);
+                _tile_dpbusd(0, 4, 6);
+                if (two) { _tile_loadd(7, b + tile_step, 64); _tile_dpbusd(1, 4, 7); }
+                if (twop) {
+                  _tile_loadd(5, a + 16 * pstride, pstride);
+                  _tile_dpbusd(2, 5, 6);
+                  if (two) _tile_dpbusd(3, 5, 7);
+                }
+              }
+            _tile_stored(0, cs, 64); _tile_stored(1, cs + 256, 64);
+            _tile_stored(2, cs + 512, 64); _tile_stored(3, cs + 768, 64);
+            if (ty == L.k - 1)
+              for (int h = 0; h < (twop ? 2 : 1); ++h)
+                for (int q = 0; q < (two ? 2 : 1); ++q)
+                  epi16(j, (size_t)y * j.Wo + x0 + 16 * h, std::min(16, j.Wo - x0 - 16 * h), (ob + q) * 16,
+                        cs + (2 * h + q) * 256, L.bsum.data() + (ob + q) * 16);
+          }
+      }
+      continue;
+    }
     for (int x0 = 0; x0 < j.Wo; x0 += 32) {
       const bool twop = x0 + 16 < j.Wo;
       const size_t xo = (size_t)x0 * pstride;
