@@ -87,3 +87,16 @@ def test_zero_tail_starts_as_the_bilinear_skip_and_res_scale_bounds_the_body():
     grow = {r: models.create("srresnet_lite", scale=2, recipe="e2fif", num_feat=16, res_scale=r) for r in (1.0, 0.2)}
     std = {r: m.body(m.lrelu(m.conv_first(x))).std().item() for r, m in grow.items()}
     assert std[1.0] > 20 * std[0.2]  # each block doubles its input at res_scale 1.0
+
+
+def test_build_for_eval_rebuilds_the_saved_kwargs(tmp_path):
+    from binsr.train.checkpoint import save_weights
+
+    model = models.create("srresnet_lite", scale=2, recipe="e2fif", num_feat=8, num_block=1, res_scale=0.2)
+    path = tmp_path / "w.safetensors"
+    save_weights(path, model)
+    again = models.build_for_eval("srresnet_lite", 2, weights=str(path))
+    assert again.signature == model.signature and not again.training
+    assert torch.equal(again.conv_first.weight, model.conv_first.weight)
+    with pytest.raises(UsageError, match="holds a 'srresnet_lite' model, not 'srresnet'"):
+        models.build_for_eval("srresnet", 2, weights=str(path))

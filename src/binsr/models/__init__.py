@@ -16,15 +16,22 @@ __all__ = ["create", "names", "register_model", "profile", "Profile", "LayerCost
 
 
 def build_for_eval(name: str, scale: int, recipe: str | None = None, weights: str | None = None):
-    """Model ``name`` (a registry name, or ``zoo:<name>``) in eval mode with ``weights`` loaded
-    (refused if they were saved for a different architecture, recipe or scale)."""
+    """Model ``name`` (a registry name, or ``zoo:<name>``) in eval mode with ``weights`` loaded.
+
+    With ``weights``, the model is built with the kwargs saved in the file (``width``, ``res_scale``
+    ...); a file of another architecture, recipe or scale is refused with a line naming what differs.
+    """
     if name.startswith(PREFIX):
         if weights is not None or recipe is not None:
             raise UsageError("a zoo model brings its own recipe and weights: drop --recipe/--weights")
         return load_zoo(name, scale)
-    model = create(name, scale=scale, recipe=recipe or "fp")
-    if weights is not None:
-        from binsr.train.checkpoint import load_weights
+    if weights is None:
+        return create(name, scale=scale, recipe=recipe or "fp").eval()
+    from binsr.train.checkpoint import load_weights, read_signature
 
-        load_weights(model, weights)
+    saved = read_signature(weights)
+    if saved["model"] != name:
+        raise UsageError(f"{weights} holds a {saved['model']!r} model, not {name!r}")
+    model = create(name, scale=scale, recipe=recipe or saved["recipe"], **saved["kwargs"])
+    load_weights(model, weights)
     return model.eval()
