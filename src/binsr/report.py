@@ -1,0 +1,232 @@
+"""``binsr report``: every training run beside the published numbers, in one Markdown file.
+
+Reads ``<runs>/*/results.json`` (written by :func:`binsr.train.train`), evaluates each run's
+``best.safetensors`` on the benchmark sets with :func:`binsr.evaluation.evaluate` (MATLAB-bicubic
+LR, Y channel, border = scale; cached in ``<run>/benchmark.json`` next to the weights' size and
+mtime), counts params/OPs with :func:`binsr.models.profile` at a 320x180 LR input, and writes
+
+* ``<out>``: one table per scale (runs, then the published rows of the same methods, with the
+  difference run - published in PSNR), from ``published`` (a copy of the SRBNAS/SCALES tables);
+* ``<stem>_val_psnr.png``: validation PSNR against step of every run (from ``log.csv``);
+* ``<stem>_crops_x<s>.png``: one crop, bicubic | each run | HR, per scale.
+
+Nothing in the report is typed by hand: rerun the command after training.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from binsr.errors import UsageError
+
+__all__ = ["collect_runs", "write_report", "PUBLISHED_NAMES"]
+
+#: (model family, recipe) -> the method name of that row in the published tables
+PUBLISHED_NAMES = {
+    ("srresnet", "fp"): "SRResNet-FP",
+    ("srresnet", "e2fif"): "SRResNet-E2FIF",
+    ("srresnet", "scales"): "SRResNet-SCALES",
+    ("srresnet", "bnn"): "SRResNet-BNN",
+    ("srbnas", "irnet"): "SRBNAS",
+    ("srbnas", "srbnas"): "SRBNAS",
+    ("swinir", "fp"): "SwinIR-FP",
+    ("swinir", "scales"): "SwinIR-SCALES",
+    ("swinir", "bibert"): "SwinIR-BiBERT",
+}
+_CROP = 96  # HR pixels of the comparison crop
+
+
+def _family(model: str) -> str:
+    return model.split("_")[0]
+
+
+def _weights(run: Path) -> Path | None:
+    for name in ("best.safetensors", "last.safetensors"):
+        if (run / name).is_file():
+            return run / name
+    return None
+
+
+def _load(weights: Path):
+    from binsr.models import create
+    from binsr.train.checkpoint import load_weights, read_signature
+
+    sig = read_signature(weights)
+    model = create(sig["model"], scale=sig["scale"], recipe=sig["recipe"], **sig["kwargs"])
+    load_weights(model, weights)
+    return model.eval()
+
+
+def _benchmark(run: Path, weights: Path, datasets: list[str], data_root: str | None) -> dict[str, Any]:
+    """Metrics of ``weights`` per dataset, cached in ``run/benchmark.json`` while the file is unchanged."""
+    from binsr.evaluation import evaluate
+    from binsr.models import profile
+    from binsr.train.checkpoint import atomic_write
+
+    stamp = {"weights": weights.name, "bytes": weights.stat().st_size, "mtime": weights.stat().st_mtime}
+    cache_file = run / "benchmark.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    if cache.get("stamp") != stamp:
+        cache = {"stamp": stamp, "metrics": {}}
+    missing = [d for d in datasets if d not in cache["metrics"]]
+    if missing or "params_k" not in cache:
+        model = _load(weights)
+        prof = profile(model, (180, 320))
+        cache.update(params_k=prof.params / 1e3, ops_g=prof.ops / 1e9)
+        for ds in missing:
+            r = evaluate(model, ds, model.signature["scale"], data_root=data_root)
+            cache["metrics"][ds] = {"psnr": r["psnr"], "ssim": r["ssim"], "n_images": r["n_images"]}
+        atomic_write(cache_file, lambda tmp: tmp.write_text(json.dumps(cache, indent=2) + "\n"))
+    return cache
+
+
+def collect_runs(runs: str | Path, datasets: list[str], data_root: str | None = None) -> list[dict[str, Any]]:
+    """One record per finished run under ``runs`` (a folder with ``results.json`` and weights)."""
+    runs = Path(runs)
+    if not runs.is_dir():
+        raise UsageError(f"runs folder {runs} does not exist (train with binsr train first, or pass --runs DIR)")
+    records = []
+    for results_file in sorted(runs.glob("*/results.json")):
+        run = results_file.parent
+        weights = _weights(run)
+        if weights is None:
+            continue
+        res = json.loads(results_file.read_text())
+        bench = _benchmark(run, weights, datasets, data_root)
+        records.append({"run": run.name, "dir": run, "weights": weights, "model": res["model"],
+                        "recipe": res["recipe"], "scale": int(res["scale"]), "steps": res["steps"],
+                        "train_seconds": res["train_seconds"], "params_k": bench["params_k"],
+                        "ops_g": bench["ops_g"], "metrics": bench["metrics"]})
+    if not records:
+        raise UsageError(f"no finished runs in {runs} (a run folder holds results.json and best.safetensors)")
+    return records
+
+
+def _published(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise UsageError(f"published results {path} not found (pass --published CSV)")
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(line for line in fh if not line.startswith("#")))
+
+
+def _cell(m: dict | None, key_psnr: str = "psnr", key_ssim: str = "ssim") -> str:
+    if not m or m.get(key_psnr) in (None, ""):
+        return "-"
+    ssim = m.get(key_ssim)
+    return f"{float(m[key_psnr]):.2f} / {float(ssim):.4f}" if ssim not in (None, "") else f"{float(m[key_psnr]):.2f} / -"
+
+
+def _table(scale: int, recs: list[dict], published: list[dict[str, str]], datasets: list[str]) -> list[str]:
+    head = "| method | recipe | params (K) | OPs (G) | " + " | ".join(f"{d} PSNR / SSIM" for d in datasets)
+    lines = [f"### x{scale}", "", head + " | steps | train time | vs published (PSNR) |",
+             "|---|---|---:|---:|" + "---|" * len(datasets) + "---:|---:|---|"]
+    rows_pub = {r["method"]: r for r in published if r["scale"] == str(scale)}
+    shown = []
+    for r in sorted(recs, key=lambda r: r["run"]):
+        name = PUBLISHED_NAMES.get((_family(r["model"]), r["recipe"]))
+        pub = rows_pub.get(name) if name else None
+        diff = "-"
+        if pub:
+            shown.append(name)
+            parts = [f"{d} {r['metrics'][d]['psnr'] - float(pub[f'{d}_psnr']):+.2f}" for d in datasets
+                     if d in r["metrics"] and pub.get(f"{d}_psnr")]
+            diff = f"{name}: " + ", ".join(parts) if parts else "-"
+        cells = [_cell(r["metrics"].get(d)) for d in datasets]
+        minutes = f"{r['train_seconds'] / 60:.0f} min" if r["train_seconds"] else "-"
+        lines.append(f"| {r['run']} ({r['model']}) | {r['recipe']} | {r['params_k']:.1f} | {r['ops_g']:.2f} | "
+                     + " | ".join(cells) + f" | {r['steps']} | {minutes} | {diff} |")
+    for name in ["Bicubic"] + sorted(set(shown)):
+        for pub in (p for p in published if p["scale"] == str(scale) and p["method"] == name):
+            cells = [_cell(pub, f"{d}_psnr", f"{d}_ssim") for d in datasets]
+            lines.append(f"| *{pub['method']}* ({pub['source']}, published) | - | {pub['params_k'] or '-'} | "
+                         f"{pub['ops_g'] or '-'} | " + " | ".join(cells) + " | - | - | - |")
+    return lines + [""]
+
+
+def _val_plot(recs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for r in recs:
+        log_file = r["dir"] / "log.csv"
+        if not log_file.is_file():
+            continue
+        with open(log_file, newline="") as fh:
+            pts = [(int(row["step"]), float(row["val_psnr"])) for row in csv.DictReader(fh) if row.get("val_psnr")]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=3, label=f"{r['run']} (x{r['scale']})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation PSNR (dB, Y)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _crops(scale: int, recs: list[dict], path: Path, data_root: str | None, image: tuple[str, int]) -> list[str]:
+    """Crop comparison bicubic | each run | HR on one benchmark image; returns the panel labels."""
+    import torch
+
+    from binsr.data import BenchmarkSet, imresize, write_image
+    from binsr.evaluation import upscale_image
+
+    pair = BenchmarkSet(image[0], scale, root=data_root)[image[1]]
+    hr = pair.hr if pair.hr.ndim == 3 else np.stack([pair.hr] * 3, -1)
+    h, w = hr.shape[:2]
+    y0 = (h // 2 - _CROP // 2) // scale * scale
+    x0 = (w // 2 - _CROP // 2) // scale * scale
+    box = (slice(y0, y0 + _CROP), slice(x0, x0 + _CROP))
+    panels, labels = [imresize(pair.lr, scale)[box]], ["bicubic"]
+    for r in recs:
+        with torch.no_grad():
+            panels.append(upscale_image(_load(r["weights"]), pair.lr, scale)[box])
+        labels.append(r["run"])
+    panels.append(hr[box])
+    labels.append("HR")
+    panels = [p if p.ndim == 3 else np.stack([p] * 3, -1) for p in panels]
+    gap = np.full((_CROP, 4, 3), 255, np.uint8)
+    row = np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)
+    write_image(path, row, overwrite=True)
+    return labels
+
+
+def write_report(runs: str | Path = "runs", out: str | Path = "docs/results.md",
+                 published: str | Path = "docs/published_results.csv", datasets: list[str] | None = None,
+                 data_root: str | None = None, crop_image: tuple[str, int] = ("Set14", 12)) -> Path:
+    """Collect, evaluate and write the report; returns the Markdown file's path."""
+    datasets = datasets or ["Set5", "Set14", "B100"]
+    out = Path(out)
+    pub = _published(Path(published))
+    recs = collect_runs(runs, datasets, data_root)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot = out.with_name(f"{out.stem}_val_psnr.png")
+    _val_plot(recs, plot)
+    lines = ["# Results", "",
+             f"Generated by `binsr report` on {time.strftime('%Y-%m-%d')} from `{runs}/*/results.json`; do not edit.",
+             "Every number of a run is measured by `binsr.evaluation.evaluate` on its `best.safetensors`: "
+             "MATLAB-bicubic LR, PSNR/SSIM on the Y channel, `scale` border pixels cropped. Params = binary/32 + FP, "
+             "OPs = BOPs/64 + FLOPs at a 320x180 LR input (`binsr profile`).",
+             f"Published rows (italic) come from `{published}`, a copy of the SRBNAS (Biomimetics 2024, Tables 2-5) "
+             "and SCALES (Tables III, IV, VI) tables; they were trained on other data and budgets (SCALES: DIV2K), "
+             "so the difference column is a gap to close, not a like-for-like comparison.", ""]
+    for scale in sorted({r["scale"] for r in recs}):
+        at = [r for r in recs if r["scale"] == scale]
+        lines += _table(scale, at, pub, datasets)
+        crops = out.with_name(f"{out.stem}_crops_x{scale}.png")
+        labels = _crops(scale, at, crops, data_root, crop_image)
+        lines += [f"![crops x{scale}]({crops.name})", "",
+                  f"{crop_image[0]} image {crop_image[1] + 1}, centre {_CROP}x{_CROP} HR crop, left to right: "
+                  + " | ".join(labels) + ".", ""]
+    lines += ["## Validation PSNR during training", "", f"![validation PSNR]({plot.name})", ""]
+    out.write_text("\n".join(lines))
+    return out
