@@ -276,7 +276,7 @@ def _write_png_stream(f, arr: np.ndarray, icc_profile: bytes | None = None, bloc
     rows = max(1, block_bytes // max(1, stride))
     for r0 in range(0, height, rows):
         block = img[r0 : r0 + rows]
-        raw = (block.astype(">u2") if depth == 16 else np.ascontiguousarray(block)).view(np.uint8).reshape(len(block), stride)
+        raw = np.ascontiguousarray(block, dtype=">u2" if depth == 16 else np.uint8).view(np.uint8).reshape(len(block), stride)
         x = raw.astype(np.int16)
         a = np.zeros_like(x)
         a[:, bpp:] = x[:, :-bpp]

@@ -1,0 +1,183 @@
+"""``binsr upscale``: upscale your own pictures (files, folders, globs) with a binsr model."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HELP = """\
+Upscale images with a binary SR model. INPUT: image files, folders (their images; subfolders with
+--recursive) or glob patterns. Outputs go to OUTDIR as <stem><suffix>.<ext>; an existing output is
+never replaced without --overwrite, and every file is written to a temporary name and renamed.
+Gray stays gray (model on R=G=B, channel mean back), alpha is upscaled with bicubic and kept,
+16-bit PNG/TIFF stay 16-bit, EXIF orientation is applied and the ICC profile kept. A bad file is
+reported in one line and skipped. Exit code: 0 all done, 1 some failed, 2 usage error.
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("upscale", help="upscale your own images", description=HELP,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("-o", "--output", "--outdir", dest="outdir", required=True, metavar="OUTDIR",
+                   help="output folder (created)")
+    p.add_argument("--model", help="zoo:<name>, a binsr weights .safetensors file or a packed .bsr "
+                                   "(default: the zoo model for --scale)")
+    p.add_argument("--scale", type=int, help="upscaling factor (default: the model's; 4 for the default model)")
+    p.add_argument("--tile", type=int, default=256, help="tile size in input pixels, 0 = whole image (default 256)")
+    p.add_argument("--tile-overlap", type=int, default=16,
+                   help="context in input pixels read around each tile; seams are cross-faded over it (default 16)")
+    p.add_argument("--suffix", help="added to the output file name (default: _x<scale>)")
+    p.add_argument("--ext", default="png", choices=["png", "jpg", "webp", "same"],
+                   help="output format (default png; 'same' keeps the input's)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all this process may use)")
+    p.add_argument("--backend", default="engine", choices=["engine", "torch"],
+                   help="engine: packed 1-bit runtime (default; falls back to torch if the model cannot be "
+                        "exported); torch: PyTorch forward")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--recursive", action="store_true", help="descend into subfolders (and ** in globs)")
+    p.add_argument("--max-pixels", type=int, default=50_000_000,
+                   help="skip inputs with more pixels, the decompression-bomb guard (default 50,000,000)")
+    p.set_defaults(func=run)
+
+
+def _is_image(path: Path) -> bool:
+    from binsr.data.io import IMAGE_EXTENSIONS
+
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def collect_inputs(inputs: list[str], recursive: bool, outdir: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """``[(file, name relative to its INPUT folder)]`` and the INPUTs that matched nothing.
+
+    Folders give their image files (by extension), files are taken as given (a file that is not
+    an image is then reported when read), globs give every file they match."""
+    found: list[tuple[Path, Path]] = []
+    missing: list[str] = []
+    seen: set[Path] = set()
+    out_resolved = outdir.resolve()
+
+    def add(path: Path, rel: Path) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            found.append((path, rel))
+
+    for spec in inputs:
+        path = Path(spec)
+        if path.is_dir():
+            files = sorted(path.rglob("*") if recursive else path.glob("*"))
+            for f in files:
+                if f.is_file() and _is_image(f) and out_resolved not in f.resolve().parents:
+                    add(f, f.relative_to(path))
+        elif path.exists() or path.is_symlink():
+            add(path, Path(path.name))
+        elif glob.has_magic(spec):
+            matches = sorted(glob.glob(spec, recursive=recursive))
+            files = [Path(m) for m in matches if Path(m).is_file()]
+            if not files:
+                missing.append(spec)
+            for f in files:
+                add(f, Path(f.name))
+        else:
+            missing.append(spec)
+    return found, missing
+
+
+def _output_ext(src: Path, ext: str) -> str:
+    if ext == "same":
+        return src.suffix.lower() or ".png"
+    return "." + ext
+
+
+def _fit_format(arr, ext: str, notes: list[str]):
+    """Adapt the upscaled array to what the output format can store (notes say what changed)."""
+    import numpy as np
+
+    if arr.dtype == np.uint16 and not (ext == ".png" or (ext in (".tif", ".tiff") and arr.ndim == 2)):
+        notes.append(f"{ext} holds 8 bits per sample: reduced from 16")
+        arr = ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if ext in (".jpg", ".jpeg", ".bmp") and arr.ndim == 3 and arr.shape[2] in (2, 4):
+        notes.append(f"{ext} has no alpha channel: alpha dropped")
+        arr = arr[..., 0] if arr.shape[2] == 2 else np.ascontiguousarray(arr[..., :3])
+    return arr
+
+
+def run(args: argparse.Namespace) -> int:
+    from binsr.errors import BinsrError, UsageError
+
+    if args.tile < 0 or args.tile_overlap < 0:
+        raise UsageError("--tile and --tile-overlap must not be negative")
+    if args.max_pixels < 1:
+        raise UsageError("--max-pixels must be positive")
+    outdir = Path(args.outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise UsageError(f"output folder {outdir} exists and is not a folder")
+    files, missing = collect_inputs(args.inputs, args.recursive, outdir)
+    if not files and not missing:
+        raise UsageError(f"no images found in {' '.join(args.inputs)}")
+
+    from tqdm import tqdm
+
+    from binsr.data.io import read_image_info, write_image
+    from binsr.infer import load_upscaler, n_tiles, upscale_array
+
+    up = load_upscaler(args.model, args.scale, args.backend, args.threads)
+    if up.notice:
+        print(f"binsr upscale: note: {up.notice}", file=sys.stderr)
+    suffix = f"_x{up.scale}" if args.suffix is None else args.suffix
+    failures: list[str] = [f"{spec}: no such file or folder" for spec in missing]
+    for line in failures:
+        print(f"binsr upscale: failed: {line}", file=sys.stderr)
+    planned: dict[Path, Path] = {}
+    done = 0
+    start = time.perf_counter()
+    overall = tqdm(total=len(files), desc="images", unit="img", disable=args.quiet, position=0,
+                   file=sys.stderr)
+    for src, rel in files:
+        target = outdir / rel.parent / f"{rel.stem}{suffix}{_output_ext(src, args.ext)}"
+        try:
+            key = target.resolve()
+            if key in planned:
+                raise BinsrError(f"output {target} would also be written from {planned[key]}; rename one of them")
+            planned[key] = src
+            if target.exists() and not args.overwrite:
+                raise BinsrError(f"output {target} exists (pass --overwrite to replace it)")
+            pixels, alpha, info = read_image_info(src, max_pixels=args.max_pixels)
+            bar = tqdm(total=n_tiles(pixels.shape, args.tile), desc=src.name, unit="tile", leave=False,
+                       disable=args.quiet, position=1, file=sys.stderr)
+            try:
+                out = upscale_array(up, pixels, alpha, args.tile or None, args.tile_overlap, progress=bar.update)
+            finally:
+                bar.close()
+            del pixels, alpha
+            notes: list[str] = []
+            out = _fit_format(out, target.suffix.lower(), notes)
+            write_image(target, out, overwrite=args.overwrite, icc_profile=info.get("icc_profile"))
+            for note in notes:
+                tqdm.write(f"binsr upscale: note: {target.name}: {note}", file=sys.stderr)
+            done += 1
+        except MemoryError:
+            failures.append(f"{src}: out of memory (try a smaller --tile)")
+            tqdm.write(f"binsr upscale: failed: {failures[-1]}", file=sys.stderr)
+        except Exception as exc:  # one bad file never stops the others
+            if getattr(args, "debug", False):
+                traceback.print_exc()
+            reason = str(exc) if isinstance(exc, BinsrError) else f"{src}: {type(exc).__name__}: {exc}"
+            if isinstance(exc, BinsrError) and str(src) not in reason:
+                reason = f"{src}: {reason}"
+            failures.append(" ".join(reason.split()))
+            tqdm.write(f"binsr upscale: failed: {failures[-1]}", file=sys.stderr)
+        overall.update(1)
+    overall.close()
+    seconds = time.perf_counter() - start
+    rate = f", {done / seconds:.3f} images/s" if done and seconds > 0 else ""
+    print(f"upscaled {done} image{'s' * (done != 1)} x{up.scale} in {seconds:.2f} s{rate} "
+          f"({up.backend} backend, {up.name}); {len(failures)} failed"
+          + (f" -> {outdir}" if done else ""))
+    return 1 if failures else 0

@@ -1,0 +1,389 @@
+"""Upscale your own pictures: model loading, both backends, tiled inference, every image kind.
+
+``binsr upscale`` (:mod:`binsr.cli.upscale`) and ``binsr.upscale`` (:func:`upscale`) share this
+module. A model is loaded once as an :class:`Upscaler` (:func:`load_upscaler`), then every image
+goes through :func:`upscale_array`:
+
+* **Colour** (RGB) goes through the model as float32 [0, 1] (8-bit values / 255, 16-bit values /
+  65535) and is rounded back to the input's bit depth (MATLAB ``im2uint8`` rounding).
+* **Gray** images stay gray: the gray value is replicated to R = G = B, the model runs on that,
+  and the output is made gray again by the **mean of the three channels** (as
+  :func:`binsr.evaluation.upscale_image` does; not the Y of YCbCr).
+* **Alpha** is not seen by the model: it is upscaled separately with MATLAB bicubic
+  (:func:`binsr.data.imresize`) and reattached.
+
+Tiling: the image is cut into a grid of *cores* of at most ``tile`` LR pixels (sizes evened
+out). Each tile is read with ``overlap`` extra LR pixels of context on every side; of its output,
+the core plus ``overlap // 2`` pixels on each side is used, and neighbouring tiles are
+cross-faded linearly over those ``overlap`` shared pixels (weights sum to 1). A used pixel is thus
+at least ``overlap - overlap // 2`` LR pixels from a tile edge that is not an image edge, so the
+tiled output equals the untiled one (up to float rounding) whenever that distance covers the
+model's receptive radius (``srresnet_lite`` with B blocks: 2B + 2 LR pixels). The output is
+preallocated at the input's dtype and filled tile by tile; only two bands of float rows (the
+seams still waiting for their second tile row) are kept, so memory is the output plus O(tile).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from binsr.errors import BinsrError, UsageError
+
+__all__ = ["Upscaler", "load_upscaler", "upscale", "upscale_array", "default_threads", "BACKENDS"]
+
+BACKENDS = ("engine", "torch")
+#: tile input starts are aligned to this many LR pixels (Winograd/row tiles of the engine line up
+#: with those of an untiled run)
+_ALIGN = 8
+#: context (LR pixels) read around a tile when resizing alpha with bicubic (4 taps)
+_ALPHA_CONTEXT = 4
+
+
+def default_threads() -> int:
+    """CPUs this process may run on (``taskset`` respected)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class Upscaler:
+    """A loaded model: ``forward`` maps float32 ``HWC`` RGB [0, 1] (h, w, 3) to (s*h, s*w, 3)."""
+
+    forward: Callable[[np.ndarray], np.ndarray]
+    scale: int
+    backend: str
+    name: str
+    #: one line explaining a fallback from the engine to torch (or None)
+    notice: str | None = None
+    module: Any = field(default=None, repr=False)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = self.forward(x)
+        h, w = x.shape[:2]
+        if out.shape != (h * self.scale, w * self.scale, 3):
+            raise BinsrError(f"model {self.name} gave shape {out.shape} for a {h}x{w} input; "
+                             f"expected ({h * self.scale}, {w * self.scale}, 3): is it an x{self.scale} model?")
+        return out
+
+
+# ----------------------------------------------------------------------------------- loading
+
+
+def _default_zoo_model(scale: int) -> str:
+    from binsr.models import zoo_card, zoo_names
+
+    names = [n for n in zoo_names() if int(zoo_card(n)["scale"]) == scale]
+    if not names:
+        raise UsageError(f"no zoo model for x{scale} (zoo: {', '.join(zoo_names()) or 'empty'}); "
+                         "pass --model FILE (.safetensors weights or a packed .bsr)")
+    preferred = [n for n in names if n.endswith(f"_x{scale}")]
+    return "zoo:" + (preferred or names)[0]
+
+
+def _check_scale(name: str, own: int, scale: int | None) -> int:
+    if scale is not None and int(scale) != int(own):
+        raise UsageError(f"{name} is an x{own} model, not x{scale}; drop --scale or pass --scale {own}")
+    return int(own)
+
+
+def _torch_module(model: Any, scale: int | None) -> tuple[Any, str, int]:
+    """(nn.Module in eval mode, display name, scale) for a zoo name, weights file or module."""
+    from torch import nn
+
+    if isinstance(model, nn.Module):
+        own = getattr(model, "scale", None)
+        return model.eval(), type(model).__name__, int(own) if own is not None else int(scale or 4)
+    from binsr.models import PREFIX, create, load_zoo, zoo_card
+
+    if model.startswith(PREFIX):
+        card = zoo_card(model)
+        return load_zoo(model), model, _check_scale(model, card["scale"], scale)
+    from binsr.train.checkpoint import load_weights, read_signature
+
+    path = Path(model)
+    if not path.is_file():
+        raise UsageError(f"model {model!r} is neither a zoo name (zoo:<name>, see binsr zoo) nor a file")
+    sig = read_signature(path)
+    own = _check_scale(path.name, sig["scale"], scale)
+    module = create(sig["model"], scale=sig["scale"], recipe=sig["recipe"], **sig["kwargs"])
+    load_weights(module, path)
+    return module.eval(), path.name, own
+
+
+def _torch_forward(module: Any) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    param = next(module.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(device)
+            return module(t)[0].permute(1, 2, 0).float().cpu().numpy()
+
+    return forward
+
+
+def _engine_forward(runtime: Any) -> Callable[[np.ndarray], np.ndarray]:
+    def forward(x: np.ndarray) -> np.ndarray:
+        return runtime(np.ascontiguousarray(x.transpose(2, 0, 1))[None])[0].transpose(1, 2, 0)
+
+    return forward
+
+
+def load_upscaler(model: Any = None, scale: int | None = None, backend: str = "engine",
+                  threads: int | None = None) -> Upscaler:
+    """Load a model for :func:`upscale_array`.
+
+    Args:
+        model: ``None`` (the zoo model whose card has ``scale``, default x4), ``"zoo:<name>"``, a
+            binsr weights file (``.safetensors``, rebuilt from its signature), a packed ``.bsr``
+            file (engine only), an ``nn.Module`` or an :class:`Upscaler` (returned as is).
+        scale: the upscaling factor; must be the model's own (``UsageError`` otherwise).
+        backend: ``"engine"`` (export to a packed file in a temporary folder and run
+            :class:`binsr.deploy.Runtime`; falls back to torch, with :attr:`Upscaler.notice`
+            set, when the architecture cannot be exported) or ``"torch"``.
+        threads: CPU threads (engine kernels / ``torch.set_num_threads``); default: all CPUs
+            this process may use for the engine, torch's own setting for torch.
+    """
+    if isinstance(model, Upscaler):
+        _check_scale(model.name, model.scale, scale)
+        return model
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if threads is not None and threads < 1:
+        raise UsageError("--threads must be at least 1")
+    if model is None:
+        model = _default_zoo_model(int(scale or 4))
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
+    if isinstance(model, str) and model.lower().endswith(".bsr"):
+        if backend != "engine":
+            raise UsageError(f"{model} is a packed model: it runs with --backend engine only")
+        from binsr.deploy import Runtime
+
+        if not Path(model).is_file():
+            raise UsageError(f"packed model not found: {model}")
+        rt = Runtime(model, threads=threads or default_threads())
+        own = _check_scale(Path(model).name, rt.scale, scale)
+        return Upscaler(_engine_forward(rt), own, "engine", Path(model).name)
+    module, name, own = _torch_module(model, scale)
+    if scale is not None:
+        _check_scale(name, own, scale)
+    notice = None
+    if backend == "engine":
+        from binsr.deploy import Runtime, export_packed
+
+        try:
+            with tempfile.TemporaryDirectory(prefix="binsr-upscale-") as tmp:
+                packed = Path(tmp) / "model.bsr"
+                export_packed(module, packed)
+                rt = Runtime(packed, threads=threads or default_threads())  # tensors are read into memory
+            return Upscaler(_engine_forward(rt), own, "engine", name, module=module)
+        except BinsrError as exc:
+            notice = f"the packed engine cannot run {name} ({exc}); using the PyTorch backend"
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    return Upscaler(_torch_forward(module), own, "torch", name, notice, module)
+
+
+# ----------------------------------------------------------------------------------- tiling
+
+
+def _cores(n: int, tile: int | None) -> list[int]:
+    """Boundaries of ``ceil(n / tile)`` cores of (almost) equal size covering ``[0, n)``."""
+    if not tile or n <= tile:
+        return [0, n]
+    k = math.ceil(n / tile)
+    return [round(i * n / k) for i in range(k + 1)]
+
+
+def _weights(u0: int, u1: int, c0: int, c1: int, band: int, s: int, first: bool, last: bool) -> np.ndarray:
+    """1-D blending weights over the used HR range ``[u0*s, u1*s)`` of the core ``[c0, c1)``:
+    1 inside, a linear ramp over the ``2*band*s`` HR pixels centred on each inner seam."""
+    w = np.ones((u1 - u0) * s, np.float32)
+    n = 2 * band * s
+    if n:
+        ramp = (np.arange(n, dtype=np.float32) + 0.5) / n
+        if not first:
+            w[(c0 - band - u0) * s : (c0 - band - u0) * s + n] = ramp
+        if not last:
+            w[(c1 - band - u0) * s : (c1 - band - u0) * s + n] = 1 - ramp
+    return w
+
+
+def _to_float(block: np.ndarray, peak: float) -> np.ndarray:
+    x = block.astype(np.float32)
+    if peak != 1.0:
+        x /= np.float32(peak)
+    return x
+
+
+def _quantize(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if dtype == np.uint8 or dtype == np.uint16:
+        peak = 255.0 if dtype == np.uint8 else 65535.0
+        y = np.clip(x * np.float32(peak), 0, peak)
+        y += 0.5
+        return np.floor(y, out=y).astype(dtype)
+    return x.astype(np.float32)
+
+
+def _resize_alpha(alpha: np.ndarray, s: int) -> np.ndarray:
+    from binsr.data import imresize
+
+    if alpha.dtype == np.uint8:
+        return imresize(alpha, s)
+    if alpha.dtype == np.uint16:
+        up = imresize(alpha.astype(np.float64), s)
+        return np.floor(np.clip(up, 0, 65535) + 0.5).astype(np.uint16)
+    return np.clip(imresize(alpha.astype(np.float64), s), 0, 1).astype(np.float32)
+
+
+def upscale_array(up: Upscaler, pixels: np.ndarray, alpha: np.ndarray | None = None, tile: int | None = 256,
+                  overlap: int = 16, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Upscale ``HW`` gray or ``HWC`` RGB (``uint8``, ``uint16`` or float in [0, 1]) and an optional
+    ``HW`` alpha plane of the same dtype, tile by tile (see the module docstring).
+
+    Returns ``(s*H, s*W)`` gray, ``(s*H, s*W, 2)`` gray + alpha, ``(s*H, s*W, 3)`` RGB or
+    ``(s*H, s*W, 4)`` RGBA, in the input's dtype (float input gives float32, not clipped).
+    ``tile=None`` or 0 runs the whole image at once. ``progress(n)`` is called after each tile with ``n=1``.
+    """
+    pixels = np.asarray(pixels)
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[..., 0]
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] != 3):
+        raise BinsrError(f"expected an HW gray or HWC RGB image, got shape {pixels.shape}")
+    dtype = pixels.dtype
+    if dtype not in (np.uint8, np.uint16) and not np.issubdtype(dtype, np.floating):
+        raise BinsrError(f"expected uint8, uint16 or float pixels, got {dtype}")
+    if tile is not None and tile < 0 or overlap < 0:
+        raise UsageError("--tile and --tile-overlap must not be negative")
+    if tile and tile < 8:
+        raise UsageError("--tile must be at least 8 pixels (or 0 for no tiling)")
+    peak = 255.0 if dtype == np.uint8 else 65535.0 if dtype == np.uint16 else 1.0
+    gray = pixels.ndim == 2
+    H, W = pixels.shape[:2]
+    if H == 0 or W == 0:
+        raise BinsrError("empty image")
+    if alpha is not None and alpha.shape != (H, W):
+        raise BinsrError(f"alpha plane {alpha.shape} does not match the image {H}x{W}")
+    s = up.scale
+    colour = 1 if gray else 3
+    out_dtype = dtype if dtype in (np.uint8, np.uint16) else np.float32
+    out = np.empty((H * s, W * s, colour + (alpha is not None)), out_dtype)
+    ys, xs = _cores(H, tile), _cores(W, tile)
+    ny, nx = len(ys) - 1, len(xs) - 1
+    by = min(overlap // 2, min(np.diff(ys)) // 2) if ny > 1 else 0
+    bx = min(overlap // 2, min(np.diff(xs)) // 2) if nx > 1 else 0
+    band_h, band_w = 2 * by * s, 2 * bx * s
+    prev_band: np.ndarray | None = None  # HR rows around seam ys[i], waiting for tile row i
+    for i in range(ny):
+        y0, y1 = ys[i], ys[i + 1]
+        first_row, last_row = i == 0, i == ny - 1
+        uy0, uy1 = (y0 if first_row else y0 - by), (y1 if last_row else y1 + by)
+        iy0 = max(0, (y0 - overlap) // _ALIGN * _ALIGN)
+        iy1 = min(H, y1 + overlap)
+        wy = _weights(uy0, uy1, y0, y1, by, s, first_row, last_row)
+        top = 0 if first_row else band_h
+        bot = 0 if last_row else band_h
+        cur_band = None if last_row else np.zeros((band_h, W * s, colour), np.float32)
+        carry: np.ndarray | None = None  # HR columns around seam xs[j], waiting for tile j
+        for j in range(nx):
+            x0, x1 = xs[j], xs[j + 1]
+            first_col, last_col = j == 0, j == nx - 1
+            ux0, ux1 = (x0 if first_col else x0 - bx), (x1 if last_col else x1 + bx)
+            ix0 = max(0, (x0 - overlap) // _ALIGN * _ALIGN)
+            ix1 = min(W, x1 + overlap)
+            x = _to_float(pixels[iy0:iy1, ix0:ix1], peak)
+            res = up(np.repeat(x[..., None], 3, axis=2) if gray else x)
+            res = res[(uy0 - iy0) * s : (uy1 - iy0) * s, (ux0 - ix0) * s : (ux1 - ix0) * s]
+            res = res.mean(axis=2, keepdims=True, dtype=np.float32) if gray else res.astype(np.float32, copy=True)
+            res *= wy[:, None, None]
+            res *= _weights(ux0, ux1, x0, x1, bx, s, first_col, last_col)[None, :, None]
+            if carry is not None:
+                res[:, :band_w] += carry
+            keep = res.shape[1] - (0 if last_col else band_w)
+            carry = None if last_col else res[:, keep:].copy()
+            done = res[:, :keep]
+            c0, c1 = ux0 * s, ux0 * s + keep
+            if top:
+                prev_band[:, c0:c1] += done[:top]
+            out[uy0 * s + top : uy1 * s - bot, c0:c1, :colour] = _quantize(done[top : done.shape[0] - bot], out_dtype)
+            if bot:
+                cur_band[:, c0:c1] = done[done.shape[0] - bot :]
+            if alpha is not None:
+                a0, a1 = max(0, y0 - _ALPHA_CONTEXT), min(H, y1 + _ALPHA_CONTEXT)
+                b0, b1 = max(0, x0 - _ALPHA_CONTEXT), min(W, x1 + _ALPHA_CONTEXT)
+                a = _resize_alpha(alpha[a0:a1, b0:b1], s)
+                out[y0 * s : y1 * s, x0 * s : x1 * s, colour] = a[(y0 - a0) * s : (y1 - a0) * s,
+                                                                  (x0 - b0) * s : (x1 - b0) * s]
+            if progress is not None:
+                progress(1)
+        if prev_band is not None:
+            out[(y0 - by) * s : (y0 + by) * s, :, :colour] = _quantize(prev_band, out_dtype)
+        prev_band = cur_band
+    return out.reshape(H * s, W * s) if out.shape[2] == 1 else out
+
+
+def n_tiles(shape: tuple[int, ...], tile: int | None) -> int:
+    """Number of tiles :func:`upscale_array` runs for an image of ``shape``."""
+    return (len(_cores(shape[0], tile)) - 1) * (len(_cores(shape[1], tile)) - 1)
+
+
+# ----------------------------------------------------------------------------------- API
+
+
+def _as_arrays(image: Any, max_pixels: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(pixels, alpha) of a path, a PIL image or an array (``HW``, ``HWC`` with 1-4 channels)."""
+    if isinstance(image, (str, os.PathLike)):
+        from binsr.data.io import read_image_info
+
+        arr, alpha, _ = read_image_info(image, max_pixels=max_pixels)
+        return arr, alpha
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover
+        Image = None
+    if Image is not None and isinstance(image, Image.Image):
+        from binsr.data.io import _from_pil
+
+        return _from_pil(image)
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] in (2, 4):
+        return arr[..., :-1] if arr.shape[2] == 4 else arr[..., 0], arr[..., -1]
+    return arr, None
+
+
+def upscale(image_or_path: Any, model: Any = None, scale: int | None = None, tile: int | None = 256,
+            tile_overlap: int = 16, backend: str = "engine", threads: int | None = None,
+            max_pixels: int | None = None) -> np.ndarray:
+    """Upscale one image with a binsr model, as ``binsr upscale`` does; returns a NumPy array.
+
+    Args:
+        image_or_path: a file path (any format :func:`binsr.data.read_image` reads; EXIF
+            orientation applied), a PIL image, or an array: ``HW`` gray, ``HWC`` with 3 (RGB),
+            4 (RGBA) or 2 (gray + alpha) channels, ``uint8``, ``uint16`` or float in [0, 1].
+        model, scale, backend, threads: see :func:`load_upscaler` (pass an :class:`Upscaler`
+            from it to reuse one model across calls).
+        tile, tile_overlap: tile size and context in LR pixels (``tile=None``: whole image).
+        max_pixels: refuse a file with more pixels (decompression bomb guard).
+
+    Returns:
+        The ``scale`` times larger image in the input's layout and dtype (gray stays gray, alpha
+        stays, 16 bits stay 16 bits; float gives float32, not clipped to [0, 1]).
+    """
+    pixels, alpha = _as_arrays(image_or_path, max_pixels)
+    up = load_upscaler(model, scale, backend, threads)
+    return upscale_array(up, pixels, alpha, tile, tile_overlap)

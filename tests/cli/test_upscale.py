@@ -1,0 +1,248 @@
+"""``binsr upscale``: every input kind, bad files, overwrite safety, exit codes, tiling, backends.
+
+A tiny random-init x2 SRResNet-lite (8 features, 1 block, receptive radius 4 LR pixels) keeps the
+whole file to a few seconds; the zoo is replaced by a temporary folder where a test needs one.
+"""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from binsr.cli import main
+from binsr.data import read_image, read_image_alpha
+from binsr.data.io import read_image_info
+
+RNG = np.random.default_rng(7)
+ICC = b"binsr-test-icc-profile" * 4
+
+
+def _smooth(h, w, channels=3, dtype=np.uint8):
+    """A smooth random image (upsampled noise), like a photo rather than white noise."""
+    small = RNG.random((max(2, h // 4), max(2, w // 4), channels))
+    t = torch.nn.functional.interpolate(torch.from_numpy(small).permute(2, 0, 1)[None], size=(h, w), mode="bicubic")
+    arr = t[0].permute(1, 2, 0).clamp(0, 1).numpy()
+    peak = 255 if dtype == np.uint8 else 65535
+    arr = np.round(arr * peak).astype(dtype)
+    return arr[..., 0] if channels == 1 else arr
+
+
+def _tiny(scale):
+    from binsr.models import create
+
+    torch.manual_seed(scale)
+    return create("srresnet_lite", scale=scale, recipe="e2fif", num_feat=8, num_block=1)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    from binsr.train.checkpoint import save_weights
+
+    path = tmp_path_factory.mktemp("model") / "tiny_x2.safetensors"
+    save_weights(path, _tiny(2))
+    return str(path)
+
+
+def _run(capsys, *argv):
+    rc = main(["upscale", *map(str, argv), "--quiet"])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return rc, out, err
+
+
+def _exif_rotated_jpeg(path, w, h):
+    im = Image.fromarray(_smooth(h, w))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    im.save(path, exif=exif, quality=95)
+
+
+def test_every_input_kind(tmp_path, weights, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_smooth(20, 24)).save(src / "rgb.png", icc_profile=ICC)
+    Image.fromarray(_smooth(20, 24, 1)).save(src / "gray.png")
+    Image.fromarray(np.dstack([_smooth(18, 22), _smooth(18, 22, 1)]), "RGBA").save(src / "rgba.png")
+    Image.fromarray(np.dstack([_smooth(18, 22, 1), _smooth(18, 22, 1)]), "LA").save(src / "la.png")
+    Image.fromarray(_smooth(16, 20)).convert("P", palette=Image.Palette.ADAPTIVE).save(src / "pal.png")
+    from binsr.data import write_image
+
+    write_image(src / "rgb16.png", _smooth(16, 20, 3, np.uint16))
+    write_image(src / "gray16.tif", _smooth(16, 20, 1, np.uint16))
+    _exif_rotated_jpeg(src / "rot.jpg", 24, 16)
+    Image.fromarray(_smooth(16, 20)).save(src / "photo.webp", lossless=True, icc_profile=ICC)
+    Image.fromarray(_smooth(16, 20)).save(src / "old.bmp")
+    Image.fromarray(_smooth(16, 20)).save(src / "scan.tiff")
+    out = tmp_path / "out"
+    rc, stdout, _ = _run(capsys, src, "-o", out, "--model", weights, "--ext", "same", "--tile", 16, "--tile-overlap", 8)
+    assert rc == 0 and "upscaled 11 images" in stdout and "0 failed" in stdout
+
+    def check(name, shape, dtype=np.uint8, has_alpha=False):
+        arr, alpha = read_image_alpha(out / name)
+        assert arr.shape == shape and arr.dtype == dtype, name
+        assert (alpha is not None) == has_alpha, name
+        if has_alpha:
+            assert alpha.shape == shape[:2] and alpha.dtype == dtype
+
+    check("rgb_x2.png", (40, 48, 3))
+    check("gray_x2.png", (40, 48))
+    assert Image.open(out / "gray_x2.png").mode == "L"
+    check("rgba_x2.png", (36, 44, 3), has_alpha=True)
+    check("la_x2.png", (36, 44), has_alpha=True)
+    check("pal_x2.png", (32, 40, 3))
+    check("rgb16_x2.png", (32, 40, 3), np.uint16)
+    check("gray16_x2.tif", (32, 40), np.uint16)
+    check("rot_x2.jpg", (48, 32, 3))  # EXIF orientation applied: 24x16 (w x h) shown as 16x24
+    check("photo_x2.webp", (32, 40, 3))
+    check("old_x2.bmp", (32, 40, 3))
+    check("scan_x2.tiff", (32, 40, 3))
+    assert read_image_info(out / "rgb_x2.png")[2]["icc_profile"] == ICC
+    assert read_image_info(out / "photo_x2.webp")[2]["icc_profile"] == ICC
+    assert not list(out.glob(".*"))  # no temporary files left
+
+
+def test_alpha_is_bicubic_and_16bit_keeps_precision(tmp_path, weights, capsys):
+    from binsr.data import imresize, write_image
+
+    rgba = np.dstack([_smooth(20, 20), _smooth(20, 20, 1)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    rgb16 = _smooth(20, 20, 3, np.uint16)
+    write_image(tmp_path / "b.png", rgb16)
+    out = tmp_path / "out"
+    rc, _, _ = _run(capsys, tmp_path / "a.png", tmp_path / "b.png", "-o", out, "--model", weights,
+                    "--tile", 12, "--tile-overlap", 8)
+    assert rc == 0
+    _, alpha = read_image_alpha(out / "a_x2.png")
+    np.testing.assert_array_equal(alpha, imresize(rgba[..., 3], 2))  # tiled alpha == whole-image bicubic
+    sr16 = read_image(out / "b_x2.png")
+    assert np.any(sr16 % 257 != 0)  # real 16-bit values, not 8 bits scaled up
+
+
+def test_bad_files_are_reported_and_skipped(tmp_path, weights, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_smooth(16, 16)).save(src / "good.png")
+    buf = io.BytesIO()
+    Image.fromarray(_smooth(64, 64)).save(buf, format="PNG")
+    (src / "truncated.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    (src / "notes.jpg").write_text("this is not an image\n")
+    (src / "empty.png").write_bytes(b"")
+    Image.new("L", (300, 300)).save(src / "bomb.png")  # over --max-pixels below
+    out = tmp_path / "out"
+    rc, stdout, err = _run(capsys, src, tmp_path / "missing.png", "-o", out, "--model", weights,
+                           "--max-pixels", 50_000)
+    assert rc == 1
+    assert [p.name for p in out.iterdir()] == ["good_x2.png"]
+    lines = [line for line in err.splitlines() if "failed:" in line]
+    assert len(lines) == 5
+    for name in ("truncated.png", "notes.jpg", "empty.png", "bomb.png", "missing.png"):
+        assert sum(name in line for line in lines) == 1, name
+    assert "decompression bomb" in err
+    assert "upscaled 1 image " in stdout and "5 failed" in stdout
+
+
+def test_never_overwrites_without_flag(tmp_path, weights, capsys):
+    Image.fromarray(_smooth(16, 16)).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a_x2.png").write_bytes(b"precious")
+    rc, _, err = _run(capsys, tmp_path / "a.png", "-o", out, "--model", weights)
+    assert rc == 1 and "--overwrite" in err
+    assert (out / "a_x2.png").read_bytes() == b"precious"
+    rc, _, _ = _run(capsys, tmp_path / "a.png", "-o", out, "--model", weights, "--overwrite")
+    assert rc == 0 and read_image(out / "a_x2.png").shape == (32, 32, 3)
+    assert [p.name for p in out.iterdir()] == ["a_x2.png"]
+
+
+def test_usage_errors_exit_2(tmp_path, weights, capsys):
+    Image.fromarray(_smooth(16, 16)).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    rc, _, err = _run(capsys, tmp_path / "a.png", "-o", out, "--model", weights, "--scale", 4)
+    assert rc == 2 and "x2 model, not x4" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = _run(capsys, tmp_path / "a.png", "-o", out, "--model", tmp_path / "nope.safetensors")
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    (tmp_path / "empty").mkdir()
+    rc, _, err = _run(capsys, tmp_path / "empty", "-o", out, "--model", weights)
+    assert rc == 2 and "no images" in err
+    rc, _, _ = _run(capsys, tmp_path / "a.png", "-o", out, "--model", weights, "--tile", -1)
+    assert rc == 2
+    assert not out.exists()
+
+
+def test_tiled_equals_untiled_on_both_backends(tmp_path, weights, capsys):
+    Image.fromarray(_smooth(45, 61)).save(tmp_path / "a.png")
+    Image.fromarray(_smooth(45, 61, 1)).save(tmp_path / "g.png")
+    results = {}
+    for backend in ("engine", "torch"):
+        for tile in (0, 16, 24):
+            out = tmp_path / f"{backend}{tile}"
+            # overlap 10: used pixels are >= 5 LR pixels from an inner tile edge > radius 4
+            rc, stdout, _ = _run(capsys, tmp_path / "a.png", tmp_path / "g.png", "-o", out, "--model", weights,
+                                 "--backend", backend, "--tile", tile, "--tile-overlap", 10, "--threads", 1)
+            assert rc == 0 and f"{backend} backend" in stdout
+            results[backend, tile] = [read_image(out / n).astype(int) for n in ("a_x2.png", "g_x2.png")]
+    for (backend, tile), imgs in results.items():
+        for img, ref in zip(imgs, results[backend, 0]):
+            assert img.shape == ref.shape
+            assert np.abs(img - ref).max() <= 1, (backend, tile)
+    for img, ref in zip(results["engine", 0], results["torch", 0]):
+        assert np.abs(img - ref).mean() < 0.5  # the packed engine reproduces the PyTorch forward
+
+
+def test_packed_model_and_export_fallback(tmp_path, weights, capsys):
+    from binsr.deploy import export_packed
+    from binsr.models import create
+    from binsr.train.checkpoint import save_weights
+
+    Image.fromarray(_smooth(16, 16)).save(tmp_path / "a.png")
+    packed = tmp_path / "tiny.bsr"
+    export_packed(_tiny(2), packed)
+    rc, stdout, _ = _run(capsys, tmp_path / "a.png", "-o", tmp_path / "o1", "--model", packed)
+    assert rc == 0 and read_image(tmp_path / "o1" / "a_x2.png").shape == (32, 32, 3)
+    rc, _, err = _run(capsys, tmp_path / "a.png", "-o", tmp_path / "o2", "--model", packed, "--backend", "torch")
+    assert rc == 2 and "engine" in err
+    espcn = tmp_path / "espcn.safetensors"
+    save_weights(espcn, create("espcn", scale=2, recipe="e2fif"))
+    rc, stdout, err = _run(capsys, tmp_path / "a.png", "-o", tmp_path / "o3", "--model", espcn)
+    assert rc == 0 and "using the PyTorch backend" in err and "torch backend" in stdout
+    assert read_image(tmp_path / "o3" / "a_x2.png").shape == (32, 32, 3)
+
+
+def test_folders_recursive_globs_suffix_ext(tmp_path, weights, capsys):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    Image.fromarray(_smooth(12, 12)).save(src / "a.png")
+    Image.fromarray(_smooth(12, 12)).save(src / "sub" / "b.jpg")
+    rc, _, _ = _run(capsys, src, "-o", tmp_path / "flat", "--model", weights)
+    assert rc == 0 and sorted(p.name for p in (tmp_path / "flat").rglob("*.*")) == ["a_x2.png"]
+    rc, _, _ = _run(capsys, src, "-o", tmp_path / "rec", "--model", weights, "--recursive", "--suffix", "_big",
+                    "--ext", "webp")
+    assert rc == 0
+    assert sorted(str(p.relative_to(tmp_path / "rec")) for p in (tmp_path / "rec").rglob("*.*")) == \
+        ["a_big.webp", "sub/b_big.webp"]
+    rc, _, _ = _run(capsys, str(src / "**" / "*.jpg"), "-o", tmp_path / "glob", "--model", weights, "--recursive",
+                    "--ext", "jpg")
+    assert rc == 0 and [p.name for p in (tmp_path / "glob").iterdir()] == ["b_x2.jpg"]
+
+
+def test_default_model_is_the_zoo_model_for_the_scale(tmp_path, capsys, monkeypatch):
+    from binsr.models import _pretrained
+    from binsr.train.checkpoint import save_weights
+
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    save_weights(zoo / "tiny_x4.safetensors", _tiny(4))
+    card = {"name": "tiny_x4", "model": "srresnet_lite", "recipe": "e2fif", "scale": 4,
+            "kwargs": {"num_feat": 8, "num_block": 1}}
+    (zoo / "tiny_x4.json").write_text(json.dumps(card))
+    monkeypatch.setattr(_pretrained, "ZOO_DIR", zoo)
+    Image.fromarray(_smooth(10, 12)).save(tmp_path / "a.png")
+    rc, stdout, _ = _run(capsys, tmp_path / "a.png", "-o", tmp_path / "out")
+    assert rc == 0 and "zoo:tiny_x4" in stdout and read_image(tmp_path / "out" / "a_x4.png").shape == (40, 48, 3)
+    rc, _, err = _run(capsys, tmp_path / "a.png", "-o", tmp_path / "out2", "--scale", 2)
+    assert rc == 2 and "no zoo model for x2" in err
+    rc, _, err = _run(capsys, tmp_path / "a.png", "-o", tmp_path / "out2", "--model", "zoo:tiny_x4", "--scale", 3)
+    assert rc == 2 and "x4 model, not x3" in err
