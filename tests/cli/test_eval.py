@@ -71,19 +71,38 @@ def test_eval_corrupt_image_exits_1_naming_it(tmp_path, capsys):
 def test_demo_without_data_and_overwrite_rules(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BINSR_DATA", str(tmp_path / "absent"))
     monkeypatch.chdir(tmp_path)
-    assert main(["demo"]) == 0 and main(["demo"]) == 0  # replaces its own default output
+    assert main(["demo", "--model", "bicubic"]) == 0 and main(["demo", "--model", "bicubic"]) == 0  # replaces its own
     out = capsys.readouterr().out
     assert "skipping Set5" in out and "PSNR" in out
     panel = read_image(tmp_path / "outputs" / "sample_x4_bicubic.png")
     assert panel.shape == (96, 2 * 96 + 4, 3)
     with resources.as_file(resources.files("binsr") / "assets" / "sample_hr.png") as sample:
         np.testing.assert_array_equal(panel[:, -96:], read_image(sample))  # right panel: HR
-    assert main(["demo", "--out", "mine"]) == 0
-    assert main(["demo", "--out", "mine"]) == 2  # an explicit folder needs --overwrite
+    assert main(["demo", "--model", "bicubic", "--out", "mine"]) == 0
+    assert main(["demo", "--model", "bicubic", "--out", "mine"]) == 2  # an explicit folder needs --overwrite
     assert "--overwrite" in _error_line(capsys)
-    assert main(["demo", "--out", "mine", "--overwrite"]) == 0
+    assert main(["demo", "--model", "bicubic", "--out", "mine", "--overwrite"]) == 0
 
 
 def test_demo_with_data_prints_set5(data_root, tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--data-root", str(data_root)]) == 0
+    assert main(["demo", "--model", "bicubic", "--out", str(tmp_path), "--data-root", str(data_root)]) == 0
     assert "Set5 x4: PSNR 28.4" in capsys.readouterr().out
+
+
+def test_demo_defaults_to_the_zoo_x4_model_without_data(tmp_path, monkeypatch, capsys):
+    from binsr.cli.demo import default_model
+    from binsr.models import zoo_card, zoo_names
+
+    monkeypatch.setenv("BINSR_DATA", str(tmp_path / "absent"))
+    monkeypatch.chdir(tmp_path)
+    name = default_model()
+    assert name.startswith("zoo:") == any(zoo_card(n)["scale"] == 4 for n in zoo_names())
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    panel = read_image(tmp_path / "outputs" / f"sample_x4_{name.removeprefix('zoo:')}.png")
+    panels = 2 if name == "bicubic" else 3
+    assert panel.shape == (96, panels * 96 + (panels - 1) * 4, 3)
+    psnr = [float(line.split("PSNR ")[1].split(" dB")[0]) for line in out.splitlines() if "sample image" in line]
+    assert len(psnr) == panels - 1
+    if name != "bicubic":
+        assert psnr[1] > psnr[0]  # the binary model beats bicubic on the sample

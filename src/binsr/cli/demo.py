@@ -1,9 +1,10 @@
-"""``binsr demo``: bicubic on Set5 x4 (when the data is there) and on the shipped sample image.
+"""``binsr demo``: the shipped x4 binary model (or bicubic) on Set5 and on a shipped sample image.
 
-The sample (``binsr/assets/sample_hr.png``, see the README there) is downscaled x4 with MATLAB
-``imresize``, upscaled again, and written as a side-by-side PNG ``[SR | HR]``. Swapping bicubic
-for a trained model means passing a module to :func:`run_demo` (or any upscale callable to
-:func:`sample_comparison`).
+The default model is the package's zoo x4 model (``binsr zoo``); ``--model bicubic`` or any
+``zoo:<name>`` can be chosen. The sample (``binsr/assets/sample_hr.png``, see the README there)
+is downscaled x4 with MATLAB ``imresize``, upscaled again, and written as a side-by-side PNG
+``[bicubic | model | HR]`` (``[bicubic | HR]`` for bicubic) with the PSNR of each printed.
+Nothing needs ``../shared``: Set5 is evaluated only when the data root is found.
 """
 
 from __future__ import annotations
@@ -22,13 +23,21 @@ DEFAULT_OUT = Path("outputs")
 _GAP = 4  # white pixels between the panels
 
 
+def default_model() -> str:
+    """``zoo:<name>`` of the first shipped x4 model, else ``"bicubic"``."""
+    from binsr.models import zoo_card, zoo_names
+
+    x4 = [n for n in zoo_names() if zoo_card(n)["scale"] == SCALE]
+    return f"zoo:{x4[0]}" if x4 else "bicubic"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="bicubic x4 on Set5 and on a shipped sample image",
-        description="Evaluate bicubic x4 on Set5 (if the data root exists) and write a side-by-side "
-        "PNG [bicubic SR | HR] of the shipped sample image.",
+        help="the shipped x4 binary model on Set5 and on a shipped sample image",
+        description=__doc__.splitlines()[0],
     )
+    p.add_argument("--model", help="zoo:<name> (x4) or bicubic (default: the zoo x4 model)")
     p.add_argument(
         "--out",
         type=Path,
@@ -40,31 +49,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def sample_comparison(upscale: Callable[[np.ndarray, int], np.ndarray]) -> tuple[np.ndarray, float, float]:
-    """Run ``upscale(lr, scale) -> uint8 SR`` on the shipped sample at x4.
+def sample_comparison(upscalers: list[Callable[[np.ndarray, int], np.ndarray]]) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Run each ``upscale(lr, scale) -> uint8 SR`` on the shipped sample at x4.
 
-    Returns the side-by-side ``[SR | HR]`` uint8 image and the sample's PSNR (dB) and SSIM.
+    Returns the side-by-side ``[SR_1 | ... | SR_n | HR]`` uint8 image and each SR's PSNR (dB) and SSIM.
     """
     from binsr.data import imresize, read_image
     from binsr.metrics import psnr_y, ssim_y
 
     with resources.as_file(resources.files("binsr") / "assets" / "sample_hr.png") as path:
         hr = read_image(path)
-    sr = upscale(imresize(hr, 1 / SCALE), SCALE)
+    lr = imresize(hr, 1 / SCALE)
+    srs = [up(lr, SCALE) for up in upscalers]
     gap = np.full((hr.shape[0], _GAP, 3), 255, np.uint8)
-    return np.concatenate([sr, gap, hr], axis=1), psnr_y(sr, hr, SCALE), ssim_y(sr, hr, SCALE)
+    panel = np.concatenate([x for img in srs + [hr] for x in (img, gap)][:-1], axis=1)
+    return panel, [(psnr_y(sr, hr, SCALE), ssim_y(sr, hr, SCALE)) for sr in srs]
 
 
-def run_demo(model, out_dir: Path, overwrite: bool, data_root: str | None = None) -> Path:
-    """Evaluate ``model`` (``"bicubic"`` or an ``nn.Module``) on Set5 x4 if the data is found,
-    then write ``<out_dir>/sample_x4_<name>.png``; prints what it does and returns that path."""
+def run_demo(name: str, out_dir: Path, overwrite: bool, data_root: str | None = None) -> Path:
+    """Evaluate ``name`` (``"bicubic"`` or ``zoo:<name>``) on Set5 x4 if the data is found, then
+    write ``<out_dir>/sample_x4_<name>.png``; prints what it does and returns that path."""
     import torch
 
     from binsr.data import write_image
     from binsr.evaluation import evaluate, upscale_image
+    from binsr.models import build_for_eval
 
-    name = model if isinstance(model, str) else type(model).__name__
-    target = out_dir / f"sample_x{SCALE}_{name}.png"
+    model = "bicubic" if name == "bicubic" else build_for_eval(name, SCALE)
+    target = out_dir / f"sample_x{SCALE}_{name.removeprefix('zoo:')}.png"
     if target.exists() and not overwrite:
         raise UsageError(f"{target} exists; pass --overwrite to replace it")
     try:
@@ -72,17 +84,17 @@ def run_demo(model, out_dir: Path, overwrite: bool, data_root: str | None = None
         print(f"{name} on Set5 x{SCALE}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f} ({r['n_images']} images)")
     except UsageError as exc:
         print(f"skipping Set5: {exc}")
-    if not isinstance(model, str):
-        model.eval()
+    runs = {"bicubic": "bicubic"} if name == "bicubic" else {"bicubic": "bicubic", name: model}
     with torch.no_grad():
-        panel, psnr, ssim = sample_comparison(lambda lr, s: upscale_image(model, lr, s))
+        panel, scores = sample_comparison([lambda lr, s, m=m: upscale_image(m, lr, s) for m in runs.values()])
     path = write_image(target, panel, overwrite=overwrite)
-    print(f"{name} on the sample image x{SCALE}: PSNR {psnr:.2f} dB, SSIM {ssim:.4f}")
-    print(f"wrote {path}  [left: {name} SR | right: HR]")
+    for n, (psnr, ssim) in zip(runs, scores):
+        print(f"{n} on the sample image x{SCALE}: PSNR {psnr:.2f} dB, SSIM {ssim:.4f}")
+    print(f"wrote {path}  [{' | '.join(runs)} | HR]")
     return path
 
 
 def run(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else DEFAULT_OUT
-    run_demo("bicubic", out, overwrite=args.overwrite or args.out is None, data_root=args.data_root)
+    run_demo(args.model or default_model(), out, overwrite=args.overwrite or args.out is None, data_root=args.data_root)
     return 0
