@@ -31,7 +31,8 @@ from binsr.quant import RSign
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")  # fp recipe, even kernels
 
 UNITS = [E2FIFConv, BBCUConv, ScalesConv, IRNetConv, SRBNASOp, LTAttnConv]
-PUBLISHED = ["fp", "bnn", "e2fif", "bbcu", "scales", "scales_lsf", "scales_noss", "scales_nocs", "irnet", "lt_attn"]
+PUBLISHED = ["fp", "bnn", "e2fif", "bbcu", "scales", "scales_lsf", "scales_noss", "scales_nocs", "irnet", "lt_attn",
+             "bibert"]
 
 
 def _binary_convs(module: nn.Module) -> list[BinaryConv2d]:
@@ -84,7 +85,7 @@ def test_recipe_conv_units_are_shape_preserving(name, in_ch, out_ch, k):
 def test_recipe_activations():
     kinds = {n: type(get_recipe(n).act()) for n in PUBLISHED}
     assert kinds["fp"] is nn.ReLU and kinds["e2fif"] is nn.LeakyReLU and kinds["scales"] is nn.LeakyReLU
-    assert all(kinds[n] is nn.Identity for n in ("bnn", "bbcu", "irnet", "lt_attn"))
+    assert all(kinds[n] is nn.Identity for n in ("bnn", "bbcu", "irnet", "lt_attn", "bibert"))
 
 
 def test_recipe_overrides_and_errors():

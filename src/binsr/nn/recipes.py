@@ -23,6 +23,26 @@ Recipe overrides (``get_recipe(name, **kwargs)``) are the unit's keyword argumen
 ``bbcu``, ``spatial``/``channel`` for ``scales``, ``estimator``/``attention`` for ``lt_attn``. The seed
 preprint's estimator study is ``get_recipe("lt_attn", estimator=e, attention=a)`` for ``e`` in
 (ste, clipped_ste, approx_sign, ede) and ``a`` in (none, channel): names only, no code.
+
+Transformer linears (``recipe.linear(in_f, out_f)``: SwinIR's qkv, projection and MLP layers;
+LayerNorm, softmax and the attention products stay FP), from :mod:`binsr.nn.binary_linear`:
+
+* ``fp``: ``nn.Linear``.
+* ``bnn``: ``BinaryLinear`` with sign activations (identity STE) and XNOR weights.
+* ``bibert``: ``BinaryLinear`` with BiBERT's binarizers (clipped-STE sign activations, sign weights
+  times the mean absolute weight per output row): SCALES' Transformer baseline (Table IV, "we
+  build the baseline model leveraging the binarization method proposed in BiBERT"). BiBERT's
+  Bi-Attention (binarized attention weights) and its distillation are not part of it: the
+  attention products stay FP. Its conv unit (the convs of a Transformer body, or a CNN body) is
+  the plain binary conv with the same binarizers, no skip.
+* ``scales``, ``scales_nocs``: ``ScalesLinear`` (layer-wise scale + channel-wise threshold, XNOR
+  weights, token-wise re-scaling by an FP linear + sigmoid, no channel re-scaling: SCALES Sec.
+  III-B, LN removes the channel-to-channel variation); ``scales_lsf``, ``scales_noss``: the same
+  without the token-wise re-scaling.
+* ``e2fif``, ``bbcu``, ``irnet``, ``lt_attn``: no linear (their papers binarize CNNs only; their
+  BN/RPReLU/skip units have no token form): ``recipe.linear`` raises ``UsageError``.
+
+Overrides go to the conv unit and to the linear unit, each getting the keywords it takes.
 """
 
 from __future__ import annotations
@@ -34,10 +54,12 @@ from typing import Any, Callable
 
 from torch import nn
 
+from binsr.errors import UsageError
 from binsr.nn.binary_conv import same_padding
+from binsr.nn.binary_linear import ScalesLinear, binary_linear, fp_linear
 from binsr.nn.blocks import BBCUConv, E2FIFConv, IRNetConv, LTAttnConv, ScalesConv, same_binary_conv
 
-__all__ = ["Recipe", "get_recipe", "recipe_names", "fp_conv"]
+__all__ = ["Recipe", "get_recipe", "recipe_names", "linear_recipe_names", "fp_conv"]
 
 _GEOMETRY = ("in_ch", "out_ch", "kernel_size", "stride", "dilation", "groups")
 
@@ -62,6 +84,8 @@ class Recipe:
         binary_upsampler: whether the upsampler convs are binarized too (False for every
             published recipe).
         options: the overrides this recipe was built with.
+        linear_unit: factory ``(in_features, out_features, bias) -> nn.Module`` of the Transformer
+            linears, or ``None`` when the method has none (``linear`` raises ``UsageError``).
     """
 
     name: str
@@ -70,6 +94,25 @@ class Recipe:
     activation: Callable[[], nn.Module]
     binary_upsampler: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    linear_unit: Callable[..., nn.Module] | None = None
+
+    @property
+    def supports_linear(self) -> bool:
+        """True when the recipe can build Transformer linears (:meth:`linear`)."""
+        return self.linear_unit is not None
+
+    def linear(self, in_features: int, out_features: int, bias: bool = True) -> nn.Module:
+        """The unit replacing one Transformer linear: (..., in_features) -> (..., out_features).
+
+        Raises:
+            UsageError: the recipe has no linear unit (see :func:`linear_recipe_names`).
+        """
+        if self.linear_unit is None:
+            raise UsageError(
+                f"recipe {self.name!r} has no binary linear layer for Transformer models; "
+                f"use one of {', '.join(linear_recipe_names())}"
+            )
+        return self.linear_unit(in_features, out_features, bias=bias)
 
     def conv(
         self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, dilation: int = 1, groups: int = 1
@@ -137,6 +180,15 @@ _RECIPES: dict[str, tuple[Callable[..., nn.Module], dict[str, Any], Callable[[],
         _leaky_relu,
         f"SCALES Table V row 'LSF + spatial re-scale': no channel re-scaling; FP skip. {_HEAD_TAIL_FP}",
     ),
+    "bibert": (
+        partial(same_binary_conv, act_quant="clipped_ste"),
+        {},
+        nn.Identity,
+        "BiBERT-style baseline (arXiv:2203.06390, SCALES Table IV): plain sign binarization, clipped-STE "
+        "activations and XNOR (mean |W| per output) weights in every body linear and conv, no skip, no BN; "
+        "LayerNorm, softmax, attention products (no Bi-Attention), biases and gates are FP. "
+        f"{_HEAD_TAIL_FP}",
+    ),
     "irnet": (
         IRNetConv,
         {},
@@ -152,6 +204,29 @@ _RECIPES: dict[str, tuple[Callable[..., nn.Module], dict[str, Any], Callable[[],
         f"estimator, XNOR binary conv, RPReLU, FP skip. {_HEAD_TAIL_FP}",
     ),
 }
+
+
+# name -> (linear unit factory, default overrides); recipes missing here have no linear
+_LINEARS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
+    "fp": (fp_linear, {}),
+    "bnn": (binary_linear, {}),
+    "bibert": (partial(binary_linear, act_quant="clipped_ste"), {}),
+    "scales": (ScalesLinear, {}),
+    "scales_lsf": (ScalesLinear, {"spatial": False}),
+    "scales_noss": (ScalesLinear, {"spatial": False}),
+    "scales_nocs": (ScalesLinear, {}),
+}
+
+_LINEAR_GEOMETRY = ("in_features", "out_features", "bias")
+
+
+def _keywords(factory: Callable[..., nn.Module], geometry: tuple[str, ...]) -> list[str]:
+    return [p for p in inspect.signature(factory).parameters if p not in geometry]
+
+
+def linear_recipe_names() -> list[str]:
+    """Sorted names of the recipes with a Transformer linear (``Recipe.linear``)."""
+    return sorted(_LINEARS)
 
 
 def recipe_names() -> list[str]:
@@ -175,7 +250,10 @@ def get_recipe(name: str, **kwargs: Any) -> Recipe:
     if name not in _RECIPES:
         raise ValueError(f"unknown recipe {name!r}; valid recipes: {', '.join(recipe_names())}")
     unit, defaults, activation, description = _RECIPES[name]
-    allowed = [p for p in inspect.signature(unit).parameters if p not in _GEOMETRY]
+    allowed = _keywords(unit, _GEOMETRY)
+    linear, linear_defaults = _LINEARS.get(name, (None, {}))
+    linear_allowed = _keywords(linear, _LINEAR_GEOMETRY) if linear is not None else []
+    allowed += [p for p in linear_allowed if p not in allowed]
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise ValueError(f"recipe {name!r} does not take {unknown}; it takes {allowed}")
@@ -183,10 +261,15 @@ def get_recipe(name: str, **kwargs: Any) -> Recipe:
     if shared:
         raise ValueError(f"recipe overrides {shared} are module instances; pass names or config dicts")
     options = {**defaults, **kwargs}
+    unit_options = {k: v for k, v in options.items() if k in _keywords(unit, _GEOMETRY)}
+    if linear is not None:
+        linear_options = {k: v for k, v in {**linear_defaults, **kwargs}.items() if k in linear_allowed}
+        linear = partial(linear, **linear_options) if linear_options else linear
     return Recipe(
         name=name,
         description=description,
-        unit=partial(unit, **options) if options else unit,
+        unit=partial(unit, **unit_options) if unit_options else unit,
         activation=activation,
         options=options,
+        linear_unit=linear,
     )
