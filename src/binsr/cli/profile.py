@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     text = format_table(prof)
     print("\n".join(text.splitlines()[-2:]) if args.quiet else text)
+    if prof.note:
+        print(f"note : {prof.note}")
     if args.json_path:
         with open(args.json_path, "w") as f:
             json.dump(prof.to_dict(), f, indent=2)

@@ -7,6 +7,7 @@ the registered architectures. Importing this package registers every family belo
 from binsr.errors import UsageError
 from binsr.models import edsr, espcn, fsrcnn, srresnet, vdsr  # noqa: F401  (registration)
 from binsr.models import srbnas  # noqa: F401  (registration; SRBNAS, binsr.nas)
+from binsr.models import swinir  # noqa: F401  (registration; SwinIR, binary Transformer recipes)
 from binsr.models._registry import create, names, register_model
 from binsr.models._pretrained import PREFIX, add_to_zoo, load_zoo, zoo_card, zoo_names
 from binsr.models.complexity import LayerCost, Profile, profile

@@ -8,6 +8,11 @@ Counting rules (SCALES Sec. V-A, following Bi-Real Net / ReActNet):
 * ``params = binary_params / 32 + fp_params``; ``OPs = BOPs / 64 + FLOPs``.
 * MACs are counted for Conv1d/Conv2d/ConvTranspose2d/Linear only (one MAC = one FLOP, as the
   papers' tables); element-wise work (activations, additions, BN at inference) is not counted.
+  ``binsr.nn.BinaryLinear`` is an ``nn.Linear`` with ``act_quant``/``weight_quant``, so it is
+  counted like ``BinaryConv2d``; products of two activations (attention ``q k^T``, ``attn v``) are
+  not module calls and are not counted.
+* A model may define ``profile_note(profile) -> str`` (or a string ``profile_note``): a line on
+  which layers stay FP and how its count compares with the papers'; it is ``Profile.note``.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class Profile:
     scale: int
     lr_size: tuple[int, int]
     layers: list[LayerCost] = field(default_factory=list)
+    note: str = ""
 
     @property
     def binary_params(self) -> int:
@@ -90,7 +96,8 @@ class Profile:
 
     def to_dict(self) -> dict:
         return {"model": self.model, "recipe": self.recipe, "scale": self.scale, "lr_size": list(self.lr_size),
-                "totals": self.totals(), "body_totals": self.totals("body."), "layers": [asdict(r) for r in self.layers]}
+                "totals": self.totals(), "body_totals": self.totals("body."), "note": self.note,
+                "layers": [asdict(r) for r in self.layers]}
 
 
 def _macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
@@ -148,4 +155,6 @@ def profile(model: nn.Module, lr_size: tuple[int, int] = (320, 180), in_ch: int 
             rows[name] = LayerCost(name or "(model)", type(m).__name__, False, 0, sum(p.numel() for p in own), 0, 0)
             counted_params.update(id(p) for p in own)
     prof.layers = list(rows.values())
+    note = getattr(model, "profile_note", "")
+    prof.note = note(prof) if callable(note) else str(note or "")
     return prof
