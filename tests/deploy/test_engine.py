@@ -141,3 +141,22 @@ def test_avx512_refused_without_vpopcntdq() -> None:
     conv = engine._engine.BinaryConv(np.zeros((1, 1, 1, 1), np.uint64), 3, 1, 1, 0, 1)
     with pytest.raises(RuntimeError, match="AVX-512"):
         conv.run(np.zeros((1, 2, 2, 1), np.uint64), "avx512")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 7), st.integers(1, 3), st.sampled_from([2, 3, 4, 5]), st.sampled_from([16, 32]),
+       st.sampled_from([16, 32]), st.integers(0, 2**31 - 1))
+def test_grouped_16_32_channel_layers(k: int, dilation: int, groups: int, cpi: int, cpo: int, seed: int) -> None:
+    """Groups of 16 / 32 input channels with 16 | outputs per group (the AMX grouped mode's case)."""
+    rng = np.random.default_rng(seed)
+    span = dilation * (k - 1)
+    x = _signs(rng, (1, span + 3, span + 21, groups * cpi))
+    wt = _signs(rng, (groups * cpo, cpi, k, k))
+    ref = reference_conv(x, wt, dilation, span // 2, groups)
+    conv = BinaryConv(pack_weights(wt), groups * cpi, k, dilation, span // 2, groups)
+    for path in COMPILED:
+        for threads in (1, 2):
+            res = conv(pack_bits(x), path=path, threads=threads, out_int=True, pack=True)
+            np.testing.assert_array_equal(res.dots, ref, err_msg=f"{path} threads={threads}")
+            np.testing.assert_array_equal(res.bits, pack_bits(ref.astype(np.float32)))
+            np.testing.assert_array_equal(res.out, ref.astype(np.float32))
