@@ -19,7 +19,9 @@ def test_fp_binary_linear_is_nn_linear():
     assert torch.equal(m(x), ref(x)) and not is_binary(m)
 
 
-@pytest.mark.parametrize(("act", "wq"), [("ste", "xnor"), ("clipped_ste", "sign"), ("scales_act", "xnor"), ("rsign", "xnor")])
+@pytest.mark.parametrize(
+    ("act", "wq"), [("ste", "xnor"), ("clipped_ste", "sign"), ("scales_act", "xnor"), ("rsign", "xnor")]
+)
 def test_binary_linear_is_the_scaled_sign_product(act, wq):
     torch.manual_seed(0)
     m = BinaryLinear(6, 4, act_quant=act, weight_quant=wq)

@@ -151,7 +151,8 @@ class WindowAttention(nn.Module):
         attn = attn + bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
         if mask is not None:
             nw = mask.shape[0]
-            attn = (attn.view(bw // nw, nw, self.num_heads, n, n) + mask.unsqueeze(1).unsqueeze(0)).view(-1, self.num_heads, n, n)
+            attn = attn.view(bw // nw, nw, self.num_heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(-1, self.num_heads, n, n)
         attn = attn.softmax(dim=-1)
         return self.proj((attn @ v).transpose(1, 2).reshape(bw, n, c))
 
@@ -273,7 +274,8 @@ class SwinIRBody(nn.Module):
         self.blocks = nn.ModuleList()
         start = 0
         for depth, heads in zip(depths, num_heads):
-            self.blocks.append(RSTB(dim, depth, heads, window_size, mlp_ratio, recipe, rates[start:start + depth], qkv_bias))
+            rate = rates[start:start + depth]
+            self.blocks.append(RSTB(dim, depth, heads, window_size, mlp_ratio, recipe, rate, qkv_bias))
             start += depth
         self.norm_out = nn.LayerNorm(dim)
         self.conv_after_body = recipe.conv(dim, dim, 3)
