@@ -489,75 +489,6 @@ __attribute__((target("avx512f,avx512bw,amx-tile,amx-int8"))) void rows_amx(cons
   _tile_release();
 }
 
-// AMX grouped mode: per padded input row and group, H[g][x] = the group's channels at x, x + dil,
-// .. x + (tpc - 1) * dil as one 64-bit word expanded to bytes, so that one A tile (16 pixels of H)
-// times one B tile covers tpc taps of one group with no zero weights. C tiles: 4 x 16 pixels of
-// one 16-channel block.
-__attribute__((target("avx512f,avx512bw,amx-tile,amx-int8"))) void rows_amx_grouped(const Job& j, int y0, int y1) {
-  const Layer& L = *j.L;
-  const int ps = L.ps, K = L.k, R = (K - 1) * L.dil + 1, G = L.groups, tpc = L.atpc, nch = L.anch, seg = L.cpg_in;
-  const int hpix = j.Wp + 64;                         // slack: whole 64-pixel strips, chunk offsets
-  const size_t grow = (size_t)hpix * 64, rowbytes = grow * G;
-  std::vector<uint8_t> ring(R * rowbytes + 64, 0);
-  uint8_t* rb = ring.data() + ((64 - (uintptr_t)ring.data() % 64) % 64);
-  std::vector<int> slot_row(R, -1);
-  alignas(64) int32_t cb[4][256];
-  TileCfg cfg;
-  std::memset(&cfg, 0, sizeof cfg);
-  cfg.palette = 1;
-  for (int i = 0; i < 8; ++i) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
-  _tile_loadconfig(&cfg);
-  const __m512i one = _mm512_set1_epi8(1);
-  const uint64_t smask = (seg == 64) ? ~0ull : ((1ull << seg) - 1);
-  for (int y = y0; y < y1; ++y) {
-    for (int r = 0; r < R; ++r) {
-      const int pr = y + r, sl = pr % R;
-      if (slot_row[sl] == pr) continue;
-      slot_row[sl] = pr;
-      const uint64_t* src = j.xp + (size_t)pr * j.Wp * ps;
-      for (int g = 0; g < G; ++g) {
-        const int wd = g * seg / 64, sh = g * seg % 64;
-        __m512i* dst = (__m512i*)(rb + sl * rowbytes + g * grow);
-        for (int x = 0; x < hpix; ++x) {
-          uint64_t h = 0;
-          for (int i = 0; i < tpc; ++i) {
-            const int xx = std::min(x + i * L.dil, j.Wp - 1);
-            h |= ((src[(size_t)xx * ps + wd] >> sh) & smask) << (i * seg);
-          }
-          _mm512_store_si512(dst + x, _mm512_maskz_mov_epi8((__mmask64)h, one));
-        }
-      }
-    }
-    for (int x0 = 0; x0 < j.Wo; x0 += 64) {
-      const int nt = std::min(4, (j.Wo - x0 + 15) / 16);
-      for (int ob = 0; ob < L.nb16; ++ob) {
-        const int g = ob * 16 / L.cpg_out;
-        const int8_t* bb = L.bg.data() + (size_t)ob * K * nch * 1024;
-        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-        for (int ky = 0; ky < K; ++ky) {
-          const uint8_t* hrow = rb + ((y + ky * L.dil) % R) * rowbytes + g * grow + (size_t)x0 * 64;
-          for (int c = 0; c < nch; ++c) {
-            const uint8_t* a = hrow + (size_t)c * tpc * L.dil * 64;
-            _tile_loadd(6, bb + ((size_t)ky * nch + c) * 1024, 64);
-            _tile_loadd(4, a, 64);
-            _tile_dpbusd(0, 4, 6);
-            if (nt > 1) { _tile_loadd(5, a + 1024, 64); _tile_dpbusd(1, 5, 6); }
-            if (nt > 2) { _tile_loadd(4, a + 2048, 64); _tile_dpbusd(2, 4, 6); }
-            if (nt > 3) { _tile_loadd(5, a + 3072, 64); _tile_dpbusd(3, 5, 6); }
-          }
-        }
-        _tile_stored(0, cb[0], 64);
-        if (nt > 1) _tile_stored(1, cb[1], 64);
-        if (nt > 2) _tile_stored(2, cb[2], 64);
-        if (nt > 3) _tile_stored(3, cb[3], 64);
-        for (int h = 0; h < nt; ++h)
-          epi16(j, (size_t)y * j.Wo + x0 + 16 * h, std::min(16, j.Wo - x0 - 16 * h), ob * 16, cb[h],
-                L.bsum.data() + ob * 16);
-      }
-    }
-  }
-  _tile_release();
-}
 }  // namespace avx512
 #pragma GCC pop_options
 
@@ -643,19 +574,6 @@ static Layer make_layer(py::array_t<uint64_t, py::array::c_style | py::array::fo
         L.bsum[o] += s;
       }
   }
-  if (groups > 1 && (L.cpg_in == 16 || L.cpg_in == 32) && L.cpg_out % 16 == 0) {
-    L.atpc = 64 / L.cpg_in;
-    L.anch = (k + L.atpc - 1) / L.atpc;
-    L.bg.assign((size_t)L.nb16 * k * L.anch * 1024, 0);
-    for (int o = 0; o < L.cout; ++o)
-      for (int ky = 0; ky < k; ++ky)
-        for (int kx = 0; kx < k; ++kx)
-          for (int c = 0; c < L.cpg_in; ++c) {
-            const int kk = (kx % L.atpc) * L.cpg_in + c;
-            const int s = ((src(o, ky, kx, 0) >> c) & 1) ? 1 : -1;
-            L.bg[(((size_t)(o / 16) * k + ky) * L.anch + kx / L.atpc) * 1024 + (kk / 4) * 64 + (o % 16) * 4 + kk % 4] = (int8_t)s;
-          }
-  }
   if (groups > 1 && (L.cpg_in == 16 || L.cpg_in == 32)) {
     L.seg = L.cpg_in;
     L.nvb = (L.cpg_out + 7) / 8;
@@ -686,6 +604,19 @@ static const float* vec_ptr(const OptF& a, size_t n, const char* name) {
   return a->data();
 }
 
+// Outputs on 64-byte boundaries (NumPy's large allocations are only 16-byte aligned), so that each
+// 16-channel vector store of a pixel fills one cache line instead of straddling two.
+template <class T>
+static py::array_t<T> aligned_array(std::vector<py::ssize_t> shape) {
+  size_t n = 1;
+  for (auto d : shape) n *= (size_t)d;
+  const size_t bytes = std::max<size_t>(64, (n * sizeof(T) + 63) / 64 * 64);
+  void* p = std::aligned_alloc(64, bytes);
+  if (!p) throw std::bad_alloc();
+  py::capsule owner(p, [](void* q) { std::free(q); });
+  return py::array_t<T>(shape, (T*)p, owner);
+}
+
 static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | py::array::forcecast> x,
                      const std::string& path, int threads, const OptF& scale, const OptF& bias, const OptF& pix,
                      const OptF& act_shift, const OptF& act_slope, const OptF& act_bias, bool act_first,
@@ -696,8 +627,7 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
   if (path == "avx512") {
     if (!cpu_avx512()) throw std::runtime_error("avx512 path requested but this CPU lacks AVX-512 VPOPCNTDQ");
     const char* env = std::getenv("BINSR_AMX");
-    rows = (cpu_amx() && !(env && std::string(env) == "0")) ? (L.atpc ? avx512::rows_amx_grouped : avx512::rows_amx)
-                                                            : avx512::rows;
+    rows = (cpu_amx() && !(env && std::string(env) == "0")) ? avx512::rows_amx : avx512::rows;
   } else if (path == "avx512-vpopcnt") {  // the VPOPCNTDQ kernel even where AMX is there (tests)
     if (!cpu_avx512()) throw std::runtime_error("avx512 path requested but this CPU lacks AVX-512 VPOPCNTDQ");
     rows = avx512::rows;
@@ -732,11 +662,11 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
   float* fptr = nullptr;
   int32_t* iptr = nullptr;
   uint64_t* bptr = nullptr;
-  if (out_float) { py::array_t<float> a({N, Ho, Wo, (int)C}); fptr = a.mutable_data(); of = a; }
-  if (out_int) { py::array_t<int32_t> a({N, Ho, Wo, (int)C}); iptr = a.mutable_data(); oi = a; }
+  if (out_float) { auto a = aligned_array<float>({N, Ho, Wo, (int)C}); fptr = a.mutable_data(); of = a; }
+  if (out_int) { auto a = aligned_array<int32_t>({N, Ho, Wo, (int)C}); iptr = a.mutable_data(); oi = a; }
   if (pack) {
     e0.pwd = (L.cout + 63) / 64;
-    py::array_t<uint64_t> a({N, Ho, Wo, e0.pwd});
+    auto a = aligned_array<uint64_t>({N, Ho, Wo, e0.pwd});
     bptr = a.mutable_data();
     ob = a;
   }
@@ -745,7 +675,7 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
   {
     py::gil_scoped_release nogil;
     std::vector<uint64_t> xp((size_t)Hp * Wp * ps);
-    const bool need_corr = L.corr && rows != avx512::rows_amx && rows != avx512::rows_amx_grouped;
+    const bool need_corr = L.corr && rows != avx512::rows_amx;
     std::vector<int32_t> corr(need_corr ? (size_t)Hp * Wp * L.groups : 0);
     for (int n = 0; n < N; ++n) {
       std::fill(xp.begin(), xp.end(), ~0ull);

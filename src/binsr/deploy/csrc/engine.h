@@ -29,10 +29,6 @@ struct Layer {
   int nb16 = 0;                    // blocks of 16 output channels
   std::vector<int8_t> bt;          // [block][tap][word]: one 16 x 64-byte B tile (VNNI layout)
   std::vector<int32_t> bsum;       // [nb16 * 16]: sum of s over taps and channels
-  // AMX grouped mode (groups of 16 or 32 input channels, 16 | cpg_out): K packs tpc = 64 / cpg_in
-  // horizontal taps of one group, so no zero weights: [block][ky][chunk of tpc kx] B tiles.
-  int atpc = 0, anch = 0;          // taps per chunk (0: mode off), chunks per kernel row
-  std::vector<int8_t> bg;
 };
 
 // Fused epilogue: v = dot * scale[o] * pix[p] + bias[o]; then the residuals res[0..2] are added
@@ -72,7 +68,6 @@ void rows_seg(const Job& j, int y0, int y1);
 namespace avx512 {
 void rows(const Job& j, int y0, int y1);
 void rows_amx(const Job& j, int y0, int y1);
-void rows_amx_grouped(const Job& j, int y0, int y1);
 }
 
 }  // namespace binsr
