@@ -77,13 +77,14 @@ def test_every_input_kind(tmp_path, weights, capsys):
 
     write_image(src / "rgb16.png", _smooth(16, 20, 3, np.uint16))
     write_image(src / "gray16.tif", _smooth(16, 20, 1, np.uint16))
+    write_image(src / "rgba16.tif", _smooth(16, 20, 4, np.uint16), icc_profile=ICC)
     _exif_rotated_jpeg(src / "rot.jpg", 24, 16)
     Image.fromarray(_smooth(16, 20)).save(src / "photo.webp", lossless=True, icc_profile=ICC)
     Image.fromarray(_smooth(16, 20)).save(src / "old.bmp")
     Image.fromarray(_smooth(16, 20)).save(src / "scan.tiff")
     out = tmp_path / "out"
     rc, stdout, _ = _run(capsys, src, "-o", out, "--model", weights, "--ext", "same", "--tile", 16, "--tile-overlap", 8)
-    assert rc == 0 and "upscaled 11 images" in stdout and "0 failed" in stdout
+    assert rc == 0 and "upscaled 12 images" in stdout and "0 failed" in stdout
 
     def check(name, shape, dtype=np.uint8, has_alpha=False):
         arr, alpha = read_image_alpha(out / name)
@@ -100,6 +101,8 @@ def test_every_input_kind(tmp_path, weights, capsys):
     check("pal_x2.png", (32, 40, 3))
     check("rgb16_x2.png", (32, 40, 3), np.uint16)
     check("gray16_x2.tif", (32, 40), np.uint16)
+    check("rgba16_x2.tif", (32, 40, 3), np.uint16, has_alpha=True)
+    assert read_image_info(out / "rgba16_x2.tif")[2]["icc_profile"] == ICC
     check("rot_x2.jpg", (48, 32, 3))  # EXIF orientation applied: 24x16 (w x h) shown as 16x24
     check("photo_x2.webp", (32, 40, 3))
     check("old_x2.bmp", (32, 40, 3))
@@ -311,3 +314,22 @@ def test_tiles_cover_odd_sizes_and_seams_blend(model):
     for tile, overlap in [(8, 10), (16, 10), (20, 12), (36, 9)]:
         tiled = upscale_array(up, img, tile=tile, overlap=overlap)
         assert np.abs(tiled.astype(int) - full).max() <= 1, (tile, overlap)
+
+
+def test_streamed_png_matches_pillow(tmp_path, weights, capsys, monkeypatch):
+    """Large 8-bit PNGs are encoded in row blocks (no copy of the output); same pixels and ICC."""
+    from binsr.data import io as bio
+
+    Image.fromarray(np.dstack([_smooth(20, 26), _smooth(20, 26, 1)]), "RGBA").save(tmp_path / "a.png", icc_profile=ICC)
+    Image.fromarray(_smooth(20, 26, 1)).save(tmp_path / "g.png")
+    rc, _, _ = _run(capsys, tmp_path / "a.png", tmp_path / "g.png", "-o", tmp_path / "pil", "--model", weights)
+    assert rc == 0
+    monkeypatch.setattr(bio, "_PNG_STREAM_BYTES", 0)
+    rc, _, _ = _run(capsys, tmp_path / "a.png", tmp_path / "g.png", "-o", tmp_path / "stream", "--model", weights)
+    assert rc == 0
+    for name in ("a_x2.png", "g_x2.png"):
+        ref, ref_alpha, _ = read_image_info(tmp_path / "pil" / name)
+        got, got_alpha, info = read_image_info(tmp_path / "stream" / name)
+        np.testing.assert_array_equal(got, ref)
+        assert (got_alpha is None) == (ref_alpha is None) and (got_alpha is None or np.array_equal(got_alpha, ref_alpha))
+    assert read_image_info(tmp_path / "stream" / "a_x2.png")[2]["icc_profile"] == ICC

@@ -86,9 +86,13 @@ def read_image_info(
                                      f"{max_pixels:,} (decompression bomb guard; raise --max-pixels)")
                 info = {"format": im.format, "mode": im.mode, "icc_profile": im.info.get("icc_profile"),
                         "size": (width, height)}
-                im.load()
+                tiff16 = _tiff16_colour(im, path)
+                if tiff16 is None:
+                    im.load()
                 orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1))
-                if im.format == "PNG" and _png_is_16bit_colour(path):
+                if tiff16 is not None:
+                    arr, alpha = _split_alpha(tiff16)
+                elif im.format == "PNG" and _png_is_16bit_colour(path):
                     arr, alpha = _split_alpha(_decode_png16(path.read_bytes()))
                 else:
                     arr, alpha = _from_pil(im)
@@ -305,12 +309,91 @@ def _write_png_stream(f, arr: np.ndarray, icc_profile: bytes | None = None, bloc
     f.write(_png_chunk(b"IEND", b""))
 
 
+def _write_tiff16(f, arr: np.ndarray, icc_profile: bytes | None = None) -> None:
+    """Write ``HW``/``HWC`` uint16 (1-4 channels) as a baseline little-endian uncompressed TIFF
+    (one strip; TIFF 6.0 sections 2 and 8), alpha as unassociated ExtraSamples, ICC tag 34675."""
+    img = arr.reshape(arr.shape[0], arr.shape[1], -1)
+    height, width, channels = img.shape
+    data = np.ascontiguousarray(img, dtype="<u2")
+    extra = [2] * (channels in (2, 4))  # unassociated alpha
+    entries: list[tuple[int, int, list[int] | bytes]] = []  # (tag, type, values); 3 SHORT, 4 LONG, 7 UNDEFINED
+    n_tags = 10 + len(extra) + bool(icc_profile)
+    ifd_size = 2 + 12 * n_tags + 4
+    blobs = bytearray()
+    base = 8 + ifd_size
+
+    def value(tag: int, kind: int, values: list[int] | bytes) -> None:
+        entries.append((tag, kind, values))
+
+    value(256, 4, [width])
+    value(257, 4, [height])
+    value(258, 3, [16] * channels)
+    value(259, 3, [1])
+    value(262, 3, [2 if channels >= 3 else 1])
+    value(273, 4, [0])  # strip offset, patched below
+    value(277, 3, [channels])
+    value(278, 4, [height])
+    value(279, 4, [data.nbytes])
+    value(284, 3, [1])
+    if extra:
+        value(338, 3, extra)
+    if icc_profile:
+        value(34675, 7, bytes(icc_profile))
+    out = bytearray(b"II*\0" + struct.pack("<I", 8) + struct.pack("<H", len(entries)))
+    fields = []
+    for tag, kind, values in entries:
+        raw = values if isinstance(values, bytes) else struct.pack(f"<{len(values)}{'H' if kind == 3 else 'I'}", *values)
+        fields.append((tag, kind, len(values), raw))
+    payload_at = base + sum(len(r) + (len(r) & 1) for *_, r in fields if len(r) > 4)
+    strip_at = payload_at
+    for tag, kind, count, raw in fields:
+        if tag == 273:
+            raw = struct.pack("<I", strip_at)
+        if len(raw) <= 4:
+            out += struct.pack("<HHI", tag, kind, count) + raw.ljust(4, b"\0")
+        else:
+            out += struct.pack("<HHII", tag, kind, count, base + len(blobs))
+            blobs += raw + b"\0" * (len(raw) & 1)
+    out += struct.pack("<I", 0) + blobs
+    f.write(bytes(out))
+    f.write(data.tobytes())
+
+
+def _tiff16_colour(im: Image.Image, path: Path) -> np.ndarray | None:
+    """16-bit colour TIFF samples (``HWC`` uint16), which Pillow would reduce to 8 bits, read
+    here from the strips of an uncompressed, interleaved file. ``None`` for any other file
+    (compressed 16-bit colour TIFFs keep Pillow's 8-bit decoding)."""
+    if im.format != "TIFF":
+        return None
+    bits = im.tag_v2.get(258)
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    channels = int(im.tag_v2.get(277, 1))
+    if channels < 2 or any(b != 16 for b in bits):
+        return None
+    if int(im.tag_v2.get(259, 1)) != 1 or int(im.tag_v2.get(284, 1)) != 1:
+        return None  # compressed or planar: Pillow's decoder (8 bits)
+    width, height = im.size
+    offsets, counts = im.tag_v2.get(273), im.tag_v2.get(279)
+    offsets = offsets if isinstance(offsets, tuple) else (offsets,)
+    counts = counts if isinstance(counts, tuple) else (counts,)
+    raw = bytearray()
+    with open(path, "rb") as f:
+        order = "<" if f.read(2) == b"II" else ">"
+        for off, n in zip(offsets, counts):
+            f.seek(off)
+            raw += f.read(n)
+    need = width * height * channels * 2
+    if len(raw) < need:
+        raise BinsrError("truncated TIFF image data")
+    return np.frombuffer(bytes(raw[:need]), f"{order}u2").astype(np.uint16).reshape(height, width, channels)
+
+
 def write_image(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = False,
                 icc_profile: bytes | None = None) -> Path:
     """Write ``HW``/``HWC`` (1-4 channels: gray, gray+alpha, RGB, RGBA) ``uint8``/``uint16``.
 
-    The format follows the extension (:data:`IMAGE_EXTENSIONS`); ``uint16`` needs ``.png`` (or
-    ``.tif`` for one gray channel). ``icc_profile`` (bytes) is embedded (PNG ``iCCP``, JPEG, WebP,
+    The format follows the extension (:data:`IMAGE_EXTENSIONS`); ``uint16`` needs ``.png`` or
+    ``.tif`` (not gray + alpha; 16-bit colour TIFF is written uncompressed). ``icc_profile`` (bytes) is embedded (PNG ``iCCP``, JPEG, WebP,
     TIFF; BMP has none). 16-bit and large 8-bit PNGs are encoded in row blocks without a copy of
     the image.
     JPEG is written at quality 95 without chroma subsampling, WebP losslessly (WebP has no gray
@@ -327,8 +410,8 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = Fals
     channels = 1 if arr.ndim == 2 else (arr.shape[2] if arr.ndim == 3 else 0)
     if arr.dtype not in (np.uint8, np.uint16) or channels not in (1, 2, 3, 4):
         raise ValueError(f"write_image: expected uint8/uint16 HW or HWC (1-4 channels), got {arr.dtype} {arr.shape}")
-    if arr.dtype == np.uint16 and fmt != "PNG" and not (fmt == "TIFF" and channels == 1):
-        raise UsageError(f"cannot write {path}: 16-bit images are written as .png only (or gray .tif)")
+    if arr.dtype == np.uint16 and not (fmt == "PNG" or (fmt == "TIFF" and channels != 2)):
+        raise UsageError(f"cannot write {path}: 16-bit images are written as .png only (or .tif, but not gray+alpha)")
     if fmt == "JPEG" and channels in (2, 4):
         raise UsageError(f"cannot write {path}: JPEG has no alpha channel")
     if path.exists() and not overwrite:
@@ -339,6 +422,8 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = Fals
         with open(tmp, "xb") as f:
             if fmt == "PNG" and (arr.dtype == np.uint16 or arr.nbytes > _PNG_STREAM_BYTES):
                 _write_png_stream(f, arr, icc_profile)
+            elif fmt == "TIFF" and arr.dtype == np.uint16 and channels > 1:
+                _write_tiff16(f, arr, icc_profile)
             else:
                 img = Image.fromarray(arr[..., 0] if channels == 1 and arr.ndim == 3 else arr)
                 options = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless": True}}
