@@ -1,6 +1,10 @@
 """Binary convolution on packed activations: the compiled kernels (AVX-512 / AVX2 / portable C++),
 or a NumPy path when the extension was not built.
 
+On CPUs with AMX-INT8 (Sapphire Rapids and later) the "avx512" path computes the same exact dots
+as an int8 tile GEMM (input bits as 0/1 bytes, weights as +-1); set ``BINSR_AMX=0`` to run the
+VPOPCNTDQ kernel instead (``_engine.cpu_features()["amx"]`` tells which one runs).
+
 ``dot = C_in_per_group * k * k - 2 * popcount(x ^ w)`` (exact int32), input padded with +1 (all-ones
 words), stride 1. A fused epilogue turns dots into the next tensor, in this order::
 

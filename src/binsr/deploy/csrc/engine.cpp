@@ -2,9 +2,11 @@
 //
 // dot = C_in_per_group * k * k - 2 * popcount(x XOR w) over channel-last packed words, with the
 // input padded by all-ones words (+1). Three implementations compiled in this one translation
-// unit for different ISAs and picked at run time: AVX-512 VPOPCNTDQ, AVX2 (vpshufb nibble
-// popcount, 8-bit lanes widened with vpsadbw, or vpmaddubsw in segment mode for groups of 16/32
-// channels) and portable scalar code. Also the Winograd tile transforms of the FP 3x3 convs.
+// unit for different ISAs and picked at run time: AVX-512 VPOPCNTDQ (or, where the CPU has
+// AMX-INT8 and BINSR_AMX is not "0", the same dots as an int8 tile GEMM, path "avx512" either
+// way; "avx512-vpopcnt" forces the popcount kernel), AVX2 (vpshufb nibble popcount, 8-bit lanes
+// widened with vpsadbw, or vpmaddubsw in segment mode for groups of 16/32 channels) and portable
+// scalar code. Also the Winograd tile transforms of the FP 3x3 convs.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -561,9 +563,9 @@ static Layer make_layer(py::array_t<uint64_t, py::array::c_style | py::array::fo
     L.whi[i] = (L.w[i] >> 4) & 0x0f0f0f0f0f0f0f0full;
   }
   L.nb16 = (L.cout + 15) / 16;
-  L.bt.assign((size_t)L.nb16 * L.taps * L.ps * 1024, 0);
+  L.bt.assign(cpu_amx() ? (size_t)L.nb16 * L.taps * L.ps * 1024 : 0, 0);  // 1 byte per weight bit
   L.bsum.assign((size_t)L.nb16 * 16, 0);
-  for (int o = 0; o < L.cout; ++o) {
+  for (int o = 0; o < L.cout && !L.bt.empty(); ++o) {
     const int g = o / L.cpg_out;
     for (int t = 0; t < L.taps; ++t)
       for (int c = 0; c < L.cpg_in; ++c) {
