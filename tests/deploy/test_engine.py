@@ -147,7 +147,7 @@ def test_avx512_refused_without_vpopcntdq() -> None:
 @given(st.integers(1, 7), st.integers(1, 3), st.sampled_from([2, 3, 4, 5]), st.sampled_from([16, 32]),
        st.sampled_from([16, 32]), st.integers(0, 2**31 - 1))
 def test_grouped_16_32_channel_layers(k: int, dilation: int, groups: int, cpi: int, cpo: int, seed: int) -> None:
-    """Groups of 16 / 32 input channels with 16 | outputs per group (the AMX grouped mode's case)."""
+    """Groups of 16 / 32 input channels (segment modes) with 16 | outputs per group."""
     rng = np.random.default_rng(seed)
     span = dilation * (k - 1)
     x = _signs(rng, (1, span + 3, span + 21, groups * cpi))
@@ -160,3 +160,9 @@ def test_grouped_16_32_channel_layers(k: int, dilation: int, groups: int, cpi: i
             np.testing.assert_array_equal(res.dots, ref, err_msg=f"{path} threads={threads}")
             np.testing.assert_array_equal(res.bits, pack_bits(ref.astype(np.float32)))
             np.testing.assert_array_equal(res.out, ref.astype(np.float32))
+    if "avx512" in PATHS:
+        for threads in (1, 2):
+            _, dots, bits = conv._layer.run(pack_bits(x), "avx512-vpopcnt", threads, out_float=False, out_int=True,
+                                            pack=True)
+            np.testing.assert_array_equal(dots, ref, err_msg=f"avx512-vpopcnt threads={threads}")
+            np.testing.assert_array_equal(bits, pack_bits(ref.astype(np.float32)))

@@ -248,7 +248,7 @@ void rows_seg(const Job& j, int y0, int y1) {
 
 // ---------------------------------------------------------------- AVX-512 VPOPCNTDQ
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vpopcntdq,avx2,popcnt,fma,amx-tile,amx-int8")
+#pragma GCC target("avx512f,avx512bw,avx512vpopcntdq,avx512bitalg,avx2,popcnt,fma,amx-tile,amx-int8")
 namespace avx512 {
 constexpr int PX = 4, QB = 4;
 constexpr size_t kWeightCopies = 1;
@@ -304,6 +304,86 @@ __attribute__((target("avx512f,avx512bw,avx512vpopcntdq"))) static inline uint64
 }
 
 #include "rows.inc"
+
+// Segment mode (groups of 16 or 32 input channels, as AVX2's rows_seg): the 64 / seg groups that
+// share an input word are computed together, one output channel of each group per seg-bit segment
+// of a weight word; popcounts per 16-bit (BITALG vpopcntw) or 32-bit (vpopcntd) lane.
+template <int P, int NQ, int SEG>
+__attribute__((target("avx512f,avx512bw,avx512vpopcntdq,avx512bitalg"), always_inline)) static inline void block_seg(
+    const Job& j, const uint64_t* a, int word, int vb, int32_t* dots, int C) {
+  const Layer& L = *j.L;
+  const size_t qs = (size_t)L.taps * 8;
+  const uint64_t* w = L.sraw.data() + ((size_t)word * L.nvb + vb) * qs;
+  __m512i acc[P][NQ];
+  for (int p = 0; p < P; ++p)
+    for (int q = 0; q < NQ; ++q) acc[p][q] = _mm512_setzero_si512();
+  for (int t = 0; t < L.taps; ++t) {
+    const uint64_t* at = a + j.tapoff[t];
+    __m512i wv[NQ];
+    for (int q = 0; q < NQ; ++q) wv[q] = _mm512_loadu_si512((const void*)(w + q * qs + (size_t)t * 8));
+    for (int p = 0; p < P; ++p) {
+      const __m512i av = _mm512_set1_epi64((long long)at[(size_t)p * L.ps]);
+      for (int q = 0; q < NQ; ++q) {
+        const __m512i x = _mm512_xor_si512(av, wv[q]);
+        if (SEG == 16) acc[p][q] = _mm512_add_epi16(acc[p][q], _mm512_popcnt_epi16(x));  // <= 16 * taps
+        else acc[p][q] = _mm512_add_epi32(acc[p][q], _mm512_popcnt_epi32(x));
+      }
+    }
+  }
+  constexpr int m = 64 / SEG;
+  const int K = L.cpg_in * L.taps;
+  const int nc = std::min(NQ * 8, L.cpg_out - vb * 8), ng = std::min(m, L.groups - word * m);
+  const __m512i kv = _mm512_set1_epi32(K);
+  for (int p = 0; p < P; ++p) {
+    alignas(64) int32_t d[NQ * 32];  // [virtual channel][segment]: K - 2 * popcount
+    for (int q = 0; q < NQ; ++q) {
+      if (SEG == 16) {
+        const __m512i lo = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(acc[p][q]));
+        const __m512i hi = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(acc[p][q], 1));
+        _mm512_store_si512((void*)(d + q * 32), _mm512_sub_epi32(kv, _mm512_slli_epi32(lo, 1)));
+        _mm512_store_si512((void*)(d + q * 32 + 16), _mm512_sub_epi32(kv, _mm512_slli_epi32(hi, 1)));
+      } else {
+        _mm512_store_si512((void*)(d + q * 16), _mm512_sub_epi32(kv, _mm512_slli_epi32(acc[p][q], 1)));
+      }
+    }
+    int32_t* out = dots + (size_t)p * C + (size_t)word * m * L.cpg_out + vb * 8;
+    for (int r = 0; r < ng; ++r)
+      for (int c = 0; c < nc; ++c) out[(size_t)r * L.cpg_out + c] = d[c * m + r];
+  }
+}
+
+template <int SEG>
+__attribute__((target("avx512f,avx512bw,avx512vpopcntdq,avx512bitalg"))) static void rows_seg_t(const Job& j, int y0, int y1) {
+  constexpr int SP = 4, SQ = 2;
+  const Layer& L = *j.L;
+  const int C = L.cout;
+  std::vector<int32_t> dots((size_t)SP * C);
+  std::vector<float> v(C);
+  for (int y = y0; y < y1; ++y)
+    for (int x0 = 0; x0 < j.Wo; x0 += SP) {
+      const int np = std::min(SP, j.Wo - x0);
+      for (int w = 0; w < L.ps; ++w) {
+        const uint64_t* a = j.xp + ((size_t)y * j.Wp + x0) * L.ps + w;
+        for (int p = 0; p < np; p += (np == SP ? SP : 1)) {
+          int vb = 0;
+          for (; vb + SQ <= L.nvb; vb += SQ) {
+            if (np == SP) block_seg<SP, SQ, SEG>(j, a, w, vb, dots.data(), C);
+            else block_seg<1, SQ, SEG>(j, a + (size_t)p * L.ps, w, vb, dots.data() + (size_t)p * C, C);
+          }
+          for (; vb < L.nvb; ++vb) {
+            if (np == SP) block_seg<SP, 1, SEG>(j, a, w, vb, dots.data(), C);
+            else block_seg<1, 1, SEG>(j, a + (size_t)p * L.ps, w, vb, dots.data() + (size_t)p * C, C);
+          }
+        }
+      }
+      epilogue(j, y, x0, np, dots.data(), v.data());
+    }
+}
+
+void rows_seg(const Job& j, int y0, int y1) {
+  if (j.L->seg == 16) rows_seg_t<16>(j, y0, y1);
+  else rows_seg_t<32>(j, y0, y1);
+}
 
 // AMX-INT8 kernel: the conv as an int8 GEMM on tiles. Per thread, a ring of the (k-1)*dil+1 padded
 // input rows the current output row reads, each bit expanded to a byte (0 / 1, 64 bytes per word);
@@ -505,6 +585,11 @@ static bool cpu_avx512() {
          __builtin_cpu_supports("avx512vpopcntdq");
 }
 
+static bool cpu_bitalg() {
+  __builtin_cpu_init();
+  return cpu_avx512() && __builtin_cpu_supports("avx512bitalg");
+}
+
 // AMX-INT8: CPUID.(7,0):EDX bits 24 (AMX-TILE) and 25 (AMX-INT8), and the kernel's permission to
 // use the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM, Linux 5.16+), asked once per process.
 static bool cpu_amx() {
@@ -582,6 +667,7 @@ static Layer make_layer(py::array_t<uint64_t, py::array::c_style | py::array::fo
     const int m = 64 / L.seg;
     const uint64_t smask = (1ull << L.seg) - 1;
     L.slo.assign((size_t)L.ps * L.nvb * L.taps * 8, 0);
+    L.sraw.assign(L.slo.size(), 0);
     L.shi.assign(L.slo.size(), 0);
     for (int word = 0; word < L.ps; ++word)
       for (int jv = 0; jv < L.cpg_out; ++jv)
@@ -590,6 +676,7 @@ static Layer make_layer(py::array_t<uint64_t, py::array::c_style | py::array::fo
           for (int r = 0; r < m && word * m + r < groups; ++r)
             v |= (src((word * m + r) * L.cpg_out + jv, t / k, t % k, 0) & smask) << (r * L.seg);
           const size_t i = (((size_t)word * L.nvb + jv / 8) * L.taps + t) * 8 + jv % 8;
+          L.sraw[i] = v;
           L.slo[i] = v & 0x0f0f0f0f0f0f0f0full;
           L.shi[i] = (v >> 4) & 0x0f0f0f0f0f0f0f0full;
         }
@@ -629,10 +716,12 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
   if (path == "avx512") {
     if (!cpu_avx512()) throw std::runtime_error("avx512 path requested but this CPU lacks AVX-512 VPOPCNTDQ");
     const char* env = std::getenv("BINSR_AMX");
-    rows = (cpu_amx() && !(env && std::string(env) == "0")) ? avx512::rows_amx : avx512::rows;
-  } else if (path == "avx512-vpopcnt") {  // the VPOPCNTDQ kernel even where AMX is there (tests)
+    rows = (cpu_amx() && !(env && std::string(env) == "0")) ? avx512::rows_amx
+           : (L.seg && cpu_bitalg())                        ? avx512::rows_seg
+                                                            : avx512::rows;
+  } else if (path == "avx512-vpopcnt") {  // the VPOPCNTDQ kernels even where AMX is there (tests)
     if (!cpu_avx512()) throw std::runtime_error("avx512 path requested but this CPU lacks AVX-512 VPOPCNTDQ");
-    rows = avx512::rows;
+    rows = (L.seg && cpu_bitalg()) ? avx512::rows_seg : avx512::rows;
   } else if (path == "avx2") {
     if (!cpu_avx2()) throw std::runtime_error("avx2 path requested but this CPU lacks AVX2");
     rows = L.seg ? avx2::rows_seg : avx2::rows;
@@ -677,7 +766,7 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
   {
     py::gil_scoped_release nogil;
     std::vector<uint64_t> xp((size_t)Hp * Wp * ps);
-    const bool need_corr = L.corr && rows != avx512::rows_amx;
+    const bool need_corr = L.corr && rows != avx512::rows_amx && rows != avx512::rows_seg;
     std::vector<int32_t> corr(need_corr ? (size_t)Hp * Wp * L.groups : 0);
     for (int n = 0; n < N; ++n) {
       std::fill(xp.begin(), xp.end(), ~0ull);

@@ -24,6 +24,7 @@ struct Layer {
   int seg = 0;                     // 16 or 32, else 0
   int nvb = 0;                     // blocks of 8 "virtual" channels (index within a group)
   std::vector<uint64_t> slo, shi;  // nibble-split [word][vblock][tap][8]
+  std::vector<uint64_t> sraw;      // the same words whole (AVX-512 segment mode: vpopcntw / vpopcntd)
   // AMX-INT8 mode (AVX-512 path on CPUs with AMX): dot = 2 * sum(a * s) - sum(s) with a in {0, 1}
   // (input bits as bytes) and s in {-1, 0, +1} (signed weights, 0 outside the group / past cout).
   int nb16 = 0;                    // blocks of 16 output channels
@@ -68,6 +69,7 @@ void rows_seg(const Job& j, int y0, int y1);
 namespace avx512 {
 void rows(const Job& j, int y0, int y1);
 void rows_amx(const Job& j, int y0, int y1);
+void rows_seg(const Job& j, int y0, int y1);
 }
 
 }  // namespace binsr
