@@ -281,9 +281,11 @@ __attribute__((target("avx512f,avx512bw,avx512vpopcntdq"), always_inline)) stati
     alignas(32) int32_t d[NQ * 8];
     for (int q = 0; q < NQ; ++q) {
       const __m256i pc = _mm512_cvtepi64_epi32(acc[p][q]);
-      _mm256_store_si256((__m256i*)(d + q * 8), _mm256_sub_epi32(kv, _mm256_slli_epi32(pc, 1)));
+      const __m256i dv = _mm256_sub_epi32(kv, _mm256_slli_epi32(pc, 1));
+      if (n == NQ * 8) _mm256_storeu_si256((__m256i*)(dots + (size_t)p * C + q * 8), dv);  // no memcpy call
+      else _mm256_store_si256((__m256i*)(d + q * 8), dv);
     }
-    std::memcpy(dots + (size_t)p * C, d, sizeof(int32_t) * n);
+    if (n < NQ * 8) std::memcpy(dots + (size_t)p * C, d, sizeof(int32_t) * n);
   }
 }
 
