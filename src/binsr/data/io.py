@@ -260,7 +260,7 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def _write_png_stream(f, arr: np.ndarray, icc_profile: bytes | None = None, block_bytes: int = 1 << 23) -> None:
+def _write_png_stream(f, arr: np.ndarray, icc_profile: bytes | None = None, block_bytes: int = 1 << 21) -> None:
     """Encode ``HW``/``HWC`` uint8/uint16 (1-4 channels) as PNG into the open file ``f``, a block
     of rows at a time (memory: a few blocks, not a copy of the image). Filters (PNG spec section
     9): Paeth on every row for 8 bits, Sub for 16 bits; an ``iCCP`` chunk carries ``icc_profile``."""
