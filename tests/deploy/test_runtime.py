@@ -104,6 +104,7 @@ def test_bench_cli_small(tmp_path) -> None:
     res = json.loads(js.read_text())
     assert {r["op"] for r in res["layers"]} == {"3x3", "5x5", "7x7", "3x3 d=2", "3x3 g=4"}
     assert res["end_to_end"][0]["speedup_vs_torch"] > 0 and res["file_bytes"]["ratio"] > 1
+    assert res["kernel"].startswith(res["isa"])  # "avx512" reports which of its two kernels ran
 
 
 def test_numpy_fallback_without_extension(tmp_path) -> None:

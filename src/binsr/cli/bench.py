@@ -195,7 +195,7 @@ def bench_end_to_end(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str
 
 
 def _print_tables(result: dict[str, Any]) -> None:
-    print(f"CPU: {result['cpu']}; engine path: {result['isa']}")
+    print(f"CPU: {result['cpu']}; engine path: {result['isa']} (kernel {result['kernel']})")
     if result["layers"]:
         print("\n| op | threads | engine ms | torch FP32 ms | speedup | binary GMAC/s | path |")
         print("|---|---|---|---|---|---|---|")
@@ -222,7 +222,7 @@ def _print_tables(result: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from binsr.deploy.engine import resolve_path
+    from binsr.deploy.engine import kernel, resolve_path
 
     if args.repeat < 1:
         raise UsageError("--repeat must be >= 1")
@@ -230,7 +230,8 @@ def run(args: argparse.Namespace) -> int:
         path = resolve_path(args.path)
     except RuntimeError as exc:
         raise UsageError(str(exc)) from None
-    result: dict[str, Any] = {"cpu": _cpu(), "isa": path, "layers": [], "end_to_end": [], "file_bytes": {}}
+    result: dict[str, Any] = {"cpu": _cpu(), "isa": path, "kernel": kernel(path), "layers": [], "end_to_end": [],
+                              "file_bytes": {}}
     if "layers" not in args.skip:
         result["layers"] = bench_layers(args.threads, args.repeat, args.size, args.path)
     if "end-to-end" not in args.skip:

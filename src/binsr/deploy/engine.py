@@ -16,6 +16,7 @@ words), stride 1. A fused epilogue turns dots into the next tensor, in this orde
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -27,7 +28,7 @@ try:
 except ImportError:  # no compiler at install time: NumPy path only
     _engine = None
 
-__all__ = ["available_paths", "isa", "resolve_path", "BinaryConv", "ConvOutput"]
+__all__ = ["available_paths", "isa", "kernel", "resolve_path", "BinaryConv", "ConvOutput"]
 
 
 def available_paths() -> list[str]:
@@ -41,6 +42,16 @@ def available_paths() -> list[str]:
 def isa() -> str:
     """The path ``path="auto"`` runs on this CPU: "avx512", "avx2", "portable" or "numpy"."""
     return available_paths()[-1]
+
+
+def kernel(path: str = "auto") -> str:
+    """The kernel a path runs here, for reports: "avx512" becomes "avx512-amx" (int8 tiles) or
+    "avx512-vpopcnt" (as the compiled dispatch picks, see the module doc)."""
+    path = resolve_path(path)
+    if path != "avx512":
+        return path
+    amx = _engine.cpu_features()["amx"] and os.environ.get("BINSR_AMX") != "0"
+    return "avx512-amx" if amx else "avx512-vpopcnt"
 
 
 def resolve_path(path: str = "auto") -> str:
