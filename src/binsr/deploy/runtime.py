@@ -48,8 +48,28 @@ class Runtime:
         self.path = resolve_path(path_isa)
         self.scale = int(self.graph["scale"])
         self._convs = [self._bconv(op) if op["op"] == "bconv" else self._wino(op) for op in self.graph["ops"]]
+        self._free = self._last_uses()
         #: seconds per op kind of the last call when ``profile=True``
         self.timings: dict[str, float] = {}
+
+    def _last_uses(self) -> list[list[str]]:
+        """Per op, the activations no later op reads: freed after it, so that memory holds only the
+        live tensors (a long residual body would otherwise keep every block's output)."""
+        ops = self.graph["ops"]
+        made = {self.graph["input"]} | {op[k] for op in ops for k in ("dst", "dst_bits") if op.get(k)}
+        last: dict[str, int] = {}
+        for i, op in enumerate(ops):
+            for key, value in op.items():
+                if key in ("dst", "dst_bits"):
+                    continue
+                for name in value if isinstance(value, list) else [value]:
+                    if isinstance(name, str) and name in made:
+                        last[name] = i
+        free: list[list[str]] = [[] for _ in ops]
+        for name, i in last.items():
+            if name != self.graph["output"]:
+                free[i].append(name)
+        return free
 
     def _t(self, name: str | None) -> np.ndarray | None:
         return None if name is None else self.tensors[name]
@@ -78,7 +98,7 @@ class Runtime:
     def run_hwc(self, x: np.ndarray, profile: bool = False) -> np.ndarray:
         """One HWC float32 image through the graph."""
         env: dict[str, np.ndarray] = {self.graph["input"]: x}
-        for op, conv in zip(self.graph["ops"], self._convs):
+        for op, conv, dead in zip(self.graph["ops"], self._convs, self._free):
             t0 = time.perf_counter() if profile else 0.0
             kind = op["op"]
             if kind == "bconv":
@@ -103,6 +123,8 @@ class Runtime:
                 env[op["dst"]] = fp.bilinear_add(env[op["src"]], env[op["add"]], op["scale"])
             else:
                 raise BinsrError(f"unknown op {kind!r} in the packed graph")
+            for name in dead:
+                env.pop(name, None)
             if profile:
                 self.timings[kind] += time.perf_counter() - t0
         return env[self.graph["output"]]
