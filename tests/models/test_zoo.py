@@ -1,0 +1,68 @@
+"""Every shipped zoo model is truly binary, loads by name, and its card agrees with its weights."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from binsr.cli import main
+from binsr.errors import UsageError
+from binsr.models import build_for_eval, load_zoo, profile, zoo_card, zoo_names
+from binsr.models.complexity import is_binary
+from binsr.nn import BinaryConv2d
+
+
+def _conv_operands(model, x):
+    """Input and weight tensors each body conv hands to ``F.conv2d`` during ``model(x)``."""
+    seen, current = {}, []
+    convs = {n: m for n, m in model.named_modules() if n.startswith("body.") and isinstance(m, torch.nn.Conv2d)}
+    hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: current.append(n)) for n, m in convs.items()]
+    real = F.conv2d
+
+    def spy(inp, weight, *args, **kwargs):
+        if current:
+            seen[current.pop()] = (inp.detach(), weight.detach())
+        return real(inp, weight, *args, **kwargs)
+
+    try:
+        F.conv2d = spy
+        with torch.no_grad():
+            model(x)
+    finally:
+        F.conv2d = real
+        for h in hooks:
+            h.remove()
+    return convs, seen
+
+
+@pytest.mark.parametrize("name", zoo_names())
+def test_zoo_model_body_convs_see_only_plus_minus_one(name):
+    card = zoo_card(name)
+    model = load_zoo(name)
+    convs, seen = _conv_operands(model, torch.rand(1, 3, 13, 11))
+    assert convs and set(seen) == set(convs)
+    for conv_name, conv in convs.items():
+        assert isinstance(conv, BinaryConv2d) and is_binary(conv), conv_name
+        inp, weight = seen[conv_name]
+        assert set(inp.unique().tolist()) <= {-1.0, 1.0}, conv_name  # scales are applied after the conv
+        assert set(weight.unique().tolist()) <= {-1.0, 1.0}, conv_name
+    prof = profile(model, (180, 320))
+    assert round(prof.params / 1e3, 2) == card["params_k"] and prof.params <= 100_000
+    assert card["scale"] == model.signature["scale"] and card["recipe"] == model.signature["recipe"]
+
+
+@pytest.mark.parametrize("name", zoo_names())
+def test_zoo_model_by_name_and_wrong_scale(name):
+    card = zoo_card(name)
+    assert build_for_eval(f"zoo:{name}", card["scale"]).signature["scale"] == card["scale"]
+    with pytest.raises(UsageError, match=f"x{card['scale']} model"):
+        build_for_eval(f"zoo:{name}", 5 if card["scale"] != 5 else 2)
+
+
+def test_zoo_cli_lists_every_model(capsys):
+    assert main(["zoo", "--json", "-"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == zoo_names()
+    assert main(["eval", "--model", "zoo:nope", "--scale", "4"]) == 2
+    assert "unknown zoo model" in capsys.readouterr().err
