@@ -90,6 +90,7 @@ def test_zero_tail_starts_as_the_bilinear_skip_and_res_scale_bounds_the_body():
         model = models.create("srresnet", scale=3, recipe="e2fif", num_feat=16, num_block=2, tail=tail,
                               zero_tail=True)
         assert torch.equal(model(x), bilinear)
+    assert torch.equal(models.create("srbnas", scale=3, num_cells=1, num_feat=8, zero_tail=True)(x), bilinear)
     torch.manual_seed(0)
     grow = {r: models.create("srresnet_lite", scale=2, recipe="e2fif", num_feat=16, res_scale=r) for r in (1.0, 0.2)}
     std = {r: m.body(m.lrelu(m.conv_first(x))).std().item() for r, m in grow.items()}

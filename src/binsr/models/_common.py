@@ -17,6 +17,15 @@ def get_recipe(name: str, recipe_kwargs: dict | None = None) -> Recipe:
     return _get_recipe(name, **(recipe_kwargs or {}))
 
 
+def zero_last_conv(module: nn.Module) -> None:
+    """Zero the weight and bias of the last ``nn.Conv2d`` in ``module`` (a tail): a model that adds
+    an upsampled copy of its input to the tail's output then starts as that upsampling."""
+    last = [m for m in module.modules() if isinstance(m, nn.Conv2d)][-1]
+    nn.init.zeros_(last.weight)
+    if last.bias is not None:
+        nn.init.zeros_(last.bias)
+
+
 def check_scale(scale: int, allowed: tuple[int, ...]) -> int:
     """Return ``scale`` if the architecture supports it, else raise a one-line UsageError."""
     if scale not in allowed:

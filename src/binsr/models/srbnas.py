@@ -21,7 +21,7 @@ from pathlib import Path
 from torch import nn
 
 from binsr.errors import UsageError
-from binsr.models._common import check_scale, get_recipe
+from binsr.models._common import check_scale, get_recipe, zero_last_conv
 from binsr.models._registry import register_model
 from binsr.nas.genotype import Genotype, load_genotype
 from binsr.nas.network import Cell, SRBNASBackbone
@@ -51,11 +51,13 @@ class SRBNAS(SRBNASBackbone):
         num_cells (int): cells. Default: 3.
         num_feat (int): width. Default: 64.
         groups (int | None): group count of the binary group convs; ``None``: the genotype's.
+        zero_tail (bool): initialise the tail conv to zero, so that the untrained network is the
+            bilinear shortcut (as ``srresnet``'s option). Default: False.
         recipe_kwargs (dict): recipe overrides (then ``irnet`` means the recipe's own unit).
     """
 
     def __init__(self, scale: int = 4, recipe: str = "irnet", genotype: str | Path | dict | Genotype | None = None,
-                 num_cells: int = 3, num_feat: int = 64, groups: int | None = None,
+                 num_cells: int = 3, num_feat: int = 64, groups: int | None = None, zero_tail: bool = False,
                  recipe_kwargs: dict | None = None) -> None:
         geno = load_genotype(genotype)
         groups = groups or geno.groups
@@ -64,6 +66,8 @@ class SRBNAS(SRBNASBackbone):
         conv = _conv_factory(recipe, recipe_kwargs)
         cells: list[nn.Module] = [Cell(geno, num_feat, groups, conv) for _ in range(num_cells)]
         super().__init__(cells, num_feat, check_scale(scale, (2, 3, 4)))
+        if zero_tail:
+            zero_last_conv(self.tail)
         self.genotype = geno
 
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from binsr.errors import UsageError
-from binsr.models._common import ResidualBlock, Upsampler, check_scale, get_recipe
+from binsr.models._common import ResidualBlock, Upsampler, check_scale, get_recipe, zero_last_conv
 from binsr.models._registry import register_model
 
 __all__ = ["SRResNet"]
@@ -80,9 +80,7 @@ class SRResNet(nn.Module):
         else:
             raise UsageError(f"unknown SRResNet tail {tail!r}; valid: msrresnet, lite")
         if zero_tail:
-            last = [m for m in self.tail if isinstance(m, nn.Conv2d)][-1]
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
+            zero_last_conv(self.tail)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = self.lrelu(self.conv_first(x))
