@@ -85,6 +85,7 @@ def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root:
         "config": config,
         "train_data": (config or {}).get("data", {}).get("train_sets"),
         "steps": results.get("steps", meta.get("step")),
+        "weights_step": int(meta["step"]) if "step" in meta else None,
         "train_seconds": results.get("train_seconds"),
         "params_k": round(prof.params / 1e3, 2),
         "ops_g_320x180": round(prof.ops / 1e9, 3),
