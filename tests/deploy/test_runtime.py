@@ -17,10 +17,10 @@ from binsr.deploy import Runtime, export_packed
 from binsr.models import create
 
 
-def _random_model(name: str, recipe: str, seed: int = 0) -> torch.nn.Module:
+def _random_model(name: str, recipe: str, seed: int = 0, **kwargs) -> torch.nn.Module:
     """A random-init model with non-trivial BN statistics, thresholds and RPReLU shifts."""
     torch.manual_seed(seed)
-    model = create(name, scale=4, recipe=recipe).eval()
+    model = create(name, scale=4, recipe=recipe, **kwargs).eval()
     with torch.no_grad():
         for mod in model.modules():
             if isinstance(mod, torch.nn.BatchNorm2d):
@@ -38,10 +38,13 @@ def _uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * 255), 0, 255).astype(np.int16)
 
 
-@pytest.mark.parametrize("name,recipe", [("srresnet_small", "e2fif"), ("srresnet_small", "scales"),
-                                         ("srresnet_small", "bbcu"), ("srresnet_lite", "e2fif")])
-def test_runtime_matches_torch(tmp_path, name: str, recipe: str) -> None:
-    model = _random_model(name, recipe)
+@pytest.mark.parametrize("name,recipe,kwargs", [
+    ("srresnet_small", "e2fif", {}), ("srresnet_small", "scales", {}), ("srresnet_small", "bbcu", {}),
+    ("srresnet_lite", "e2fif", {}), ("srresnet_lite", "e2fif", {"res_scale": 0.2}),
+    ("srresnet_small", "bbcu", {"res_scale": 0.5}), ("srresnet_small", "scales", {"res_scale": 0.3}),
+])
+def test_runtime_matches_torch(tmp_path, name: str, recipe: str, kwargs: dict) -> None:
+    model = _random_model(name, recipe, **kwargs)
     path = tmp_path / "m.bsr"
     sizes = export_packed(model, path)
     assert sizes["binary_bytes"] > 0 and sizes["file_bytes"] == path.stat().st_size

@@ -98,8 +98,12 @@ def _unit(unit: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def _binary_unit(wr: _Writer, name: str, unit: nn.Module, src: str, extra_res: list[str], post_act: float | None,
-                 dst: str, next_thr: str | None, want_bits: bool) -> None:
-    """Emit the ops of one recipe unit reading float ``src`` (and its bits ``src.bits``)."""
+                 dst: str, next_thr: str | None, want_bits: bool, res_scale: float = 1.0) -> None:
+    """Emit the ops of one recipe unit reading float ``src`` (and its bits ``src.bits``).
+
+    ``res_scale`` multiplies the unit's output before ``extra_res`` is added (EDSR's residual
+    scaling of a block's second conv): folded into the conv's scale, bias and RPReLU shifts
+    (PReLU is positively homogeneous), and into the coefficient of the unit's own skip."""
     conv, parts = _unit(unit)
     ex = conv.export()
     left, right, top, bottom = ex.padding
@@ -109,7 +113,7 @@ def _binary_unit(wr: _Writer, name: str, unit: nn.Module, src: str, extra_res: l
     _, a_scale = _act_bits(conv)
     scale = np.full(cout, 1.0 if a_scale is None else a_scale, np.float32)
     shift = None
-    if ex.weight.shift is not None and a_scale is None and parts.get("bn") is None:
+    if ex.weight.shift is not None and a_scale is None and parts.get("bn") is None and res_scale == 1.0:
         shift = ex.weight.shift.numpy().astype(np.int32)  # scale = 2**shift exactly
     elif ex.weight.scale is not None:
         scale = scale * _np(ex.weight.scale)
@@ -129,6 +133,12 @@ def _binary_unit(wr: _Writer, name: str, unit: nn.Module, src: str, extra_res: l
         bias = None if bias is None else bias / k
         act = (-_np(rp.shift_in.bias).ravel() / k, _np(rp.prelu.weight).ravel(), _np(rp.shift_out.bias).ravel() / k)
         act_first = True
+    if res_scale != 1.0:
+        if post_act is not None or res_scale <= 0:
+            raise BinsrError(f"{name}: residual scale {res_scale} cannot be fused here")
+        r = np.float32(res_scale)
+        scale, bias = scale * r, None if bias is None else bias * r
+        act = None if act is None else (act[0] * r, act[1], act[2] * r)
     if post_act is not None:
         if act is not None:
             raise BinsrError(f"{name}: RPReLU and a block activation cannot both be fused")
@@ -154,6 +164,7 @@ def _binary_unit(wr: _Writer, name: str, unit: nn.Module, src: str, extra_res: l
         "pix": pix, "chan": chan,
         "act": None if act is None else [wr.tensor(f"{name}.act.{p}", v) for p, v in zip(("shift", "slope", "bias"), act)],
         "act_first": act_first, "res": ([src] if parts["skip"] else []) + extra_res, "thr": next_thr,
+        "res_scale": ([float(res_scale)] if parts["skip"] else []) + [1.0] * len(extra_res),
     })
 
 
@@ -169,8 +180,6 @@ def _srresnet(wr: _Writer, model: nn.Module) -> None:
     blocks = list(model.body)
     if not blocks or not all(isinstance(b, ResidualBlock) for b in blocks):
         raise BinsrError("SRResNet body must be ResidualBlocks")
-    if any(b.res_scale != 1.0 for b in blocks):
-        raise BinsrError("residual scaling != 1 is not supported by the packed engine")
     wr.fp_conv("head", model.conv_first, "x", "feat", leaky=_leaky_slope(model.lrelu))
     wr.ops.append({"op": "pack", "src": "feat", "dst": "feat.bits", "thr": _thr_name(wr, "body.0.conv1", blocks[0].conv1)})
     h = "feat"
@@ -180,7 +189,8 @@ def _srresnet(wr: _Writer, model: nn.Module) -> None:
         _binary_unit(wr, f"body.{i}.conv1", b.conv1, h, [], _leaky_slope(b.act), t,
                      _thr_name(wr, f"body.{i}.conv2", b.conv2), True)
         nxt = None if last else _thr_name(wr, f"body.{i + 1}.conv1", blocks[i + 1].conv1)
-        _binary_unit(wr, f"body.{i}.conv2", b.conv2, t, [h] + (["feat"] if last else []), None, h_new, nxt, not last)
+        _binary_unit(wr, f"body.{i}.conv2", b.conv2, t, [h] + (["feat"] if last else []), None, h_new, nxt, not last,
+                     res_scale=float(b.res_scale))
         h = h_new
     cur = _fp_tail(wr, model.tail, h)
     wr.ops.append({"op": "bilinear_add", "src": "x", "add": cur, "dst": "y", "scale": model.scale})

@@ -129,6 +129,12 @@ class Runtime:
                 self.timings[kind] += time.perf_counter() - t0
         return env[self.graph["output"]]
 
+    @staticmethod
+    def _residuals(op: dict[str, Any], env: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+        """The residuals of a bconv, each times its coefficient (``res_scale``; files without it: 1)."""
+        coefs = op.get("res_scale") or [1.0] * len(op["res"])
+        return tuple((env[r] if c == 1.0 else env[r] * np.float32(c))[None] for r, c in zip(op["res"], coefs))
+
     def _run_bconv(self, op: dict[str, Any], conv: BinaryConv, env: dict[str, np.ndarray]) -> None:
         scale = self._t(op["scale"])
         if op["shift"] is not None:
@@ -138,7 +144,7 @@ class Runtime:
         act = None if op["act"] is None else tuple(self.tensors[n] for n in op["act"])
         res = conv(env[op["src"]][None], path=self.path, threads=self.threads, scale=scale,
                    bias=self._t(op["bias"]), pix=None if op["pix"] is None else env[op["pix"]],
-                   act=act, act_first=op["act_first"], residual=tuple(env[r][None] for r in op["res"]),
+                   act=act, act_first=op["act_first"], residual=self._residuals(op, env),
                    out_float=op["dst"] is not None, pack=op["dst_bits"] is not None, thr=self._t(op["thr"]))
         if op["dst"] is not None:
             env[op["dst"]] = res.out[0]
