@@ -39,6 +39,8 @@ PUBLISHED_NAMES = {
     ("swinir", "scales"): "SwinIR-SCALES",
     ("swinir", "bibert"): "SwinIR-BiBERT",
 }
+#: binary rows every binary run is also compared with (the floor the project set: SRBNAS, x3/x4)
+_FLOOR = ("SRBNAS",)
 _CROP = 96  # HR pixels of the comparison crop
 
 
@@ -129,19 +131,22 @@ def _table(scale: int, recs: list[dict], published: list[dict[str, str]], datase
     rows_pub = {r["method"]: r for r in published if r["scale"] == str(scale)}
     shown = []
     for r in sorted(recs, key=lambda r: r["run"]):
-        name = PUBLISHED_NAMES.get((_family(r["model"]), r["recipe"]))
-        pub = rows_pub.get(name) if name else None
-        diff = "-"
-        if pub:
+        own = PUBLISHED_NAMES.get((_family(r["model"]), r["recipe"]))
+        diffs = []
+        for name in dict.fromkeys([own, *(_FLOOR if r["recipe"] != "fp" else ())]):
+            pub = rows_pub.get(name) if name else None
+            if not pub:
+                continue
             shown.append(name)
             parts = [f"{d} {r['metrics'][d]['psnr'] - float(pub[f'{d}_psnr']):+.2f}" for d in datasets
                      if d in r["metrics"] and pub.get(f"{d}_psnr")]
-            diff = f"{name}: " + ", ".join(parts) if parts else "-"
+            if parts:
+                diffs.append(f"{name}: " + ", ".join(parts))
         cells = [_cell(r["metrics"].get(d)) for d in datasets]
         minutes = f"{r['train_seconds'] / 60:.0f} min" if r["train_seconds"] else "-"
         lines.append(f"| {r['run']} ({r['model']}) | {r['recipe']} | {r['params_k']:.1f} | {r['ops_g']:.2f} | "
-                     + " | ".join(cells) + f" | {r['steps']} | {minutes} | {diff} |")
-    for name in ["Bicubic"] + sorted(set(shown)):
+                     + " | ".join(cells) + f" | {r['steps']} | {minutes} | {'; '.join(diffs) or '-'} |")
+    for name in dict.fromkeys(["Bicubic", *shown]):
         for pub in (p for p in published if p["scale"] == str(scale) and p["method"] == name):
             cells = [_cell(pub, f"{d}_psnr", f"{d}_ssim") for d in datasets]
             lines.append(f"| *{pub['method']}* ({pub['source']}, published) | - | {pub['params_k'] or '-'} | "
