@@ -49,8 +49,8 @@ def _size(text: str) -> tuple[int, int]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("bench", help="engine vs PyTorch / ONNX Runtime timings", description=HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="srresnet", help="end-to-end model (default: srresnet)")
-    p.add_argument("--recipe", default="e2fif", help="its recipe (default: e2fif)")
+    p.add_argument("--model", default="srresnet", help="end-to-end model: a registry name or zoo:<name> (default: srresnet)")
+    p.add_argument("--recipe", help="its recipe (default: e2fif; a zoo:<name> model brings its own)")
     p.add_argument("--scale", type=int, default=4, help="its scale (default: 4)")
     p.add_argument("--weights", metavar="FILE", help="its weights (default: random init)")
     p.add_argument("--threads", type=_csv_int, default=[1, 2], help="thread counts (default: 1,2)")
@@ -156,7 +156,9 @@ def bench_end_to_end(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str
     from binsr.models import build_for_eval
     from binsr.train.checkpoint import save_weights
 
-    model = build_for_eval(args.model, args.scale, args.recipe, args.weights)
+    zoo = args.model.startswith("zoo:")
+    model = build_for_eval(args.model, args.scale, args.recipe or (None if zoo else "e2fif"), args.weights)
+    recipe = model.signature["recipe"]
     fp32 = tmp / "model.safetensors"
     save_weights(fp32, model)
     packed = tmp / "model.bsr"
@@ -185,7 +187,7 @@ def bench_end_to_end(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str
         times = _median_pair(fns, args.repeat)
         rt(xn, profile=True)
         split = {k: v * 1e3 for k, v in sorted(rt.timings.items(), key=lambda kv: -kv[1])}
-        row = {"model": f"{args.model} x{args.scale} {args.recipe}", "input": f"{w}x{h}", "threads": t,
+        row = {"model": f"{args.model} x{args.scale} {recipe}", "input": f"{w}x{h}", "threads": t,
                "path": rt.path, "engine_ms": times[0] * 1e3, "torch_ms": times[1] * 1e3,
                "speedup_vs_torch": times[1] / times[0], "engine_split_ms": split}
         if how is not None:
