@@ -49,7 +49,8 @@ def _size(text: str) -> tuple[int, int]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("bench", help="engine vs PyTorch / ONNX Runtime timings", description=HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="srresnet", help="end-to-end model: a registry name or zoo:<name> (default: srresnet)")
+    p.add_argument("--model", default="srresnet",
+                   help="end-to-end model: a registry name or zoo:<name> (default: srresnet)")
     p.add_argument("--recipe", help="its recipe (default: e2fif; a zoo:<name> model brings its own)")
     p.add_argument("--scale", type=int, default=4, help="its scale (default: 4)")
     p.add_argument("--weights", metavar="FILE", help="its weights (default: random init)")
