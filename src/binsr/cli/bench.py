@@ -157,8 +157,7 @@ def bench_end_to_end(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str
     from binsr.models import build_for_eval
     from binsr.train.checkpoint import save_weights
 
-    zoo = args.model.startswith("zoo:")
-    model = build_for_eval(args.model, args.scale, args.recipe or (None if zoo else "e2fif"), args.weights)
+    model = build_for_eval(args.model, args.scale, args.recipe, args.weights, default_recipe="e2fif")
     recipe = model.signature["recipe"]
     fp32 = tmp / "model.safetensors"
     save_weights(fp32, model)

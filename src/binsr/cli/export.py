@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("export", help="export a binary model to a packed .bsr file", description=HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="srresnet", help="model name (default: srresnet)")
-    p.add_argument("--recipe", default="e2fif", help="binarization recipe (default: e2fif)")
+    p.add_argument("--recipe", help="binarization recipe (default: e2fif; a zoo:<name> or weights file brings its own)")
     p.add_argument("--scale", type=int, default=4, help="upscaling factor (default: 4)")
     p.add_argument("--weights", metavar="FILE", help="trained weights (safetensors); default: random init")
     p.add_argument("--out", metavar="FILE", required=True, help="packed output file (.bsr)")
@@ -27,10 +27,10 @@ def run(args: argparse.Namespace) -> int:
     from binsr.deploy import export_packed
     from binsr.models import build_for_eval
 
-    model = build_for_eval(args.model, args.scale, args.recipe, args.weights)
+    model = build_for_eval(args.model, args.scale, args.recipe, args.weights, default_recipe="e2fif")
     sizes = export_packed(model, args.out)
     fp_share = sizes["fp_bytes"] / max(1, sizes["binary_bytes"] + sizes["fp_bytes"])
     print(f"wrote {args.out}: {sizes['file_bytes']:,} bytes (binary weights {sizes['binary_bytes']:,}, "
           f"FP parts {sizes['fp_bytes']:,} = {fp_share:.0%} of the tensors)"
-          + ("" if args.weights else "; random-init weights"))
+          + ("" if args.weights or args.model.startswith("zoo:") else "; random-init weights"))
     return 0

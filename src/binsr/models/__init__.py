@@ -16,9 +16,11 @@ __all__ = ["create", "names", "register_model", "profile", "Profile", "LayerCost
            "load_zoo", "zoo_card", "zoo_names", "add_to_zoo"]
 
 
-def build_for_eval(name: str, scale: int, recipe: str | None = None, weights: str | None = None):
+def build_for_eval(name: str, scale: int, recipe: str | None = None, weights: str | None = None,
+                   default_recipe: str = "fp"):
     """Model ``name`` (a registry name, or ``zoo:<name>``) in eval mode with ``weights`` loaded.
 
+    ``recipe`` None means: the zoo model's own, the weights file's, else ``default_recipe``.
     With ``weights``, the model is built with the kwargs saved in the file (``width``, ``res_scale``
     ...); a file of another architecture, recipe or scale is refused with a line naming what differs.
     """
@@ -27,7 +29,7 @@ def build_for_eval(name: str, scale: int, recipe: str | None = None, weights: st
             raise UsageError("a zoo model brings its own recipe and weights: drop --recipe/--weights")
         return load_zoo(name, scale)
     if weights is None:
-        return create(name, scale=scale, recipe=recipe or "fp").eval()
+        return create(name, scale=scale, recipe=recipe or default_recipe).eval()
     from binsr.train.checkpoint import load_weights, read_signature
 
     saved = read_signature(weights)
