@@ -55,20 +55,10 @@ def _weights(run: Path) -> Path | None:
     return None
 
 
-def _load(weights: Path):
-    from binsr.models import create
-    from binsr.train.checkpoint import load_weights, read_signature
-
-    sig = read_signature(weights)
-    model = create(sig["model"], scale=sig["scale"], recipe=sig["recipe"], **sig["kwargs"])
-    load_weights(model, weights)
-    return model.eval()
-
-
 def _benchmark(run: Path, weights: Path, datasets: list[str], data_root: str | None) -> dict[str, Any]:
     """Metrics of ``weights`` per dataset, cached in ``run/benchmark.json`` while the file is unchanged."""
     from binsr.evaluation import evaluate
-    from binsr.models import profile
+    from binsr.models import from_weights, profile
     from binsr.train.checkpoint import atomic_write
 
     stamp = {"weights": weights.name, "bytes": weights.stat().st_size, "mtime": weights.stat().st_mtime}
@@ -78,7 +68,7 @@ def _benchmark(run: Path, weights: Path, datasets: list[str], data_root: str | N
         cache = {"stamp": stamp, "metrics": {}}
     missing = [d for d in datasets if d not in cache["metrics"]]
     if missing or "params_k" not in cache:
-        model = _load(weights)
+        model = from_weights(weights)
         prof = profile(model, (180, 320))
         cache.update(params_k=prof.params / 1e3, ops_g=prof.ops / 1e9)
         for ds in missing:
@@ -184,6 +174,7 @@ def _crops(scale: int, recs: list[dict], path: Path, data_root: str | None, imag
 
     from binsr.data import BenchmarkSet, imresize, write_image
     from binsr.evaluation import upscale_image
+    from binsr.models import from_weights
 
     pair = BenchmarkSet(image[0], scale, root=data_root)[image[1]]
     hr = pair.hr if pair.hr.ndim == 3 else np.stack([pair.hr] * 3, -1)
@@ -194,7 +185,7 @@ def _crops(scale: int, recs: list[dict], path: Path, data_root: str | None, imag
     panels, labels = [imresize(pair.lr, scale)[box]], ["bicubic"]
     for r in recs:
         with torch.no_grad():
-            panels.append(upscale_image(_load(r["weights"]), pair.lr, scale)[box])
+            panels.append(upscale_image(from_weights(r["weights"]), pair.lr, scale)[box])
         labels.append(r["run"])
     panels.append(hr[box])
     labels.append("HR")

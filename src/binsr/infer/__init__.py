@@ -103,21 +103,19 @@ def _torch_module(model: Any, scale: int | None) -> tuple[Any, str, int]:
     if isinstance(model, nn.Module):
         own = getattr(model, "scale", None)
         return model.eval(), type(model).__name__, int(own) if own is not None else int(scale or 4)
-    from binsr.models import PREFIX, create, load_zoo, zoo_card
+    from binsr.models import PREFIX, from_weights, load_zoo, zoo_card
 
     if model.startswith(PREFIX):
         card = zoo_card(model)
         return load_zoo(model), model, _check_scale(model, card["scale"], scale)
-    from binsr.train.checkpoint import load_weights, read_signature
+    from binsr.train.checkpoint import read_signature
 
     path = Path(model)
     if not path.is_file():
         raise UsageError(f"model {model!r} is neither a zoo name (zoo:<name>, see binsr zoo) nor a file")
     sig = read_signature(path)
     own = _check_scale(path.name, sig["scale"], scale)
-    module = create(sig["model"], scale=sig["scale"], recipe=sig["recipe"], **sig["kwargs"])
-    load_weights(module, path)
-    return module.eval(), path.name, own
+    return from_weights(path), path.name, own
 
 
 def _torch_forward(module: Any) -> Callable[[np.ndarray], np.ndarray]:

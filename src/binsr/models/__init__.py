@@ -12,8 +12,19 @@ from binsr.models._registry import create, names, register_model
 from binsr.models._pretrained import PREFIX, add_to_zoo, load_zoo, zoo_card, zoo_names
 from binsr.models.complexity import LayerCost, Profile, profile
 
-__all__ = ["create", "names", "register_model", "profile", "Profile", "LayerCost", "build_for_eval",
+__all__ = ["create", "names", "register_model", "profile", "Profile", "LayerCost", "build_for_eval", "from_weights",
            "load_zoo", "zoo_card", "zoo_names", "add_to_zoo"]
+
+
+def from_weights(path):
+    """The model a binsr weights file was saved from (the model, scale, recipe and kwargs of its
+    signature), with the weights loaded, in eval mode."""
+    from binsr.train.checkpoint import load_weights, read_signature
+
+    sig = read_signature(path)
+    model = create(sig["model"], scale=sig["scale"], recipe=sig["recipe"], **sig["kwargs"])
+    load_weights(model, path)
+    return model.eval()
 
 
 def build_for_eval(name: str, scale: int, recipe: str | None = None, weights: str | None = None,
