@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from binsr.errors import UsageError
-from binsr.nas.genotype import Genotype, derive_genotype, load_genotype, plot_cell
+from binsr.nas.genotype import Genotype, derive_genotype, load_genotype, plot_cell, random_genotype
+from binsr.nas.ops import OPS as SEARCH_SPACE
 
 OPS = ["none", "conv_3x3", "conv_7x7", "skip_connect"]
 
@@ -69,3 +70,21 @@ def test_plot_cell_writes_a_png(tmp_path):
     g = Genotype(((("conv_3x3", 0), ("dil_conv_5x5", 1)), (("skip_connect", 2), ("conv_7x7", 0))), 2)
     plot_cell(g, tmp_path / "cell.png")
     assert (tmp_path / "cell.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_random_genotypes_are_valid_reproducible_and_differ():
+    base = load_genotype(None)
+    cells = [load_genotype(f"random:{seed}") for seed in range(3)]
+    for cell in cells:
+        assert cell.steps == base.steps and cell.groups == base.groups
+        assert Genotype.from_dict(cell.to_dict()) == cell  # passes the same validation as a file
+        for j, node in enumerate(cell.nodes):
+            assert len({src for _, src in node}) == 2 and all(0 <= src < j + 2 for _, src in node)
+            assert all(op in SEARCH_SPACE and op != "none" for op, _ in node)
+    assert load_genotype("random:1") == random_genotype(1, base.steps, base.groups)
+    assert len(set(cells)) == 3
+
+
+def test_bad_random_seed_is_a_usage_error():
+    with pytest.raises(UsageError, match="random:<non-negative integer seed>"):
+        load_genotype("random:x")

@@ -17,7 +17,8 @@ import torch
 
 from binsr.errors import UsageError
 
-__all__ = ["Genotype", "DEFAULT_GENOTYPE", "derive_genotype", "load_genotype", "shipped_genotypes", "plot_cell"]
+__all__ = ["Genotype", "DEFAULT_GENOTYPE", "derive_genotype", "load_genotype", "random_genotype", "shipped_genotypes",
+           "plot_cell"]
 
 _FORMAT = "binsr.srbnas.genotype/1"
 
@@ -81,13 +82,34 @@ def shipped_genotypes() -> list[str]:
     return sorted(p.stem for p in _SHIPPED.glob("*.json"))
 
 
+def random_genotype(seed: int, steps: int, groups: int) -> Genotype:
+    """The random-architecture baseline of NAS papers (DARTS, Liu et al. 2019, Sec. 3.3; Li & Talwalkar,
+    UAI 2019): per node two distinct input states drawn uniformly, per edge an op drawn uniformly from
+    the search space without ``none``; the same ``seed`` gives the same cell."""
+    from binsr.nas.ops import OPS
+
+    rng = np.random.default_rng(seed)
+    ops = [o for o in OPS if o != "none"]
+    nodes = tuple(tuple((ops[int(rng.integers(len(ops)))], int(src))
+                        for src in sorted(rng.choice(j + 2, size=2, replace=False)))
+                  for j in range(steps))
+    return Genotype(nodes, groups, {"random_seed": seed})
+
+
 def load_genotype(source: str | Path | dict | Genotype | None) -> Genotype:
     """A genotype from a shipped name (``shipped_genotypes()``), a JSON path, a dict, a
-    :class:`Genotype`, or ``None`` (the shipped :data:`DEFAULT_GENOTYPE`)."""
+    :class:`Genotype`, ``None`` (the shipped :data:`DEFAULT_GENOTYPE`), or ``"random:SEED"``: a
+    :func:`random_genotype` with the default genotype's node count and groups."""
     if isinstance(source, Genotype):
         return source
     if isinstance(source, dict):
         return Genotype.from_dict(source)
+    if isinstance(source, str) and source.startswith("random:"):
+        seed = source.split(":", 1)[1]
+        if not seed.isdigit():
+            raise UsageError(f"bad genotype {source!r}: expected random:<non-negative integer seed>")
+        base = load_genotype(None)
+        return random_genotype(int(seed), base.steps, base.groups)
     name = DEFAULT_GENOTYPE if source is None else str(source)
     path = _SHIPPED / f"{name}.json" if name in shipped_genotypes() else Path(name)
     try:
