@@ -230,27 +230,6 @@ def _unfilter_sequential(ftype: int, cur: bytearray, prior: bytes, bpp: int) -> 
     return cur
 
 
-def _encode_png16(arr: np.ndarray) -> bytes:
-    """Encode ``HW``/``HWC`` uint16 (1-4 channels) as a 16-bit PNG, Sub filter on every row."""
-    img = arr.reshape(arr.shape[0], arr.shape[1], -1)
-    height, width, channels = img.shape
-    colour = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    raw = img.astype(">u2").view(np.uint8).reshape(height, width, 2 * channels)
-    sub = np.diff(raw, axis=1, prepend=np.zeros((height, 1, 2 * channels), np.uint8))
-    lines = np.concatenate([np.ones((height, 1), np.uint8), sub.reshape(height, -1)], axis=1)
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 16, colour, 0, 0, 0)
-    return (
-        _PNG_SIGNATURE
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(lines.tobytes(), 6))
-        + chunk(b"IEND", b"")
-    )
-
-
 #: 8-bit PNGs larger than this are encoded row block by row block here instead of by Pillow,
 #: which would first copy the whole image into its own (4 bytes per RGB pixel) buffer
 _PNG_STREAM_BYTES = 1 << 25

@@ -5,7 +5,8 @@ per-channel scales (or int32 shifts for power-of-two weight scales), BN folded i
 affines, the FP head/tail/upsampler and re-scaling gates, and the graph as JSON in the
 safetensors metadata (key ``binsr``): a list of ops the runtime interprets; nothing is executed
 at load. Supported: SRResNet (``srresnet*``) with the ``bnn``, ``e2fif``, ``irnet``, ``bbcu`` and
-``scales*`` recipes.
+``scales*`` recipes; SwinIR (``swinir*``) with the ``bnn``, ``bibert`` and ``scales*`` recipes (binary
+linears as packed 1x1 convs on the token map).
 """
 
 from __future__ import annotations
@@ -196,6 +197,104 @@ def _srresnet(wr: _Writer, model: nn.Module) -> None:
     wr.ops.append({"op": "bilinear_add", "src": "x", "add": cur, "dst": "y", "scale": model.scale})
 
 
+def _pack(wr: _Writer, name: str, quantizer: nn.Module, src: str) -> None:
+    """Emit the sign bits ``src.bits`` of ``src`` under the threshold of an activation binarizer."""
+    thr = quantizer.export().threshold
+    wr.ops.append({"op": "pack", "src": src, "dst": f"{src}.bits",
+                   "thr": wr.tensor(f"{name}.thr", None if thr is None else _np(thr))})
+
+
+def _binary_linear(wr: _Writer, name: str, unit: nn.Module, src: str, dst: str, res: list[str]) -> None:
+    """A Transformer linear (``BinaryLinear`` or ``ScalesLinear``) as a packed 1x1 conv on the
+    token map, its bits packed first; ``res`` are added after it. SCALES' token gate multiplies the
+    whole output, bias included: the bias goes in as ``gate_bias`` (``bias * gate`` per token)."""
+    from binsr.nn.binary_linear import BinaryLinear, ScalesLinear
+
+    lin, gate = (unit.linear, unit.spatial) if isinstance(unit, ScalesLinear) else (unit, None)
+    if type(lin) is not BinaryLinear or lin.act_quant.precision != 1 or lin.weight_quant.precision != 1:
+        raise BinsrError(f"{name}: {type(unit).__name__} is not a binary linear the packed engine runs")
+    _pack(wr, f"{name}.act", lin.act_quant, src)
+    w = lin.weight_quant.export(lin.weight)
+    a_scale = lin.act_quant.export().scale
+    scale = np.ones(lin.out_features, np.float32) if w.scale is None else _np(w.scale)
+    if a_scale is not None:
+        scale = scale * np.float32(float(a_scale))
+    bias = None if lin.bias is None else _np(lin.bias)
+    pix = None
+    if gate is not None:
+        pix = wr.fresh("gate")
+        wr.ops.append({"op": "linear", "src": src, "dst": pix, "w": wr.tensor(f"{name}.gate.w", _np(gate.fc.weight).T),
+                       "b": wr.tensor(f"{name}.gate.b", _np(gate.fc.bias))})
+        wr.ops.append({"op": "sigmoid", "src": pix, "dst": pix})
+    signs = w.signs.numpy().reshape(lin.out_features, lin.in_features, 1, 1)
+    wr.ops.append({
+        "op": "bconv", "src": f"{src}.bits", "dst": dst, "dst_bits": None, "cin": lin.in_features, "k": 1, "dil": 1,
+        "pad": 0, "groups": 1, "w": wr.tensor(f"{name}.w", pack_weights(signs)),
+        "scale": wr.tensor(f"{name}.scale", scale if (scale != 1).any() else None), "shift": None,
+        "bias": wr.tensor(f"{name}.bias", bias if pix is None else None),
+        "gate_bias": wr.tensor(f"{name}.gate_bias", bias if pix is not None else None),
+        "pix": pix, "chan": None, "act": None, "act_first": False, "res": res, "thr": None,
+        "res_scale": [1.0] * len(res),
+    })
+
+
+def _layer_norm(wr: _Writer, name: str, norm: nn.Module, src: str) -> str:
+    """Emit a LayerNorm of ``src`` (nothing for ``nn.Identity``); returns the output's name."""
+    if isinstance(norm, nn.Identity):
+        return src
+    dst = wr.fresh("n")
+    wr.ops.append({"op": "layernorm", "src": src, "dst": dst, "w": wr.tensor(f"{name}.w", _np(norm.weight)),
+                   "b": wr.tensor(f"{name}.b", _np(norm.bias)), "eps": float(norm.eps)})
+    return dst
+
+
+def _body_conv(wr: _Writer, name: str, unit: nn.Module, src: str, res: list[str], dst: str) -> None:
+    conv, _ = _unit(unit)
+    _pack(wr, name, conv.act_quant, src)
+    _binary_unit(wr, name, unit, src, res, None, dst, None, False)
+
+
+def _swinir(wr: _Writer, model: nn.Module) -> None:
+    """SwinIR (``binsr.models.swinir``): window padding, mean shift, FP head, the body (LayerNorms,
+    packed linears, FP window attention, GELU, packed RSTB convs), FP tail, mean back, crop."""
+    ws = model.window_size
+    ones = np.ones(3, np.float32)
+    mean = _np(model.mean).ravel()
+    wr.ops.append({"op": "pad_window", "src": "x", "dst": "xp", "multiple": ws})
+    wr.ops.append({"op": "affine", "src": "xp", "dst": "xn", "mul": wr.tensor("in.mul", ones * model.img_range),
+                   "add": wr.tensor("in.add", -mean * model.img_range)})
+    wr.fp_conv("head", model.conv_first, "xn", "feat")
+    body = model.body
+    t = _layer_norm(wr, "body.norm_in", body.norm_in, "feat")
+    for bi, block in enumerate(body.blocks):
+        y = t
+        for li, layer in enumerate(block.layers):
+            name = f"body.{bi}.{li}"
+            qkv, att, y1 = (wr.fresh(s) for s in ("qkv", "att", "y"))
+            n1 = _layer_norm(wr, f"{name}.norm1", layer.norm1, y)
+            _binary_linear(wr, f"{name}.qkv", layer.attn.qkv, n1, qkv, [])
+            table = _np(layer.attn.relative_position_bias_table)
+            wr.ops.append({"op": "window_attention", "src": qkv, "dst": att, "heads": layer.attn.num_heads,
+                           "window": ws, "shift": layer.shift, "scale": float(layer.attn.scale),
+                           "table": wr.tensor(f"{name}.bias_table", table)})
+            _binary_linear(wr, f"{name}.proj", layer.attn.proj, att, y1, [y])
+            hid, act, y2 = (wr.fresh(s) for s in ("fc", "gelu", "y"))
+            n2 = _layer_norm(wr, f"{name}.norm2", layer.norm2, y1)
+            _binary_linear(wr, f"{name}.fc1", layer.mlp.fc1, n2, hid, [])
+            wr.ops.append({"op": "gelu", "src": hid, "dst": act})
+            _binary_linear(wr, f"{name}.fc2", layer.mlp.fc2, act, y2, [y1])
+            y = y2
+        t_new = wr.fresh("t")
+        _body_conv(wr, f"body.{bi}.conv", block.conv, y, [t], t_new)
+        t = t_new
+    tn = _layer_norm(wr, "body.norm_out", body.norm_out, t)
+    _body_conv(wr, "body.conv_after_body", body.conv_after_body, tn, ["feat"], "deep")
+    cur = _fp_tail(wr, model.tail, "deep")
+    wr.ops.append({"op": "affine", "src": cur, "dst": "yp", "mul": wr.tensor("out.mul", ones / model.img_range),
+                   "add": wr.tensor("out.add", mean)})
+    wr.ops.append({"op": "crop", "src": "yp", "like": "x", "dst": "y", "scale": model.scale})
+
+
 def _flatten(mod: nn.Module) -> list[nn.Module]:
     if isinstance(mod, nn.Sequential):
         return [m for child in mod for m in _flatten(child)]
@@ -227,13 +326,15 @@ def _fp_tail(wr: _Writer, tail: nn.Module, src: str) -> str:
 def export_packed(model: nn.Module, path: str | os.PathLike) -> dict[str, int]:
     """Write ``model`` (eval mode) as a packed file; returns bytes per part (binary, fp, total)."""
     from binsr.models.srresnet import SRResNet
+    from binsr.models.swinir import SwinIR
 
-    if not isinstance(model, SRResNet):
-        raise BinsrError(f"export supports SRResNet models for now, not {type(model).__name__}")
+    walk = next((fn for cls, fn in ((SRResNet, _srresnet), (SwinIR, _swinir)) if isinstance(model, cls)), None)
+    if walk is None:
+        raise BinsrError(f"export supports SRResNet and SwinIR models, not {type(model).__name__}")
     model = model.eval()
     wr = _Writer()
     with torch.no_grad():
-        _srresnet(wr, model)
+        walk(wr, model)
     graph = {"format": FORMAT, "version": VERSION, "signature": getattr(model, "signature", None),
              "scale": model.scale, "input": "x", "output": "y", "ops": wr.ops}
     path = Path(path)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from safetensors import safe_open
 
-from binsr.deploy import fp
+from binsr.deploy import fp, transformer
 from binsr.deploy.bitpack import pack_bits
 from binsr.deploy.engine import BinaryConv, resolve_path
 from binsr.errors import BinsrError
@@ -47,7 +47,7 @@ class Runtime:
         self.threads = threads
         self.path = resolve_path(path_isa)
         self.scale = int(self.graph["scale"])
-        self._convs = [self._bconv(op) if op["op"] == "bconv" else self._wino(op) for op in self.graph["ops"]]
+        self._convs = [self._prepare(op) for op in self.graph["ops"]]
         self._free = self._last_uses()
         #: seconds per op kind of the last call when ``profile=True``
         self.timings: dict[str, float] = {}
@@ -82,8 +82,15 @@ class Runtime:
         c = w.shape[0] // 9
         return fp.winograd_weights(w, c) if w.shape[0] == 9 * c and c >= 8 else None
 
-    def _bconv(self, op: dict[str, Any]) -> BinaryConv:
-        return BinaryConv(self.tensors[op["w"]], op["cin"], op["k"], op["dil"], op["pad"], op["groups"])
+    def _prepare(self, op: dict[str, Any]) -> Any:
+        """What an op computes once at load: a compiled binary conv, Winograd weights, or the dense
+        (heads, N, N) relative position bias of a window attention."""
+        if op["op"] == "bconv":
+            return BinaryConv(self.tensors[op["w"]], op["cin"], op["k"], op["dil"], op["pad"], op["groups"])
+        if op["op"] == "window_attention":
+            index = transformer.relative_position_index(op["window"])
+            return np.ascontiguousarray(self.tensors[op["table"]][index].transpose(2, 0, 1))
+        return self._wino(op)
 
     def __call__(self, lr: np.ndarray, profile: bool = False) -> np.ndarray:
         """Upscale float32 NCHW RGB in [0, 1] (N, 3, h, w) to (N, 3, s*h, s*w)."""
@@ -121,6 +128,25 @@ class Runtime:
                 env[op["dst"]] = fp.channel_gate(env[op["src"]], self.tensors[op["w"]], op["out_channels"])
             elif kind == "bilinear_add":
                 env[op["dst"]] = fp.bilinear_add(env[op["src"]], env[op["add"]], op["scale"])
+            elif kind == "linear":
+                src = env[op["src"]]
+                y = src.reshape(-1, src.shape[-1]) @ self.tensors[op["w"]] + self.tensors[op["b"]]
+                env[op["dst"]] = y.reshape(*src.shape[:-1], -1)
+            elif kind == "layernorm":
+                env[op["dst"]] = transformer.layer_norm(env[op["src"]], self.tensors[op["w"]], self.tensors[op["b"]],
+                                                        op["eps"])
+            elif kind == "gelu":
+                env[op["dst"]] = transformer.gelu(env[op["src"]])
+            elif kind == "window_attention":
+                env[op["dst"]] = transformer.window_attention(env[op["src"]], op["heads"], op["window"], op["shift"],
+                                                              conv, op["scale"])
+            elif kind == "pad_window":
+                env[op["dst"]] = transformer.pad_to_multiple(env[op["src"]], op["multiple"])
+            elif kind == "affine":
+                env[op["dst"]] = transformer.affine(env[op["src"]], self.tensors[op["mul"]], self.tensors[op["add"]])
+            elif kind == "crop":
+                h, w = env[op["like"]].shape[:2]
+                env[op["dst"]] = np.ascontiguousarray(env[op["src"]][: h * op["scale"], : w * op["scale"]])
             else:
                 raise BinsrError(f"unknown op {kind!r} in the packed graph")
             for name in dead:
@@ -135,6 +161,12 @@ class Runtime:
         coefs = op.get("res_scale") or [1.0] * len(op["res"])
         return tuple((env[r] if c == 1.0 else env[r] * np.float32(c))[None] for r, c in zip(op["res"], coefs))
 
+    def _gated_bias(self, op: dict[str, Any], env: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+        """``bias * gate`` per token for a bias the token gate multiplies (SCALES' linear)."""
+        if not op.get("gate_bias"):
+            return ()
+        return ((env[op["pix"]][..., None] * self.tensors[op["gate_bias"]])[None],)
+
     def _run_bconv(self, op: dict[str, Any], conv: BinaryConv, env: dict[str, np.ndarray]) -> None:
         scale = self._t(op["scale"])
         if op["shift"] is not None:
@@ -144,7 +176,7 @@ class Runtime:
         act = None if op["act"] is None else tuple(self.tensors[n] for n in op["act"])
         res = conv(env[op["src"]][None], path=self.path, threads=self.threads, scale=scale,
                    bias=self._t(op["bias"]), pix=None if op["pix"] is None else env[op["pix"]],
-                   act=act, act_first=op["act_first"], residual=self._residuals(op, env),
+                   act=act, act_first=op["act_first"], residual=self._residuals(op, env) + self._gated_bias(op, env),
                    out_float=op["dst"] is not None, pack=op["dst_bits"] is not None, thr=self._t(op["thr"]))
         if op["dst"] is not None:
             env[op["dst"]] = res.out[0]

@@ -139,6 +139,23 @@ def _engine_forward(runtime: Any) -> Callable[[np.ndarray], np.ndarray]:
     return forward
 
 
+def _fixed_mmap_threshold(nbytes: int = 1 << 20) -> None:
+    """Serve every allocation over ``nbytes`` with its own ``mmap`` (glibc ``mallopt``).
+
+    glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), after which
+    tile-sized activations come from the heap and fragment it: upscaling a 1000x750 image at x4
+    grew the process by 390 MB instead of 160 MB. A fixed threshold returns each tile's buffers
+    to the system. No-op off glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, nbytes)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+
+
 def load_upscaler(model: Any = None, scale: int | None = None, backend: str = "engine",
                   threads: int | None = None) -> Upscaler:
     """Load a model for :func:`upscale_array`.
@@ -157,6 +174,7 @@ def load_upscaler(model: Any = None, scale: int | None = None, backend: str = "e
     if isinstance(model, Upscaler):
         _check_scale(model.name, model.scale, scale)
         return model
+    _fixed_mmap_threshold()
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if threads is not None and threads < 1:
