@@ -57,3 +57,18 @@ def test_shift_mask_and_gelu_match_torch() -> None:
     assert np.array_equal(mask, shifted_window_mask(16, 24, 8, 4).numpy())
     x = torch.linspace(-6, 6, 1001)
     assert np.abs(transformer.gelu(x.numpy()) - torch.nn.functional.gelu(x).numpy()).max() < 1e-6
+
+
+@settings(max_examples=10, deadline=None)
+@given(heads=st.sampled_from([1, 2, 3]), window=st.sampled_from([2, 4, 8]), rows=st.integers(1, 3),
+       cols=st.integers(1, 3), shifted=st.booleans(), threads=st.sampled_from([1, 2]))
+def test_compiled_window_attention_matches_numpy(heads: int, window: int, rows: int, cols: int, shifted: bool,
+                                                 threads: int) -> None:
+    rng = np.random.default_rng(window * 7 + rows * 3 + cols)
+    d, n = 4, window * window
+    qkv = rng.normal(size=(rows * window, cols * window, 3 * heads * d)).astype(np.float32)
+    bias_t = rng.normal(size=(heads, n, n)).astype(np.float32)
+    shift = window // 2 if shifted else 0
+    ref = transformer.window_attention(qkv, heads, window, shift, bias_t, 0.5, compiled=False)
+    out = transformer.window_attention(qkv, heads, window, shift, bias_t, 0.5, threads=threads)
+    assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-5

@@ -84,12 +84,12 @@ class Runtime:
 
     def _prepare(self, op: dict[str, Any]) -> Any:
         """What an op computes once at load: a compiled binary conv, Winograd weights, or the dense
-        (heads, N, N) relative position bias of a window attention."""
+        key-major (heads, N, N) relative position bias of a window attention."""
         if op["op"] == "bconv":
             return BinaryConv(self.tensors[op["w"]], op["cin"], op["k"], op["dil"], op["pad"], op["groups"])
         if op["op"] == "window_attention":
             index = transformer.relative_position_index(op["window"])
-            return np.ascontiguousarray(self.tensors[op["table"]][index].transpose(2, 0, 1))
+            return np.ascontiguousarray(self.tensors[op["table"]][index].transpose(2, 1, 0))
         return self._wino(op)
 
     def __call__(self, lr: np.ndarray, profile: bool = False) -> np.ndarray:
@@ -139,7 +139,7 @@ class Runtime:
                 env[op["dst"]] = transformer.gelu(env[op["src"]])
             elif kind == "window_attention":
                 env[op["dst"]] = transformer.window_attention(env[op["src"]], op["heads"], op["window"], op["shift"],
-                                                              conv, op["scale"])
+                                                              conv, op["scale"], self.threads, self.path != "numpy")
             elif kind == "pad_window":
                 env[op["dst"]] = transformer.pad_to_multiple(env[op["src"]], op["multiple"])
             elif kind == "affine":

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from binsr.deploy.engine import _engine
+
 __all__ = ["layer_norm", "gelu", "window_attention", "relative_position_index", "pad_to_multiple", "affine"]
 
 
@@ -68,16 +70,20 @@ def _shift_mask(h: int, w: int, ws: int, shift: int) -> np.ndarray:
     return np.where(win[:, None, :] != win[:, :, None], np.float32(-100.0), np.float32(0.0))
 
 
-def window_attention(qkv: np.ndarray, heads: int, window: int, shift: int, bias: np.ndarray,
-                     scale: float) -> np.ndarray:
+def window_attention(qkv: np.ndarray, heads: int, window: int, shift: int, bias_t: np.ndarray, scale: float,
+                     threads: int = 1, compiled: bool = True) -> np.ndarray:
     """SwinIR's (S)W-MSA before its output projection, on the ``qkv`` token map.
 
     ``qkv``: (H, W, 3C) with channels ordered (q|k|v, head, d) as ``WindowAttention.qkv``;
-    ``bias``: (heads, N, N) relative position bias. The map is rolled by ``-shift``, split into
-    windows, ``softmax(q k^T * scale + bias + mask) v`` per window and head, merged and rolled
-    back: (H, W, C). Rolling the token map before the (token-wise) qkv linear or after it is the
-    same, as is rolling back before the projection.
+    ``bias_t``: (heads, N, N) relative position bias, key-major (``bias_t[h, j, i]`` is the bias
+    of query ``i`` and key ``j``). The map is rolled by ``-shift``, split into windows,
+    ``softmax(q k^T * scale + bias + mask) v`` per window and head, merged and rolled back:
+    (H, W, C). Rolling the token map before the (token-wise) qkv linear or after it is the same,
+    as is rolling back before the projection. ``compiled``: the fused C++ kernel
+    (``_engine.window_attention``, threads over windows) where built, else NumPy.
     """
+    if compiled and _engine is not None:
+        return _engine.window_attention(qkv, heads, window, shift, bias_t, scale, threads)
     h, w, c3 = qkv.shape
     c, d = c3 // 3, c3 // 3 // heads
     if shift:
@@ -87,7 +93,7 @@ def window_attention(qkv: np.ndarray, heads: int, window: int, shift: int, bias:
     win = win.reshape(nw, n, 3, heads, d).transpose(2, 0, 3, 1, 4)  # 3, nW, heads, N, d
     q, k, v = win[0] * np.float32(scale), win[1], win[2]
     attn = q @ k.transpose(0, 1, 3, 2)  # nW, heads, N, N
-    attn += bias[None]
+    attn += bias_t.transpose(0, 2, 1)[None]
     if shift:
         attn += _shift_mask(h, w, window, shift)[:, None]
     attn -= attn.max(axis=-1, keepdims=True)

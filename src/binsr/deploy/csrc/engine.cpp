@@ -963,6 +963,124 @@ static void bilinear_add(const FArr& x, py::array_t<float, py::array::c_style>& 
   }
 }
 
+// ---------------------------------------------------------------- SwinIR window attention (FP)
+// e^x for x <= 0 (Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, degree-5 polynomial, ~1 ulp), written
+// without calls so that the loops using it vectorize.
+static inline float exp_nonpos(float x) {
+  x = x < -87.f ? -87.f : x;
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.f;
+  const int32_t e = ((int32_t)n + 127) << 23;
+  float two_n;
+  std::memcpy(&two_n, &e, sizeof two_n);
+  return p * two_n;
+}
+
+// Windows [w0, w1) of softmax(q k^T * scale + bias + mask) v per head (see
+// binsr/deploy/transformer.py::window_attention). Scores are kept key-major (S[j][i], i the query)
+// so every inner loop runs over the N queries of a window: contiguous and vectorized.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void attn_windows(const float* __restrict qkv, float* __restrict out, int H, int W, int C, int heads, int ws,
+                         int shift, const float* __restrict biasT, float scale, int w0, int w1) {
+  const int N = ws * ws, d = C / heads, nwx = W / ws;
+  std::vector<float> qT((size_t)d * N), kk((size_t)N * d), vv((size_t)N * d), S((size_t)N * N), m(N), sum(N),
+      OT((size_t)d * N), lab(N);
+  std::vector<size_t> tok(N);
+  auto region = [shift, ws](int v, int n) { return v < n - ws ? 0.f : (v < n - shift ? 1.f : 2.f); };
+  for (int wi = w0; wi < w1; ++wi) {
+    const int wy = wi / nwx, wx = wi % nwx;
+    bool masked = false;
+    for (int p = 0; p < N; ++p) {
+      const int yr = wy * ws + p / ws, xr = wx * ws + p % ws;  // coordinates after the roll by -shift
+      tok[p] = (size_t)((yr + shift) % H) * W + (xr + shift) % W;
+      lab[p] = shift ? region(yr, H) * 3.f + region(xr, W) : 0.f;
+      masked |= lab[p] != lab[0];
+    }
+    for (int h = 0; h < heads; ++h) {
+      for (int p = 0; p < N; ++p) {
+        const float* t = qkv + tok[p] * 3 * C + h * d;
+        for (int c = 0; c < d; ++c) {
+          qT[(size_t)c * N + p] = t[c] * scale;
+          kk[(size_t)p * d + c] = t[C + c];
+          vv[(size_t)p * d + c] = t[2 * C + c];
+        }
+      }
+      const float* bT = biasT + (size_t)h * N * N;
+      for (int j = 0; j < N; ++j) {
+        float* __restrict row = S.data() + (size_t)j * N;
+        for (int i = 0; i < N; ++i) row[i] = bT[(size_t)j * N + i];
+        for (int c = 0; c < d; ++c) {
+          const float kv = kk[(size_t)j * d + c];
+          const float* __restrict q = qT.data() + (size_t)c * N;
+          for (int i = 0; i < N; ++i) row[i] += kv * q[i];
+        }
+        if (masked) {
+          const float lj = lab[j];
+          for (int i = 0; i < N; ++i) row[i] += lab[i] != lj ? -100.f : 0.f;
+        }
+      }
+      for (int i = 0; i < N; ++i) m[i] = S[i];
+      for (int j = 1; j < N; ++j)
+        for (int i = 0; i < N; ++i) m[i] = std::max(m[i], S[(size_t)j * N + i]);
+      std::fill(sum.begin(), sum.end(), 0.f);
+      for (int j = 0; j < N; ++j) {
+        float* __restrict row = S.data() + (size_t)j * N;
+        for (int i = 0; i < N; ++i) {
+          row[i] = exp_nonpos(row[i] - m[i]);
+          sum[i] += row[i];
+        }
+      }
+      std::fill(OT.begin(), OT.end(), 0.f);
+      for (int j = 0; j < N; ++j) {
+        const float* __restrict row = S.data() + (size_t)j * N;
+        for (int c = 0; c < d; ++c) {
+          const float vj = vv[(size_t)j * d + c];
+          float* __restrict o = OT.data() + (size_t)c * N;
+          for (int i = 0; i < N; ++i) o[i] += vj * row[i];
+        }
+      }
+      for (int i = 0; i < N; ++i) {
+        const float inv = 1.f / sum[i];
+        float* dst = out + tok[i] * C + h * d;
+        for (int c = 0; c < d; ++c) dst[c] = OT[(size_t)c * N + i] * inv;
+      }
+    }
+  }
+}
+
+static py::array_t<float> window_attention(const FArr& qkv, int heads, int ws, int shift, const FArr& biasT,
+                                           float scale, int threads) {
+  if (qkv.ndim() != 3 || qkv.shape(2) % (3 * heads) != 0) throw std::invalid_argument("qkv must be (H, W, 3 C)");
+  const int H = (int)qkv.shape(0), W = (int)qkv.shape(1), C = (int)qkv.shape(2) / 3, N = ws * ws;
+  if (H % ws || W % ws || shift < 0 || shift >= ws) throw std::invalid_argument("H, W must be multiples of ws; 0 <= shift < ws");
+  if (biasT.ndim() != 3 || biasT.shape(0) != heads || biasT.shape(1) != N || biasT.shape(2) != N)
+    throw std::invalid_argument("biasT must be (heads, N, N)");
+  py::array_t<float> out({(py::ssize_t)H, (py::ssize_t)W, (py::ssize_t)C});
+  const float* q = qkv.data();
+  const float* b = biasT.data();
+  float* o = out.mutable_data();
+  const int nw = (H / ws) * (W / ws);
+  py::gil_scoped_release nogil;
+  const int nt = std::max(1, std::min(threads, nw));
+  if (nt == 1) {
+    attn_windows(q, o, H, W, C, heads, ws, shift, b, scale, 0, nw);
+  } else {
+    std::vector<std::thread> pool;
+    for (int t = 0; t < nt; ++t)
+      pool.emplace_back(attn_windows, q, o, H, W, C, heads, ws, shift, b, scale, (int)((long)nw * t / nt),
+                        (int)((long)nw * (t + 1) / nt));
+    for (auto& th : pool) th.join();
+  }
+  return out;
+}
+
 }  // namespace binsr
 
 PYBIND11_MODULE(_engine, m) {
@@ -982,6 +1100,9 @@ PYBIND11_MODULE(_engine, m) {
         "Winograd output transform + bias + LeakyReLU + PixelShuffle into out (H*r, W*r, O/r^2).");
   m.def("bilinear_add", &bilinear_add, py::arg("x"), py::arg("y").noconvert(), py::arg("scale"),
         "y += bilinear upsampling of x (H, W, C) by an integer scale (align_corners=False).");
+  m.def("window_attention", &window_attention, py::arg("qkv"), py::arg("heads"), py::arg("ws"), py::arg("shift"),
+        py::arg("biasT"), py::arg("scale"), py::arg("threads") = 1,
+        "SwinIR (S)W-MSA before the projection: qkv (H, W, 3C), key-major bias (heads, N, N) -> (H, W, C).");
   py::class_<Layer>(m, "BinaryConv")
       .def(py::init(&make_layer), py::arg("weights"), py::arg("cin"), py::arg("k"), py::arg("dilation"),
            py::arg("padding"), py::arg("groups"))
