@@ -116,14 +116,18 @@ def bench_layers(threads: list[int], repeat: int, size: tuple[int, int], path: s
             def eng() -> None:
                 conv(xb, path=path, threads=t, pack=True)
 
+            def eng_bits() -> None:
+                conv(xb, path=path, threads=t, pack=True, out_float=False)
+
             def ref() -> None:
                 with torch.no_grad():
                     F.conv2d(xt, wtt, None, 1, pad, d, g)
 
-            te, tt = _median_pair([eng, ref], repeat)
+            te, tb, tt = _median_pair([eng, eng_bits, ref], repeat)
             macs = h * w * c * (c // g) * k * k
             rows.append({"op": name, "threads": t, "engine_ms": te * 1e3, "torch_ms": tt * 1e3,
-                         "speedup": tt / te, "binary_gmacs_per_s": macs / te / 1e9, "path": used})
+                         "speedup": tt / te, "binary_gmacs_per_s": macs / te / 1e9, "path": used,
+                         "engine_bits_ms": tb * 1e3, "speedup_bits": tt / tb})
     return rows
 
 
@@ -199,11 +203,14 @@ def bench_end_to_end(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str
 def _print_tables(result: dict[str, Any]) -> None:
     print(f"CPU: {result['cpu']}; engine path: {result['isa']} (kernel {result['kernel']})")
     if result["layers"]:
-        print("\n| op | threads | engine ms | torch FP32 ms | speedup | binary GMAC/s | path |")
-        print("|---|---|---|---|---|---|---|")
+        print("\n| op | threads | engine ms | torch FP32 ms | speedup | binary GMAC/s | bits-out ms | speedup | path |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in result["layers"]:
             print(f"| {r['op']} | {r['threads']} | {r['engine_ms']:.2f} | {r['torch_ms']:.2f} | "
-                  f"{r['speedup']:.1f}x | {r['binary_gmacs_per_s']:.0f} | {r['path']} |")
+                  f"{r['speedup']:.1f}x | {r['binary_gmacs_per_s']:.0f} | {r['engine_bits_ms']:.2f} | "
+                  f"{r['speedup_bits']:.1f}x | {r['path']} |")
+        print("engine ms: float32 output + sign bits (a block with an FP skip); bits-out: only the packed signs "
+              "the next binary layer reads (fused threshold + packing, no float written)")
     if result["end_to_end"]:
         print("\n| model | input | threads | engine ms | torch FP32 ms | vs torch | ORT FP32 ms | vs ORT |")
         print("|---|---|---|---|---|---|---|---|")

@@ -55,6 +55,43 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+class _HeapGuard:
+    """Give freed heap memory back to the system when the process has grown by ``budget`` bytes
+    since the last time (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Tile after tile, glibc keeps the freed activations of earlier tiles in a fragmented heap: a
+    4000x3000 input at x4 (0.55 GB output, packed engine, 2 threads) peaked at 1.30 GB RSS; with
+    this guard (64 MB) 1.04 GB in the same time. A fixed 1 MB mmap threshold (``mallopt``) gets
+    0.95 GB but re-faults every tile's activations and took 30-60% longer, so it is not used."""
+
+    def __init__(self, budget: int = 64 << 20) -> None:
+        self.budget, self.mark = budget, None
+        try:
+            import ctypes
+
+            self._trim = ctypes.CDLL("libc.so.6").malloc_trim
+            self._page = os.sysconf("SC_PAGE_SIZE")
+        except (OSError, AttributeError, ValueError):  # pragma: no cover - not glibc
+            self._trim = None
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page
+
+    def release_if_grown(self) -> None:
+        if self._trim is None:
+            return
+        rss = self._rss()
+        if self.mark is None or rss < self.mark:
+            self.mark = rss
+        elif rss - self.mark > self.budget:
+            self._trim(0)
+            self.mark = self._rss()
+
+
+_heap = _HeapGuard()
+
+
 @dataclass
 class Upscaler:
     """A loaded model: ``forward`` maps float32 ``HWC`` RGB [0, 1] (h, w, 3) to (s*h, s*w, 3)."""
@@ -69,6 +106,7 @@ class Upscaler:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         out = self.forward(x)
+        _heap.release_if_grown()
         h, w = x.shape[:2]
         if out.shape != (h * self.scale, w * self.scale, 3):
             raise BinsrError(f"model {self.name} gave shape {out.shape} for a {h}x{w} input; "
@@ -139,23 +177,6 @@ def _engine_forward(runtime: Any) -> Callable[[np.ndarray], np.ndarray]:
     return forward
 
 
-def _fixed_mmap_threshold(nbytes: int = 1 << 20) -> None:
-    """Serve every allocation over ``nbytes`` with its own ``mmap`` (glibc ``mallopt``).
-
-    glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), after which
-    tile-sized activations come from the heap and fragment it: upscaling a 1000x750 image at x4
-    grew the process by 390 MB instead of 160 MB. A fixed threshold returns each tile's buffers
-    to the system. No-op off glibc."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, nbytes)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
-
-
 def load_upscaler(model: Any = None, scale: int | None = None, backend: str = "engine",
                   threads: int | None = None) -> Upscaler:
     """Load a model for :func:`upscale_array`.
@@ -174,7 +195,6 @@ def load_upscaler(model: Any = None, scale: int | None = None, backend: str = "e
     if isinstance(model, Upscaler):
         _check_scale(model.name, model.scale, scale)
         return model
-    _fixed_mmap_threshold()
     if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if threads is not None and threads < 1:
