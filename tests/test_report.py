@@ -51,3 +51,18 @@ def test_report_without_runs_is_a_usage_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", "--runs", str(tmp_path / "empty")]) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+def test_compare_runs_get_their_own_sections(data_root, tmp_path):
+    for name, recipe in [("zoo_tiny", "e2fif"), ("compare_bnn", "bnn"), ("compare_estimator_ste_none", "lt_attn")]:
+        _fake_run(tmp_path / "runs", name, recipe)
+    text = write_report(tmp_path / "runs", tmp_path / "docs" / "results.md", PUBLISHED, ["Set5"], str(data_root),
+                        crop_image=("Set5", 2)).read_text()
+    sections = [line for line in text.splitlines() if line.startswith("### x2")]
+    assert sections == ["### x2", "### x2: same-budget comparison of the recipes (configs/compare)",
+                        "### x2: sign-derivative estimators with and without attention (configs/compare/estimator_*)"]
+    body = text.split("### x2")[1:]
+    assert "| zoo_tiny" in body[0] and "| compare_bnn" in body[1] and "| compare_estimator_ste_none" in body[2]
+    for tag in ("", "_compare", "_estimators"):
+        assert (tmp_path / "docs" / f"results_val_psnr{tag}.png").is_file()
+        assert (tmp_path / "docs" / f"results_crops_x2{tag}.png").is_file()
