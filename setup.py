@@ -12,7 +12,7 @@ engine = Pybind11Extension(
     include_dirs=["src/binsr/deploy/csrc"],
     depends=["src/binsr/deploy/csrc/engine.h", "src/binsr/deploy/csrc/rows.inc"],
     cxx_std=17,
-    extra_compile_args=["-O3", "-fno-math-errno"],
+    extra_compile_args=["-O3", "-fno-math-errno", "-fno-trapping-math"],  # lets the FP helper loops vectorise
     extra_link_args=["-pthread"],
     optional=True,
 )

@@ -44,6 +44,18 @@ def test_swinir_runtime_matches_torch(tmp_path_factory, recipe: str, scale: int,
     out = _uint8(Runtime(path, threads=2)(x.numpy()))
     assert out.shape == ref.shape == (1, 3, h * scale, w * scale)
     diff = np.abs(out - ref)
+    # a tiny image has fewer than 1000 values: allow one rounding tie that float order flips
+    assert diff.max() <= 1 and (diff != 0).sum() <= max(1, 0.001 * diff.size)
+
+
+@pytest.mark.parametrize("recipe", ["scales", "bibert"])
+def test_swinir_runtime_matches_torch_on_999_permille(tmp_path, recipe: str) -> None:
+    model = _swinir(recipe, 4, window=8)
+    export_packed(model, tmp_path / "m.bsr")
+    x = torch.rand(1, 3, 37, 51, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = _uint8(model(x).numpy())
+    diff = np.abs(_uint8(Runtime(tmp_path / "m.bsr", threads=2)(x.numpy())) - ref)
     assert diff.max() <= 1 and (diff == 0).mean() >= 0.999
 
 
@@ -55,8 +67,11 @@ def test_fp_swinir_is_refused(tmp_path) -> None:
 def test_shift_mask_and_gelu_match_torch() -> None:
     mask = transformer._shift_mask(16, 24, 8, 4)
     assert np.array_equal(mask, shifted_window_mask(16, 24, 8, 4).numpy())
-    x = torch.linspace(-6, 6, 1001)
-    assert np.abs(transformer.gelu(x.numpy()) - torch.nn.functional.gelu(x).numpy()).max() < 1e-6
+    x = torch.linspace(-6, 6, 300_001)  # long enough for two threads
+    ref = torch.nn.functional.gelu(x).numpy()
+    for compiled in (False, True):
+        for threads in (1, 2):
+            assert np.abs(transformer.gelu(x.numpy(), threads, compiled) - ref).max() < 2e-6
 
 
 @settings(max_examples=10, deadline=None)

@@ -136,7 +136,7 @@ class Runtime:
                 env[op["dst"]] = transformer.layer_norm(env[op["src"]], self.tensors[op["w"]], self.tensors[op["b"]],
                                                         op["eps"])
             elif kind == "gelu":
-                env[op["dst"]] = transformer.gelu(env[op["src"]])
+                env[op["dst"]] = transformer.gelu(env[op["src"]], self.threads, self.path != "numpy")
             elif kind == "window_attention":
                 env[op["dst"]] = transformer.window_attention(env[op["src"]], op["heads"], op["window"], op["shift"],
                                                               conv, op["scale"], self.threads, self.path != "numpy")

@@ -35,8 +35,11 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return np.copysign(1.0 - poly * np.exp(-a * a), x).astype(np.float32)
 
 
-def gelu(x: np.ndarray) -> np.ndarray:
-    """``nn.GELU()`` (the exact form ``x / 2 * (1 + erf(x / sqrt 2))``)."""
+def gelu(x: np.ndarray, threads: int = 1, compiled: bool = True) -> np.ndarray:
+    """``nn.GELU()`` (the exact form ``x / 2 * (1 + erf(x / sqrt 2))``); ``compiled``: the C++
+    loop (``_engine.gelu``, same formula) where built, else NumPy."""
+    if compiled and _engine is not None:
+        return _engine.gelu(x, threads)
     return (np.float32(0.5) * x * (1.0 + _erf(x * np.float32(2 ** -0.5)))).astype(np.float32)
 
 

@@ -967,7 +967,7 @@ static void bilinear_add(const FArr& x, py::array_t<float, py::array::c_style>& 
 // e^x for x <= 0 (Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, degree-5 polynomial, ~1 ulp), written
 // without calls so that the loops using it vectorize.
 static inline float exp_nonpos(float x) {
-  x = x < -87.f ? -87.f : x;
+  x = std::max(x, -87.f);
   const float n = std::floor(x * 1.44269504088896341f + 0.5f);
   const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
@@ -1055,6 +1055,32 @@ static void attn_windows(const float* __restrict qkv, float* __restrict out, int
   }
 }
 
+// nn.GELU() = x / 2 * (1 + erf(x / sqrt 2)); erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void gelu_range(const float* __restrict x, float* __restrict y, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const float z = x[i] * 0.70710678118654752f, a = std::fabs(z);
+    const float t = 1.f / (1.f + 0.3275911f * a);
+    const float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+    const float e = 1.f - poly * exp_nonpos(-a * a);
+    y[i] = 0.5f * x[i] * (1.f + (z < 0.f ? -e : e));
+  }
+}
+
+static py::array_t<float> gelu(const FArr& x, int threads) {
+  py::array_t<float> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  const float* xp = x.data();
+  float* yp = y.mutable_data();
+  const size_t n = (size_t)x.size();
+  py::gil_scoped_release nogil;
+  const int nt = (int)std::max<size_t>(1, std::min<size_t>((size_t)threads, n >> 16));
+  std::vector<std::thread> pool;
+  for (int t = 1; t < nt; ++t) pool.emplace_back(gelu_range, xp + n * t / nt, yp + n * t / nt, n * (t + 1) / nt - n * t / nt);
+  gelu_range(xp, yp, n / nt);
+  for (auto& th : pool) th.join();
+  return y;
+}
+
 static py::array_t<float> window_attention(const FArr& qkv, int heads, int ws, int shift, const FArr& biasT,
                                            float scale, int threads) {
   if (qkv.ndim() != 3 || qkv.shape(2) % (3 * heads) != 0) throw std::invalid_argument("qkv must be (H, W, 3 C)");
@@ -1100,6 +1126,7 @@ PYBIND11_MODULE(_engine, m) {
         "Winograd output transform + bias + LeakyReLU + PixelShuffle into out (H*r, W*r, O/r^2).");
   m.def("bilinear_add", &bilinear_add, py::arg("x"), py::arg("y").noconvert(), py::arg("scale"),
         "y += bilinear upsampling of x (H, W, C) by an integer scale (align_corners=False).");
+  m.def("gelu", &gelu, py::arg("x"), py::arg("threads") = 1, "nn.GELU() (exact erf form, |error| < 1e-6).");
   m.def("window_attention", &window_attention, py::arg("qkv"), py::arg("heads"), py::arg("ws"), py::arg("shift"),
         py::arg("biasT"), py::arg("scale"), py::arg("threads") = 1,
         "SwinIR (S)W-MSA before the projection: qkv (H, W, 3C), key-major bias (heads, N, N) -> (H, W, C).");
