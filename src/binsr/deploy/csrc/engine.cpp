@@ -63,6 +63,10 @@ static inline uint64_t pack_word(const float* v, const float* thr, int n) {
   return w;
 }
 
+// Float output of one pixel (see rows.inc).
+static inline void store_floats(float* dst, const float* v, int C) { std::memcpy(dst, v, sizeof(float) * C); }
+static inline void stream_fence() {}
+
 #include "rows.inc"
 }  // namespace portable
 
@@ -148,6 +152,13 @@ __attribute__((target("avx2,popcnt,fma"))) static inline uint64_t pack_word(cons
     if (!(v[c] >= (thr ? thr[c] : 0.f))) w &= ~(1ull << c);
   return w;
 }
+
+// Float output of one pixel, streamed (no read for ownership) when it is whole aligned vectors.
+static inline void store_floats(float* dst, const float* v, int C) {
+  if (C % 8 || ((uintptr_t)dst & 31)) { std::memcpy(dst, v, sizeof(float) * C); return; }
+  for (int o = 0; o < C; o += 8) _mm256_stream_ps(dst + o, _mm256_loadu_ps(v + o));
+}
+static inline void stream_fence() { _mm_sfence(); }
 
 #include "rows.inc"
 
@@ -242,6 +253,7 @@ void rows_seg(const Job& j, int y0, int y1) {
       }
       epilogue(j, y, x0, np, dots.data(), v.data());
     }
+  stream_fence();
 }
 }  // namespace avx2
 #pragma GCC pop_options
@@ -304,6 +316,13 @@ __attribute__((target("avx512f,avx512bw,avx512vpopcntdq"))) static inline uint64
     if (!(v[c] >= (thr ? thr[c] : 0.f))) w &= ~(1ull << c);
   return w;
 }
+
+// Float output of one pixel, streamed (no read for ownership) when it is whole cache lines.
+__attribute__((target("avx512f"))) static inline void store_floats(float* dst, const float* v, int C) {
+  if (C % 16 || ((uintptr_t)dst & 63)) { std::memcpy(dst, v, sizeof(float) * C); return; }
+  for (int o = 0; o < C; o += 16) _mm512_stream_ps(dst + o, _mm512_loadu_ps(v + o));
+}
+static inline void stream_fence() { _mm_sfence(); }
 
 #include "rows.inc"
 
@@ -385,6 +404,7 @@ __attribute__((target("avx512f,avx512bw,avx512vpopcntdq,avx512bitalg"))) static 
 void rows_seg(const Job& j, int y0, int y1) {
   if (j.L->seg == 16) rows_seg_t<16>(j, y0, y1);
   else rows_seg_t<32>(j, y0, y1);
+  stream_fence();
 }
 
 // AMX-INT8 kernel: the conv as an int8 GEMM on tiles. Per thread, a ring of the (k-1)*dil+1 padded
@@ -453,7 +473,11 @@ __attribute__((target("avx512f,avx512bw"), always_inline)) static inline void ep
     for (int r = 0; r < 3; ++r)
       if (res[r]) v = _mm512_add_round_ps(v, _mm512_maskz_loadu_ps(m, res[r] + pi * C + o0), RN);
     if (act && !af) v = rprelu16(v);
-    if (of) _mm512_mask_storeu_ps(of + pi * C + o0, m, v);
+    if (of) {  // a whole aligned cache line: stream it (no read for ownership; the map is far past L2)
+      float* dst = of + pi * C + o0;
+      if (no == 16 && ((uintptr_t)dst & 63) == 0) _mm512_stream_ps(dst, v);
+      else _mm512_mask_storeu_ps(dst, m, v);
+    }
     if (bits) {
       uint16_t* b = bits + pi * pw4;
       b[piece] = (uint16_t)(_mm512_cmp_ps_mask(v, th, _CMP_GE_OQ) | pad);
@@ -571,6 +595,7 @@ __attribute__((target("avx512f,avx512bw,amx-tile,amx-int8"))) void rows_amx(cons
     }
   }
   _tile_release();
+  _mm_sfence();  // the streamed stores are visible before the caller reads the map
 }
 
 }  // namespace avx512
