@@ -87,3 +87,23 @@ def test_compiled_window_attention_matches_numpy(heads: int, window: int, rows: 
     ref = transformer.window_attention(qkv, heads, window, shift, bias_t, 0.5, compiled=False)
     out = transformer.window_attention(qkv, heads, window, shift, bias_t, 0.5, threads=threads)
     assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-5
+
+
+@settings(max_examples=10, deadline=None)
+@given(channels=st.integers(1, 200), pixels=st.integers(1, 300), threads=st.sampled_from([1, 2]),
+       with_thr=st.booleans())
+def test_compiled_pack_and_layer_norm_match_numpy(channels: int, pixels: int, threads: int, with_thr: bool) -> None:
+    from binsr.deploy import pack_bits
+    from binsr.deploy.engine import _engine
+
+    rng = np.random.default_rng(channels * 1000 + pixels)
+    x = rng.normal(size=(pixels, channels)).astype(np.float32)
+    x[0, 0] = 0.0  # sign of 0 is +1
+    thr = rng.normal(size=channels).astype(np.float32) * 0.3 if with_thr else None
+    ref = pack_bits(x if thr is None else x - thr)
+    assert np.array_equal(_engine.pack_signs(x, thr, threads), ref)
+    w, b = rng.normal(size=channels).astype(np.float32), rng.normal(size=channels).astype(np.float32)
+    expect = torch.nn.functional.layer_norm(torch.from_numpy(x), (channels,), torch.from_numpy(w),
+                                            torch.from_numpy(b), 1e-5).numpy()
+    for compiled in (False, True):
+        assert np.abs(transformer.layer_norm(x, w, b, 1e-5, threads, compiled) - expect).max() < 1e-4

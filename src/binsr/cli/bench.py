@@ -189,6 +189,7 @@ def bench_end_to_end(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str
             sess, how = _onnx_session(model, x, t, tmp)
             fns.append(lambda: sess.run(None, {sess.get_inputs()[0].name: xn}))
         times = _median_pair(fns, args.repeat)
+        time.sleep(0.5)  # ONNX Runtime's worker threads stop spinning (they cost the split up to 40%)
         rt(xn, profile=True)
         split = {k: v * 1e3 for k, v in sorted(rt.timings.items(), key=lambda kv: -kv[1])}
         row = {"model": f"{args.model} x{args.scale} {recipe}", "input": f"{w}x{h}", "threads": t,

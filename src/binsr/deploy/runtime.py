@@ -14,7 +14,7 @@ from safetensors import safe_open
 
 from binsr.deploy import fp, transformer
 from binsr.deploy.bitpack import pack_bits
-from binsr.deploy.engine import BinaryConv, resolve_path
+from binsr.deploy.engine import BinaryConv, _engine, resolve_path
 from binsr.errors import BinsrError
 
 __all__ = ["Runtime", "FORMAT", "VERSION"]
@@ -119,9 +119,7 @@ class Runtime:
                                            op["dil"], op["leaky"], op["shuffle"], self.threads)
                 kind = "upsample_conv" if op["shuffle"] > 1 else "fp_conv"
             elif kind == "pack":
-                thr = self._t(op["thr"])
-                src = env[op["src"]]
-                env[op["dst"]] = pack_bits(src if thr is None else src - thr)
+                env[op["dst"]] = self._pack(env[op["src"]], self._t(op["thr"]))
             elif kind == "sigmoid":
                 env[op["dst"]] = fp.sigmoid(env[op["src"]][..., 0])
             elif kind == "channel_gate":
@@ -134,7 +132,7 @@ class Runtime:
                 env[op["dst"]] = y.reshape(*src.shape[:-1], -1)
             elif kind == "layernorm":
                 env[op["dst"]] = transformer.layer_norm(env[op["src"]], self.tensors[op["w"]], self.tensors[op["b"]],
-                                                        op["eps"])
+                                                        op["eps"], self.threads, self.path != "numpy")
             elif kind == "gelu":
                 env[op["dst"]] = transformer.gelu(env[op["src"]], self.threads, self.path != "numpy")
             elif kind == "window_attention":
@@ -154,6 +152,12 @@ class Runtime:
             if profile:
                 self.timings[kind] += time.perf_counter() - t0
         return env[self.graph["output"]]
+
+    def _pack(self, x: np.ndarray, thr: np.ndarray | None) -> np.ndarray:
+        """Sign bits of ``x >= thr`` (``x - thr >= 0``: the same for finite floats), packed."""
+        if self.path == "numpy" or _engine is None:
+            return pack_bits(x if thr is None else x - thr)
+        return _engine.pack_signs(x, thr, self.threads)
 
     @staticmethod
     def _residuals(op: dict[str, Any], env: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:

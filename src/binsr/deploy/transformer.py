@@ -15,8 +15,12 @@ from binsr.deploy.engine import _engine
 __all__ = ["layer_norm", "gelu", "window_attention", "relative_position_index", "pad_to_multiple", "affine"]
 
 
-def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    """LayerNorm over the last axis (``nn.LayerNorm``: biased variance, ``eps`` inside the root)."""
+def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, threads: int = 1,
+               compiled: bool = True) -> np.ndarray:
+    """LayerNorm over the last axis (``nn.LayerNorm``: biased variance, ``eps`` inside the root);
+    ``compiled``: one C++ pass per token (``_engine.layer_norm``, sums in double) where built."""
+    if compiled and _engine is not None:
+        return _engine.layer_norm(x, weight, bias, eps, threads)
     mean = x.mean(axis=-1, keepdims=True, dtype=np.float32)
     y = x - mean
     var = np.mean(np.square(y), axis=-1, keepdims=True, dtype=np.float32)

@@ -1080,6 +1080,16 @@ static void attn_windows(const float* __restrict qkv, float* __restrict out, int
   }
 }
 
+// Split [0, n) over up to `threads` threads (at least `grain` items each); fn(i0, i1).
+template <class F>
+static void parallel_range(size_t n, int threads, size_t grain, F fn) {
+  const int nt = (int)std::max<size_t>(1, std::min<size_t>((size_t)std::max(threads, 1), n / std::max<size_t>(grain, 1)));
+  std::vector<std::thread> pool;
+  for (int t = 1; t < nt; ++t) pool.emplace_back(fn, n * t / nt, n * (t + 1) / nt);
+  fn(0, n / nt);
+  for (auto& th : pool) th.join();
+}
+
 // nn.GELU() = x / 2 * (1 + erf(x / sqrt 2)); erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
 __attribute__((target_clones("avx512f", "avx2", "default")))
 static void gelu_range(const float* __restrict x, float* __restrict y, size_t n) {
@@ -1098,12 +1108,56 @@ static py::array_t<float> gelu(const FArr& x, int threads) {
   float* yp = y.mutable_data();
   const size_t n = (size_t)x.size();
   py::gil_scoped_release nogil;
-  const int nt = (int)std::max<size_t>(1, std::min<size_t>((size_t)threads, n >> 16));
-  std::vector<std::thread> pool;
-  for (int t = 1; t < nt; ++t) pool.emplace_back(gelu_range, xp + n * t / nt, yp + n * t / nt, n * (t + 1) / nt - n * t / nt);
-  gelu_range(xp, yp, n / nt);
-  for (auto& th : pool) th.join();
+  parallel_range(n, threads, 1 << 16, [=](size_t i0, size_t i1) { gelu_range(xp + i0, yp + i0, i1 - i0); });
   return y;
+}
+
+// LayerNorm over the last axis of (M, C): biased variance, eps inside the root; sums in double.
+static void layer_norm_range(const float* __restrict x, float* __restrict y, const float* __restrict w,
+                             const float* __restrict b, int C, float eps, size_t m0, size_t m1) {
+  for (size_t m = m0; m < m1; ++m) {
+    const float* __restrict r = x + m * C;
+    double s = 0.0, q = 0.0;
+    for (int c = 0; c < C; ++c) s += r[c];
+    const double mean = s / C;
+    for (int c = 0; c < C; ++c) { const double d = r[c] - mean; q += d * d; }
+    const float inv = (float)(1.0 / std::sqrt(q / C + (double)eps)), mu = (float)mean;
+    float* __restrict o = y + m * C;
+    for (int c = 0; c < C; ++c) o[c] = (r[c] - mu) * inv * w[c] + b[c];
+  }
+}
+
+static py::array_t<float> layer_norm(const FArr& x, const FArr& w, const FArr& b, float eps, int threads) {
+  const int C = (int)x.shape(x.ndim() - 1);
+  if (w.size() != C || b.size() != C) throw std::invalid_argument("weight and bias must have C values");
+  py::array_t<float> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  const float *xp = x.data(), *wp = w.data(), *bp = b.data();
+  float* yp = y.mutable_data();
+  const size_t M = (size_t)x.size() / C;
+  py::gil_scoped_release nogil;
+  parallel_range(M, threads, 4096, [=](size_t m0, size_t m1) { layer_norm_range(xp, yp, wp, bp, C, eps, m0, m1); });
+  return y;
+}
+
+// Sign bits of channel-last float x (..., C) against thr (C,) or 0, packed as bitpack.pack_bits.
+static py::array_t<uint64_t> pack_signs(const FArr& x, const OptF& thr, int threads) {
+  const int C = (int)x.shape(x.ndim() - 1), nw = (C + 63) / 64;
+  std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+  shape.back() = nw;
+  py::array_t<uint64_t> out(shape);
+  const float* xp = x.data();
+  const float* tp = vec_ptr(thr, C, "thr");
+  uint64_t* op = out.mutable_data();
+  const size_t M = (size_t)x.size() / C;
+  uint64_t (*word)(const float*, const float*, int) =
+      cpu_avx512() ? avx512::pack_word : cpu_avx2() ? avx2::pack_word : portable::pack_word;
+  py::gil_scoped_release nogil;
+  parallel_range(M, threads, 4096, [=](size_t m0, size_t m1) {
+    for (size_t m = m0; m < m1; ++m)
+      for (int i = 0; i < nw; ++i)
+        op[m * nw + i] = word(xp + m * C + i * 64, tp ? tp + i * 64 : nullptr, std::min(64, C - i * 64));
+  });
+  return out;
 }
 
 static py::array_t<float> window_attention(const FArr& qkv, int heads, int ws, int shift, const FArr& biasT,
@@ -1119,16 +1173,9 @@ static py::array_t<float> window_attention(const FArr& qkv, int heads, int ws, i
   float* o = out.mutable_data();
   const int nw = (H / ws) * (W / ws);
   py::gil_scoped_release nogil;
-  const int nt = std::max(1, std::min(threads, nw));
-  if (nt == 1) {
-    attn_windows(q, o, H, W, C, heads, ws, shift, b, scale, 0, nw);
-  } else {
-    std::vector<std::thread> pool;
-    for (int t = 0; t < nt; ++t)
-      pool.emplace_back(attn_windows, q, o, H, W, C, heads, ws, shift, b, scale, (int)((long)nw * t / nt),
-                        (int)((long)nw * (t + 1) / nt));
-    for (auto& th : pool) th.join();
-  }
+  parallel_range((size_t)nw, threads, 1, [=](size_t w0, size_t w1) {
+    attn_windows(q, o, H, W, C, heads, ws, shift, b, scale, (int)w0, (int)w1);
+  });
   return out;
 }
 
@@ -1151,6 +1198,10 @@ PYBIND11_MODULE(_engine, m) {
         "Winograd output transform + bias + LeakyReLU + PixelShuffle into out (H*r, W*r, O/r^2).");
   m.def("bilinear_add", &bilinear_add, py::arg("x"), py::arg("y").noconvert(), py::arg("scale"),
         "y += bilinear upsampling of x (H, W, C) by an integer scale (align_corners=False).");
+  m.def("layer_norm", &layer_norm, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("eps"),
+        py::arg("threads") = 1, "nn.LayerNorm over the last axis (sums in double).");
+  m.def("pack_signs", &pack_signs, py::arg("x"), py::arg("thr") = py::none(), py::arg("threads") = 1,
+        "Sign bits (x >= thr) of channel-last float x, packed as binsr.deploy.bitpack.pack_bits.");
   m.def("gelu", &gelu, py::arg("x"), py::arg("threads") = 1, "nn.GELU() (exact erf form, |error| < 1e-6).");
   m.def("window_attention", &window_attention, py::arg("qkv"), py::arg("heads"), py::arg("ws"), py::arg("shift"),
         py::arg("biasT"), py::arg("scale"), py::arg("threads") = 1,
