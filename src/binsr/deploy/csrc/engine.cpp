@@ -303,17 +303,13 @@ __attribute__((target("avx512f,avx512bw,avx512vpopcntdq"), always_inline)) stati
 
 __attribute__((target("avx512f,avx512bw,avx512vpopcntdq"))) static inline uint64_t pack_word(
     const float* v, const float* thr, int n) {
-  if (n == 64) {
-    uint64_t w = 0;
-    for (int i = 0; i < 4; ++i) {
-      const __m512 t = thr ? _mm512_loadu_ps(thr + 16 * i) : _mm512_setzero_ps();
-      w |= (uint64_t)_mm512_cmp_ps_mask(_mm512_loadu_ps(v + 16 * i), t, _CMP_GE_OQ) << (16 * i);
-    }
-    return w;
+  uint64_t w = n < 64 ? ~0ull << n : 0;  // bits past the last channel: 1
+  for (int i = 0; i < 4 && 16 * i < n; ++i) {
+    const int k = n - 16 * i;
+    const __mmask16 m = k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << k) - 1);
+    const __m512 t = thr ? _mm512_maskz_loadu_ps(m, thr + 16 * i) : _mm512_setzero_ps();
+    w |= (uint64_t)_mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, v + 16 * i), t, _CMP_GE_OQ) << (16 * i);
   }
-  uint64_t w = ~0ull;
-  for (int c = 0; c < n; ++c)
-    if (!(v[c] >= (thr ? thr[c] : 0.f))) w &= ~(1ull << c);
   return w;
 }
 
