@@ -60,9 +60,10 @@ class _HeapGuard:
     since the last time (glibc ``malloc_trim``; a no-op elsewhere).
 
     Tile after tile, glibc keeps the freed activations of earlier tiles in a fragmented heap: a
-    4000x3000 input at x4 (0.55 GB output, packed engine, 2 threads) peaked at 1.30 GB RSS; with
-    this guard (64 MB) 1.04 GB in the same time. A fixed 1 MB mmap threshold (``mallopt``) gets
-    0.95 GB but re-faults every tile's activations and took 30-60% longer, so it is not used."""
+    4000x3000 input at x4 (549 MiB output, packed engine, 2 threads) peaked at about 1.3 GB RSS;
+    with this guard (64 MB) at 1,041 MiB in the same time. A fixed 1 MB mmap threshold
+    (``mallopt``) gets 947 MiB but re-faults every tile's activations and took 30-60% longer, so it
+    is not used."""
 
     def __init__(self, budget: int = 64 << 20) -> None:
         self.budget, self.mark = budget, None
