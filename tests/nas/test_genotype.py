@@ -88,3 +88,15 @@ def test_random_genotypes_are_valid_reproducible_and_differ():
 def test_bad_random_seed_is_a_usage_error():
     with pytest.raises(UsageError, match="random:<non-negative integer seed>"):
         load_genotype("random:x")
+
+
+def test_sized_random_genotypes_match_the_default_size():
+    from binsr.nas.genotype import _kernel_area
+
+    base = load_genotype(None)
+    cells = [load_genotype(f"random_sized:{seed}") for seed in range(3)]
+    for cell in cells:
+        assert abs(_kernel_area(cell) - _kernel_area(base)) <= 0.1 * _kernel_area(base)
+    assert len(set(cells)) == 3 and load_genotype("random_sized:1") == load_genotype("random_sized:1")
+    with pytest.raises(UsageError, match="no random cell"):
+        random_genotype(0, base.steps, base.groups, like=base, tolerance=0.0, tries=3)

@@ -82,34 +82,54 @@ def shipped_genotypes() -> list[str]:
     return sorted(p.stem for p in _SHIPPED.glob("*.json"))
 
 
-def random_genotype(seed: int, steps: int, groups: int) -> Genotype:
+def _kernel_area(genotype: Genotype) -> int:
+    """Sum of the k x k footprints of a cell's conv ops (its binary weights, up to channels/groups)."""
+    from binsr.nas.ops import CONV_OPS
+
+    return sum(int(op.rsplit("_", 1)[1].split("x")[0]) ** 2 for node in genotype.nodes for op, _ in node
+               if op in CONV_OPS)
+
+
+def random_genotype(seed: int, steps: int, groups: int, like: Genotype | None = None, tolerance: float = 0.1,
+                    tries: int = 100_000) -> Genotype:
     """The random-architecture baseline of NAS papers (DARTS, Liu et al. 2019, Sec. 3.3; Li & Talwalkar,
     UAI 2019): per node two distinct input states drawn uniformly, per edge an op drawn uniformly from
-    the search space without ``none``; the same ``seed`` gives the same cell."""
+    the search space without ``none``; the same ``seed`` gives the same cell.
+
+    With ``like``, draws are repeated until the cell's conv footprint (the sum of k^2 over its conv
+    ops, i.e. its binary weights) is within ``tolerance`` of ``like``'s: a random cell of the same
+    size, as the SRBNAS issue's sanity check asks (uniform draws are larger than a searched cell
+    that picked small ops)."""
     from binsr.nas.ops import OPS
 
     rng = np.random.default_rng(seed)
     ops = [o for o in OPS if o != "none"]
-    nodes = tuple(tuple((ops[int(rng.integers(len(ops)))], int(src))
-                        for src in sorted(rng.choice(j + 2, size=2, replace=False)))
-                  for j in range(steps))
-    return Genotype(nodes, groups, {"random_seed": seed})
+    target = None if like is None else _kernel_area(like)
+    for _ in range(tries):
+        nodes = tuple(tuple((ops[int(rng.integers(len(ops)))], int(src))
+                            for src in sorted(rng.choice(j + 2, size=2, replace=False)))
+                      for j in range(steps))
+        cell = Genotype(nodes, groups, {"random_seed": seed, **({"size_of": "default"} if like else {})})
+        if target is None or abs(_kernel_area(cell) - target) <= tolerance * target:
+            return cell
+    raise UsageError(f"no random cell within {tolerance:.0%} of the size asked for in {tries} draws")
 
 
 def load_genotype(source: str | Path | dict | Genotype | None) -> Genotype:
     """A genotype from a shipped name (``shipped_genotypes()``), a JSON path, a dict, a
-    :class:`Genotype`, ``None`` (the shipped :data:`DEFAULT_GENOTYPE`), or ``"random:SEED"``: a
-    :func:`random_genotype` with the default genotype's node count and groups."""
+    :class:`Genotype`, ``None`` (the shipped :data:`DEFAULT_GENOTYPE`), ``"random:SEED"`` (a
+    :func:`random_genotype` with the default genotype's node count and groups) or
+    ``"random_sized:SEED"`` (the same, redrawn until it has the default genotype's size)."""
     if isinstance(source, Genotype):
         return source
     if isinstance(source, dict):
         return Genotype.from_dict(source)
-    if isinstance(source, str) and source.startswith("random:"):
-        seed = source.split(":", 1)[1]
+    if isinstance(source, str) and source.split(":", 1)[0] in ("random", "random_sized"):
+        kind, _, seed = source.partition(":")
         if not seed.isdigit():
-            raise UsageError(f"bad genotype {source!r}: expected random:<non-negative integer seed>")
+            raise UsageError(f"bad genotype {source!r}: expected {kind}:<non-negative integer seed>")
         base = load_genotype(None)
-        return random_genotype(int(seed), base.steps, base.groups)
+        return random_genotype(int(seed), base.steps, base.groups, base if kind == "random_sized" else None)
     name = DEFAULT_GENOTYPE if source is None else str(source)
     path = _SHIPPED / f"{name}.json" if name in shipped_genotypes() else Path(name)
     try:
