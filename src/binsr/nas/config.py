@@ -9,16 +9,12 @@ PC-DARTS (Xu et al., ICLR 2020) where the paper is silent.
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from binsr.errors import UsageError
+from binsr.schema import apply_overrides, from_dict, read_yaml
 
 __all__ = ["SearchConfig", "load_search_config", "search_config_from_dict", "apply_overrides"]
 
@@ -101,60 +97,6 @@ class SearchConfig:
         return dataclasses.asdict(self)
 
 
-def _convert(value: Any, hint: Any, key: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return _from_dict(hint, value, key)
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        return _convert(value, next(a for a in args if a is not type(None)), key)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise UsageError(f"config key {key!r}: expected a list, got {value!r}")
-        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise UsageError(f"config key {key!r}: expected true or false, got {value!r}")
-        return value
-    if hint in (int, float):
-        number = value
-        if isinstance(value, str):  # PyYAML reads "1e-4" as a string
-            try:
-                number = float(value)
-            except ValueError:
-                number = None
-        if isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number):
-            if hint is float:
-                return float(number)
-            if float(number).is_integer():
-                return int(number)
-        raise UsageError(f"config key {key!r}: expected {'an integer' if hint is int else 'a number'}, got {value!r}")
-    if not isinstance(value, str):
-        raise UsageError(f"config key {key!r}: expected a string, got {value!r}")
-    return value
-
-
-def _from_dict(cls: type, raw: Any, prefix: str) -> Any:
-    where = f"section {prefix!r}" if prefix else "the top level"
-    if not isinstance(raw, dict):
-        raise UsageError(f"config {where}: expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in fields:
-            full = f"{prefix}.{key}" if prefix else str(key)
-            raise UsageError(f"unknown config key {full!r}; valid keys in {where}: {', '.join(fields)}")
-    values = {}
-    for name, f in fields.items():
-        full = f"{prefix}.{name}" if prefix else name
-        if name in raw:
-            values[name] = _convert(raw[name], hints[name], full)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise UsageError(f"config key {full!r} is required")
-    return cls(**values)
-
-
 def _check(cfg: SearchConfig) -> None:
     from binsr.nas.ops import OPS
 
@@ -203,40 +145,12 @@ def _check(cfg: SearchConfig) -> None:
 
 def search_config_from_dict(raw: dict[str, Any]) -> SearchConfig:
     """A checked :class:`SearchConfig` from a nested dict (a parsed YAML file)."""
-    cfg = _from_dict(SearchConfig, raw, "")
+    cfg = from_dict(SearchConfig, raw, "")
     _check(cfg)
     return cfg
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` strings (values parsed as YAML) to a nested dict, in place."""
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set expects key=value (e.g. reg.mu=0.5), got {item!r}")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise UsageError(f"--set value {text!r} is not valid YAML") from None
-        parts = key.strip().split(".")
-        node = raw
-        for i, part in enumerate(parts[:-1]):
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UsageError(f"--set {key}: {'.'.join(parts[: i + 1])!r} is not a section")
-        node[parts[-1]] = value
-    return raw
-
-
 def load_search_config(path: str | Path, overrides: list[str] | None = None) -> SearchConfig:
     """Read a YAML search config, apply ``--set`` overrides and check it."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"config file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"config file {path} must hold a mapping of sections")
+    raw = read_yaml(path)
     return search_config_from_dict(apply_overrides(raw, overrides or []))

@@ -9,16 +9,12 @@ trains silently with a default. ``--set section.key=value`` overrides are applie
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from binsr.errors import UsageError
+from binsr.schema import apply_overrides, from_dict, read_yaml
 
 __all__ = ["TrainConfig", "load_config", "config_from_dict", "apply_overrides", "config_diff"]
 
@@ -115,71 +111,6 @@ _SCHEDULER_KEYS = {"cosine": {"eta_min"}, "multistep": {"milestones", "gamma"}, 
 _OPTIMIZERS = ("adam",)
 
 
-def _convert(value: Any, hint: Any, key: str) -> Any:
-    """``value`` checked against the type ``hint``; raise UsageError naming ``key`` otherwise."""
-    if dataclasses.is_dataclass(hint):
-        return _from_dict(hint, value, key)
-    if hint is Any:
-        return value
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(value, inner, key)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise UsageError(f"config key {key!r}: expected a list, got {value!r}")
-        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise UsageError(f"config key {key!r}: expected a mapping, got {value!r}")
-        return dict(value)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise UsageError(f"config key {key!r}: expected true or false, got {value!r}")
-    if hint in (int, float):
-        number = value
-        if isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string
-            try:
-                number = float(value)
-            except ValueError:
-                number = None
-        if isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number):
-            if hint is float:
-                return float(number)
-            if float(number).is_integer():
-                return int(number)
-        kind = "an integer" if hint is int else "a number"
-        raise UsageError(f"config key {key!r}: expected {kind}, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise UsageError(f"config key {key!r}: expected a string, got {value!r}")
-    raise TypeError(f"unsupported schema type {hint!r} for {key!r}")
-
-
-def _from_dict(cls: type, raw: Any, prefix: str) -> Any:
-    where = f"section {prefix!r}" if prefix else "the top level"
-    if not isinstance(raw, dict):
-        raise UsageError(f"config {where}: expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in fields:
-            full = f"{prefix}.{key}" if prefix else str(key)
-            raise UsageError(f"unknown config key {full!r}; valid keys in {where}: {', '.join(fields)}")
-    values = {}
-    for name, f in fields.items():
-        full = f"{prefix}.{name}" if prefix else name
-        if name in raw:
-            values[name] = _convert(raw[name], hints[name], full)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise UsageError(f"config key {full!r} is required")
-    return cls(**values)
-
-
 def _check(cfg: TrainConfig) -> None:
     """Cross-field checks, each a one-line UsageError."""
     t, d = cfg.train, cfg.data
@@ -241,55 +172,16 @@ def _unused_scheduler_keys(raw: dict[str, Any]) -> None:
 def config_from_dict(raw: dict[str, Any], check_names: bool = True) -> TrainConfig:
     """A checked :class:`TrainConfig` from a nested dict (a parsed YAML file)."""
     _unused_scheduler_keys(raw)
-    cfg = _from_dict(TrainConfig, raw, "")
+    cfg = from_dict(TrainConfig, raw, "")
     _check(cfg)
     if check_names:
         _check_names(cfg)
     return cfg
 
 
-def parse_value(text: str) -> Any:
-    """A ``--set`` value as YAML (``1e-4`` becomes a float, ``[1, 2]`` a list)."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UsageError(f"--set value {text!r} is not valid YAML: {exc.problem}") from None
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key.path=value`` strings to a nested dict (in place; returned for chaining)."""
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set expects key=value (e.g. train.lr=1e-4), got {item!r}")
-        parts = key.strip().split(".")
-        node = raw
-        for i, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise UsageError(f"--set {key}: {'.'.join(parts[: i + 1])!r} is not a section")
-            node = child
-        node[parts[-1]] = parse_value(text)
-    return raw
-
-
 def load_config(path: str | Path, overrides: list[str] | None = None, check_names: bool = True) -> TrainConfig:
     """Read a YAML config, apply ``--set`` overrides and check it."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"config file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"config file {path} must hold a mapping of sections")
+    raw = read_yaml(path)
     return config_from_dict(apply_overrides(raw, overrides or []), check_names=check_names)
 
 
