@@ -11,6 +11,9 @@ words), stride 1. A fused epilogue turns dots into the next tensor, in this orde
     v = dot * scale[o] * pix[p] + bias[o]                 (one fused multiply-add without pix)
     v = v + residual_0[p, o] + ...                        (up to 3 residuals)
     v = PReLU_slope(v - act_shift[o]) + act_bias[o]      (RPReLU; before the residuals if act_first)
+
+with ``post_scale`` (EDSR's residual scaling, in PyTorch's order ``x + unit(t) * r``) the sum
+after the first ``post_after`` residuals is multiplied by it before the others are added.
     -> float32 NHWC and/or the sign bits of (v >= thr[o]), packed (see :mod:`bitpack`).
 """
 
@@ -99,21 +102,25 @@ class BinaryConv:
                  pix: np.ndarray | None = None,
                  act: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, act_first: bool = False,
                  residual: tuple[np.ndarray, ...] = (), out_float: bool = True, out_int: bool = False,
-                 pack: bool = False, thr: np.ndarray | None = None) -> ConvOutput:
+                 pack: bool = False, thr: np.ndarray | None = None, post_scale: float = 1.0,
+                 post_after: int = 0) -> ConvOutput:
         """Run on packed ``x`` (N, H, W, ceil(Cin / 64)); ``act`` = (shift, slope, bias)."""
         path = resolve_path(path)
         x = np.ascontiguousarray(x, dtype=np.uint64)
         shift, slope, abias = act if act is not None else (None, None, None)
+        if not 0 <= post_after <= len(residual):
+            raise ValueError(f"post_after {post_after} is not in 0..{len(residual)} (the residuals)")
         args = dict(scale=_vec(scale), bias=_vec(bias), pix=_vec(pix), act_shift=_vec(shift),
                     act_slope=_vec(slope), act_bias=_vec(abias), act_first=act_first,
                     res=[_vec(r) for r in residual],
-                    out_float=out_float, out_int=out_int, pack=pack, thr=_vec(thr))
+                    out_float=out_float, out_int=out_int, pack=pack, thr=_vec(thr),
+                    post_scale=float(post_scale), post_after=int(post_after))
         if path == "numpy":
             return ConvOutput(*self._numpy(x, **args), path)
         return ConvOutput(*self._layer.run(x, path, threads, **args), path)
 
     def _numpy(self, x: np.ndarray, *, scale, bias, pix, act_shift, act_slope, act_bias, act_first, res,
-               out_float, out_int, pack, thr):
+               out_float, out_int, pack, thr, post_scale, post_after):
         n, h, w, _ = x.shape
         p, d, k, g = self.padding, self.dilation, self.k, self.groups
         xs = np.pad(unpack_bits(x, self.cin), ((0, 0), (p, p), (p, p), (0, 0)), constant_values=1.0)
@@ -139,8 +146,12 @@ class BinaryConv:
                 v += bias
         if act_slope is not None and act_first:
             v = _rprelu(v, act_shift, act_slope, act_bias)
-        for r in res:
+        for i, r in enumerate(res):
+            if i == post_after and post_scale != 1.0:
+                v *= np.float32(post_scale)
             v += r.reshape(v.shape)
+        if post_after == len(res) and post_scale != 1.0:
+            v *= np.float32(post_scale)
         if act_slope is not None and not act_first:
             v = _rprelu(v, act_shift, act_slope, act_bias)
         bits = pack_bits(np.where(v >= (0 if thr is None else thr), 1.0, -1.0)) if pack else None

@@ -102,8 +102,9 @@ class Runtime:
         out = [self.run_hwc(np.ascontiguousarray(img.transpose(1, 2, 0)), profile) for img in lr]
         return np.stack([o.transpose(2, 0, 1) for o in out])
 
-    def run_hwc(self, x: np.ndarray, profile: bool = False) -> np.ndarray:
-        """One HWC float32 image through the graph."""
+    def run_hwc(self, x: np.ndarray, profile: bool = False, keep: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """One HWC float32 image through the graph; ``keep``: a dict that receives every
+        intermediate tensor by its graph name (for debugging and the exactness tests)."""
         env: dict[str, np.ndarray] = {self.graph["input"]: x}
         for op, conv, dead in zip(self.graph["ops"], self._convs, self._free):
             t0 = time.perf_counter() if profile else 0.0
@@ -148,7 +149,9 @@ class Runtime:
             else:
                 raise BinsrError(f"unknown op {kind!r} in the packed graph")
             for name in dead:
-                env.pop(name, None)
+                value = env.pop(name, None)
+                if keep is not None and value is not None:
+                    keep[name] = value
             if profile:
                 self.timings[kind] += time.perf_counter() - t0
         return env[self.graph["output"]]
@@ -181,7 +184,8 @@ class Runtime:
         res = conv(env[op["src"]][None], path=self.path, threads=self.threads, scale=scale,
                    bias=self._t(op["bias"]), pix=None if op["pix"] is None else env[op["pix"]],
                    act=act, act_first=op["act_first"], residual=self._residuals(op, env) + self._gated_bias(op, env),
-                   out_float=op["dst"] is not None, pack=op["dst_bits"] is not None, thr=self._t(op["thr"]))
+                   out_float=op["dst"] is not None, pack=op["dst_bits"] is not None, thr=self._t(op["thr"]),
+                   post_scale=op.get("post_scale", 1.0), post_after=op.get("post_after", 0))
         if op["dst"] is not None:
             env[op["dst"]] = res.out[0]
         if op["dst_bits"] is not None:

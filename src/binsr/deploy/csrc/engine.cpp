@@ -466,8 +466,10 @@ __attribute__((target("avx512f,avx512bw"), always_inline)) static inline void ep
       if (bi_on) v = _mm512_add_round_ps(v, bi, RN);
     }
     if (act && af) v = rprelu16(v);
-    for (int r = 0; r < 3; ++r)
-      if (res[r]) v = _mm512_add_round_ps(v, _mm512_maskz_loadu_ps(m, res[r] + pi * C + o0), RN);
+    for (int r = 0; r <= 3; ++r) {
+      if (r == e.post_after && e.post_scale != 1.f) v = _mm512_mul_round_ps(v, _mm512_set1_ps(e.post_scale), RN);
+      if (r < 3 && res[r]) v = _mm512_add_round_ps(v, _mm512_maskz_loadu_ps(m, res[r] + pi * C + o0), RN);
+    }
     if (act && !af) v = rprelu16(v);
     if (of) {  // a whole aligned cache line: stream it (no read for ownership; the map is far past L2)
       float* dst = of + pi * C + o0;
@@ -732,7 +734,8 @@ static py::array_t<T> aligned_array(std::vector<py::ssize_t> shape) {
 static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | py::array::forcecast> x,
                      const std::string& path, int threads, const OptF& scale, const OptF& bias, const OptF& pix,
                      const OptF& act_shift, const OptF& act_slope, const OptF& act_bias, bool act_first,
-                     const std::vector<FArr>& res, bool out_float, bool out_int, bool pack, const OptF& thr) {
+                     const std::vector<FArr>& res, bool out_float, bool out_int, bool pack, const OptF& thr,
+                     float post_scale, int post_after) {
   if (x.ndim() != 4 || x.shape(3) != (py::ssize_t)L.ps)
     throw std::invalid_argument("input must be (N, H, W, ceil(cin / 64)) uint64 packed activations");
   void (*rows)(const Job&, int, int) = portable::rows;
@@ -769,6 +772,9 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
   const float* pix0 = vec_ptr(pix, N * npix, "pix");
   e0.act_first = act_first;
   if (res.size() > 3) throw std::invalid_argument("at most 3 residuals");
+  if (post_after < 0 || post_after > (int)res.size()) throw std::invalid_argument("post_after must be in 0..len(res)");
+  e0.post_scale = post_scale;
+  e0.post_after = post_after;
   for (const FArr& r : res)
     if ((size_t)r.size() != N * npix * C) throw std::invalid_argument("residual has the wrong size");
 
@@ -1216,6 +1222,6 @@ PYBIND11_MODULE(_engine, m) {
            py::arg("act_slope") = py::none(), py::arg("act_bias") = py::none(), py::arg("act_first") = false,
            py::arg("res") = std::vector<FArr>{},
            py::arg("out_float") = true, py::arg("out_int") = false, py::arg("pack") = false,
-           py::arg("thr") = py::none(),
+           py::arg("thr") = py::none(), py::arg("post_scale") = 1.f, py::arg("post_after") = 0,
            "Binary conv of packed x (N, H, W, ceil(cin / 64)); returns (float NHWC | None, int32 dots | None, bits | None).");
 }

@@ -43,6 +43,8 @@ struct Epilogue {
   const float* act_slope = nullptr;
   const float* act_bias = nullptr;
   const float* res[3] = {nullptr, nullptr, nullptr};
+  float post_scale = 1.f;  // multiplies the sum once the first post_after residuals are in
+  int post_after = 0;
   bool act_first = false;
   const float* thr = nullptr;
   float* out = nullptr;
