@@ -30,6 +30,16 @@ namespace py = pybind11;
 
 namespace binsr {
 
+// Split [0, n) over up to `threads` threads (at least `grain` items each); fn(i0, i1).
+template <class F>
+static void parallel_range(size_t n, int threads, size_t grain, F fn) {
+  const int nt = (int)std::max<size_t>(1, std::min<size_t>((size_t)std::max(threads, 1), n / std::max<size_t>(grain, 1)));
+  std::vector<std::thread> pool;
+  for (int t = 1; t < nt; ++t) pool.emplace_back(fn, n * t / nt, n * (t + 1) / nt);
+  fn(0, n / nt);
+  for (auto& th : pool) th.join();
+}
+
 // ---------------------------------------------------------------- portable (no ISA extension)
 namespace portable {
 constexpr int PX = 2, QB = 2;
@@ -820,15 +830,7 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
       if (fptr) j.e.out = fptr + n * npix * C;
       if (iptr) j.e.out_int = iptr + n * npix * C;
       if (bptr) j.e.bits = bptr + n * npix * e0.pwd;
-      const int nt = std::max(1, std::min(threads, Ho));
-      if (nt == 1) {
-        rows(j, 0, Ho);
-      } else {
-        std::vector<std::thread> pool;
-        for (int t = 0; t < nt; ++t)
-          pool.emplace_back(rows, std::cref(j), (int)((long)Ho * t / nt), (int)((long)Ho * (t + 1) / nt));
-        for (auto& th : pool) th.join();
-      }
+      parallel_range((size_t)Ho, threads, 1, [&](size_t y0, size_t y1) { rows(j, (int)y0, (int)y1); });
     }
   }
   return py::make_tuple(of, oi, ob);
@@ -1080,16 +1082,6 @@ static void attn_windows(const float* __restrict qkv, float* __restrict out, int
       }
     }
   }
-}
-
-// Split [0, n) over up to `threads` threads (at least `grain` items each); fn(i0, i1).
-template <class F>
-static void parallel_range(size_t n, int threads, size_t grain, F fn) {
-  const int nt = (int)std::max<size_t>(1, std::min<size_t>((size_t)std::max(threads, 1), n / std::max<size_t>(grain, 1)));
-  std::vector<std::thread> pool;
-  for (int t = 1; t < nt; ++t) pool.emplace_back(fn, n * t / nt, n * (t + 1) / nt);
-  fn(0, n / nt);
-  for (auto& th : pool) th.join();
 }
 
 // nn.GELU() = x / 2 * (1 + erf(x / sqrt 2)); erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
