@@ -74,9 +74,9 @@ def _leaky_slope(act: nn.Module) -> float | None:
     raise BinsrError(f"activation {type(act).__name__} is not supported by the packed engine")
 
 
-def _act_bits(conv: nn.Module) -> tuple[np.ndarray | None, float | None]:
-    """(per-channel threshold, layer-wise scale) of a binary conv's activation binarizer."""
-    a = conv.export().act
+def _act_bits(quantizer: nn.Module) -> tuple[np.ndarray | None, float | None]:
+    """(per-channel threshold, layer-wise scale) of an activation binarizer."""
+    a = quantizer.export()
     return (None if a.threshold is None else _np(a.threshold),
             None if a.scale is None else float(a.scale))
 
@@ -113,7 +113,7 @@ def _binary_unit(wr: _Writer, name: str, unit: nn.Module, src: str, extra_res: l
     if ex.stride != (1, 1) or len({left, right, top, bottom}) != 1 or ex.dilation[0] != ex.dilation[1]:
         raise BinsrError(f"{name}: only stride 1 and symmetric padding/dilation are exported")
     cout = conv.out_channels
-    _, a_scale = _act_bits(conv)
+    _, a_scale = _act_bits(conv.act_quant)
     scale = np.full(cout, 1.0 if a_scale is None else a_scale, np.float32)
     shift = None
     if ex.weight.shift is not None and a_scale is None and parts.get("bn") is None:
@@ -170,10 +170,14 @@ def _binary_unit(wr: _Writer, name: str, unit: nn.Module, src: str, extra_res: l
     })
 
 
-def _thr_name(wr: _Writer, name: str, unit: nn.Module) -> str | None:
-    conv, _ = _unit(unit)
-    thr, _ = _act_bits(conv)
-    return wr.tensor(f"{name}.thr", thr)
+def _thr_name(wr: _Writer, name: str, quantizer: nn.Module) -> str | None:
+    """The stored threshold tensor of an activation binarizer (None when it has none)."""
+    return wr.tensor(f"{name}.thr", _act_bits(quantizer)[0])
+
+
+def _act_quant(unit: nn.Module) -> nn.Module:
+    """The activation binarizer of a recipe unit's binary conv."""
+    return _unit(unit)[0].act_quant
 
 
 def _srresnet(wr: _Writer, model: nn.Module) -> None:
@@ -183,14 +187,14 @@ def _srresnet(wr: _Writer, model: nn.Module) -> None:
     if not blocks or not all(isinstance(b, ResidualBlock) for b in blocks):
         raise BinsrError("SRResNet body must be ResidualBlocks")
     wr.fp_conv("head", model.conv_first, "x", "feat", leaky=_leaky_slope(model.lrelu))
-    wr.ops.append({"op": "pack", "src": "feat", "dst": "feat.bits", "thr": _thr_name(wr, "body.0.conv1", blocks[0].conv1)})
+    _pack(wr, "body.0.conv1", _act_quant(blocks[0].conv1), "feat")
     h = "feat"
     for i, b in enumerate(blocks):
         t, h_new = f"t{i}", f"h{i}"
         last = i == len(blocks) - 1
         _binary_unit(wr, f"body.{i}.conv1", b.conv1, h, [], _leaky_slope(b.act), t,
-                     _thr_name(wr, f"body.{i}.conv2", b.conv2), True)
-        nxt = None if last else _thr_name(wr, f"body.{i + 1}.conv1", blocks[i + 1].conv1)
+                     _thr_name(wr, f"body.{i}.conv2", _act_quant(b.conv2)), True)
+        nxt = None if last else _thr_name(wr, f"body.{i + 1}.conv1", _act_quant(blocks[i + 1].conv1))
         _binary_unit(wr, f"body.{i}.conv2", b.conv2, t, [h] + (["feat"] if last else []), None, h_new, nxt, not last,
                      res_scale=float(b.res_scale))
         h = h_new
@@ -200,9 +204,7 @@ def _srresnet(wr: _Writer, model: nn.Module) -> None:
 
 def _pack(wr: _Writer, name: str, quantizer: nn.Module, src: str) -> None:
     """Emit the sign bits ``src.bits`` of ``src`` under the threshold of an activation binarizer."""
-    thr = quantizer.export().threshold
-    wr.ops.append({"op": "pack", "src": src, "dst": f"{src}.bits",
-                   "thr": wr.tensor(f"{name}.thr", None if thr is None else _np(thr))})
+    wr.ops.append({"op": "pack", "src": src, "dst": f"{src}.bits", "thr": _thr_name(wr, name, quantizer)})
 
 
 def _binary_linear(wr: _Writer, name: str, unit: nn.Module, src: str, dst: str, res: list[str]) -> None:
@@ -216,10 +218,10 @@ def _binary_linear(wr: _Writer, name: str, unit: nn.Module, src: str, dst: str, 
         raise BinsrError(f"{name}: {type(unit).__name__} is not a binary linear the packed engine runs")
     _pack(wr, f"{name}.act", lin.act_quant, src)
     w = lin.weight_quant.export(lin.weight)
-    a_scale = lin.act_quant.export().scale
+    _, a_scale = _act_bits(lin.act_quant)
     scale = np.ones(lin.out_features, np.float32) if w.scale is None else _np(w.scale)
     if a_scale is not None:
-        scale = scale * np.float32(float(a_scale))
+        scale = scale * np.float32(a_scale)
     bias = None if lin.bias is None else _np(lin.bias)
     pix = None
     if gate is not None:
@@ -249,8 +251,7 @@ def _layer_norm(wr: _Writer, name: str, norm: nn.Module, src: str) -> str:
 
 
 def _body_conv(wr: _Writer, name: str, unit: nn.Module, src: str, res: list[str], dst: str) -> None:
-    conv, _ = _unit(unit)
-    _pack(wr, name, conv.act_quant, src)
+    _pack(wr, name, _act_quant(unit), src)
     _binary_unit(wr, name, unit, src, res, None, dst, None, False)
 
 
