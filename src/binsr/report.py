@@ -53,9 +53,9 @@ GROUPS = (
 )
 
 
-def _group(run: str) -> tuple[str, str]:
-    """(section title, file tag) of a run; ``("", "")`` for the main table."""
-    return next(((title, tag) for prefix, title, tag in GROUPS if run.startswith(prefix)), ("", ""))
+def _group(run: str) -> str:
+    """The file tag of a run's section (:data:`GROUPS`); ``""`` for the main table."""
+    return next((tag for prefix, _, tag in GROUPS if run.startswith(prefix)), "")
 
 
 def _family(model: str) -> str:
@@ -230,18 +230,18 @@ def write_report(runs: str | Path = "runs", out: str | Path = "docs/results.md",
              "Runs named `compare_*` get their own sections (one data set, optimiser and step count per section).", ""]
     plots = []
     for title, tag in [("", ""), *((t, g) for _, t, g in reversed(GROUPS))]:  # compare before estimators
-        group = [r for r in recs if _group(r["run"])[1] == tag]
+        group = [r for r in recs if _group(r["run"]) == tag]
+        suffix = f"_{tag}" if tag else ""
         for scale in sorted({r["scale"] for r in group}):
             at = [r for r in group if r["scale"] == scale]
-            stem = f"{out.stem}_crops_x{scale}" + (f"_{tag}" if tag else "")
             lines += _table(f"### x{scale}" + (f": {title}" if title else ""), scale, at, pub, datasets)
-            crops = out.with_name(f"{stem}.png")
+            crops = out.with_name(f"{out.stem}_crops_x{scale}{suffix}.png")
             labels = _crops(scale, at, crops, data_root, crop_image)
             lines += [f"![crops x{scale}]({crops.name})", "",
                       f"{crop_image[0]} image {crop_image[1] + 1}, centre {_CROP}x{_CROP} HR crop, left to right: "
                       + " | ".join(labels) + ".", ""]
         if group:
-            plot = out.with_name(f"{out.stem}_val_psnr" + (f"_{tag}" if tag else "") + ".png")
+            plot = out.with_name(f"{out.stem}_val_psnr{suffix}.png")
             _val_plot(group, plot)
             plots.append((title or "zoo and other runs", plot))
     lines += ["## Validation PSNR during training", ""]
