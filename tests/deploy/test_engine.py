@@ -104,15 +104,18 @@ def test_realistic_layer_64_channels(path: str) -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(0, 2**31 - 1), st.booleans(), st.integers(0, 3), st.sampled_from([5, 64, 100]))
-def test_fused_epilogue_matches_numpy(seed: int, act_first: bool, nres: int, cout: int) -> None:
+@given(st.integers(0, 2**31 - 1), st.booleans(), st.integers(0, 3), st.sampled_from([5, 64, 100]),
+       st.sampled_from([7, 45]))
+def test_fused_epilogue_matches_numpy(seed: int, act_first: bool, nres: int, cout: int, width: int) -> None:
+    """Every epilogue step on every path; 45 columns: several 32-pixel strips and a partial one
+    (the AMX kernel's epilogue of one strip runs during the next strip's tile products)."""
     rng = np.random.default_rng(seed)
-    x = _signs(rng, (2, 6, 7, 40))
+    x = _signs(rng, (2, 6, width, 40))
     conv = BinaryConv(pack_weights(_signs(rng, (cout, 40, 3, 3))), 40, 3)
     vec = lambda: rng.normal(size=cout).astype(np.float32)  # noqa: E731
-    kw = dict(scale=np.abs(vec()), bias=vec(), pix=rng.random((2, 6, 7)).astype(np.float32),
+    kw = dict(scale=np.abs(vec()), bias=vec(), pix=rng.random((2, 6, width)).astype(np.float32),
               act=(vec(), np.abs(vec()), vec()), act_first=act_first,
-              residual=tuple(rng.normal(size=(2, 6, 7, cout)).astype(np.float32) for _ in range(nres)),
+              residual=tuple(rng.normal(size=(2, 6, width, cout)).astype(np.float32) for _ in range(nres)),
               thr=vec(), pack=True)
     want = conv(pack_bits(x), path="numpy", **kw)
     for path in COMPILED:
@@ -120,6 +123,42 @@ def test_fused_epilogue_matches_numpy(seed: int, act_first: bool, nres: int, cou
         np.testing.assert_allclose(got.out, want.out, rtol=1e-6, atol=1e-5)
         np.testing.assert_array_equal(got.bits, want.bits)
     np.testing.assert_array_equal(want.bits, pack_bits(want.out - kw["thr"]))
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_output_buffers(path: str) -> None:
+    """``out`` / ``bits_out`` receive exactly what fresh outputs hold; a wrong buffer is refused."""
+    rng = np.random.default_rng(3)
+    x = pack_bits(_signs(rng, (1, 19, 70, 64)))
+    conv = BinaryConv(pack_weights(_signs(rng, (100, 64, 3, 3))), 64, 3)
+    kw = dict(scale=rng.random(100).astype(np.float32), bias=rng.normal(size=100).astype(np.float32),
+              pack=True, post_scale=0.5, residual=(rng.normal(size=(1, 19, 70, 100)).astype(np.float32),))
+    want = conv(x, path=path, **kw)
+    out, bits = np.full_like(want.out, np.nan), np.zeros_like(want.bits)
+    got = conv(x, path=path, out=out, bits_out=bits, **kw)
+    assert np.shares_memory(got.out, out) and np.shares_memory(got.bits, bits)
+    np.testing.assert_array_equal(out, want.out)
+    np.testing.assert_array_equal(bits, want.bits)
+    with pytest.raises(ValueError):
+        conv(x, path=path, out=np.empty((1, 19, 70, 99), np.float32), **kw)
+    with pytest.raises(ValueError):
+        conv(x, path=path, bits_out=np.empty(want.bits.shape, np.int64), **kw)
+
+
+@pytest.mark.parametrize("path", COMPILED or ["numpy"])
+def test_worker_threads_agree_and_survive_concurrent_callers(path: str) -> None:
+    """The persistent workers give the single-thread result for 2-5 threads, over many calls and
+    with two Python threads calling at once (the second falls back to its own threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(4)
+    x = pack_bits(_signs(rng, (1, 23, 41, 64)))
+    conv = BinaryConv(pack_weights(_signs(rng, (64, 64, 3, 3))), 64, 3)
+    want = conv(x, path=path, out_int=True).dots
+    with ThreadPoolExecutor(2) as ex:
+        results = list(ex.map(lambda t: conv(x, path=path, threads=t, out_int=True).dots, [2, 3, 4, 5] * 10))
+    for got in results:
+        np.testing.assert_array_equal(got, want)
 
 
 def test_paths_and_isa() -> None:

@@ -78,6 +78,16 @@ def _rprelu(v: np.ndarray, shift: np.ndarray, slope: np.ndarray, bias: np.ndarra
     return np.where(u >= 0, u, u * slope) + bias
 
 
+def _into(buf: np.ndarray | None, value: np.ndarray | None) -> np.ndarray | None:
+    """``value`` written into the caller's buffer ``buf`` (same shape and dtype), if one is given."""
+    if buf is None or value is None:
+        return value
+    if buf.shape != value.shape or buf.dtype != value.dtype or not buf.flags.c_contiguous:
+        raise ValueError(f"output buffer must be C-contiguous {value.dtype} {value.shape}, got {buf.dtype} {buf.shape}")
+    np.copyto(buf, value)
+    return buf
+
+
 def _vec(a: np.ndarray | None) -> np.ndarray | None:
     return None if a is None else np.ascontiguousarray(a, dtype=np.float32)
 
@@ -103,8 +113,14 @@ class BinaryConv:
                  act: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, act_first: bool = False,
                  residual: tuple[np.ndarray, ...] = (), out_float: bool = True, out_int: bool = False,
                  pack: bool = False, thr: np.ndarray | None = None, post_scale: float = 1.0,
-                 post_after: int = 0) -> ConvOutput:
-        """Run on packed ``x`` (N, H, W, ceil(Cin / 64)); ``act`` = (shift, slope, bias)."""
+                 post_after: int = 0, out: np.ndarray | None = None,
+                 bits_out: np.ndarray | None = None) -> ConvOutput:
+        """Run on packed ``x`` (N, H, W, ceil(Cin / 64)); ``act`` = (shift, slope, bias).
+
+        ``out`` / ``bits_out``: C-contiguous float32 / uint64 arrays of the output's shape to write
+        the float map / the packed bits into (a runtime reusing its activation memory: a fresh
+        map costs a page fault per 4 KiB on its first write, about as long as the layer itself).
+        """
         path = resolve_path(path)
         x = np.ascontiguousarray(x, dtype=np.uint64)
         shift, slope, abias = act if act is not None else (None, None, None)
@@ -116,8 +132,9 @@ class BinaryConv:
                     out_float=out_float, out_int=out_int, pack=pack, thr=_vec(thr),
                     post_scale=float(post_scale), post_after=int(post_after))
         if path == "numpy":
-            return ConvOutput(*self._numpy(x, **args), path)
-        return ConvOutput(*self._layer.run(x, path, threads, **args), path)
+            v, dots, bits = self._numpy(x, **args)
+            return ConvOutput(_into(out, v), dots, _into(bits_out, bits), path)
+        return ConvOutput(*self._layer.run(x, path, threads, out=out, bits_out=bits_out, **args), path)
 
     def _numpy(self, x: np.ndarray, *, scale, bias, pix, act_shift, act_slope, act_bias, act_first, res,
                out_float, out_int, pack, thr, post_scale, post_after):

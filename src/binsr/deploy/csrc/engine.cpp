@@ -23,6 +23,10 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 
 #include "engine.h"
 
@@ -30,13 +34,75 @@ namespace py = pybind11;
 
 namespace binsr {
 
+// Persistent worker threads for parallel_range. Starting threads per call cost about 40 us (and,
+// on AMX CPUs, a first-use fault per new thread for the tile state), which is 5% of a 64-channel
+// layer at 2 threads. Workers spin briefly for the next call (the layers of a network follow each
+// other within microseconds), then sleep. One caller at a time; a second concurrent (or nested)
+// caller, or a process forked from one with workers, starts its own threads as before.
+class Pool {
+ public:
+  static Pool& get() {
+    static Pool* p = new Pool;  // never destroyed: detached workers may still wait at exit
+    return *p;
+  }
+  // Runs fn(1) .. fn(nt - 1) on workers and fn(0) here; false (nothing run) if the pool is busy.
+  bool run(int nt, const std::function<void(int)>& fn) {
+    std::unique_lock<std::mutex> busy(call_, std::try_to_lock);
+    if (!busy.owns_lock() || pid_ != getpid()) return false;
+    while ((int)workers_ + 1 < nt) start_worker();
+    fn_ = &fn;
+    nt_ = nt;
+    left_.store(nt - 1);
+    {
+      std::lock_guard<std::mutex> g(m_);
+      gen_.fetch_add(1);
+    }
+    cv_.notify_all();
+    fn(0);
+    while (left_.load() != 0) _mm_pause();
+    fn_ = nullptr;
+    return true;
+  }
+
+ private:
+  Pool() : pid_(getpid()) {}
+  void start_worker() {
+    const int id = (int)++workers_;
+    std::thread([this, id, seen = gen_.load()]() mutable {  // the generation before this call's
+      for (;;) {
+        for (int spin = 0; gen_.load() == seen && spin < 20000; ++spin) _mm_pause();  // ~100-200 us
+        if (gen_.load() == seen) {
+          std::unique_lock<std::mutex> g(m_);
+          cv_.wait(g, [&] { return gen_.load() != seen; });
+        }
+        seen = gen_.load();
+        if (id < nt_) {
+          (*fn_)(id);
+          left_.fetch_sub(1);
+        }
+      }
+    }).detach();
+  }
+  std::mutex call_, m_;
+  std::condition_variable cv_;
+  std::atomic<uint64_t> gen_{0};
+  std::atomic<int> left_{0};
+  const std::function<void(int)>* fn_ = nullptr;
+  int nt_ = 0;
+  size_t workers_ = 0;
+  const pid_t pid_;
+};
+
 // Split [0, n) over up to `threads` threads (at least `grain` items each); fn(i0, i1).
 template <class F>
 static void parallel_range(size_t n, int threads, size_t grain, F fn) {
   const int nt = (int)std::max<size_t>(1, std::min<size_t>((size_t)std::max(threads, 1), n / std::max<size_t>(grain, 1)));
+  if (nt == 1) return fn(0, n);
+  const std::function<void(int)> part = [&](int t) { fn(n * t / nt, n * (t + 1) / nt); };
+  if (Pool::get().run(nt, part)) return;
   std::vector<std::thread> pool;
-  for (int t = 1; t < nt; ++t) pool.emplace_back(fn, n * t / nt, n * (t + 1) / nt);
-  fn(0, n / nt);
+  for (int t = 1; t < nt; ++t) pool.emplace_back(part, t);
+  part(0);
   for (auto& th : pool) th.join();
 }
 
@@ -74,7 +140,7 @@ static inline uint64_t pack_word(const float* v, const float* thr, int n) {
 }
 
 // Float output of one pixel (see rows.inc).
-static inline void store_floats(float* dst, const float* v, int C) { std::memcpy(dst, v, sizeof(float) * C); }
+static inline void store_floats(float* dst, const float* v, int C, bool) { std::memcpy(dst, v, sizeof(float) * C); }
 static inline void stream_fence() {}
 
 #include "rows.inc"
@@ -163,9 +229,9 @@ __attribute__((target("avx2,popcnt,fma"))) static inline uint64_t pack_word(cons
   return w;
 }
 
-// Float output of one pixel, streamed (no read for ownership) when it is whole aligned vectors.
-static inline void store_floats(float* dst, const float* v, int C) {
-  if (C % 8 || ((uintptr_t)dst & 31)) { std::memcpy(dst, v, sizeof(float) * C); return; }
+// Float output of one pixel, streamed (no read for ownership) when asked and it is whole aligned vectors.
+static inline void store_floats(float* dst, const float* v, int C, bool stream) {
+  if (!stream || C % 8 || ((uintptr_t)dst & 31)) { std::memcpy(dst, v, sizeof(float) * C); return; }
   for (int o = 0; o < C; o += 8) _mm256_stream_ps(dst + o, _mm256_loadu_ps(v + o));
 }
 static inline void stream_fence() { _mm_sfence(); }
@@ -323,9 +389,9 @@ __attribute__((target("avx512f,avx512bw,avx512vpopcntdq"))) static inline uint64
   return w;
 }
 
-// Float output of one pixel, streamed (no read for ownership) when it is whole cache lines.
-__attribute__((target("avx512f"))) static inline void store_floats(float* dst, const float* v, int C) {
-  if (C % 16 || ((uintptr_t)dst & 63)) { std::memcpy(dst, v, sizeof(float) * C); return; }
+// Float output of one pixel, streamed (no read for ownership) when asked and it is whole cache lines.
+__attribute__((target("avx512f"))) static inline void store_floats(float* dst, const float* v, int C, bool stream) {
+  if (!stream || C % 16 || ((uintptr_t)dst & 63)) { std::memcpy(dst, v, sizeof(float) * C); return; }
   for (int o = 0; o < C; o += 16) _mm512_stream_ps(dst + o, _mm512_loadu_ps(v + o));
 }
 static inline void stream_fence() { _mm_sfence(); }
@@ -463,37 +529,79 @@ __attribute__((target("avx512f,avx512bw"), always_inline)) static inline void ep
   uint16_t* const bits = (uint16_t*)e.bits;
   const int piece = o0 / 16, pend = (o0 + 16 >= C) ? e.pwd * 4 : piece + 1, pw4 = e.pwd * 4;
   const uint16_t pad = (uint16_t)~m;
-  for (int p = 0; p < np; ++p, ++pi) {
+  // one stage at a time over the 16 pixels (kept in registers; each flag tested once per piece)
+  __m512 v[16];
+#pragma GCC unroll 16
+  for (int p = 0; p < 16; ++p) {
     const __m512i d = _mm512_sub_epi32(_mm512_slli_epi32(_mm512_load_si512((const void*)(acc + 16 * p)), 1), bs);
-    if (oi) _mm512_mask_storeu_epi32(oi + pi * C + o0, m, d);
-    if (!fl) continue;
-    __m512 v = _mm512_cvtepi32_ps(d);
-    if (fma) {
-      v = _mm512_fmadd_ps(v, sc, bi);
-    } else {
-      if (sc_on) v = _mm512_mul_round_ps(v, sc, RN);
-      if (pix) v = _mm512_mul_round_ps(v, _mm512_set1_ps(pix[pi]), RN);
-      if (bi_on) v = _mm512_add_round_ps(v, bi, RN);
+    if (oi && p < np) _mm512_mask_storeu_epi32(oi + (pi + p) * C + o0, m, d);
+    v[p] = _mm512_cvtepi32_ps(d);
+  }
+  if (!fl) return;
+  if (fma) {
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p) v[p] = _mm512_fmadd_ps(v[p], sc, bi);
+  } else {
+    if (sc_on)
+#pragma GCC unroll 16
+      for (int p = 0; p < 16; ++p) v[p] = _mm512_mul_round_ps(v[p], sc, RN);
+    if (pix)
+#pragma GCC unroll 16
+      for (int p = 0; p < 16; ++p) v[p] = _mm512_mul_round_ps(v[p], _mm512_set1_ps(p < np ? pix[pi + p] : 0.f), RN);
+    if (bi_on)
+#pragma GCC unroll 16
+      for (int p = 0; p < 16; ++p) v[p] = _mm512_add_round_ps(v[p], bi, RN);
+  }
+  if (act && af)
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p) v[p] = rprelu16(v[p]);
+  for (int r = 0; r <= 3; ++r) {
+    if (r == e.post_after && e.post_scale != 1.f) {
+      const __m512 ps = _mm512_set1_ps(e.post_scale);
+#pragma GCC unroll 16
+      for (int p = 0; p < 16; ++p) v[p] = _mm512_mul_round_ps(v[p], ps, RN);
     }
-    if (act && af) v = rprelu16(v);
-    for (int r = 0; r <= 3; ++r) {
-      if (r == e.post_after && e.post_scale != 1.f) v = _mm512_mul_round_ps(v, _mm512_set1_ps(e.post_scale), RN);
-      if (r < 3 && res[r]) v = _mm512_add_round_ps(v, _mm512_maskz_loadu_ps(m, res[r] + pi * C + o0), RN);
-    }
-    if (act && !af) v = rprelu16(v);
-    if (of) {  // a whole aligned cache line: stream it (no read for ownership; the map is far past L2)
-      float* dst = of + pi * C + o0;
-      if (no == 16 && ((uintptr_t)dst & 63) == 0) _mm512_stream_ps(dst, v);
-      else _mm512_mask_storeu_ps(dst, m, v);
-    }
-    if (bits) {
-      uint16_t* b = bits + pi * pw4;
-      b[piece] = (uint16_t)(_mm512_cmp_ps_mask(v, th, _CMP_GE_OQ) | pad);
-      for (int k = piece + 1; k < pend; ++k) b[k] = 0xffff;
-    }
+    if (r < 3 && res[r])
+#pragma GCC unroll 16
+      for (int p = 0; p < 16; ++p)
+        if (p < np) v[p] = _mm512_add_round_ps(v[p], _mm512_maskz_loadu_ps(m, res[r] + (pi + p) * C + o0), RN);
+  }
+  if (act && !af)
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p) v[p] = rprelu16(v[p]);
+  if (of) {  // whole aligned cache lines are streamed when the map would not stay in the L3
+    float* const dst = of + pi * C + o0;
+    const bool stream = e.stream && no == 16 && ((uintptr_t)dst & 63) == 0 && (C & 15) == 0;
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p)
+      if (p < np) {
+        if (stream) _mm512_stream_ps(dst + p * C, v[p]);
+        else _mm512_mask_storeu_ps(dst + p * C, m, v[p]);
+      }
+  }
+  if (bits) {
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p)
+      if (p < np) {
+        uint16_t* b = bits + (pi + p) * pw4;
+        b[piece] = (uint16_t)(_mm512_cmp_ps_mask(v[p], th, _CMP_GE_OQ) | pad);
+        for (int k = piece + 1; k < pend; ++k) b[k] = 0xffff;
+      }
   }
 }
 #undef RN
+
+// The (32 pixels, 2 blocks) unit whose C tiles wait in memory for their epilogue: up to four
+// 16-pixel x 16-channel pieces, piece i from C tile c[i].
+struct Pending {
+  int n = 0, np[4], o0[4], c[4];
+  size_t pi[4];
+};
+
+__attribute__((target("avx512f,avx512bw"))) static inline void epi_piece(const Job& j, const Pending& u, int i,
+                                                                          const int32_t (*cb)[256]) {
+  epi16(j, u.pi[i], u.np[i], u.o0[i], cb[u.c[i]], j.L->bsum.data() + u.o0[i]);
+}
 
 __attribute__((target("avx512f,avx512bw,amx-tile,amx-int8"))) void rows_amx(const Job& j, int y0, int y1) {
   const Layer& L = *j.L;
@@ -506,6 +614,7 @@ __attribute__((target("avx512f,avx512bw,amx-tile,amx-int8"))) void rows_amx(cons
   std::vector<int> slot_row(R, -1);
   std::vector<const uint8_t*> tapsrc(T);
   alignas(64) int32_t cb[4][256];
+  Pending pend;
   // all weights of a pixel window past ~L1: the kernel-row-chunked order
   const bool chunked = (size_t)nb * T * ps * 1024 > 40 * 1024 && L.k > 1;
   std::vector<int32_t> cbuf_store(chunked ? (size_t)((j.Wo + 31) / 32) * 1024 + 16 : 0);
@@ -568,12 +677,16 @@ __attribute__((target("avx512f,avx512bw,amx-tile,amx-int8"))) void rows_amx(cons
       }
       continue;
     }
-    for (int x0 = 0; x0 < j.Wo; x0 += 32) {
-      const bool twop = x0 + 16 < j.Wo;
-      const size_t xo = (size_t)x0 * pstride;
-      for (int ob = 0; ob < nb; ob += 2) {
-        const bool two = ob + 1 < nb;
-        const int8_t* b0 = L.bt.data() + (size_t)ob * tile_step;
+    // Software-pipelined: while the tiles of one (32 pixels, 2 blocks) unit accumulate, the
+    // epilogue of the previous unit (from its stored C tiles) runs on the vector ports, its four
+    // 16 x 16 pieces spread over the taps, so the AMX unit and the epilogue overlap.
+    for (int ob = 0; ob < nb; ob += 2) {  // a block pair's B tiles stay in L1 over the row
+      const bool two = ob + 1 < nb;
+      const int8_t* b0 = L.bt.data() + (size_t)ob * tile_step;
+      for (int x0 = 0; x0 < j.Wo; x0 += 32) {
+        const bool twop = x0 + 16 < j.Wo;
+        const size_t xo = (size_t)x0 * pstride;
+        int next = 0;
         _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
         for (int t = 0; t < T; ++t) {
           for (int wi = 0; wi < ps; ++wi) {
@@ -589,19 +702,24 @@ __attribute__((target("avx512f,avx512bw,amx-tile,amx-int8"))) void rows_amx(cons
               if (two) _tile_dpbusd(3, 5, 7);
             }
           }
+          for (; next < pend.n && next * T <= t * pend.n; ++next) epi_piece(j, pend, next, cb);
         }
+        for (; next < pend.n; ++next) epi_piece(j, pend, next, cb);
         _tile_stored(0, cb[0], 64);
         if (two) _tile_stored(1, cb[1], 64);
         if (twop) { _tile_stored(2, cb[2], 64); if (two) _tile_stored(3, cb[3], 64); }
+        pend.n = 0;  // this unit's pieces wait for the next unit's taps
         for (int h = 0; h < (twop ? 2 : 1); ++h)
-          for (int q = 0; q < (two ? 2 : 1); ++q) {
-            const int o0 = (ob + q) * 16;
-            const int np = std::min(16, j.Wo - x0 - 16 * h);
-            epi16(j, (size_t)y * j.Wo + x0 + 16 * h, np, o0, cb[2 * h + q], L.bsum.data() + o0);
+          for (int q = 0; q < (two ? 2 : 1); ++q, ++pend.n) {
+            pend.pi[pend.n] = (size_t)y * j.Wo + x0 + 16 * h;
+            pend.np[pend.n] = std::min(16, j.Wo - x0 - 16 * h);
+            pend.o0[pend.n] = (ob + q) * 16;
+            pend.c[pend.n] = 2 * h + q;
           }
       }
     }
   }
+  for (int i = 0; i < pend.n; ++i) epi_piece(j, pend, i, cb);
   _tile_release();
   _mm_sfence();  // the streamed stores are visible before the caller reads the map
 }
@@ -728,6 +846,16 @@ static const float* vec_ptr(const OptF& a, size_t n, const char* name) {
   return a->data();
 }
 
+// The last-level cache size (sysconf; 32 MiB where the system does not say). An output map that
+// fits in half of it is written with ordinary stores, so that the next layer reads it from the L3.
+static size_t l3_bytes() {
+  static const size_t n = [] {
+    const long v = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    return v > 0 ? (size_t)v : (size_t)32 << 20;
+  }();
+  return n;
+}
+
 // Outputs on 64-byte boundaries (NumPy's large allocations are only 16-byte aligned), so that each
 // 16-channel vector store of a pixel fills one cache line instead of straddling two.
 template <class T>
@@ -741,11 +869,21 @@ static py::array_t<T> aligned_array(std::vector<py::ssize_t> shape) {
   return py::array_t<T>(shape, (T*)p, owner);
 }
 
+// A caller's output buffer (a runtime reusing its activation memory): C-contiguous, writable,
+// of exactly this dtype and shape.
+static void* out_buffer(py::array a, const py::dtype& dt, std::vector<py::ssize_t> shape, const char* name) {
+  const bool ok = a.dtype().is(dt) && (a.flags() & py::array::c_style) && a.writeable() &&
+                  std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()) == shape;
+  if (!ok) throw std::invalid_argument(std::string(name) + " must be a writable C-contiguous array of the output's dtype and shape");
+  return a.mutable_data();
+}
+
 static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | py::array::forcecast> x,
                      const std::string& path, int threads, const OptF& scale, const OptF& bias, const OptF& pix,
                      const OptF& act_shift, const OptF& act_slope, const OptF& act_bias, bool act_first,
                      const std::vector<FArr>& res, bool out_float, bool out_int, bool pack, const OptF& thr,
-                     float post_scale, int post_after) {
+                     float post_scale, int post_after, const std::optional<py::array>& out,
+                     const std::optional<py::array>& bits_out) {
   if (x.ndim() != 4 || x.shape(3) != (py::ssize_t)L.ps)
     throw std::invalid_argument("input must be (N, H, W, ceil(cin / 64)) uint64 packed activations");
   void (*rows)(const Job&, int, int) = portable::rows;
@@ -792,13 +930,28 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
   float* fptr = nullptr;
   int32_t* iptr = nullptr;
   uint64_t* bptr = nullptr;
-  if (out_float) { auto a = aligned_array<float>({N, Ho, Wo, (int)C}); fptr = a.mutable_data(); of = a; }
+  if (out_float) {
+    if (out) {
+      fptr = (float*)out_buffer(*out, py::dtype::of<float>(), {N, Ho, Wo, (py::ssize_t)C}, "out");
+      of = *out;
+    } else {
+      auto a = aligned_array<float>({N, Ho, Wo, (int)C});
+      fptr = a.mutable_data();
+      of = a;
+    }
+  }
+  e0.stream = npix * C * sizeof(float) > l3_bytes() / 2;
   if (out_int) { auto a = aligned_array<int32_t>({N, Ho, Wo, (int)C}); iptr = a.mutable_data(); oi = a; }
   if (pack) {
     e0.pwd = (L.cout + 63) / 64;
-    auto a = aligned_array<uint64_t>({N, Ho, Wo, e0.pwd});
-    bptr = a.mutable_data();
-    ob = a;
+    if (bits_out) {
+      bptr = (uint64_t*)out_buffer(*bits_out, py::dtype::of<uint64_t>(), {N, Ho, Wo, e0.pwd}, "bits_out");
+      ob = *bits_out;
+    } else {
+      auto a = aligned_array<uint64_t>({N, Ho, Wo, e0.pwd});
+      bptr = a.mutable_data();
+      ob = a;
+    }
   }
   const size_t ps = L.ps;
   const uint64_t* xin = x.data();
@@ -1215,5 +1368,6 @@ PYBIND11_MODULE(_engine, m) {
            py::arg("res") = std::vector<FArr>{},
            py::arg("out_float") = true, py::arg("out_int") = false, py::arg("pack") = false,
            py::arg("thr") = py::none(), py::arg("post_scale") = 1.f, py::arg("post_after") = 0,
-           "Binary conv of packed x (N, H, W, ceil(cin / 64)); returns (float NHWC | None, int32 dots | None, bits | None).");
+           py::arg("out") = py::none(), py::arg("bits_out") = py::none(),
+           "Binary conv of packed x (N, H, W, ceil(cin / 64)); returns (float NHWC | None, int32 dots | None, bits | None); out / bits_out: buffers to write them into.");
 }

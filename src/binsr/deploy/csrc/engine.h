@@ -2,9 +2,28 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 namespace binsr {
+
+// Cache-line aligned storage: a tile row (64 bytes) then never straddles two lines.
+template <class T>
+struct Aligned64 {
+  using value_type = T;
+  Aligned64() = default;
+  template <class U>
+  Aligned64(const Aligned64<U>&) {}
+  T* allocate(std::size_t n) {
+    void* p = ::operator new(n * sizeof(T), std::align_val_t(64));
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, std::size_t) { ::operator delete(p, std::align_val_t(64)); }
+  template <class U>
+  bool operator==(const Aligned64<U>&) const { return true; }
+  template <class U>
+  bool operator!=(const Aligned64<U>&) const { return false; }
+};
 
 // One binary conv layer: packed, re-laid-out weights plus its geometry.
 struct Layer {
@@ -28,7 +47,7 @@ struct Layer {
   // AMX-INT8 mode (AVX-512 path on CPUs with AMX): dot = 2 * sum(a * s) - sum(s) with a in {0, 1}
   // (input bits as bytes) and s in {-1, 0, +1} (signed weights, 0 outside the group / past cout).
   int nb16 = 0;                    // blocks of 16 output channels
-  std::vector<int8_t> bt;          // [block][tap][word]: one 16 x 64-byte B tile (VNNI layout)
+  std::vector<int8_t, Aligned64<int8_t>> bt;  // [block][tap][word]: one 16 x 64-byte B tile (VNNI layout)
   std::vector<int32_t> bsum;       // [nb16 * 16]: sum of s over taps and channels
 };
 
@@ -48,6 +67,7 @@ struct Epilogue {
   bool act_first = false;
   const float* thr = nullptr;
   float* out = nullptr;
+  bool stream = false;  // write `out` with non-temporal stores (the map is larger than half the L3)
   int32_t* out_int = nullptr;
   uint64_t* bits = nullptr;
   int pwd = 0;  // words per output pixel when packing
