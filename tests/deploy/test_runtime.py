@@ -13,7 +13,8 @@ import torch
 from safetensors import safe_open
 
 from binsr.cli import main
-from binsr.deploy import Runtime, export_packed
+from binsr.deploy import Runtime, export_packed, round_fp16_
+from binsr.errors import BinsrError
 from binsr.models import create
 
 
@@ -55,6 +56,48 @@ def test_runtime_matches_torch(tmp_path, name: str, recipe: str, kwargs: dict) -
     assert out.shape == ref.shape == (2, 3, 52, 76)
     diff = np.abs(out - ref)
     assert diff.max() <= 1 and (diff == 0).mean() >= 0.999
+
+
+def test_fp16_weights_are_lossless(tmp_path) -> None:
+    """A rounded model's FP conv weights go into the file as float16, bit for bit; the runtime
+    matches the rounded model's torch forward as an FP32 file does; an unrounded one is refused."""
+    model = _random_model("srresnet_lite", "e2fif", res_scale=0.2)
+    with pytest.raises(BinsrError, match="float16"):
+        export_packed(model, tmp_path / "no.bsr", fp16=True)
+    full = export_packed(model, tmp_path / "fp32.bsr")
+    round_fp16_(model)
+    assert model.conv_first.weight.dtype == torch.float32
+    half = export_packed(model, tmp_path / "m.bsr", fp16=True)
+    assert half["binary_bytes"] == full["binary_bytes"] and half["fp_bytes"] < 0.6 * full["fp_bytes"]
+    with safe_open(str(tmp_path / "m.bsr"), framework="numpy") as f:
+        head = f.get_tensor("head.w")
+    assert head.dtype == np.float16
+    np.testing.assert_array_equal(head.astype(np.float32).reshape(3, 3, 3, -1).transpose(3, 2, 0, 1),
+                                  model.conv_first.weight.detach().numpy())
+    x = torch.rand(1, 3, 21, 34, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = _uint8(model(x).numpy())
+    diff = np.abs(_uint8(Runtime(tmp_path / "m.bsr")(x.numpy())) - ref)
+    assert diff.max() <= 1 and (diff == 0).mean() >= 0.999
+
+
+def test_reused_maps_give_the_same_output(tmp_path) -> None:
+    """The runtime's arena hands dead maps to later convs and to the next call: repeated calls, a
+    call of another size in between, and a call that keeps every intermediate all agree."""
+    model = _random_model("srresnet_small", "e2fif", res_scale=0.3)
+    export_packed(model, tmp_path / "m.bsr")
+    rt = Runtime(tmp_path / "m.bsr", threads=2)
+    rng = np.random.default_rng(0)
+    a, b = rng.random((1, 3, 17, 23), np.float32), rng.random((1, 3, 9, 30), np.float32)
+    first = rt(a)
+    keep: dict = {}
+    kept = rt.run_hwc(np.ascontiguousarray(a[0].transpose(1, 2, 0)), keep=keep)
+    np.testing.assert_array_equal(kept.transpose(2, 0, 1)[None], first)
+    assert len(keep) > 4
+    for _ in range(3):
+        np.testing.assert_array_equal(rt(a), first)
+        other = rt(b)
+    np.testing.assert_array_equal(other, Runtime(tmp_path / "m.bsr")(b))
 
 
 def test_packed_file_layout(tmp_path) -> None:

@@ -12,6 +12,7 @@ SMALL = {  # shrink the big backbones so the full grid stays fast on 2 cores
     "srresnet": dict(num_feat=16, num_block=2),
     "srresnet_small": dict(num_feat=8, num_block=1),
     "srresnet_lite": dict(num_feat=8, num_block=1),
+    "srresnet_lite16": dict(num_feat=8, num_block=1),
     "edsr_baseline": dict(num_feat=16, num_block=2),
     "vdsr": dict(num_feat=16, depth=4),
     "espcn": dict(num_feat=(16, 8)),

@@ -54,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", help="its recipe (default: e2fif; a zoo:<name> model brings its own)")
     p.add_argument("--scale", type=int, default=4, help="its scale (default: 4)")
     p.add_argument("--weights", metavar="FILE", help="its weights (default: random init)")
+    p.add_argument("--fp16-weights", action="store_true",
+                   help="round its FP conv weights to float16 first (all three run the rounded model; the packed "
+                        "file stores them in 2 bytes, see binsr export --fp16-weights)")
     p.add_argument("--threads", type=_csv_int, default=[1, 2], help="thread counts (default: 1,2)")
     p.add_argument("--repeat", type=int, default=5, help="runs per measurement, median kept (default: 5)")
     p.add_argument("--size", type=_size, default=(320, 180), help="LR / feature map size WxH (default: 320x180)")
@@ -167,16 +170,18 @@ def bench_end_to_end(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str
     """End-to-end rows and file sizes."""
     import torch
 
-    from binsr.deploy import Runtime, export_packed
+    from binsr.deploy import Runtime, export_packed, round_fp16_
     from binsr.models import build_for_eval
     from binsr.train.checkpoint import save_weights
 
     model = build_for_eval(args.model, args.scale, args.recipe, args.weights, default_recipe="e2fif")
+    if args.fp16_weights:
+        round_fp16_(model)
     recipe = model.signature["recipe"]
     fp32 = tmp / "model.safetensors"
     save_weights(fp32, model)
     packed = tmp / "model.bsr"
-    parts = export_packed(model, packed)
+    parts = export_packed(model, packed, fp16=args.fp16_weights)
     files = {"fp32_safetensors": fp32.stat().st_size, "packed": parts["file_bytes"],
              "packed_binary_weights": parts["binary_bytes"], "packed_fp_parts": parts["fp_bytes"],
              "ratio": fp32.stat().st_size / parts["file_bytes"]}
@@ -202,7 +207,8 @@ def bench_end_to_end(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str
         time.sleep(0.5)  # ONNX Runtime's worker threads stop spinning (they cost the split up to 40%)
         rt(xn, profile=True)
         split = {k: v * 1e3 for k, v in sorted(rt.timings.items(), key=lambda kv: -kv[1])}
-        row = {"model": f"{args.model} x{args.scale} {recipe}", "input": f"{w}x{h}", "threads": t,
+        row = {"model": f"{args.model} x{args.scale} {recipe}" + (" fp16-weights" if args.fp16_weights else ""),
+               "input": f"{w}x{h}", "threads": t,
                "path": rt.path, "engine_ms": times[0] * 1e3, "torch_ms": times[1] * 1e3,
                "speedup_vs_torch": times[1] / times[0], "engine_split_ms": split}
         if how is not None:

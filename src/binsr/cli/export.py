@@ -20,17 +20,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", type=int, default=4, help="upscaling factor (default: 4)")
     p.add_argument("--weights", metavar="FILE", help="trained weights (safetensors); default: random init")
     p.add_argument("--out", metavar="FILE", required=True, help="packed output file (.bsr)")
+    p.add_argument("--fp16-weights", action="store_true",
+                   help="round the FP conv weights (head, tail, upsampler) to float16 and store them in 2 bytes "
+                        "(the file then matches the rounded model: binsr.deploy.round_fp16_)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from binsr.deploy import export_packed
+    from binsr.deploy import export_packed, round_fp16_
     from binsr.models import build_for_eval
 
     model = build_for_eval(args.model, args.scale, args.recipe, args.weights, default_recipe="e2fif")
-    sizes = export_packed(model, args.out)
+    if args.fp16_weights:
+        round_fp16_(model)
+    sizes = export_packed(model, args.out, fp16=args.fp16_weights)
     fp_share = sizes["fp_bytes"] / max(1, sizes["binary_bytes"] + sizes["fp_bytes"])
     print(f"wrote {args.out}: {sizes['file_bytes']:,} bytes (binary weights {sizes['binary_bytes']:,}, "
           f"FP parts {sizes['fp_bytes']:,} = {fp_share:.0%} of the tensors)"
-          + ("" if args.weights or args.model.startswith("zoo:") else "; random-init weights"))
+          + ("" if args.weights or args.model.startswith("zoo:") else "; random-init weights")
+          + ("; FP conv weights rounded to float16" if args.fp16_weights else ""))
     return 0

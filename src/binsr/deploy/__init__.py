@@ -10,11 +10,18 @@ from binsr.deploy.engine import BinaryConv, available_paths, isa
 from binsr.deploy.runtime import Runtime
 
 __all__ = ["pack_bits", "unpack_bits", "pack_weights", "unpack_weights", "BinaryConv", "available_paths", "isa",
-           "Runtime", "export_packed"]
+           "Runtime", "export_packed", "round_fp16_"]
 
 
-def export_packed(model: Any, path: Any) -> dict[str, int]:
+def export_packed(model: Any, path: Any, fp16: bool = False) -> dict[str, int]:
     """Export a binary model to a packed file (see :mod:`binsr.deploy.export`)."""
     from binsr.deploy.export import export_packed as _export
 
-    return _export(model, path)
+    return _export(model, path, fp16)
+
+
+def round_fp16_(model: Any) -> Any:
+    """Round the model's FP conv weights to float16 values in place (see :mod:`binsr.deploy.export`)."""
+    from binsr.deploy.export import round_fp16_ as _round
+
+    return _round(model)

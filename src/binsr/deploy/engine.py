@@ -107,6 +107,11 @@ class BinaryConv:
             self._layer = _engine.BinaryConv(self.weights, in_channels, kernel_size, dilation,
                                              self.padding, groups)
 
+    def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """(Ho, Wo) of an (H, W) input (stride 1)."""
+        grow = 2 * self.padding - self.dilation * (self.k - 1)
+        return size[0] + grow, size[1] + grow
+
     def __call__(self, x: np.ndarray, *, path: str = "auto", threads: int = 1,
                  scale: np.ndarray | None = None, bias: np.ndarray | None = None,
                  pix: np.ndarray | None = None,

@@ -26,17 +26,35 @@ from binsr.deploy.bitpack import pack_weights
 from binsr.deploy.runtime import FORMAT, VERSION
 from binsr.errors import BinsrError
 
-__all__ = ["export_packed"]
+__all__ = ["export_packed", "round_fp16_"]
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().float().numpy().copy()
 
 
-class _Writer:
-    """Collects tensors and ops while walking the model."""
+def round_fp16_(model: nn.Module) -> nn.Module:
+    """Round the weights of the model's FP convs (plain ``nn.Conv2d``: head, tail, upsampler,
+    spatial gates; not the binary convs' latent weights, not biases) to float16 values, in place.
 
-    def __init__(self) -> None:
+    The packed file of the rounded model stores those weights in 2 bytes each without loss
+    (``export_packed(..., fp16=True)``), and the runtime computes in float32 as before, so its
+    output matches the torch forward of the rounded model as exactly as an FP32 file matches the
+    original. The rounding itself changes the model slightly: evaluate the rounded model.
+    """
+    with torch.no_grad():
+        for m in model.modules():
+            if type(m) is nn.Conv2d:
+                m.weight.copy_(m.weight.half().float())
+    return model
+
+
+class _Writer:
+    """Collects tensors and ops while walking the model; ``fp16``: FP conv weights stored as
+    float16, which must hold them exactly (see :func:`round_fp16_`)."""
+
+    def __init__(self, fp16: bool = False) -> None:
+        self.fp16 = fp16
         self.tensors: dict[str, np.ndarray] = {}
         self.ops: list[dict[str, Any]] = []
         self._n = 0
@@ -58,6 +76,12 @@ class _Writer:
         if conv.padding[0] != conv.padding[1] or conv.dilation[0] != conv.dilation[1]:
             raise BinsrError(f"{name}: only square padding/dilation are exported")
         w = _np(conv.weight).transpose(2, 3, 1, 0).reshape(-1, conv.out_channels)  # (ky, kx, c) x O
+        if self.fp16:
+            w16 = w.astype(np.float16)
+            if not np.array_equal(w16.astype(np.float32), w):
+                raise BinsrError(f"{name}: weights are not float16 values; round the model with "
+                                 "binsr.deploy.round_fp16_(model) first (binsr export --fp16-weights does)")
+            w = w16
         self.ops.append({"op": "conv", "src": src, "dst": dst, "w": self.tensor(f"{name}.w", w),
                          "b": self.tensor(f"{name}.b", None if conv.bias is None else _np(conv.bias)),
                          "pad": conv.padding[0], "dil": conv.dilation[0], "leaky": leaky, "shuffle": shuffle})
@@ -324,8 +348,10 @@ def _fp_tail(wr: _Writer, tail: nn.Module, src: str) -> str:
     return src
 
 
-def export_packed(model: nn.Module, path: str | os.PathLike) -> dict[str, int]:
-    """Write ``model`` (eval mode) as a packed file; returns bytes per part (binary, fp, total)."""
+def export_packed(model: nn.Module, path: str | os.PathLike, fp16: bool = False) -> dict[str, int]:
+    """Write ``model`` (eval mode) as a packed file; returns bytes per part (binary, fp, total).
+    ``fp16``: store the FP conv weights in float16 (lossless: they must be float16 values, see
+    :func:`round_fp16_`)."""
     from binsr.models.srresnet import SRResNet
     from binsr.models.swinir import SwinIR
 
@@ -333,7 +359,7 @@ def export_packed(model: nn.Module, path: str | os.PathLike) -> dict[str, int]:
     if walk is None:
         raise BinsrError(f"export supports SRResNet and SwinIR models, not {type(model).__name__}")
     model = model.eval()
-    wr = _Writer()
+    wr = _Writer(fp16)
     with torch.no_grad():
         walk(wr, model)
     graph = {"format": FORMAT, "version": VERSION, "signature": getattr(model, "signature", None),

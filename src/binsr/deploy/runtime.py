@@ -13,7 +13,7 @@ import numpy as np
 from safetensors import safe_open
 
 from binsr.deploy import fp, transformer
-from binsr.deploy.bitpack import pack_bits
+from binsr.deploy.bitpack import pack_bits, words
 from binsr.deploy.engine import BinaryConv, _engine, resolve_path
 from binsr.errors import BinsrError
 
@@ -21,6 +21,47 @@ __all__ = ["Runtime", "FORMAT", "VERSION"]
 
 #: the packed file format written by :func:`binsr.deploy.export_packed`
 FORMAT, VERSION = "binsr.packed", 1
+
+
+def _widen(t: np.ndarray) -> np.ndarray:
+    return t.astype(np.float32) if t.dtype == np.float16 else t
+
+
+class _Arena:
+    """The binary convs' output maps, reused once dead: a fresh 14.7 MB map costs its page faults
+    and the kernel's zeroing on the first write (as much as the conv itself, 2 ms at 320x180x64).
+    Maps of one call serve the next call of the same shapes; other shapes are dropped at its end.
+    A dead map is reused only when no live tensor is a view of it."""
+
+    def __init__(self) -> None:
+        self._free: dict[tuple, list[np.ndarray]] = defaultdict(list)
+        self._owned: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(map) -> (map, its buffer)
+        self._used: set[tuple] = set()
+        self._recycle = True
+
+    def begin(self, recycle: bool) -> None:
+        self._recycle, self._used = recycle, set()
+
+    def take(self, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        key = (shape, np.dtype(dtype).str)
+        self._used.add(key)
+        return self._free[key].pop() if self._free[key] else np.empty(shape, dtype)
+
+    def view(self, buf: np.ndarray) -> np.ndarray:
+        """The (H, W, C) map the graph holds of a taken (1, H, W, C) buffer."""
+        v = buf[0]
+        self._owned[id(v)] = (v, buf)  # v kept: its id names this buffer until released
+        return v
+
+    def release(self, value: np.ndarray | None, live) -> None:
+        _, buf = self._owned.pop(id(value), (None, None))
+        if buf is None or not self._recycle or any(np.may_share_memory(buf, v) for v in live):
+            return
+        self._free[(buf.shape, buf.dtype.str)].append(buf)
+
+    def end(self) -> None:
+        self._owned.clear()
+        self._free = defaultdict(list, {k: v for k, v in self._free.items() if k in self._used})
 
 
 class Runtime:
@@ -36,7 +77,8 @@ class Runtime:
         try:
             with safe_open(os.fspath(path), framework="numpy") as f:
                 meta = f.metadata() or {}
-                self.tensors = {k: f.get_tensor(k) for k in f.keys()}
+                # float16 FP weights (export_packed(fp16=True)) are computed with in float32
+                self.tensors = {k: _widen(f.get_tensor(k)) for k in f.keys()}
         except (OSError, ValueError) as exc:
             raise BinsrError(f"cannot read packed model {path}: {exc}") from exc
         if "binsr" not in meta:
@@ -49,6 +91,7 @@ class Runtime:
         self.scale = int(self.graph["scale"])
         self._convs = [self._prepare(op) for op in self.graph["ops"]]
         self._free = self._last_uses()
+        self._arena = _Arena()
         #: seconds per op kind of the last call when ``profile=True``
         self.timings: dict[str, float] = {}
 
@@ -106,6 +149,7 @@ class Runtime:
         """One HWC float32 image through the graph; ``keep``: a dict that receives every
         intermediate tensor by its graph name (for debugging and the exactness tests)."""
         env: dict[str, np.ndarray] = {self.graph["input"]: x}
+        self._arena.begin(recycle=keep is None)
         for op, conv, dead in zip(self.graph["ops"], self._convs, self._free):
             t0 = time.perf_counter() if profile else 0.0
             kind = op["op"]
@@ -152,8 +196,10 @@ class Runtime:
                 value = env.pop(name, None)
                 if keep is not None and value is not None:
                     keep[name] = value
+                self._arena.release(value, env.values())
             if profile:
                 self.timings[kind] += time.perf_counter() - t0
+        self._arena.end()
         return env[self.graph["output"]]
 
     def _pack(self, x: np.ndarray, thr: np.ndarray | None) -> np.ndarray:
@@ -181,12 +227,15 @@ class Runtime:
         if op["chan"] is not None:
             scale = env[op["chan"]] if scale is None else scale * env[op["chan"]]
         act = None if op["act"] is None else tuple(self.tensors[n] for n in op["act"])
+        shape = (1,) + conv.output_size(env[op["src"]].shape[:2])
         res = conv(env[op["src"]][None], path=self.path, threads=self.threads, scale=scale,
                    bias=self._t(op["bias"]), pix=None if op["pix"] is None else env[op["pix"]],
                    act=act, act_first=op["act_first"], residual=self._residuals(op, env) + self._gated_bias(op, env),
                    out_float=op["dst"] is not None, pack=op["dst_bits"] is not None, thr=self._t(op["thr"]),
-                   post_scale=op.get("post_scale", 1.0), post_after=op.get("post_after", 0))
+                   post_scale=op.get("post_scale", 1.0), post_after=op.get("post_after", 0),
+                   out=None if op["dst"] is None else self._arena.take(shape + (conv.cout,), np.float32),
+                   bits_out=None if op["dst_bits"] is None else self._arena.take(shape + (words(conv.cout),), np.uint64))
         if op["dst"] is not None:
-            env[op["dst"]] = res.out[0]
+            env[op["dst"]] = self._arena.view(res.out)
         if op["dst_bits"] is not None:
-            env[op["dst_bits"]] = res.bits[0]
+            env[op["dst_bits"]] = self._arena.view(res.bits)
