@@ -362,13 +362,14 @@ def export_packed(model: nn.Module, path: str | os.PathLike, fp16: bool = False)
     wr = _Writer(fp16)
     with torch.no_grad():
         walk(wr, model)
+    ops = [{k: v for k, v in op.items() if v is not None} for op in wr.ops]  # an absent field is None
     graph = {"format": FORMAT, "version": VERSION, "signature": getattr(model, "signature", None),
-             "scale": model.scale, "input": "x", "output": "y", "ops": wr.ops}
+             "scale": model.scale, "input": "x", "output": "y", "ops": ops}
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        save_file(wr.tensors, tmp, metadata={"binsr": json.dumps(graph)})
+        save_file(wr.tensors, tmp, metadata={"binsr": json.dumps(graph, separators=(",", ":"))})
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

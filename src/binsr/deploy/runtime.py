@@ -23,6 +23,13 @@ __all__ = ["Runtime", "FORMAT", "VERSION"]
 FORMAT, VERSION = "binsr.packed", 1
 
 
+class _Op(dict):
+    """An op of the graph; a field the exporter left out (a None) reads as None."""
+
+    def __missing__(self, key: str) -> None:
+        return None
+
+
 def _widen(t: np.ndarray) -> np.ndarray:
     return t.astype(np.float32) if t.dtype == np.float16 else t
 
@@ -84,6 +91,7 @@ class Runtime:
         if "binsr" not in meta:
             raise BinsrError(f"{path} is not a binsr packed model (no graph in its metadata)")
         self.graph: dict[str, Any] = json.loads(meta["binsr"])
+        self.graph["ops"] = [_Op(op) for op in self.graph.get("ops", [])]
         if self.graph.get("format") != FORMAT or self.graph.get("version") != VERSION:
             raise BinsrError(f"{path}: unsupported format {self.graph.get('format')} v{self.graph.get('version')}")
         self.threads = threads
