@@ -703,6 +703,16 @@ __attribute__((target("avx512f,avx512bw,amx-tile,amx-int8"))) void rows_amx(cons
             }
           }
           for (; next < pend.n && next * T <= t * pend.n; ++next) epi_piece(j, pend, next, cb);
+          {  // this unit's output (for writing) and residual lines: its epilogue runs during the next unit
+            const int np = std::min(32, j.Wo - x0), lines = two ? 2 : 1;
+            for (int i = t * np / T; i < (t + 1) * np / T; ++i) {
+              const size_t q = ((size_t)y * j.Wo + x0 + i) * j.L->cout + ob * 16;
+              for (int l = 0; l < lines; ++l) {
+                if (j.e.out) _m_prefetchw(j.e.out + q + 16 * l);
+                for (int r = 0; r < 3 && j.e.res[r]; ++r) _mm_prefetch((const char*)(j.e.res[r] + q + 16 * l), _MM_HINT_T0);
+              }
+            }
+          }
         }
         for (; next < pend.n; ++next) epi_piece(j, pend, next, cb);
         _tile_stored(0, cb[0], 64);
