@@ -58,6 +58,12 @@ def test_runtime_matches_torch(tmp_path, name: str, recipe: str, kwargs: dict) -
     assert diff.max() <= 1 and (diff == 0).mean() >= 0.999
 
 
+@pytest.mark.parametrize("recipe,kwargs", [("bbcu", {}), ("bbcu", {"res_scale": 0.5}), ("e2fif", {"res_scale": 0.2})])
+def test_body_is_bit_exact(assert_body_exact, recipe: str, kwargs: dict) -> None:
+    """Random BN statistics, thresholds and RPReLU shifts; BBCU's RPReLU(v) / 130 divides as torch does."""
+    assert_body_exact(_random_model("srresnet_small", recipe, **kwargs))
+
+
 def test_fp16_weights_are_lossless(tmp_path) -> None:
     """A rounded model's FP conv weights go into the file as float16, bit for bit; the runtime
     matches the rounded model's torch forward as an FP32 file does; an unrounded one is refused."""

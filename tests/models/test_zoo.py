@@ -93,34 +93,7 @@ def test_zoo_model_on_the_engine_matches_torch(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", zoo_names())
-def test_zoo_model_body_is_bit_exact_on_the_engine(name, tmp_path):
-    """Every float map the body binarizes is bit-identical in the engine and in PyTorch (BN folded
-    with PyTorch's single rounding, residual scaling in PyTorch's order), so no sign can flip. The
-    FP head conv's sum order differs between oneDNN and the engine, so it is made exact here:
-    dyadic weights and inputs whose products and sums float32 holds exactly."""
-    import numpy as np
-
-    from binsr.deploy import Runtime, export_packed
-
-    model = load_zoo(f"zoo:{name}").eval()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        model.conv_first.weight.copy_(torch.randint(-8, 9, model.conv_first.weight.shape, generator=gen) / 8)
-        model.conv_first.bias.copy_(torch.randint(-8, 9, model.conv_first.bias.shape, generator=gen) / 8)
-    x = (torch.randint(0, 65, (1, 3, 29, 37), generator=gen) / 64).numpy()
-    export_packed(model, tmp_path / "m.bsr")
-    seen = {}
-    hooks = [b.conv2.register_forward_pre_hook(lambda mod, args, i=i: seen.__setitem__(f"t{i}", args[0]))
-             for i, b in enumerate(model.body)]
-    hooks += [b.conv1.register_forward_pre_hook(lambda mod, args, i=i: seen.__setitem__(f"h{i - 1}" if i else "feat",
-                                                                                          args[0]))
-              for i, b in enumerate(model.body)]
-    with torch.no_grad():
-        model(torch.from_numpy(x))
-    for h in hooks:
-        h.remove()
-    kept = {}
-    Runtime(tmp_path / "m.bsr", threads=2).run_hwc(x[0].transpose(1, 2, 0).copy(), keep=kept)
-    assert len(seen) == 2 * len(model.body)
-    for key, t in seen.items():
-        assert np.array_equal(kept[key], t[0].permute(1, 2, 0).numpy()), key
+def test_zoo_model_body_is_bit_exact_on_the_engine(name, assert_body_exact):
+    """BN folded with PyTorch's single rounding, residual scaling in PyTorch's order: every map
+    the body binarizes is bit-identical (see the ``assert_body_exact`` fixture)."""
+    assert_body_exact(load_zoo(f"zoo:{name}").eval())

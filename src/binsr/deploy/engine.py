@@ -11,6 +11,7 @@ words), stride 1. A fused epilogue turns dots into the next tensor, in this orde
     v = dot * scale[o] * pix[p] + bias[o]                 (one fused multiply-add without pix)
     v = v + residual_0[p, o] + ...                        (up to 3 residuals)
     v = PReLU_slope(v - act_shift[o]) + act_bias[o]      (RPReLU; before the residuals if act_first)
+    v = v / div                                           (BBCU's residual alignment, after an act_first RPReLU)
 
 with ``post_scale`` (EDSR's residual scaling, in PyTorch's order ``x + unit(t) * r``) the sum
 after the first ``post_after`` residuals is multiplied by it before the others are added.
@@ -117,7 +118,7 @@ class BinaryConv:
                  pix: np.ndarray | None = None,
                  act: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, act_first: bool = False,
                  residual: tuple[np.ndarray, ...] = (), out_float: bool = True, out_int: bool = False,
-                 pack: bool = False, thr: np.ndarray | None = None, post_scale: float = 1.0,
+                 pack: bool = False, thr: np.ndarray | None = None, div: float = 1.0, post_scale: float = 1.0,
                  post_after: int = 0, out: np.ndarray | None = None,
                  bits_out: np.ndarray | None = None) -> ConvOutput:
         """Run on packed ``x`` (N, H, W, ceil(Cin / 64)); ``act`` = (shift, slope, bias).
@@ -134,7 +135,7 @@ class BinaryConv:
         args = dict(scale=_vec(scale), bias=_vec(bias), pix=_vec(pix), act_shift=_vec(shift),
                     act_slope=_vec(slope), act_bias=_vec(abias), act_first=act_first,
                     res=[_vec(r) for r in residual],
-                    out_float=out_float, out_int=out_int, pack=pack, thr=_vec(thr),
+                    out_float=out_float, out_int=out_int, pack=pack, thr=_vec(thr), div=float(div),
                     post_scale=float(post_scale), post_after=int(post_after))
         if path == "numpy":
             v, dots, bits = self._numpy(x, **args)
@@ -142,7 +143,7 @@ class BinaryConv:
         return ConvOutput(*self._layer.run(x, path, threads, out=out, bits_out=bits_out, **args), path)
 
     def _numpy(self, x: np.ndarray, *, scale, bias, pix, act_shift, act_slope, act_bias, act_first, res,
-               out_float, out_int, pack, thr, post_scale, post_after):
+               out_float, out_int, pack, thr, div, post_scale, post_after):
         n, h, w, _ = x.shape
         p, d, k, g = self.padding, self.dilation, self.k, self.groups
         xs = np.pad(unpack_bits(x, self.cin), ((0, 0), (p, p), (p, p), (0, 0)), constant_values=1.0)
@@ -168,6 +169,8 @@ class BinaryConv:
                 v += bias
         if act_slope is not None and act_first:
             v = _rprelu(v, act_shift, act_slope, act_bias)
+        if div != 1.0:
+            v = v / np.float32(div)
         for i, r in enumerate(res):
             if i == post_after and post_scale != 1.0:
                 v *= np.float32(post_scale)

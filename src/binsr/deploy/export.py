@@ -157,11 +157,10 @@ def _binary_unit(wr: _Writer, name: str, unit: nn.Module, src: str, extra_res: l
         beta = (_np(bn.bias).astype(np.float64) - _np(bn.running_mean).astype(np.float64) * s).astype(np.float32)
         bias = beta + (0 if bias is None else bias * s)
     rp = parts.get("rprelu")
-    if rp is not None:
-        k = parts["alignment"]
-        scale = scale / k
-        bias = None if bias is None else bias / k
-        act = (-_np(rp.shift_in.bias).ravel() / k, _np(rp.prelu.weight).ravel(), _np(rp.shift_out.bias).ravel() / k)
+    div = 1.0
+    if rp is not None:  # RPReLU(v) / k as torch computes it: the division stays a division
+        div = float(parts["alignment"])
+        act = (-_np(rp.shift_in.bias).ravel(), _np(rp.prelu.weight).ravel(), _np(rp.shift_out.bias).ravel())
         act_first = True
     if res_scale != 1.0 and post_act is not None:
         raise BinsrError(f"{name}: residual scale {res_scale} cannot be fused here")
@@ -190,7 +189,7 @@ def _binary_unit(wr: _Writer, name: str, unit: nn.Module, src: str, extra_res: l
         "pix": pix, "chan": chan,
         "act": None if act is None else [wr.tensor(f"{name}.act.{p}", v) for p, v in zip(("shift", "slope", "bias"), act)],
         "act_first": act_first, "res": ([src] if parts["skip"] else []) + extra_res, "thr": next_thr,
-        "post_scale": float(res_scale), "post_after": 1 if parts["skip"] else 0,
+        "div": div if div != 1.0 else None, "post_scale": float(res_scale), "post_after": 1 if parts["skip"] else 0,
     })
 
 

@@ -240,7 +240,7 @@ class Runtime:
                    bias=self._t(op["bias"]), pix=None if op["pix"] is None else env[op["pix"]],
                    act=act, act_first=op["act_first"], residual=self._residuals(op, env) + self._gated_bias(op, env),
                    out_float=op["dst"] is not None, pack=op["dst_bits"] is not None, thr=self._t(op["thr"]),
-                   post_scale=op.get("post_scale", 1.0), post_after=op.get("post_after", 0),
+                   div=op.get("div", 1.0), post_scale=op.get("post_scale", 1.0), post_after=op.get("post_after", 0),
                    out=None if op["dst"] is None else self._arena.take(shape + (conv.cout,), np.float32),
                    bits_out=None if op["dst_bits"] is None else self._arena.take(shape + (words(conv.cout),), np.uint64))
         if op["dst"] is not None:

@@ -555,6 +555,11 @@ __attribute__((target("avx512f,avx512bw"), always_inline)) static inline void ep
   if (act && af)
 #pragma GCC unroll 16
     for (int p = 0; p < 16; ++p) v[p] = rprelu16(v[p]);
+  if (e.div != 1.f) {
+    const __m512 dv = _mm512_set1_ps(e.div);
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p) v[p] = _mm512_div_round_ps(v[p], dv, RN);
+  }
   for (int r = 0; r <= 3; ++r) {
     if (r == e.post_after && e.post_scale != 1.f) {
       const __m512 ps = _mm512_set1_ps(e.post_scale);
@@ -892,7 +897,7 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
                      const std::string& path, int threads, const OptF& scale, const OptF& bias, const OptF& pix,
                      const OptF& act_shift, const OptF& act_slope, const OptF& act_bias, bool act_first,
                      const std::vector<FArr>& res, bool out_float, bool out_int, bool pack, const OptF& thr,
-                     float post_scale, int post_after, const std::optional<py::array>& out,
+                     float div, float post_scale, int post_after, const std::optional<py::array>& out,
                      const std::optional<py::array>& bits_out) {
   if (x.ndim() != 4 || x.shape(3) != (py::ssize_t)L.ps)
     throw std::invalid_argument("input must be (N, H, W, ceil(cin / 64)) uint64 packed activations");
@@ -931,6 +936,7 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
   e0.act_first = act_first;
   if (res.size() > 3) throw std::invalid_argument("at most 3 residuals");
   if (post_after < 0 || post_after > (int)res.size()) throw std::invalid_argument("post_after must be in 0..len(res)");
+  e0.div = div;
   e0.post_scale = post_scale;
   e0.post_after = post_after;
   for (const FArr& r : res)
@@ -1377,7 +1383,7 @@ PYBIND11_MODULE(_engine, m) {
            py::arg("act_slope") = py::none(), py::arg("act_bias") = py::none(), py::arg("act_first") = false,
            py::arg("res") = std::vector<FArr>{},
            py::arg("out_float") = true, py::arg("out_int") = false, py::arg("pack") = false,
-           py::arg("thr") = py::none(), py::arg("post_scale") = 1.f, py::arg("post_after") = 0,
+           py::arg("thr") = py::none(), py::arg("div") = 1.f, py::arg("post_scale") = 1.f, py::arg("post_after") = 0,
            py::arg("out") = py::none(), py::arg("bits_out") = py::none(),
            "Binary conv of packed x (N, H, W, ceil(cin / 64)); returns (float NHWC | None, int32 dots | None, bits | None); out / bits_out: buffers to write them into.");
 }

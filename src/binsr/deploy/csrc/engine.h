@@ -36,14 +36,14 @@ struct Layer {
   bool corr;            // some group does not cover whole words: subtract popcount(x & ~mask)
   std::vector<int> w0;             // first word of each group
   std::vector<uint64_t> mask;      // [group][word]: the group's channel bits
-  std::vector<uint64_t> w;         // [group][block][tap][word][8 out channels], 0 outside the group
-  std::vector<uint64_t> wlo, whi;  // w & 0x0f.., (w >> 4) & 0x0f.. (AVX2 nibble popcount)
+  std::vector<uint64_t, Aligned64<uint64_t>> w;  // [group][block][tap][word][8 out channels], 0 outside the group
+  std::vector<uint64_t, Aligned64<uint64_t>> wlo, whi;  // w & 0x0f.., (w >> 4) & 0x0f.. (AVX2 nibble popcount)
   // Segment mode (AVX2, groups of 16 or 32 input channels): the 64 / seg groups that share a word
   // are computed together, one output channel of each group per seg-bit segment of a weight word.
   int seg = 0;                     // 16 or 32, else 0
   int nvb = 0;                     // blocks of 8 "virtual" channels (index within a group)
-  std::vector<uint64_t> slo, shi;  // nibble-split [word][vblock][tap][8]
-  std::vector<uint64_t> sraw;      // the same words whole (AVX-512 segment mode: vpopcntw / vpopcntd)
+  std::vector<uint64_t, Aligned64<uint64_t>> slo, shi;  // nibble-split [word][vblock][tap][8]
+  std::vector<uint64_t, Aligned64<uint64_t>> sraw;  // the same words whole (AVX-512 segment mode: vpopcntw / vpopcntd)
   // AMX-INT8 mode (AVX-512 path on CPUs with AMX): dot = 2 * sum(a * s) - sum(s) with a in {0, 1}
   // (input bits as bytes) and s in {-1, 0, +1} (signed weights, 0 outside the group / past cout).
   int nb16 = 0;                    // blocks of 16 output channels
@@ -53,7 +53,7 @@ struct Layer {
 
 // Fused epilogue: v = dot * scale[o] * pix[p] + bias[o]; then the residuals res[0..2] are added
 // and an optional RPReLU ((v - shift) -> PReLU(slope) -> + abias) applied, the RPReLU before the
-// residuals when act_first; then float out and/or sign bits (v >= thr).
+// residuals when act_first (then v / div); then float out and/or sign bits (v >= thr).
 struct Epilogue {
   const float* scale = nullptr;
   const float* bias = nullptr;
@@ -62,6 +62,7 @@ struct Epilogue {
   const float* act_slope = nullptr;
   const float* act_bias = nullptr;
   const float* res[3] = {nullptr, nullptr, nullptr};
+  float div = 1.f;         // divides v after the RPReLU-first and before the residuals (BBCU's / k)
   float post_scale = 1.f;  // multiplies the sum once the first post_after residuals are in
   int post_after = 0;
   bool act_first = false;
