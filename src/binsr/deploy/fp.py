@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -13,8 +14,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from binsr.deploy.engine import _engine
 
-__all__ = ["set_blas_threads", "conv2d", "winograd_weights", "conv3x3_winograd", "leaky_relu", "sigmoid",
-           "channel_gate", "bilinear_add"]
+__all__ = ["set_blas_threads", "conv2d", "winograd_weights", "conv3x3_winograd", "output_shape", "leaky_relu",
+           "sigmoid", "channel_gate", "bilinear_add"]
 
 _TILE_BYTES = 2 << 20  # im2col patch matrix per tile (fits L2 with the weights)
 
@@ -77,14 +78,38 @@ def _emit(out: np.ndarray, y0: int, y1: int, t: np.ndarray, bias: np.ndarray | N
         out.reshape(-1, r, w, r, c // (r * r))[y0:y1] = t.reshape(rows, w, -1, r, r).transpose(0, 3, 1, 4, 2)
 
 
-def _output(h: int, w: int, cout: int, shuffle: int) -> np.ndarray:
-    return np.empty((h * shuffle, w * shuffle, cout // (shuffle * shuffle)), np.float32)
+def output_shape(h: int, w: int, cout: int, shuffle: int) -> tuple[int, int, int]:
+    """(H, W, C) of a stride-1 same-size conv to ``cout`` channels followed by PixelShuffle(shuffle)."""
+    return h * shuffle, w * shuffle, cout // (shuffle * shuffle)
+
+
+def _output(shape: tuple[int, int, int], out: np.ndarray | None) -> np.ndarray:
+    """``out`` (a caller's buffer of this shape, reused: no page faults), else a new array."""
+    if out is None:
+        return np.empty(shape, np.float32)
+    if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous float32 {shape}, got {out.dtype} {out.shape}")
+    return out
+
+
+_scratch = threading.local()
+
+
+def _scratch_array(slot: str, shape: tuple[int, ...]) -> np.ndarray:
+    """This thread's reusable float32 work array ``slot`` of ``shape`` (the Winograd strips)."""
+    arr = getattr(_scratch, slot, None)
+    if arr is None or arr.shape != shape:
+        arr = np.empty(shape, np.float32)
+        setattr(_scratch, slot, arr)
+    return arr
 
 
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, padding: int = 0,
-           dilation: int = 1, leaky: float | None = None, shuffle: int = 1, threads: int = 1) -> np.ndarray:
+           dilation: int = 1, leaky: float | None = None, shuffle: int = 1, threads: int = 1,
+           out: np.ndarray | None = None) -> np.ndarray:
     """Zero-padded stride-1 conv of ``x`` (H, W, C) with ``weight`` (k*k*C, O) in (ky, kx, c) row
-    order (im2col + sgemm); optional LeakyReLU and PixelShuffle(``shuffle``) fused per row tile."""
+    order (im2col + sgemm); optional LeakyReLU and PixelShuffle(``shuffle``) fused per row tile;
+    written into ``out`` when given."""
     h, w, c = x.shape
     kkc, cout = weight.shape
     k = int(round((kkc // c) ** 0.5))
@@ -93,7 +118,7 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, pa
     ho, wo = h + 2 * padding - span, w + 2 * padding - span
     win = sliding_window_view(xp, (span + 1, span + 1), axis=(0, 1))[..., ::dilation, ::dilation]
     win = win.transpose(0, 1, 3, 4, 2)  # (ho, wo, ky, kx, c)
-    out = _output(ho, wo, cout, shuffle)
+    out = _output(output_shape(ho, wo, cout, shuffle), out)
     rows = max(1, _TILE_BYTES // max(1, wo * kkc * 4))
 
     def tile(y0: int) -> None:
@@ -120,18 +145,21 @@ def winograd_weights(weight: np.ndarray, channels: int) -> np.ndarray | None:
 
 
 def conv3x3_winograd(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None = None, leaky: float | None = None,
-                     shuffle: int = 1, threads: int = 1) -> np.ndarray:
-    """:func:`conv2d` for a 3x3 kernel, padding 1, dilation 1: compiled tile transforms, 36 sgemms."""
+                     shuffle: int = 1, threads: int = 1, out: np.ndarray | None = None) -> np.ndarray:
+    """:func:`conv2d` for a 3x3 kernel, padding 1, dilation 1: compiled tile transforms, 36 sgemms
+    (on per-thread strip buffers reused from strip to strip)."""
     h, w, c = x.shape
     cout = u.shape[2]
     nth, ntw = -(-h // 4), -(-w // 4)
     x = np.ascontiguousarray(x, dtype=np.float32)
-    out = _output(h, w, cout, shuffle)
+    out = _output(output_shape(h, w, cout, shuffle), out)
     strip = max(1, _TILE_BYTES // max(1, ntw * 36 * max(c, cout) * 4))
 
     def rows(r0: int) -> None:
         r1 = min(nth, r0 + strip)
-        m = np.matmul(_engine.wino_in(x, r0, r1), u)
+        tiles = (r1 - r0) * ntw
+        v = _engine.wino_in(x, r0, r1, _scratch_array("v", (36, tiles, c)))
+        m = np.matmul(v, u, out=_scratch_array("m", (36, tiles, cout)))
         _engine.wino_out(m, out, r0, r1, h, w, bias, -1.0 if leaky is None else leaky, shuffle)
 
     _run_parallel(rows, range(0, nth, strip), threads)

@@ -35,8 +35,9 @@ def _widen(t: np.ndarray) -> np.ndarray:
 
 
 class _Arena:
-    """The binary convs' output maps, reused once dead: a fresh 14.7 MB map costs its page faults
-    and the kernel's zeroing on the first write (as much as the conv itself, 2 ms at 320x180x64).
+    """The convs' output maps, reused once dead: a fresh map costs its page faults and the kernel's
+    zeroing on the first write (as much as a binary conv itself, 2 ms at 320x180x64; 50 ms for a
+    1280x720x64 FP map, which glibc always maps afresh).
     Maps of one call serve the next call of the same shapes; other shapes are dropped at its end.
     A dead map is reused only when no live tensor is a view of it."""
 
@@ -54,9 +55,10 @@ class _Arena:
         self._used.add(key)
         return self._free[key].pop() if self._free[key] else np.empty(shape, dtype)
 
-    def view(self, buf: np.ndarray) -> np.ndarray:
-        """The (H, W, C) map the graph holds of a taken (1, H, W, C) buffer."""
-        v = buf[0]
+    def own(self, buf: np.ndarray, view: np.ndarray | None = None) -> np.ndarray:
+        """The map the graph holds (``view`` of a taken buffer, or the buffer itself), registered
+        so that its buffer returns to the arena when the map dies."""
+        v = buf if view is None else view
         self._owned[id(v)] = (v, buf)  # v kept: its id names this buffer until released
         return v
 
@@ -163,13 +165,8 @@ class Runtime:
             kind = op["op"]
             if kind == "bconv":
                 self._run_bconv(op, conv, env)
-            elif kind == "conv" and conv is not None:
-                env[op["dst"]] = fp.conv3x3_winograd(env[op["src"]], conv, self._t(op["b"]), op["leaky"],
-                                                     op["shuffle"], self.threads)
-                kind = "upsample_conv" if op["shuffle"] > 1 else "fp_conv"
             elif kind == "conv":
-                env[op["dst"]] = fp.conv2d(env[op["src"]], self.tensors[op["w"]], self._t(op["b"]), op["pad"],
-                                           op["dil"], op["leaky"], op["shuffle"], self.threads)
+                self._run_conv(op, conv, env)
                 kind = "upsample_conv" if op["shuffle"] > 1 else "fp_conv"
             elif kind == "pack":
                 env[op["dst"]] = self._pack(env[op["src"]], self._t(op["thr"]))
@@ -210,6 +207,19 @@ class Runtime:
         self._arena.end()
         return env[self.graph["output"]]
 
+    def _run_conv(self, op: dict[str, Any], wino: np.ndarray | None, env: dict[str, np.ndarray]) -> None:
+        """An FP conv (Winograd where prepared, else im2col + sgemm) into an arena buffer."""
+        src = env[op["src"]]
+        w = self.tensors[op["w"]]
+        span = op["dil"] * (int(round((w.shape[0] // src.shape[2]) ** 0.5)) - 1)
+        h, wd = (src.shape[0] + 2 * op["pad"] - span, src.shape[1] + 2 * op["pad"] - span)
+        out = self._arena.take(fp.output_shape(h, wd, w.shape[1], op["shuffle"]), np.float32)
+        if wino is not None:
+            fp.conv3x3_winograd(src, wino, self._t(op["b"]), op["leaky"], op["shuffle"], self.threads, out=out)
+        else:
+            fp.conv2d(src, w, self._t(op["b"]), op["pad"], op["dil"], op["leaky"], op["shuffle"], self.threads, out=out)
+        env[op["dst"]] = self._arena.own(out)
+
     def _pack(self, x: np.ndarray, thr: np.ndarray | None) -> np.ndarray:
         """Sign bits of ``x >= thr`` (``x - thr >= 0``: the same for finite floats), packed."""
         if self.path == "numpy" or _engine is None:
@@ -244,6 +254,6 @@ class Runtime:
                    out=None if op["dst"] is None else self._arena.take(shape + (conv.cout,), np.float32),
                    bits_out=None if op["dst_bits"] is None else self._arena.take(shape + (words(conv.cout),), np.uint64))
         if op["dst"] is not None:
-            env[op["dst"]] = self._arena.view(res.out)
+            env[op["dst"]] = self._arena.own(res.out, res.out[0])
         if op["dst_bits"] is not None:
-            env[op["dst_bits"]] = self._arena.view(res.bits)
+            env[op["dst_bits"]] = self._arena.own(res.bits, res.bits[0])

@@ -1036,18 +1036,25 @@ static inline void at6(const float* __restrict m0, const float* __restrict m1, c
 
 // Input transform of tile rows [r0, r1) of x (H, W, C), zero padding 1 -> V (36, T, C): B^T along
 // the rows on whole image rows, then along the columns per tile.
-static py::array_t<float> wino_in(const FArr& x, int r0, int r1) {
+static py::array_t<float> wino_in(const FArr& x, int r0, int r1, const std::optional<py::array>& out) {
   if (x.ndim() != 3) throw std::invalid_argument("x must be (H, W, C)");
   const int H = (int)x.shape(0), W = (int)x.shape(1), C = (int)x.shape(2), ntw = (W + 3) / 4;
   if (r0 < 0 || r1 > (H + 3) / 4 || r0 >= r1) throw std::invalid_argument("bad tile rows");
   const size_t T = (size_t)(r1 - r0) * ntw, Wp = 4 * (size_t)ntw + 2;
-  py::array_t<float> v({(size_t)36, T, (size_t)C});
-  float* vp = v.mutable_data();
+  float* vp = out ? (float*)out_buffer(*out, py::dtype::of<float>(), {36, (py::ssize_t)T, C}, "out") : nullptr;
+  py::array_t<float> v = out ? py::reinterpret_borrow<py::array_t<float>>(*out) : py::array_t<float>({(size_t)36, T, (size_t)C});
+  if (!vp) vp = v.mutable_data();
   const float* xp = x.data();
   {
     py::gil_scoped_release nogil;
-    const std::vector<float> zero((size_t)W * C, 0.f);
-    std::vector<float> e(6 * Wp * C, 0.f);  // e[a][col][c], col = x + 1 (padding columns stay 0)
+    // per-thread scratch, reused from call to call (fresh multi-MB buffers cost page faults)
+    thread_local std::vector<float> zero, e;
+    if (zero.size() < (size_t)W * C) zero.assign((size_t)W * C, 0.f);
+    e.resize(6 * Wp * C);  // e[a][col][c], col = x + 1; the padding columns are zeroed below
+    for (int a = 0; a < 6; ++a) {
+      std::fill_n(e.data() + a * Wp * C, C, 0.f);
+      std::fill(e.data() + (a * Wp + 1 + W) * C, e.data() + (a + 1) * Wp * C, 0.f);
+    }
     for (int tr = r0; tr < r1; ++tr) {
       const float* rw[6];
       for (int i = 0; i < 6; ++i) {
@@ -1354,8 +1361,8 @@ PYBIND11_MODULE(_engine, m) {
     d["amx"] = cpu_amx();
     return d;
   }, "Which compiled paths this CPU can run.");
-  m.def("wino_in", &wino_in, py::arg("x"), py::arg("r0"), py::arg("r1"),
-        "Winograd F(4x4,3x3) input transform of tile rows [r0, r1): (H, W, C) -> (36, tiles, C).");
+  m.def("wino_in", &wino_in, py::arg("x"), py::arg("r0"), py::arg("r1"), py::arg("out") = py::none(),
+        "Winograd F(4x4,3x3) input transform of tile rows [r0, r1): (H, W, C) -> (36, tiles, C) (into out if given).");
   m.def("wino_out", &wino_out, py::arg("m"), py::arg("out").noconvert(), py::arg("r0"), py::arg("r1"), py::arg("H"), py::arg("W"),
         py::arg("bias") = py::none(), py::arg("leaky") = -1.f, py::arg("shuffle") = 1,
         "Winograd output transform + bias + LeakyReLU + PixelShuffle into out (H*r, W*r, O/r^2).");
