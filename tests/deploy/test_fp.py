@@ -1,0 +1,52 @@
+"""FP parts of the runtime: Winograd and im2col convs agree with torch, into fresh or given buffers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from binsr.deploy import fp
+from binsr.deploy.engine import _engine
+
+
+def _torch_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, leaky: float | None, shuffle: int) -> np.ndarray:
+    y = F.conv2d(torch.from_numpy(x.transpose(2, 0, 1))[None], torch.from_numpy(w), torch.from_numpy(b), padding=1)
+    if leaky is not None:
+        y = F.leaky_relu(y, leaky)
+    return F.pixel_shuffle(y, shuffle)[0].permute(1, 2, 0).numpy()
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 23), st.integers(1, 41), st.sampled_from([8, 16]), st.sampled_from([(12, 1), (48, 2), (27, 3)]),
+       st.sampled_from([None, 0.1]), st.integers(0, 2**31 - 1))
+def test_convs_match_torch_into_given_buffers(h: int, w: int, c: int, oc_shuffle: tuple[int, int],
+                                              leaky: float | None, seed: int) -> None:
+    """Odd sizes (partial 4x4 Winograd tiles), PixelShuffle, LeakyReLU; the same buffer twice."""
+    cout, r = oc_shuffle
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(h, w, c)).astype(np.float32)
+    wt = rng.normal(size=(cout, c, 3, 3)).astype(np.float32) * 0.2
+    b = rng.normal(size=cout).astype(np.float32)
+    want = _torch_conv(x, wt, b, leaky, r)
+    w2 = np.ascontiguousarray(wt.transpose(2, 3, 1, 0).reshape(9 * c, cout))
+    out = np.full(fp.output_shape(h, w, cout, r), np.nan, np.float32)
+    for _ in range(2):
+        got = fp.conv2d(x, w2, b, 1, 1, leaky, r, threads=2, out=out)
+        assert got is out
+        np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+    if _engine is not None:
+        u = fp.winograd_weights(w2, c)
+        for _ in range(2):
+            out[...] = np.nan
+            assert fp.conv3x3_winograd(x, u, b, leaky, r, threads=2, out=out) is out
+            np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+
+
+def test_wrong_buffer_is_refused() -> None:
+    x = np.zeros((5, 6, 8), np.float32)
+    with pytest.raises(ValueError, match="out must be"):
+        fp.conv2d(x, np.zeros((72, 4), np.float32), None, 1, out=np.zeros((5, 6, 3), np.float32))
