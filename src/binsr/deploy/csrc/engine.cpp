@@ -636,9 +636,17 @@ __attribute__((target("avx512f,avx512bw,amx-tile,amx-int8"))) void rows_amx(cons
       const int pr = y + r, sl = pr % R;
       if (slot_row[sl] == pr) continue;
       slot_row[sl] = pr;
-      const uint64_t* src = j.xp + (size_t)pr * j.Wp * ps;
       __m512i* dst = (__m512i*)(rb + sl * rowbytes);
-      for (size_t q = 0; q < (size_t)j.Wp * ps; ++q) _mm512_store_si512(dst + q, _mm512_maskz_mov_epi8((__mmask64)src[q], one));
+      const int yi = pr - L.pad;  // the input row; the padding is all ones (+1)
+      const size_t left = (size_t)L.pad * ps, inner = (size_t)j.W * ps, all = (size_t)j.Wp * ps;
+      if (yi < 0 || yi >= j.H) {
+        for (size_t q = 0; q < all; ++q) _mm512_store_si512(dst + q, one);
+        continue;
+      }
+      const uint64_t* src = j.x + (size_t)yi * inner;
+      for (size_t q = 0; q < left; ++q) _mm512_store_si512(dst + q, one);
+      for (size_t q = 0; q < inner; ++q) _mm512_store_si512(dst + left + q, _mm512_maskz_mov_epi8((__mmask64)src[q], one));
+      for (size_t q = left + inner; q < all; ++q) _mm512_store_si512(dst + q, one);
     }
     for (int t = 0; t < T; ++t)
       tapsrc[t] = rb + ((y + (t / L.k) * L.dil) % R) * rowbytes + (size_t)(t % L.k) * L.dil * pstride;
@@ -973,12 +981,13 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
   const uint64_t* xin = x.data();
   {
     py::gil_scoped_release nogil;
-    std::vector<uint64_t> xp((size_t)Hp * Wp * ps);
-    const bool need_corr = L.corr && rows != avx512::rows_amx && rows != avx512::rows_seg;
+    const bool amx = rows == avx512::rows_amx;  // pads as it expands the rows: no padded copy
+    std::vector<uint64_t> xp(amx ? 0 : (size_t)Hp * Wp * ps);
+    const bool need_corr = L.corr && !amx && rows != avx512::rows_seg;
     std::vector<int32_t> corr(need_corr ? (size_t)Hp * Wp * L.groups : 0);
     for (int n = 0; n < N; ++n) {
       std::fill(xp.begin(), xp.end(), ~0ull);
-      for (int y = 0; y < H; ++y)
+      for (int y = 0; y < H && !amx; ++y)
         std::memcpy(xp.data() + (((size_t)(y + L.pad)) * Wp + L.pad) * ps, xin + (((size_t)n * H + y) * W) * ps,
                     sizeof(uint64_t) * W * ps);
       for (size_t q = 0; q < corr.size(); ++q) {  // popcount of the bits outside each group
@@ -989,7 +998,8 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
           c += __builtin_popcountll(xp[px * ps + L.w0[g] + i] & ~L.mask[(size_t)g * L.wd + i]);
         corr[q] = c;
       }
-      Job j{&L, xp.data(), need_corr ? corr.data() : nullptr, Wp, Ho, Wo, {}, {}, e0};
+      Job j{&L, amx ? nullptr : xp.data(), need_corr ? corr.data() : nullptr, Wp, Ho, Wo, {}, {}, e0,
+            xin + (size_t)n * H * W * ps, H, W};
       for (int t = 0; t < L.taps; ++t) {
         j.tappix.push_back((std::ptrdiff_t)(t / L.k) * L.dil * Wp + (t % L.k) * L.dil);
         j.tapoff.push_back(j.tappix.back() * (std::ptrdiff_t)ps);

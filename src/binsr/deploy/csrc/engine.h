@@ -77,11 +77,13 @@ struct Epilogue {
 // One image's work: padded packed input (all-ones border) and where results go.
 struct Job {
   const Layer* L;
-  const uint64_t* xp;
+  const uint64_t* xp;   // null for the AMX kernel, which pads as it expands rows from x
   const int32_t* corr;  // [padded pixel][group] popcount(x & ~mask) or null
   int Wp, Ho, Wo;       // padded width, output size
   std::vector<std::ptrdiff_t> tapoff, tappix;  // tap offsets in words and in pixels
   Epilogue e;
+  const uint64_t* x = nullptr;  // the unpadded input (H, W) of this image
+  int H = 0, W = 0;
 };
 
 namespace portable { void rows(const Job& j, int y0, int y1); }
