@@ -104,6 +104,7 @@ def bench_layers(threads: list[int], repeat: int, size: tuple[int, int], path: s
     import torch.nn.functional as F
 
     from binsr.deploy import BinaryConv, pack_bits, pack_weights
+    from binsr.deploy.engine import aligned_empty
 
     w, h = size
     c = 64
@@ -120,7 +121,8 @@ def bench_layers(threads: list[int], repeat: int, size: tuple[int, int], path: s
             wtt = torch.from_numpy(wt)
             pad = d * (k - 1) // 2
             first = conv(xb, path=path, pack=True)
-            used, out, bits = first.path, np.empty_like(first.out), np.empty_like(first.bits)
+            used = first.path
+            out, bits = aligned_empty(first.out.shape), aligned_empty(first.bits.shape, np.uint64)
 
             def eng() -> None:  # into the buffers a runtime reuses from layer to layer
                 conv(xb, path=path, threads=t, pack=True, out=out, bits_out=bits)

@@ -14,7 +14,7 @@ from safetensors import safe_open
 
 from binsr.deploy import fp, transformer
 from binsr.deploy.bitpack import pack_bits, words
-from binsr.deploy.engine import BinaryConv, _engine, resolve_path
+from binsr.deploy.engine import BinaryConv, _engine, aligned_empty, resolve_path
 from binsr.errors import BinsrError
 
 __all__ = ["Runtime", "FORMAT", "VERSION"]
@@ -53,7 +53,7 @@ class _Arena:
     def take(self, shape: tuple[int, ...], dtype: type) -> np.ndarray:
         key = (shape, np.dtype(dtype).str)
         self._used.add(key)
-        return self._free[key].pop() if self._free[key] else np.empty(shape, dtype)
+        return self._free[key].pop() if self._free[key] else aligned_empty(shape, dtype)
 
     def own(self, buf: np.ndarray, view: np.ndarray | None = None) -> np.ndarray:
         """The map the graph holds (``view`` of a taken buffer, or the buffer itself), registered
