@@ -205,3 +205,10 @@ def test_grouped_16_32_channel_layers(k: int, dilation: int, groups: int, cpi: i
                                             pack=True)
             np.testing.assert_array_equal(dots, ref, err_msg=f"avx512-vpopcnt threads={threads}")
             np.testing.assert_array_equal(bits, pack_bits(ref.astype(np.float32)))
+
+
+@pytest.mark.parametrize("shape,dtype", [((1, 19, 70, 64), np.float32), ((3, 5, 1), np.uint64), ((7,), np.float32)])
+def test_aligned_empty(shape, dtype) -> None:
+    a = engine.aligned_empty(shape, dtype)
+    assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+    assert a.ctypes.data % 64 == 0
