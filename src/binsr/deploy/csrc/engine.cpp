@@ -23,6 +23,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <chrono>
 #include <atomic>
 #include <condition_variable>
 #include <functional>
@@ -41,6 +42,7 @@ namespace binsr {
 // caller, or a process forked from one with workers, starts its own threads as before.
 class Pool {
  public:
+  static constexpr int kSpinUs = 50;  // a worker's busy wait for the next call before it sleeps
   static Pool& get() {
     static Pool* p = new Pool;  // never destroyed: detached workers may still wait at exit
     return *p;
@@ -70,7 +72,9 @@ class Pool {
     const int id = (int)++workers_;
     std::thread([this, id, seen = gen_.load()]() mutable {  // the generation before this call's
       for (;;) {
-        for (int spin = 0; gen_.load() == seen && spin < 20000; ++spin) _mm_pause();  // ~100-200 us
+        const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinUs);
+        while (gen_.load() == seen && std::chrono::steady_clock::now() < until)
+          for (int i = 0; i < 16; ++i) _mm_pause();
         if (gen_.load() == seen) {
           std::unique_lock<std::mutex> g(m_);
           cv_.wait(g, [&] { return gen_.load() != seen; });
