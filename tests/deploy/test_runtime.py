@@ -147,6 +147,11 @@ def test_export_cli(tmp_path, capsys) -> None:
     assert main(["export", "--model", "srresnet_small", "--recipe", "e2fif", "--scale", "4", "--out", str(out)]) == 0
     assert out.is_file() and "random-init" in capsys.readouterr().out
     assert main(["export", "--model", "srresnet_small", "--recipe", "lt_attn", "--out", str(out)]) == 1
+    half = tmp_path / "h.bsr"
+    assert main(["export", "--model", "srresnet_lite16", "--recipe", "e2fif", "--out", str(half), "--fp16-weights"]) == 0
+    assert "rounded to float16" in capsys.readouterr().out
+    with safe_open(str(half), framework="numpy") as f:
+        assert f.get_tensor("tail1.conv.w").dtype == np.float16 and f.get_tensor("head.w").dtype == np.float16
 
 
 def test_bench_cli_small(tmp_path) -> None:
@@ -157,6 +162,11 @@ def test_bench_cli_small(tmp_path) -> None:
     assert {r["op"] for r in res["layers"]} == {"3x3", "5x5", "7x7", "3x3 d=2", "3x3 g=4"}
     assert res["end_to_end"][0]["speedup_vs_torch"] > 0 and res["file_bytes"]["ratio"] > 1
     assert res["kernel"].startswith(res["isa"])  # "avx512" reports which of its two kernels ran
+    assert main(["bench", "--model", "srresnet_small", "--size", "24x16", "--repeat", "1", "--threads", "1",
+                 "--skip", "onnx", "--skip", "layers", "--fp16-weights", "--json", str(js)]) == 0
+    half = json.loads(js.read_text())
+    assert half["end_to_end"][0]["model"].endswith("fp16-weights")
+    assert half["file_bytes"]["packed_fp_parts"] < res["file_bytes"]["packed_fp_parts"]
 
 
 def test_numpy_fallback_without_extension(tmp_path) -> None:
