@@ -21,11 +21,13 @@ def _torch_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, leaky: float | None
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.integers(1, 23), st.integers(1, 41), st.sampled_from([8, 16]), st.sampled_from([(12, 1), (48, 2), (27, 3)]),
+@given(st.integers(1, 23), st.integers(1, 41), st.sampled_from([3, 8, 16]),
+       st.sampled_from([(12, 1), (64, 1), (80, 1), (48, 2), (27, 3)]),
        st.sampled_from([None, 0.1]), st.integers(0, 2**31 - 1))
 def test_convs_match_torch_into_given_buffers(h: int, w: int, c: int, oc_shuffle: tuple[int, int],
                                               leaky: float | None, seed: int) -> None:
-    """Odd sizes (partial 4x4 Winograd tiles), PixelShuffle, LeakyReLU; the same buffer twice."""
+    """Odd sizes (partial 4x4 Winograd tiles), PixelShuffle, LeakyReLU, the head's 3 channels and
+    output channels past a 64-block (direct loops); the same buffer twice."""
     cout, r = oc_shuffle
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(h, w, c)).astype(np.float32)
@@ -38,6 +40,11 @@ def test_convs_match_torch_into_given_buffers(h: int, w: int, c: int, oc_shuffle
         got = fp.conv2d(x, w2, b, 1, 1, leaky, r, threads=2, out=out)
         assert got is out
         np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+    if r == 1:
+        for _ in range(2):
+            out[...] = np.nan
+            assert fp.conv3x3_direct(x, w2, b, leaky, threads=2, out=out) is out
+            np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
     if _engine is not None:
         u = fp.winograd_weights(w2, c)
         for _ in range(2):

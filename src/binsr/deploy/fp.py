@@ -14,8 +14,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from binsr.deploy.engine import _engine
 
-__all__ = ["set_blas_threads", "conv2d", "winograd_weights", "conv3x3_winograd", "output_shape", "leaky_relu",
-           "sigmoid", "channel_gate", "bilinear_add"]
+__all__ = ["set_blas_threads", "conv2d", "winograd_weights", "conv3x3_winograd", "conv3x3_direct", "output_shape",
+           "leaky_relu", "sigmoid", "channel_gate", "bilinear_add"]
 
 _TILE_BYTES = 2 << 20  # im2col patch matrix per tile (fits L2 with the weights)
 
@@ -166,6 +166,19 @@ def conv3x3_winograd(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None = Non
     return out
 
 
+def conv3x3_direct(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, leaky: float | None = None,
+                   threads: int = 1, out: np.ndarray | None = None) -> np.ndarray:
+    """:func:`conv2d` for a 3x3 kernel, padding 1, dilation 1, no shuffle, as direct compiled loops:
+    for few input channels (the head conv's 3), where im2col + sgemm has K = 27."""
+    h, w, _ = x.shape
+    out = _output(output_shape(h, w, weight.shape[1], 1), out)
+    if _engine is None:
+        return conv2d(x, weight, bias, 1, 1, leaky, 1, threads, out=out)
+    _engine.conv3x3_direct(np.ascontiguousarray(x, dtype=np.float32), weight, out, bias,
+                           -1.0 if leaky is None else leaky, threads)
+    return out
+
+
 def spatial_gate(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, padding: int, dilation: int) -> np.ndarray:
     """``sigmoid(conv(x))`` with one output channel: (H', W') float32; ``weight`` (k*k*C, 1)."""
     return sigmoid(conv2d(x, weight, bias, padding, dilation)[..., 0])
@@ -189,11 +202,11 @@ def _bilinear_axis(n_in: int, scale: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return i0, i1, lam
 
 
-def bilinear_add(x: np.ndarray, y: np.ndarray, scale: int) -> np.ndarray:
+def bilinear_add(x: np.ndarray, y: np.ndarray, scale: int, threads: int = 1) -> np.ndarray:
     """``y += `` bilinear upsampling of ``x`` (H, W, C) by an integer factor, ``align_corners=False``
     (PyTorch); returns ``y``."""
     if _engine is not None:
-        _engine.bilinear_add(np.ascontiguousarray(x, dtype=np.float32), y, scale)
+        _engine.bilinear_add(np.ascontiguousarray(x, dtype=np.float32), y, scale, threads)
         return y
     h, w, _ = x.shape
     y0, y1, ly = _bilinear_axis(h, scale)

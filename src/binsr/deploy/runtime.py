@@ -175,7 +175,7 @@ class Runtime:
             elif kind == "channel_gate":
                 env[op["dst"]] = fp.channel_gate(env[op["src"]], self.tensors[op["w"]], op["out_channels"])
             elif kind == "bilinear_add":
-                env[op["dst"]] = fp.bilinear_add(env[op["src"]], env[op["add"]], op["scale"])
+                env[op["dst"]] = fp.bilinear_add(env[op["src"]], env[op["add"]], op["scale"], self.threads)
             elif kind == "linear":
                 src = env[op["src"]]
                 y = src.reshape(-1, src.shape[-1]) @ self.tensors[op["w"]] + self.tensors[op["b"]]
@@ -208,7 +208,8 @@ class Runtime:
         return env[self.graph["output"]]
 
     def _run_conv(self, op: dict[str, Any], wino: np.ndarray | None, env: dict[str, np.ndarray]) -> None:
-        """An FP conv (Winograd where prepared, else im2col + sgemm) into an arena buffer."""
+        """An FP conv (Winograd where prepared, direct loops for a 3x3 on few channels, else
+        im2col + sgemm) into an arena buffer."""
         src = env[op["src"]]
         w = self.tensors[op["w"]]
         span = op["dil"] * (int(round((w.shape[0] // src.shape[2]) ** 0.5)) - 1)
@@ -216,6 +217,8 @@ class Runtime:
         out = self._arena.take(fp.output_shape(h, wd, w.shape[1], op["shuffle"]), np.float32)
         if wino is not None:
             fp.conv3x3_winograd(src, wino, self._t(op["b"]), op["leaky"], op["shuffle"], self.threads, out=out)
+        elif w.shape[0] == 9 * src.shape[2] and op["pad"] == 1 and op["dil"] == 1 and op["shuffle"] == 1:
+            fp.conv3x3_direct(src, w, self._t(op["b"]), op["leaky"], self.threads, out=out)
         else:
             fp.conv2d(src, w, self._t(op["b"]), op["pad"], op["dil"], op["leaky"], op["shuffle"], self.threads, out=out)
         env[op["dst"]] = self._arena.own(out)

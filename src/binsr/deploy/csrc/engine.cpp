@@ -1144,7 +1144,7 @@ static void wino_out(const FArr& m, py::array_t<float, py::array::c_style>& out,
 }
 
 // y += bilinear upsampling of x (H, W, C) by s, align_corners=False, in PyTorch's order of operations.
-static void bilinear_add(const FArr& x, py::array_t<float, py::array::c_style>& y, int s) {
+static void bilinear_add(const FArr& x, py::array_t<float, py::array::c_style>& y, int s, int threads) {
   if (x.ndim() != 3 || y.ndim() != 3) throw std::invalid_argument("x and y must be (H, W, C)");
   const int H = (int)x.shape(0), W = (int)x.shape(1), C = (int)x.shape(2);
   if (y.shape(0) != (py::ssize_t)H * s || y.shape(1) != (py::ssize_t)W * s || y.shape(2) != C)
@@ -1162,7 +1162,8 @@ static void bilinear_add(const FArr& x, py::array_t<float, py::array::c_style>& 
   std::vector<int> w0(W * s), w1(W * s);
   std::vector<float> wl1(W * s);
   for (int ow = 0; ow < W * s; ++ow) src(ow, W, w0[ow], w1[ow], wl1[ow]);
-  for (int oh = 0; oh < H * s; ++oh) {
+  parallel_range((size_t)H * s, threads, 8, [&](size_t oh0, size_t oh1) {
+  for (int oh = (int)oh0; oh < (int)oh1; ++oh) {
     int h0, h1;
     float hl1;
     src(oh, H, h0, h1, hl1);
@@ -1180,6 +1181,66 @@ static void bilinear_add(const FArr& x, py::array_t<float, py::array::c_style>& 
         out[(size_t)ow * C + ch] += hl0 * (l0 * a[ch] + l1 * b[ch]) + hl1 * (l0 * c[ch] + l1 * d[ch]);
     }
   }
+  });
+}
+
+// Direct 3x3 conv, zero padding 1, for few input channels (the head conv, C = 3, where the Winograd
+// GEMMs would have K = 3): per pixel, 64 output channels at a time accumulate the 9 * C input
+// values times the weight rows (ky, kx, c) in registers; + bias, LeakyReLU when leaky >= 0.
+// w: (9 * C, Op) with Op = O rounded up to 64 (zero columns), so every block is a whole one.
+constexpr int kDirectOB = 64;
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void conv3x3_direct_rows(const float* __restrict x, const float* __restrict w, const float* __restrict b,
+                                float* __restrict y, int H, int W, int C, int O, float leaky, int y0, int y1) {
+  constexpr int OB = kDirectOB;
+  const int Op = (O + OB - 1) / OB * OB;
+  for (int yy = y0; yy < y1; ++yy)
+    for (int xx = 0; xx < W; ++xx)
+      for (int o0 = 0; o0 < O; o0 += OB) {
+        float acc[OB] = {};
+        const int n = std::min(OB, O - o0);
+        for (int ky = 0; ky < 3; ++ky) {
+          const int iy = yy + ky - 1;
+          if (iy < 0 || iy >= H) continue;
+          for (int kx = 0; kx < 3; ++kx) {
+            const int ix = xx + kx - 1;
+            if (ix < 0 || ix >= W) continue;
+            const float* xi = x + ((size_t)iy * W + ix) * C;
+            const float* wr = w + (size_t)((ky * 3 + kx) * C) * Op + o0;
+            for (int c = 0; c < C; ++c) {
+              const float v = xi[c];
+              const float* wc = wr + (size_t)c * Op;
+              for (int o = 0; o < OB; ++o) acc[o] += v * wc[o];
+            }
+          }
+        }
+        float* out = y + ((size_t)yy * W + xx) * O + o0;
+        for (int o = 0; o < n; ++o) {
+          float v = acc[o] + (b ? b[o0 + o] : 0.f);
+          if (leaky >= 0.f && v < 0.f) v *= leaky;
+          out[o] = v;
+        }
+      }
+}
+
+static void conv3x3_direct(const FArr& x, const FArr& w, py::array_t<float, py::array::c_style>& out,
+                           const OptF& bias, float leaky, int threads) {
+  if (x.ndim() != 3 || w.ndim() != 2) throw std::invalid_argument("x must be (H, W, C), w (9 * C, O)");
+  const int H = (int)x.shape(0), W = (int)x.shape(1), C = (int)x.shape(2), O = (int)w.shape(1);
+  if (w.shape(0) != 9 * C) throw std::invalid_argument("w must be (9 * C, O) in (ky, kx, c) row order");
+  if (out.ndim() != 3 || out.shape(0) != H || out.shape(1) != W || out.shape(2) != O)
+    throw std::invalid_argument("out must be (H, W, O)");
+  const float* b = vec_ptr(bias, (size_t)O, "bias");
+  const float* xp = x.data();
+  float* yp = out.mutable_data();
+  const int Op = (O + kDirectOB - 1) / kDirectOB * kDirectOB;
+  std::vector<float> wpad((size_t)9 * C * Op, 0.f);
+  for (int r = 0; r < 9 * C; ++r) std::memcpy(wpad.data() + (size_t)r * Op, w.data() + (size_t)r * O, sizeof(float) * O);
+  const float* wp = wpad.data();
+  py::gil_scoped_release nogil;
+  parallel_range((size_t)H, threads, 4, [=](size_t y0, size_t y1) {
+    conv3x3_direct_rows(xp, wp, b, yp, H, W, C, O, leaky, (int)y0, (int)y1);
+  });
 }
 
 // ---------------------------------------------------------------- SwinIR window attention (FP)
@@ -1377,10 +1438,13 @@ PYBIND11_MODULE(_engine, m) {
   }, "Which compiled paths this CPU can run.");
   m.def("wino_in", &wino_in, py::arg("x"), py::arg("r0"), py::arg("r1"), py::arg("out") = py::none(),
         "Winograd F(4x4,3x3) input transform of tile rows [r0, r1): (H, W, C) -> (36, tiles, C) (into out if given).");
+  m.def("conv3x3_direct", &conv3x3_direct, py::arg("x"), py::arg("w"), py::arg("out").noconvert(),
+        py::arg("bias") = py::none(), py::arg("leaky") = -1.f, py::arg("threads") = 1,
+        "Direct 3x3 conv (zero padding 1) of (H, W, C) with (9 * C, O) weights into out (H, W, O), + bias, LeakyReLU.");
   m.def("wino_out", &wino_out, py::arg("m"), py::arg("out").noconvert(), py::arg("r0"), py::arg("r1"), py::arg("H"), py::arg("W"),
         py::arg("bias") = py::none(), py::arg("leaky") = -1.f, py::arg("shuffle") = 1,
         "Winograd output transform + bias + LeakyReLU + PixelShuffle into out (H*r, W*r, O/r^2).");
-  m.def("bilinear_add", &bilinear_add, py::arg("x"), py::arg("y").noconvert(), py::arg("scale"),
+  m.def("bilinear_add", &bilinear_add, py::arg("x"), py::arg("y").noconvert(), py::arg("scale"), py::arg("threads") = 1,
         "y += bilinear upsampling of x (H, W, C) by an integer scale (align_corners=False).");
   m.def("layer_norm", &layer_norm, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("eps"),
         py::arg("threads") = 1, "nn.LayerNorm over the last axis (sums in double).");
