@@ -2,7 +2,9 @@
 largest difference (the Deployment issue's bar: >= 99.9% equal, never more than 1 apart).
 
     .venv/bin/python benchmarks/exactness.py --model zoo:srresnet_lite_e2fif_x4
-    .venv/bin/python benchmarks/exactness.py --model srresnet_lite16 --weights runs/srresnet_lite16_e2fif_x4/best.safetensors --fp16-weights
+    .venv/bin/python benchmarks/exactness.py --model srresnet_lite16 --fp16-weights --weights W
+
+(W: e.g. ``runs/srresnet_lite16_e2fif_x4/best.safetensors`` from ``configs/zoo/srresnet_lite16_e2fif_x4.yaml``.)
 
 LR images: MATLAB-bicubic downscaling of the set's HR images (as ``binsr eval``).
 """

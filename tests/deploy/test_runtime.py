@@ -148,7 +148,8 @@ def test_export_cli(tmp_path, capsys) -> None:
     assert out.is_file() and "random-init" in capsys.readouterr().out
     assert main(["export", "--model", "srresnet_small", "--recipe", "lt_attn", "--out", str(out)]) == 1
     half = tmp_path / "h.bsr"
-    assert main(["export", "--model", "srresnet_lite16", "--recipe", "e2fif", "--out", str(half), "--fp16-weights"]) == 0
+    assert main(["export", "--model", "srresnet_lite16", "--recipe", "e2fif", "--out", str(half),
+                 "--fp16-weights"]) == 0
     assert "rounded to float16" in capsys.readouterr().out
     with safe_open(str(half), framework="numpy") as f:
         assert f.get_tensor("tail1.conv.w").dtype == np.float16 and f.get_tensor("head.w").dtype == np.float16

@@ -187,7 +187,8 @@ def _binary_unit(wr: _Writer, name: str, unit: nn.Module, src: str, extra_res: l
         "scale": wr.tensor(f"{name}.scale", scale if (scale != 1).any() else None),
         "shift": wr.tensor(f"{name}.shift", shift), "bias": wr.tensor(f"{name}.bias", bias),
         "pix": pix, "chan": chan,
-        "act": None if act is None else [wr.tensor(f"{name}.act.{p}", v) for p, v in zip(("shift", "slope", "bias"), act)],
+        "act": None if act is None else [wr.tensor(f"{name}.act.{p}", v)
+                                         for p, v in zip(("shift", "slope", "bias"), act)],
         "act_first": act_first, "res": ([src] if parts["skip"] else []) + extra_res, "thr": next_thr,
         "div": div if div != 1.0 else None, "post_scale": float(res_scale), "post_after": 1 if parts["skip"] else 0,
     })

@@ -80,6 +80,9 @@ class Runtime:
         path: the ``.bsr`` file.
         threads: threads for the binary kernels and for the row tiles of the FP parts.
         path_isa: kernel path (``"auto"``, ``"avx512"``, ``"avx2"``, ``"portable"``, ``"numpy"``).
+
+    A Runtime keeps its activation maps between calls (see ``_Arena``): run one call at a time on
+    it, and give each Python thread its own Runtime.
     """
 
     def __init__(self, path: str | os.PathLike, threads: int = 1, path_isa: str = "auto") -> None:
@@ -160,51 +163,56 @@ class Runtime:
         intermediate tensor by its graph name (for debugging and the exactness tests)."""
         env: dict[str, np.ndarray] = {self.graph["input"]: x}
         self._arena.begin(recycle=keep is None)
-        for op, conv, dead in zip(self.graph["ops"], self._convs, self._free):
-            t0 = time.perf_counter() if profile else 0.0
-            kind = op["op"]
-            if kind == "bconv":
-                self._run_bconv(op, conv, env)
-            elif kind == "conv":
-                self._run_conv(op, conv, env)
-                kind = "upsample_conv" if op["shuffle"] > 1 else "fp_conv"
-            elif kind == "pack":
-                env[op["dst"]] = self._pack(env[op["src"]], self._t(op["thr"]))
-            elif kind == "sigmoid":
-                env[op["dst"]] = fp.sigmoid(env[op["src"]][..., 0])
-            elif kind == "channel_gate":
-                env[op["dst"]] = fp.channel_gate(env[op["src"]], self.tensors[op["w"]], op["out_channels"])
-            elif kind == "bilinear_add":
-                env[op["dst"]] = fp.bilinear_add(env[op["src"]], env[op["add"]], op["scale"], self.threads)
-            elif kind == "linear":
-                src = env[op["src"]]
-                y = src.reshape(-1, src.shape[-1]) @ self.tensors[op["w"]] + self.tensors[op["b"]]
-                env[op["dst"]] = y.reshape(*src.shape[:-1], -1)
-            elif kind == "layernorm":
-                env[op["dst"]] = transformer.layer_norm(env[op["src"]], self.tensors[op["w"]], self.tensors[op["b"]],
-                                                        op["eps"], self.threads, self.path != "numpy")
-            elif kind == "gelu":
-                env[op["dst"]] = transformer.gelu(env[op["src"]], self.threads, self.path != "numpy")
-            elif kind == "window_attention":
-                env[op["dst"]] = transformer.window_attention(env[op["src"]], op["heads"], op["window"], op["shift"],
-                                                              conv, op["scale"], self.threads, self.path != "numpy")
-            elif kind == "pad_window":
-                env[op["dst"]] = transformer.pad_to_multiple(env[op["src"]], op["multiple"])
-            elif kind == "affine":
-                env[op["dst"]] = transformer.affine(env[op["src"]], self.tensors[op["mul"]], self.tensors[op["add"]])
-            elif kind == "crop":
-                h, w = env[op["like"]].shape[:2]
-                env[op["dst"]] = np.ascontiguousarray(env[op["src"]][: h * op["scale"], : w * op["scale"]])
-            else:
-                raise BinsrError(f"unknown op {kind!r} in the packed graph")
-            for name in dead:
-                value = env.pop(name, None)
-                if keep is not None and value is not None:
-                    keep[name] = value
-                self._arena.release(value, env.values())
-            if profile:
-                self.timings[kind] += time.perf_counter() - t0
-        self._arena.end()
+        try:
+            for op, conv, dead in zip(self.graph["ops"], self._convs, self._free):
+                t0 = time.perf_counter() if profile else 0.0
+                kind = op["op"]
+                if kind == "bconv":
+                    self._run_bconv(op, conv, env)
+                elif kind == "conv":
+                    self._run_conv(op, conv, env)
+                    kind = "upsample_conv" if op["shuffle"] > 1 else "fp_conv"
+                elif kind == "pack":
+                    env[op["dst"]] = self._pack(env[op["src"]], self._t(op["thr"]))
+                elif kind == "sigmoid":
+                    env[op["dst"]] = fp.sigmoid(env[op["src"]][..., 0])
+                elif kind == "channel_gate":
+                    env[op["dst"]] = fp.channel_gate(env[op["src"]], self.tensors[op["w"]], op["out_channels"])
+                elif kind == "bilinear_add":
+                    env[op["dst"]] = fp.bilinear_add(env[op["src"]], env[op["add"]], op["scale"], self.threads)
+                elif kind == "linear":
+                    src = env[op["src"]]
+                    y = src.reshape(-1, src.shape[-1]) @ self.tensors[op["w"]] + self.tensors[op["b"]]
+                    env[op["dst"]] = y.reshape(*src.shape[:-1], -1)
+                elif kind == "layernorm":
+                    env[op["dst"]] = transformer.layer_norm(env[op["src"]], self.tensors[op["w"]],
+                                                            self.tensors[op["b"]], op["eps"], self.threads,
+                                                            self.path != "numpy")
+                elif kind == "gelu":
+                    env[op["dst"]] = transformer.gelu(env[op["src"]], self.threads, self.path != "numpy")
+                elif kind == "window_attention":
+                    env[op["dst"]] = transformer.window_attention(env[op["src"]], op["heads"], op["window"],
+                                                                  op["shift"], conv, op["scale"], self.threads,
+                                                                  self.path != "numpy")
+                elif kind == "pad_window":
+                    env[op["dst"]] = transformer.pad_to_multiple(env[op["src"]], op["multiple"])
+                elif kind == "affine":
+                    env[op["dst"]] = transformer.affine(env[op["src"]], self.tensors[op["mul"]],
+                                                        self.tensors[op["add"]])
+                elif kind == "crop":
+                    h, w = env[op["like"]].shape[:2]
+                    env[op["dst"]] = np.ascontiguousarray(env[op["src"]][: h * op["scale"], : w * op["scale"]])
+                else:
+                    raise BinsrError(f"unknown op {kind!r} in the packed graph")
+                for name in dead:
+                    value = env.pop(name, None)
+                    if keep is not None and value is not None:
+                        keep[name] = value
+                    self._arena.release(value, env.values())
+                if profile:
+                    self.timings[kind] += time.perf_counter() - t0
+        finally:
+            self._arena.end()
         return env[self.graph["output"]]
 
     def _run_conv(self, op: dict[str, Any], wino: np.ndarray | None, env: dict[str, np.ndarray]) -> None:
@@ -255,7 +263,8 @@ class Runtime:
                    out_float=op["dst"] is not None, pack=op["dst_bits"] is not None, thr=self._t(op["thr"]),
                    div=op.get("div", 1.0), post_scale=op.get("post_scale", 1.0), post_after=op.get("post_after", 0),
                    out=None if op["dst"] is None else self._arena.take(shape + (conv.cout,), np.float32),
-                   bits_out=None if op["dst_bits"] is None else self._arena.take(shape + (words(conv.cout),), np.uint64))
+                   bits_out=None if op["dst_bits"] is None else self._arena.take(shape + (words(conv.cout),),
+                                                                                 np.uint64))
         if op["dst"] is not None:
             env[op["dst"]] = self._arena.own(res.out, res.out[0])
         if op["dst_bits"] is not None:
