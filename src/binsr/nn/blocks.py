@@ -244,7 +244,7 @@ class ScalesConv(_SkipUnit):
         return y
 
 
-class IRNetConv(_SkipUnit):
+class IRNetConv(E2FIFConv):
     """IR-Net unit: Libra-PB weights, EDE activations, BN and a full-precision skip.
 
     ``y = BN(BinConv(x)) + skip(x)``; ``BinConv`` binarizes activations with ``sign`` and the EDE
@@ -253,7 +253,8 @@ class IRNetConv(_SkipUnit):
     Retention for Accurate Binary Neural Networks", CVPR 2020, arXiv:1909.10788; code htqin/IR-Net
     ``ir_1w1a.py`` (``IRConv2d``) and ``resnet.py`` (``bn(conv(x)) + shortcut`` per conv). The
     code's ``hardtanh`` after each addition is left out (it would clip SR features to [-1, 1]).
-    Call :func:`binsr.nn.set_progress` to move both EDE schedules.
+    Call :func:`binsr.nn.set_progress` to move both EDE schedules. The unit is
+    :class:`E2FIFConv`'s (BN over the binary conv, FP skip) with these binarizers.
 
     Args:
         in_ch, out_ch, kernel_size, stride, dilation, groups: conv geometry.
@@ -272,12 +273,7 @@ class IRNetConv(_SkipUnit):
         act_quant: QuantizerSpec = "ede",
         weight_quant: QuantizerSpec = "libra_pb",
     ) -> None:
-        super().__init__(in_ch, out_ch, stride)
-        self.conv = same_binary_conv(in_ch, out_ch, kernel_size, stride, dilation, groups, act_quant, weight_quant)
-        self.bn = nn.BatchNorm2d(out_ch)
-
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
+        super().__init__(in_ch, out_ch, kernel_size, stride, dilation, groups, act_quant, weight_quant)
 
 
 class SRBNASOp(BinaryConv2d):
