@@ -163,11 +163,24 @@ def test_bench_cli_small(tmp_path) -> None:
     assert {r["op"] for r in res["layers"]} == {"3x3", "5x5", "7x7", "3x3 d=2", "3x3 g=4"}
     assert res["end_to_end"][0]["speedup_vs_torch"] > 0 and res["file_bytes"]["ratio"] > 1
     assert res["kernel"].startswith(res["isa"])  # "avx512" reports which of its two kernels ran
+    # the keys the Deployment issue names
+    assert {"op", "threads", "engine_ms", "torch_ms", "speedup"} <= set(res["layers"][0])
+    assert {"model", "threads", "engine_ms", "torch_ms", "speedup_vs_torch"} <= set(res["end_to_end"][0])
     assert main(["bench", "--model", "srresnet_small", "--size", "24x16", "--repeat", "1", "--threads", "1",
                  "--skip", "onnx", "--skip", "layers", "--fp16-weights", "--json", str(js)]) == 0
     half = json.loads(js.read_text())
     assert half["end_to_end"][0]["model"].endswith("fp16-weights")
     assert half["file_bytes"]["packed_fp_parts"] < res["file_bytes"]["packed_fp_parts"]
+
+
+def test_bench_cli_onnx_keys(tmp_path) -> None:
+    """The ONNX Runtime column, with the JSON keys the Deployment issue names."""
+    pytest.importorskip("onnxruntime")
+    js = tmp_path / "b.json"
+    assert main(["bench", "--model", "srresnet_small", "--size", "24x16", "--repeat", "1", "--threads", "1",
+                 "--skip", "layers", "--json", str(js)]) == 0
+    row = json.loads(js.read_text())["end_to_end"][0]
+    assert row["onnxruntime_ms"] > 0 and row["speedup_vs_onnxruntime"] > 0
 
 
 def test_numpy_fallback_without_extension(tmp_path) -> None:

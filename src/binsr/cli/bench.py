@@ -214,7 +214,7 @@ def bench_end_to_end(args: argparse.Namespace, tmp: Path) -> tuple[list[dict[str
                "path": rt.path, "engine_ms": times[0] * 1e3, "torch_ms": times[1] * 1e3,
                "speedup_vs_torch": times[1] / times[0], "engine_split_ms": split}
         if how is not None:
-            row.update(ort_ms=times[2] * 1e3, speedup_vs_ort=times[2] / times[0], onnx_exporter=how)
+            row.update(onnxruntime_ms=times[2] * 1e3, speedup_vs_onnxruntime=times[2] / times[0], onnx_exporter=how)
         rows.append(row)
     return rows, files
 
@@ -237,7 +237,8 @@ def _print_tables(result: dict[str, Any]) -> None:
         print("\n| model | input | threads | engine ms | torch FP32 ms | vs torch | ORT FP32 ms | vs ORT |")
         print("|---|---|---|---|---|---|---|---|")
         for r in result["end_to_end"]:
-            ort = f"{r['ort_ms']:.0f} | {r['speedup_vs_ort']:.2f}x" if "ort_ms" in r else "- | -"
+            ort = (f"{r['onnxruntime_ms']:.0f} | {r['speedup_vs_onnxruntime']:.2f}x" if "onnxruntime_ms" in r
+                   else "- | -")
             print(f"| {r['model']} | {r['input']} | {r['threads']} | {r['engine_ms']:.0f} | {r['torch_ms']:.0f} | "
                   f"{r['speedup_vs_torch']:.2f}x | {ort} |")
         for r in result["end_to_end"]:
