@@ -90,13 +90,20 @@ def aligned_empty(shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarra
     return raw[off:off + n].view(dt).reshape(shape)
 
 
-def _into(buf: np.ndarray | None, value: np.ndarray | None) -> np.ndarray | None:
-    """``value`` written into the caller's buffer ``buf`` (same shape and dtype), if one is given."""
+def check_buffer(buf: np.ndarray, shape: tuple[int, ...], dtype: type, name: str = "out") -> np.ndarray:
+    """``buf`` when it can take an output of this shape and dtype (C-contiguous, writable), else
+    ValueError (the compiled kernels check their buffers the same way)."""
+    if buf.shape != tuple(shape) or buf.dtype != dtype or not buf.flags.c_contiguous or not buf.flags.writeable:
+        raise ValueError(f"{name} must be a writable C-contiguous {np.dtype(dtype)} array of shape {tuple(shape)}, "
+                         f"got {buf.dtype} {buf.shape}")
+    return buf
+
+
+def _into(buf: np.ndarray | None, value: np.ndarray | None, name: str) -> np.ndarray | None:
+    """``value`` written into the caller's buffer ``buf``, if one is given."""
     if buf is None or value is None:
         return value
-    if buf.shape != value.shape or buf.dtype != value.dtype or not buf.flags.c_contiguous:
-        raise ValueError(f"output buffer must be C-contiguous {value.dtype} {value.shape}, got {buf.dtype} {buf.shape}")
-    np.copyto(buf, value)
+    np.copyto(check_buffer(buf, value.shape, value.dtype, name), value)
     return buf
 
 
@@ -150,7 +157,7 @@ class BinaryConv:
                     post_scale=float(post_scale), post_after=int(post_after))
         if path == "numpy":
             v, dots, bits = self._numpy(x, **args)
-            return ConvOutput(_into(out, v), dots, _into(bits_out, bits), path)
+            return ConvOutput(_into(out, v, "out"), dots, _into(bits_out, bits, "bits_out"), path)
         return ConvOutput(*self._layer.run(x, path, threads, out=out, bits_out=bits_out, **args), path)
 
     def _numpy(self, x: np.ndarray, *, scale, bias, pix, act_shift, act_slope, act_bias, act_first, res,

@@ -12,10 +12,10 @@ from typing import Callable
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from binsr.deploy.engine import _engine
+from binsr.deploy.engine import _engine, check_buffer
 
 __all__ = ["set_blas_threads", "conv2d", "winograd_weights", "conv3x3_winograd", "conv3x3_direct", "output_shape",
-           "leaky_relu", "sigmoid", "channel_gate", "bilinear_add"]
+           "conv_output_shape", "leaky_relu", "sigmoid", "channel_gate", "bilinear_add"]
 
 _TILE_BYTES = 2 << 20  # im2col patch matrix per tile (fits L2 with the weights)
 
@@ -83,13 +83,24 @@ def output_shape(h: int, w: int, cout: int, shuffle: int) -> tuple[int, int, int
     return h * shuffle, w * shuffle, cout // (shuffle * shuffle)
 
 
+def _geometry(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], padding: int,
+              dilation: int) -> tuple[int, int, int]:
+    """(span, Ho, Wo) of a stride-1 conv of an (H, W, C) map with (k*k*C, O) weights."""
+    h, w, c = x_shape
+    span = dilation * (int(round((weight_shape[0] // c) ** 0.5)) - 1)
+    return span, h + 2 * padding - span, w + 2 * padding - span
+
+
+def conv_output_shape(x_shape: tuple[int, ...], weight_shape: tuple[int, ...], padding: int, dilation: int,
+                      shuffle: int) -> tuple[int, int, int]:
+    """(H, W, C) of :func:`conv2d`'s output."""
+    _, ho, wo = _geometry(x_shape, weight_shape, padding, dilation)
+    return output_shape(ho, wo, weight_shape[1], shuffle)
+
+
 def _output(shape: tuple[int, int, int], out: np.ndarray | None) -> np.ndarray:
     """``out`` (a caller's buffer of this shape, reused: no page faults), else a new array."""
-    if out is None:
-        return np.empty(shape, np.float32)
-    if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise ValueError(f"out must be C-contiguous float32 {shape}, got {out.dtype} {out.shape}")
-    return out
+    return np.empty(shape, np.float32) if out is None else check_buffer(out, shape, np.float32)
 
 
 _scratch = threading.local()
@@ -110,12 +121,9 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, pa
     """Zero-padded stride-1 conv of ``x`` (H, W, C) with ``weight`` (k*k*C, O) in (ky, kx, c) row
     order (im2col + sgemm); optional LeakyReLU and PixelShuffle(``shuffle``) fused per row tile;
     written into ``out`` when given."""
-    h, w, c = x.shape
     kkc, cout = weight.shape
-    k = int(round((kkc // c) ** 0.5))
-    span = dilation * (k - 1)
+    span, ho, wo = _geometry(x.shape, weight.shape, padding, dilation)
     xp = np.pad(x, ((padding, padding), (padding, padding), (0, 0))) if padding else x
-    ho, wo = h + 2 * padding - span, w + 2 * padding - span
     win = sliding_window_view(xp, (span + 1, span + 1), axis=(0, 1))[..., ::dilation, ::dilation]
     win = win.transpose(0, 1, 3, 4, 2)  # (ho, wo, ky, kx, c)
     out = _output(output_shape(ho, wo, cout, shuffle), out)

@@ -220,9 +220,8 @@ class Runtime:
         im2col + sgemm) into an arena buffer."""
         src = env[op["src"]]
         w = self.tensors[op["w"]]
-        span = op["dil"] * (int(round((w.shape[0] // src.shape[2]) ** 0.5)) - 1)
-        h, wd = (src.shape[0] + 2 * op["pad"] - span, src.shape[1] + 2 * op["pad"] - span)
-        out = self._arena.take(fp.output_shape(h, wd, w.shape[1], op["shuffle"]), np.float32)
+        out = self._arena.take(fp.conv_output_shape(src.shape, w.shape, op["pad"], op["dil"], op["shuffle"]),
+                               np.float32)
         if wino is not None:
             fp.conv3x3_winograd(src, wino, self._t(op["b"]), op["leaky"], op["shuffle"], self.threads, out=out)
         elif w.shape[0] == 9 * src.shape[2] and op["pad"] == 1 and op["dil"] == 1 and op["shuffle"] == 1:

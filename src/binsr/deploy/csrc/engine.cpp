@@ -896,13 +896,23 @@ static py::array_t<T> aligned_array(std::vector<py::ssize_t> shape) {
   return py::array_t<T>(shape, (T*)p, owner);
 }
 
-// A caller's output buffer (a runtime reusing its activation memory): C-contiguous, writable,
-// of exactly this dtype and shape.
-static void* out_buffer(py::array a, const py::dtype& dt, std::vector<py::ssize_t> shape, const char* name) {
-  const bool ok = a.dtype().is(dt) && (a.flags() & py::array::c_style) && a.writeable() &&
+// An output: the caller's buffer when given (a runtime reusing its activation memory: it must be
+// C-contiguous, writable, of exactly this dtype and shape), else a new 64-byte-aligned array;
+// `holder` receives the array to return.
+template <class T>
+static T* output(const std::optional<py::array>& given, std::vector<py::ssize_t> shape, const char* name,
+                 py::object& holder) {
+  if (!given) {
+    auto a = aligned_array<T>(shape);
+    holder = a;
+    return a.mutable_data();
+  }
+  py::array a = *given;
+  const bool ok = a.dtype().is(py::dtype::of<T>()) && (a.flags() & py::array::c_style) && a.writeable() &&
                   std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()) == shape;
   if (!ok) throw std::invalid_argument(std::string(name) + " must be a writable C-contiguous array of the output's dtype and shape");
-  return a.mutable_data();
+  holder = a;
+  return (T*)a.mutable_data();
 }
 
 static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | py::array::forcecast> x,
@@ -958,28 +968,12 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
   float* fptr = nullptr;
   int32_t* iptr = nullptr;
   uint64_t* bptr = nullptr;
-  if (out_float) {
-    if (out) {
-      fptr = (float*)out_buffer(*out, py::dtype::of<float>(), {N, Ho, Wo, (py::ssize_t)C}, "out");
-      of = *out;
-    } else {
-      auto a = aligned_array<float>({N, Ho, Wo, (int)C});
-      fptr = a.mutable_data();
-      of = a;
-    }
-  }
+  if (out_float) fptr = output<float>(out, {N, Ho, Wo, (py::ssize_t)C}, "out", of);
   e0.stream = npix * C * sizeof(float) > l3_bytes() / 2;
-  if (out_int) { auto a = aligned_array<int32_t>({N, Ho, Wo, (int)C}); iptr = a.mutable_data(); oi = a; }
+  if (out_int) iptr = output<int32_t>(std::nullopt, {N, Ho, Wo, (py::ssize_t)C}, "out_int", oi);
   if (pack) {
     e0.pwd = (L.cout + 63) / 64;
-    if (bits_out) {
-      bptr = (uint64_t*)out_buffer(*bits_out, py::dtype::of<uint64_t>(), {N, Ho, Wo, e0.pwd}, "bits_out");
-      ob = *bits_out;
-    } else {
-      auto a = aligned_array<uint64_t>({N, Ho, Wo, e0.pwd});
-      bptr = a.mutable_data();
-      ob = a;
-    }
+    bptr = output<uint64_t>(bits_out, {N, Ho, Wo, e0.pwd}, "bits_out", ob);
   }
   const size_t ps = L.ps;
   const uint64_t* xin = x.data();
@@ -1050,14 +1044,13 @@ static inline void at6(const float* __restrict m0, const float* __restrict m1, c
 
 // Input transform of tile rows [r0, r1) of x (H, W, C), zero padding 1 -> V (36, T, C): B^T along
 // the rows on whole image rows, then along the columns per tile.
-static py::array_t<float> wino_in(const FArr& x, int r0, int r1, const std::optional<py::array>& out) {
+static py::object wino_in(const FArr& x, int r0, int r1, const std::optional<py::array>& out) {
   if (x.ndim() != 3) throw std::invalid_argument("x must be (H, W, C)");
   const int H = (int)x.shape(0), W = (int)x.shape(1), C = (int)x.shape(2), ntw = (W + 3) / 4;
   if (r0 < 0 || r1 > (H + 3) / 4 || r0 >= r1) throw std::invalid_argument("bad tile rows");
   const size_t T = (size_t)(r1 - r0) * ntw, Wp = 4 * (size_t)ntw + 2;
-  float* vp = out ? (float*)out_buffer(*out, py::dtype::of<float>(), {36, (py::ssize_t)T, C}, "out") : nullptr;
-  py::array_t<float> v = out ? py::reinterpret_borrow<py::array_t<float>>(*out) : py::array_t<float>({(size_t)36, T, (size_t)C});
-  if (!vp) vp = v.mutable_data();
+  py::object v;
+  float* vp = output<float>(out, {36, (py::ssize_t)T, C}, "out", v);
   const float* xp = x.data();
   {
     py::gil_scoped_release nogil;
