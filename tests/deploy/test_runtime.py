@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.numpy import save_file
 
 from binsr.cli import main
 from binsr.deploy import Runtime, export_packed, round_fp16_
+from binsr.deploy.runtime import DEFAULTS, VERSION
 from binsr.errors import BinsrError
 from binsr.models import create
 
@@ -115,7 +117,36 @@ def test_packed_file_layout(tmp_path) -> None:
         assert len(bconvs) == 16
         w = f.get_tensor(bconvs[0]["w"])
     assert w.dtype == np.uint64 and w.shape == (32, 3, 3, 1)  # 32 channels -> one word, 1 bit each
-    assert graph["signature"]["recipe"] == "e2fif"
+    assert graph["signature"]["recipe"] == "e2fif" and graph["version"] == VERSION
+    # the block's LeakyReLU is a scalar on the first conv, not constant vectors; defaults are left out
+    assert [op.get("leaky") for op in bconvs[:2]] == [0.1, None] and not any("act" in op for op in bconvs)
+    assert not any(k in op and op[k] == v for op in graph["ops"] for k, v in DEFAULTS.items())
+
+
+def _rewrite_graph(src, dst, **changes) -> None:
+    with safe_open(str(src), framework="numpy") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        graph = json.loads(f.metadata()["binsr"])
+    save_file(tensors, str(dst), metadata={"binsr": json.dumps({**graph, **changes})})
+
+
+def test_bad_packed_files_are_refused(tmp_path) -> None:
+    """Another format version, a foreign graph, a corrupt graph and a truncated file each give one
+    clear error."""
+    good = tmp_path / "m.bsr"
+    export_packed(_random_model("srresnet_small", "e2fif"), good)
+    _rewrite_graph(good, tmp_path / "v1.bsr", version=1)
+    with pytest.raises(BinsrError, match="format v1, this binsr reads v2: export it again"):
+        Runtime(tmp_path / "v1.bsr")
+    _rewrite_graph(good, tmp_path / "other.bsr", format="onnx")
+    with pytest.raises(BinsrError, match="not a binsr packed model"):
+        Runtime(tmp_path / "other.bsr")
+    save_file({}, str(tmp_path / "junk.bsr"), metadata={"binsr": "{not json"})
+    with pytest.raises(BinsrError, match="corrupt graph"):
+        Runtime(tmp_path / "junk.bsr")
+    (tmp_path / "cut.bsr").write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(BinsrError, match="cannot read packed model"):
+        Runtime(tmp_path / "cut.bsr")
 
 
 def test_runtime_imports_no_torch(tmp_path) -> None:

@@ -23,7 +23,7 @@ from safetensors.numpy import save_file
 from torch import nn
 
 from binsr.deploy.bitpack import pack_weights
-from binsr.deploy.runtime import FORMAT, VERSION
+from binsr.deploy.runtime import DEFAULTS, FORMAT, VERSION
 from binsr.errors import BinsrError
 
 __all__ = ["export_packed", "round_fp16_"]
@@ -164,11 +164,8 @@ def _binary_unit(wr: _Writer, name: str, unit: nn.Module, src: str, extra_res: l
         act_first = True
     if res_scale != 1.0 and post_act is not None:
         raise BinsrError(f"{name}: residual scale {res_scale} cannot be fused here")
-    if post_act is not None:
-        if act is not None:
-            raise BinsrError(f"{name}: RPReLU and a block activation cannot both be fused")
-        z = np.zeros(cout, np.float32)
-        act = (z, np.full(cout, post_act, np.float32), z)
+    if post_act is not None and act is not None:
+        raise BinsrError(f"{name}: RPReLU and a block activation cannot both be fused")
     pix = chan = None
     if parts.get("spatial") is not None:
         pix = wr.fresh("gate")
@@ -189,8 +186,8 @@ def _binary_unit(wr: _Writer, name: str, unit: nn.Module, src: str, extra_res: l
         "pix": pix, "chan": chan,
         "act": None if act is None else [wr.tensor(f"{name}.act.{p}", v)
                                          for p, v in zip(("shift", "slope", "bias"), act)],
-        "act_first": act_first, "res": ([src] if parts["skip"] else []) + extra_res, "thr": next_thr,
-        "div": div if div != 1.0 else None, "post_scale": float(res_scale), "post_after": 1 if parts["skip"] else 0,
+        "act_first": act_first, "leaky": post_act, "res": ([src] if parts["skip"] else []) + extra_res, "thr": next_thr,
+        "div": div, "post_scale": float(res_scale), "post_after": 1 if parts["skip"] else 0,
     })
 
 
@@ -362,7 +359,9 @@ def export_packed(model: nn.Module, path: str | os.PathLike, fp16: bool = False)
     wr = _Writer(fp16)
     with torch.no_grad():
         walk(wr, model)
-    ops = [{k: v for k, v in op.items() if v is not None} for op in wr.ops]  # an absent field is None
+    # an absent field reads as its default (None unless runtime.DEFAULTS names one)
+    ops = [{k: v for k, v in op.items() if v is not None and not (k in DEFAULTS and v == DEFAULTS[k])}
+           for op in wr.ops]
     graph = {"format": FORMAT, "version": VERSION, "signature": getattr(model, "signature", None),
              "scale": model.scale, "input": "x", "output": "y", "ops": ops}
     path = Path(path)

@@ -7,27 +7,38 @@ import json
 import os
 import time
 from collections import defaultdict
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from binsr.deploy import fp, transformer
 from binsr.deploy.bitpack import pack_bits, words
 from binsr.deploy.engine import BinaryConv, _engine, aligned_empty, resolve_path
 from binsr.errors import BinsrError
 
-__all__ = ["Runtime", "FORMAT", "VERSION"]
+__all__ = ["Runtime", "DEFAULTS", "FORMAT", "VERSION"]
 
-#: the packed file format written by :func:`binsr.deploy.export_packed`
-FORMAT, VERSION = "binsr.packed", 1
+#: the packed file format written by :func:`binsr.deploy.export_packed`; v2 (stop 14): a bconv's
+#: block LeakyReLU is the scalar ``leaky``, not three constant vectors, and default fields are left out
+FORMAT, VERSION = "binsr.packed", 2
+#: op fields the exporter leaves out when they hold these values
+DEFAULTS: dict[str, Any] = {"pad": 0, "dil": 1, "groups": 1, "shuffle": 1, "act_first": False, "div": 1.0,
+                            "post_scale": 1.0, "post_after": 0}
 
 
 class _Op(dict):
-    """An op of the graph; a field the exporter left out (a None) reads as None."""
+    """An op of the graph; a field the exporter left out reads as its default (None if none)."""
 
-    def __missing__(self, key: str) -> None:
-        return None
+    def __missing__(self, key: str) -> Any:
+        return DEFAULTS.get(key)
+
+
+class _BConv(NamedTuple):
+    """A bconv prepared at load: the compiled conv and its epilogue activation (shift, slope, bias)."""
+
+    conv: BinaryConv
+    act: tuple[np.ndarray, np.ndarray, np.ndarray] | None
 
 
 def _widen(t: np.ndarray) -> np.ndarray:
@@ -91,18 +102,26 @@ class Runtime:
                 meta = f.metadata() or {}
                 # float16 FP weights (export_packed(fp16=True)) are computed with in float32
                 self.tensors = {k: _widen(f.get_tensor(k)) for k in f.keys()}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, SafetensorError) as exc:
             raise BinsrError(f"cannot read packed model {path}: {exc}") from exc
         if "binsr" not in meta:
             raise BinsrError(f"{path} is not a binsr packed model (no graph in its metadata)")
-        self.graph: dict[str, Any] = json.loads(meta["binsr"])
+        try:
+            self.graph: dict[str, Any] = json.loads(meta["binsr"])
+        except json.JSONDecodeError as exc:
+            raise BinsrError(f"{path} has a corrupt graph in its metadata: {exc}") from None
+        if not isinstance(self.graph, dict):
+            raise BinsrError(f"{path} is not a binsr packed model (its graph is not a JSON object)")
         self.graph["ops"] = [_Op(op) for op in self.graph.get("ops", [])]
-        if self.graph.get("format") != FORMAT or self.graph.get("version") != VERSION:
-            raise BinsrError(f"{path}: unsupported format {self.graph.get('format')} v{self.graph.get('version')}")
+        if self.graph.get("format") != FORMAT:
+            raise BinsrError(f"{path} is not a binsr packed model (format {self.graph.get('format')!r})")
+        if self.graph.get("version") != VERSION:
+            raise BinsrError(f"{path} is packed format v{self.graph.get('version')}, this binsr reads "
+                             f"v{VERSION}: export it again from its weights (binsr export)")
         self.threads = threads
         self.path = resolve_path(path_isa)
         self.scale = int(self.graph["scale"])
-        self._convs = [self._prepare(op) for op in self.graph["ops"]]
+        self._prepared = [self._prepare(op) for op in self.graph["ops"]]
         self._free = self._last_uses()
         self._arena = _Arena()
         #: seconds per op kind of the last call when ``profile=True``
@@ -139,10 +158,16 @@ class Runtime:
         return fp.winograd_weights(w, c) if w.shape[0] == 9 * c and c >= 8 else None
 
     def _prepare(self, op: dict[str, Any]) -> Any:
-        """What an op computes once at load: a compiled binary conv, Winograd weights, or the dense
-        key-major (heads, N, N) relative position bias of a window attention."""
+        """What an op computes once at load: a compiled binary conv with its epilogue activation,
+        Winograd weights, or the dense key-major (heads, N, N) relative position bias of a window
+        attention."""
         if op["op"] == "bconv":
-            return BinaryConv(self.tensors[op["w"]], op["cin"], op["k"], op["dil"], op["pad"], op["groups"])
+            conv = BinaryConv(self.tensors[op["w"]], op["cin"], op["k"], op["dil"], op["pad"], op["groups"])
+            act = None if op["act"] is None else tuple(self.tensors[n] for n in op["act"])
+            if op["leaky"] is not None:  # the block's LeakyReLU/ReLU: RPReLU with zero shifts
+                zero = np.zeros(conv.cout, np.float32)
+                act = (zero, np.full(conv.cout, op["leaky"], np.float32), zero)
+            return _BConv(conv, act)
         if op["op"] == "window_attention":
             index = transformer.relative_position_index(op["window"])
             return np.ascontiguousarray(self.tensors[op["table"]][index].transpose(2, 1, 0))
@@ -164,13 +189,13 @@ class Runtime:
         env: dict[str, np.ndarray] = {self.graph["input"]: x}
         self._arena.begin(recycle=keep is None)
         try:
-            for op, conv, dead in zip(self.graph["ops"], self._convs, self._free):
+            for op, prep, dead in zip(self.graph["ops"], self._prepared, self._free):
                 t0 = time.perf_counter() if profile else 0.0
                 kind = op["op"]
                 if kind == "bconv":
-                    self._run_bconv(op, conv, env)
+                    self._run_bconv(op, prep, env)
                 elif kind == "conv":
-                    self._run_conv(op, conv, env)
+                    self._run_conv(op, prep, env)
                     kind = "upsample_conv" if op["shuffle"] > 1 else "fp_conv"
                 elif kind == "pack":
                     env[op["dst"]] = self._pack(env[op["src"]], self._t(op["thr"]))
@@ -192,7 +217,7 @@ class Runtime:
                     env[op["dst"]] = transformer.gelu(env[op["src"]], self.threads, self.path != "numpy")
                 elif kind == "window_attention":
                     env[op["dst"]] = transformer.window_attention(env[op["src"]], op["heads"], op["window"],
-                                                                  op["shift"], conv, op["scale"], self.threads,
+                                                                  op["shift"], prep, op["scale"], self.threads,
                                                                   self.path != "numpy")
                 elif kind == "pad_window":
                     env[op["dst"]] = transformer.pad_to_multiple(env[op["src"]], op["multiple"])
@@ -236,31 +261,26 @@ class Runtime:
             return pack_bits(x if thr is None else x - thr)
         return _engine.pack_signs(x, thr, self.threads)
 
-    @staticmethod
-    def _residuals(op: dict[str, Any], env: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
-        """The residuals of a bconv, each times its coefficient (``res_scale``; files without it: 1)."""
-        coefs = op.get("res_scale") or [1.0] * len(op["res"])
-        return tuple((env[r] if c == 1.0 else env[r] * np.float32(c))[None] for r, c in zip(op["res"], coefs))
-
     def _gated_bias(self, op: dict[str, Any], env: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
         """``bias * gate`` per token for a bias the token gate multiplies (SCALES' linear)."""
-        if not op.get("gate_bias"):
+        if op["gate_bias"] is None:
             return ()
         return ((env[op["pix"]][..., None] * self.tensors[op["gate_bias"]])[None],)
 
-    def _run_bconv(self, op: dict[str, Any], conv: BinaryConv, env: dict[str, np.ndarray]) -> None:
+    def _run_bconv(self, op: dict[str, Any], prep: _BConv, env: dict[str, np.ndarray]) -> None:
+        conv = prep.conv
         scale = self._t(op["scale"])
         if op["shift"] is not None:
             scale = np.ldexp(np.float32(1), self.tensors[op["shift"]]).astype(np.float32)
         if op["chan"] is not None:
             scale = env[op["chan"]] if scale is None else scale * env[op["chan"]]
-        act = None if op["act"] is None else tuple(self.tensors[n] for n in op["act"])
         shape = (1,) + conv.output_size(env[op["src"]].shape[:2])
         res = conv(env[op["src"]][None], path=self.path, threads=self.threads, scale=scale,
                    bias=self._t(op["bias"]), pix=None if op["pix"] is None else env[op["pix"]],
-                   act=act, act_first=op["act_first"], residual=self._residuals(op, env) + self._gated_bias(op, env),
+                   act=prep.act, act_first=op["act_first"],
+                   residual=tuple(env[r][None] for r in op["res"]) + self._gated_bias(op, env),
                    out_float=op["dst"] is not None, pack=op["dst_bits"] is not None, thr=self._t(op["thr"]),
-                   div=op.get("div", 1.0), post_scale=op.get("post_scale", 1.0), post_after=op.get("post_after", 0),
+                   div=op["div"], post_scale=op["post_scale"], post_after=op["post_after"],
                    out=None if op["dst"] is None else self._arena.take(shape + (conv.cout,), np.float32),
                    bits_out=None if op["dst_bits"] is None else self._arena.take(shape + (words(conv.cout),),
                                                                                  np.uint64))
