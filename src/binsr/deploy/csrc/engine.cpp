@@ -612,6 +612,26 @@ __attribute__((target("avx512f,avx512bw"))) static inline void epi_piece(const J
   epi16(j, u.pi[i], u.np[i], u.o0[i], cb[u.c[i]], j.L->bsum.data() + u.o0[i]);
 }
 
+// One tap of a (32 pixels, 2 blocks) unit: C tiles 0..3 (pixels 0-15 / 16-31 x block 0 / 1) +=
+// A (tile 4 / 5: the tap's expanded input bytes) . B (tile 6 / 7: the blocks' +-1 weights), over
+// the ps 64-byte words of a pixel. ``two``: a second block; ``twop``: a second 16-pixel half.
+__attribute__((target("avx512f,avx512bw,amx-tile,amx-int8"), always_inline)) static inline void tap_tiles(
+    const uint8_t* a0, const int8_t* b0, int ps, size_t pstride, size_t tile_step, bool two, bool twop) {
+  for (int wi = 0; wi < ps; ++wi) {
+    const uint8_t* a = a0 + wi * 64;
+    const int8_t* b = b0 + (size_t)wi * 1024;
+    _tile_loadd(4, a, pstride);
+    _tile_loadd(6, b, 64);
+    _tile_dpbusd(0, 4, 6);
+    if (two) { _tile_loadd(7, b + tile_step, 64); _tile_dpbusd(1, 4, 7); }
+    if (twop) {
+      _tile_loadd(5, a + 16 * pstride, pstride);
+      _tile_dpbusd(2, 5, 6);
+      if (two) _tile_dpbusd(3, 5, 7);
+    }
+  }
+}
+
 __attribute__((target("avx512f,avx512bw,amx-tile,amx-int8"))) void rows_amx(const Job& j, int y0, int y1) {
   const Layer& L = *j.L;
   const int ps = L.ps, R = (L.k - 1) * L.dil + 1, nb = L.nb16, T = L.taps;
@@ -670,19 +690,7 @@ __attribute__((target("avx512f,avx512bw,amx-tile,amx-int8"))) void rows_amx(cons
               _tile_loadd(2, cs + 512, 64); _tile_loadd(3, cs + 768, 64);
             }
             for (int t = ty * L.k; t < (ty + 1) * L.k; ++t)
-              for (int wi = 0; wi < ps; ++wi) {
-                const uint8_t* a = tapsrc[t] + xo + wi * 64;
-                const int8_t* b = b0 + ((size_t)t * ps + wi) * 1024;
-                _tile_loadd(4, a, pstride);
-                _tile_loadd(6, b, 64);
-                _tile_dpbusd(0, 4, 6);
-                if (two) { _tile_loadd(7, b + tile_step, 64); _tile_dpbusd(1, 4, 7); }
-                if (twop) {
-                  _tile_loadd(5, a + 16 * pstride, pstride);
-                  _tile_dpbusd(2, 5, 6);
-                  if (two) _tile_dpbusd(3, 5, 7);
-                }
-              }
+              tap_tiles(tapsrc[t] + xo, b0 + (size_t)t * ps * 1024, ps, pstride, tile_step, two, twop);
             _tile_stored(0, cs, 64); _tile_stored(1, cs + 256, 64);
             _tile_stored(2, cs + 512, 64); _tile_stored(3, cs + 768, 64);
             if (ty == L.k - 1)
@@ -706,19 +714,7 @@ __attribute__((target("avx512f,avx512bw,amx-tile,amx-int8"))) void rows_amx(cons
         int next = 0;
         _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
         for (int t = 0; t < T; ++t) {
-          for (int wi = 0; wi < ps; ++wi) {
-            const uint8_t* a = tapsrc[t] + xo + wi * 64;
-            const int8_t* b = b0 + ((size_t)t * ps + wi) * 1024;
-            _tile_loadd(4, a, pstride);
-            _tile_loadd(6, b, 64);
-            _tile_dpbusd(0, 4, 6);
-            if (two) { _tile_loadd(7, b + tile_step, 64); _tile_dpbusd(1, 4, 7); }
-            if (twop) {
-              _tile_loadd(5, a + 16 * pstride, pstride);
-              _tile_dpbusd(2, 5, 6);
-              if (two) _tile_dpbusd(3, 5, 7);
-            }
-          }
+          tap_tiles(tapsrc[t] + xo, b0 + (size_t)t * ps * 1024, ps, pstride, tile_step, two, twop);
           for (; next < pend.n && next * T <= t * pend.n; ++next) epi_piece(j, pend, next, cb);
           {  // this unit's output (for writing) and residual lines: its epilogue runs during the next unit
             const int np = std::min(32, j.Wo - x0), lines = two ? 2 : 1;
