@@ -193,6 +193,9 @@ def test_bench_cli_small(tmp_path) -> None:
     res = json.loads(js.read_text())
     assert {r["op"] for r in res["layers"]} == {"3x3", "5x5", "7x7", "3x3 d=2", "3x3 g=4"}
     assert res["end_to_end"][0]["speedup_vs_torch"] > 0 and res["file_bytes"]["ratio"] > 1
+    f = res["file_bytes"]
+    assert f["packed_binary_weights"] + f["packed_fp_parts"] + f["packed_graph_and_index"] == f["packed"]
+    assert 0 < f["packed_graph_and_index"] < f["packed_binary_weights"]
     assert res["kernel"].startswith(res["isa"])  # "avx512" reports which of its two kernels ran
     # the keys the Deployment issue names
     assert {"op", "threads", "engine_ms", "torch_ms", "speedup"} <= set(res["layers"][0])
