@@ -152,6 +152,39 @@ def test_bad_files_are_reported_and_skipped(tmp_path, weights, capsys):
     assert "upscaled 1 image " in stdout and "5 failed" in stdout
 
 
+def test_png_level_and_failed_writes(tmp_path, weights, capsys, monkeypatch):
+    """--png-level changes the file, never the pixels; a write that fails (written while the next
+    image is upscaled) is reported against its own input, and the others are still written."""
+    for name in ("a", "b", "c"):
+        Image.fromarray(_smooth(24, 20)).save(tmp_path / f"{name}.png")
+    fast, small = tmp_path / "fast", tmp_path / "small"
+    assert _run(capsys, tmp_path / "a.png", "-o", fast, "--model", weights)[0] == 0  # default level 1
+    assert _run(capsys, tmp_path / "a.png", "-o", small, "--model", weights, "--png-level", "9")[0] == 0
+    np.testing.assert_array_equal(read_image(fast / "a_x2.png"), read_image(small / "a_x2.png"))
+    assert (fast / "a_x2.png").read_bytes() != (small / "a_x2.png").read_bytes()
+    with pytest.raises(SystemExit) as exc:
+        main(["upscale", str(tmp_path / "a.png"), "-o", str(fast), "--png-level", "10"])
+    assert exc.value.code == 2
+
+    import binsr.data.io as io_mod
+
+    real = io_mod.write_image
+
+    def flaky(path, *a, **kw):
+        if path.name.startswith("b"):
+            raise OSError("disk full")
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(io_mod, "write_image", flaky)
+    out = tmp_path / "out"
+    rc, stdout, err = _run(capsys, tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png", "-o", out,
+                           "--model", weights)
+    assert rc == 1 and sorted(p.name for p in out.iterdir()) == ["a_x2.png", "c_x2.png"]
+    assert [line for line in err.splitlines() if "failed:" in line] == [
+        f"binsr upscale: failed: {tmp_path / 'b.png'}: OSError: disk full"]
+    assert "upscaled 2 images " in stdout and "1 failed" in stdout
+
+
 def test_never_overwrites_without_flag(tmp_path, weights, capsys):
     Image.fromarray(_smooth(16, 16)).save(tmp_path / "a.png")
     out = tmp_path / "out"

@@ -7,6 +7,7 @@ import glob
 import sys
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 HELP = """\
@@ -34,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--suffix", help="added to the output file name (default: _x<scale>)")
     p.add_argument("--ext", default="png", choices=["png", "jpg", "webp", "same"],
                    help="output format (default png; 'same' keeps the input's)")
+    p.add_argument("--png-level", type=int, default=1, choices=range(10), metavar="0-9",
+                   help="zlib level of PNG outputs, lossless at every level (default 1, as OpenCV's imwrite: "
+                        "about 3x faster to write than 6, files about 10%% larger)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--threads", type=int, help="CPU threads (default: all this process may use)")
     p.add_argument("--backend", default="engine", choices=["engine", "torch"],
@@ -137,44 +141,71 @@ def run(args: argparse.Namespace) -> int:
         print(f"binsr upscale: failed: {line}", file=sys.stderr)
     planned: dict[Path, Path] = {}
     done = 0
-    start = time.perf_counter()
-    overall = tqdm(total=len(files), desc="images", unit="img", disable=args.quiet, position=0,
-                   file=sys.stderr)
-    for src, rel in files:
-        target = outdir / rel.parent / f"{rel.stem}{suffix}{_output_ext(src, args.ext)}"
-        try:
-            key = target.resolve()
-            if key in planned:
-                raise BinsrError(f"output {target} would also be written from {planned[key]}; rename one of them")
-            planned[key] = src
-            if target.exists() and not args.overwrite:
-                raise BinsrError(f"output {target} exists (pass --overwrite to replace it)")
-            pixels, alpha, info = read_image_info(src, max_pixels=args.max_pixels)
-            bar = tqdm(total=n_tiles(pixels.shape, args.tile), desc=src.name, unit="tile", leave=False,
-                       disable=args.quiet, position=1, file=sys.stderr)
-            try:
-                out = upscale_array(up, pixels, alpha, args.tile or None, args.tile_overlap, progress=bar.update)
-            finally:
-                bar.close()
-            del pixels, alpha
-            notes: list[str] = []
-            out = _fit_format(out, target.suffix.lower(), notes)
-            write_image(target, out, overwrite=args.overwrite, icc_profile=info.get("icc_profile"))
-            for note in notes:
-                tqdm.write(f"binsr upscale: note: {target.name}: {note}", file=sys.stderr)
-            done += 1
-        except MemoryError:
-            failures.append(f"{src}: out of memory (try a smaller --tile)")
-            tqdm.write(f"binsr upscale: failed: {failures[-1]}", file=sys.stderr)
-        except Exception as exc:  # one bad file never stops the others
+
+    def fail(src: Path, exc: BaseException) -> None:
+        if isinstance(exc, MemoryError):
+            reason = f"{src}: out of memory (try a smaller --tile)"
+        else:
             if getattr(args, "debug", False):
-                traceback.print_exc()
+                traceback.print_exception(exc)
             reason = str(exc) if isinstance(exc, BinsrError) else f"{src}: {type(exc).__name__}: {exc}"
             if isinstance(exc, BinsrError) and str(src) not in reason:
                 reason = f"{src}: {reason}"
-            failures.append(" ".join(reason.split()))
-            tqdm.write(f"binsr upscale: failed: {failures[-1]}", file=sys.stderr)
+        failures.append(" ".join(reason.split()))
+        tqdm.write(f"binsr upscale: failed: {failures[-1]}", file=sys.stderr)
+
+    def finish(job: tuple[Future, Path, Path, list[str]] | None) -> None:
+        """Wait for an image's write; count it or report it."""
+        nonlocal done
+        if job is None:
+            return
+        future, src, target, notes = job
+        try:
+            future.result()
+        except Exception as exc:  # one bad file never stops the others
+            fail(src, exc)
+        else:
+            for note in notes:
+                tqdm.write(f"binsr upscale: note: {target.name}: {note}", file=sys.stderr)
+            done += 1
         overall.update(1)
+
+    start = time.perf_counter()
+    overall = tqdm(total=len(files), desc="images", unit="img", disable=args.quiet, position=0,
+                   file=sys.stderr)
+    # each image is encoded and written (zlib and Pillow release the GIL) while the next one is
+    # upscaled; one write in flight at a time, so memory holds at most two outputs
+    writing: tuple[Future, Path, Path, list[str]] | None = None
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        for src, rel in files:
+            target = outdir / rel.parent / f"{rel.stem}{suffix}{_output_ext(src, args.ext)}"
+            try:
+                key = target.resolve()
+                if key in planned:
+                    raise BinsrError(f"output {target} would also be written from {planned[key]}; rename one of them")
+                planned[key] = src
+                if target.exists() and not args.overwrite:
+                    raise BinsrError(f"output {target} exists (pass --overwrite to replace it)")
+                pixels, alpha, info = read_image_info(src, max_pixels=args.max_pixels)
+                bar = tqdm(total=n_tiles(pixels.shape, args.tile), desc=src.name, unit="tile", leave=False,
+                           disable=args.quiet, position=1, file=sys.stderr)
+                try:
+                    out = upscale_array(up, pixels, alpha, args.tile or None, args.tile_overlap, progress=bar.update)
+                finally:
+                    bar.close()
+                del pixels, alpha
+                notes: list[str] = []
+                out = _fit_format(out, target.suffix.lower(), notes)
+            except Exception as exc:  # one bad file never stops the others
+                fail(src, exc)
+                overall.update(1)
+                continue
+            finish(writing)
+            writing = (writer.submit(write_image, target, out, overwrite=args.overwrite,
+                                     icc_profile=info.get("icc_profile"), png_level=args.png_level),
+                       src, target, notes)
+            del out
+        finish(writing)
     overall.close()
     seconds = time.perf_counter() - start
     rate = f", {done / seconds:.3f} images/s" if done and seconds > 0 else ""

@@ -239,10 +239,12 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def _write_png_stream(f, arr: np.ndarray, icc_profile: bytes | None = None, block_bytes: int = 1 << 21) -> None:
+def _write_png_stream(f, arr: np.ndarray, icc_profile: bytes | None = None, level: int = 6,
+                      block_bytes: int = 1 << 21) -> None:
     """Encode ``HW``/``HWC`` uint8/uint16 (1-4 channels) as PNG into the open file ``f``, a block
-    of rows at a time (memory: a few blocks, not a copy of the image). Filters (PNG spec section
-    9): Paeth on every row for 8 bits, Sub for 16 bits; an ``iCCP`` chunk carries ``icc_profile``."""
+    of rows at a time (memory: a few blocks, not a copy of the image), zlib ``level``. Filters (PNG
+    spec section 9): Paeth on every row for 8 bits, Sub for 16 bits; an ``iCCP`` chunk carries
+    ``icc_profile``."""
     img = arr.reshape(arr.shape[0], arr.shape[1], -1)
     height, width, channels = img.shape
     depth = 16 if img.dtype == np.uint16 else 8
@@ -252,7 +254,7 @@ def _write_png_stream(f, arr: np.ndarray, icc_profile: bytes | None = None, bloc
     f.write(_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, {1: 0, 2: 4, 3: 2, 4: 6}[channels], 0, 0, 0)))
     if icc_profile:
         f.write(_png_chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc_profile)))
-    comp = zlib.compressobj(6)
+    comp = zlib.compressobj(level)
     pending: list[bytes] = []
     size = 0
     prior = np.zeros((1, stride), np.int16)
@@ -368,13 +370,14 @@ def _tiff16_colour(im: Image.Image, path: Path) -> np.ndarray | None:
 
 
 def write_image(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = False,
-                icc_profile: bytes | None = None) -> Path:
+                icc_profile: bytes | None = None, png_level: int = 6) -> Path:
     """Write ``HW``/``HWC`` (1-4 channels: gray, gray+alpha, RGB, RGBA) ``uint8``/``uint16``.
 
     The format follows the extension (:data:`IMAGE_EXTENSIONS`); ``uint16`` needs ``.png`` or
     ``.tif`` (not gray + alpha; 16-bit colour TIFF is written uncompressed). ``icc_profile`` (bytes) is embedded (PNG ``iCCP``, JPEG, WebP,
     TIFF; BMP has none). 16-bit and large 8-bit PNGs are encoded in row blocks without a copy of
-    the image.
+    the image. ``png_level``: zlib level of a PNG, 0-9 (lossless at every level; 6, Pillow's and
+    zlib's default; 1 is about 3x faster and 10% larger, OpenCV's default).
     JPEG is written at quality 95 without chroma subsampling, WebP losslessly (WebP has no gray
     mode: gray is stored as R = G = B and reads back as RGB). The file is
     written to a temporary name in the same folder and renamed into place, so readers never
@@ -393,6 +396,8 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = Fals
         raise UsageError(f"cannot write {path}: 16-bit images are written as .png only (or .tif, but not gray+alpha)")
     if fmt == "JPEG" and channels in (2, 4):
         raise UsageError(f"cannot write {path}: JPEG has no alpha channel")
+    if not 0 <= png_level <= 9:
+        raise UsageError(f"PNG compression level must be 0-9, got {png_level}")
     if path.exists() and not overwrite:
         raise UsageError(f"refusing to overwrite existing file {path} (pass overwrite / --overwrite)")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -400,12 +405,13 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = Fals
     try:
         with open(tmp, "xb") as f:
             if fmt == "PNG" and (arr.dtype == np.uint16 or arr.nbytes > _PNG_STREAM_BYTES):
-                _write_png_stream(f, arr, icc_profile)
+                _write_png_stream(f, arr, icc_profile, png_level)
             elif fmt == "TIFF" and arr.dtype == np.uint16 and channels > 1:
                 _write_tiff16(f, arr, icc_profile)
             else:
                 img = Image.fromarray(arr[..., 0] if channels == 1 and arr.ndim == 3 else arr)
-                options = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless": True}}
+                options = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless": True},
+                           "PNG": {"compress_level": png_level}}
                 extra = {"icc_profile": icc_profile} if icc_profile and fmt != "BMP" else {}
                 img.save(f, format=fmt, **options.get(fmt, {}), **extra)
         os.replace(tmp, path)
