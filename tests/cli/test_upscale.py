@@ -245,6 +245,14 @@ def test_packed_model_and_export_fallback(tmp_path, weights, capsys):
     assert rc == 0 and read_image(tmp_path / "o1" / "a_x2.png").shape == (32, 32, 3)
     rc, _, err = _run(capsys, tmp_path / "a.png", "-o", tmp_path / "o2", "--model", packed, "--backend", "torch")
     assert rc == 2 and "engine" in err
+    # a packed model needs no torch: an RGBA picture (alpha resized by imresize) upscaled in a fresh process
+    Image.fromarray(_smooth(12, 10, 4)).save(tmp_path / "rgba.png")
+    code = ("import sys; from binsr.cli import main; "
+            f"rc = main(['upscale', {str(tmp_path / 'rgba.png')!r}, '-o', {str(tmp_path / 'o4')!r}, "
+            f"'--model', {str(packed)!r}, '--quiet']); print(rc, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split()[-2:] == ["0", "False"], out.stderr
+    assert read_image_alpha(tmp_path / "o4" / "rgba_x2.png")[1].shape == (24, 20)
     espcn = tmp_path / "espcn.safetensors"
     save_weights(espcn, create("espcn", scale=2, recipe="e2fif"))
     rc, stdout, err = _run(capsys, tmp_path / "a.png", "-o", tmp_path / "o3", "--model", espcn)

@@ -15,11 +15,14 @@ matrix, so it is batched, fast on GPU and differentiable.
 from __future__ import annotations
 
 import math
+import sys
 from functools import lru_cache
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["imresize", "modcrop", "contributions", "resize_matrix"]
 
@@ -125,7 +128,8 @@ def imresize(img, scale=None, output_shape=None):
     Returns:
         The resized image, same type and layout as ``img``.
     """
-    if isinstance(img, torch.Tensor):
+    torch = sys.modules.get("torch")  # an input can only be a tensor once torch is loaded
+    if torch is not None and isinstance(img, torch.Tensor):
         return _imresize_torch(img, scale, output_shape)
     arr = np.asarray(img)
     if arr.ndim not in (2, 3):
@@ -150,6 +154,8 @@ def imresize(img, scale=None, output_shape=None):
 def _imresize_torch(
     x: torch.Tensor, scale: float | None, output_shape: tuple[int, int] | None
 ) -> torch.Tensor:
+    import torch
+
     if x.ndim not in (3, 4) or not x.is_floating_point():
         raise TypeError(f"imresize: expected a float (N,C,H,W) or (C,H,W) tensor, got {x.dtype} {tuple(x.shape)}")
     scales, out, order = _plan((x.shape[-2], x.shape[-1]), scale, output_shape)
@@ -161,6 +167,8 @@ def _imresize_torch(
 
 @lru_cache(maxsize=256)
 def _torch_matrix(in_len: int, out_len: int, scale: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    import torch
+
     with torch.inference_mode(False):  # a cached inference tensor could not be used with autograd later
         return torch.tensor(resize_matrix(in_len, out_len, scale), dtype=dtype, device=device)
 
