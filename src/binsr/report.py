@@ -73,7 +73,7 @@ def _benchmark(run: Path, weights: Path, datasets: list[str], data_root: str | N
     """Metrics of ``weights`` per dataset, cached in ``run/benchmark.json`` while the file is unchanged."""
     from binsr.evaluation import evaluate
     from binsr.models import from_weights, profile
-    from binsr.train.checkpoint import atomic_write
+    from binsr.files import atomic_write
 
     stamp = {"weights": weights.name, "bytes": weights.stat().st_size, "mtime": weights.stat().st_mtime}
     cache_file = run / "benchmark.json"

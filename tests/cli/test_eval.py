@@ -20,7 +20,9 @@ def test_eval_table_and_json(data_root, tmp_path, capsys):
     assert [(r["dataset"], r["scale"]) for r in results] == [("Set5", 2), ("Set5", 4)]
     assert all({"model", "psnr", "ssim", "n_images"} <= r.keys() and r["model"] == "bicubic" for r in results)
     assert abs(results[1]["psnr"] - 28.42) < 0.03
-    assert main(args[:4] + ["4"] + args[5:]) == 0  # the JSON file is replaced, no flag needed
+    assert main(args[:4] + ["4"] + args[5:]) == 2  # an existing JSON file is kept ...
+    assert len(json.loads(out.read_text())) == 2
+    assert main(args[:4] + ["4"] + args[5:] + ["--overwrite"]) == 0  # ... unless --overwrite
     assert [r["scale"] for r in json.loads(out.read_text())] == [4]
 
 

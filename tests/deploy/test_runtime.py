@@ -177,7 +177,7 @@ def test_export_cli(tmp_path, capsys) -> None:
     out = tmp_path / "m.bsr"
     assert main(["export", "--model", "srresnet_small", "--recipe", "e2fif", "--scale", "4", "--out", str(out)]) == 0
     assert out.is_file() and "random-init" in capsys.readouterr().out
-    assert main(["export", "--model", "srresnet_small", "--recipe", "lt_attn", "--out", str(out)]) == 1
+    assert main(["export", "--model", "srresnet_small", "--recipe", "lt_attn", "--out", str(out), "--overwrite"]) == 1
     half = tmp_path / "h.bsr"
     assert main(["export", "--model", "srresnet_lite16", "--recipe", "e2fif", "--out", str(half),
                  "--fp16-weights"]) == 0
@@ -201,7 +201,7 @@ def test_bench_cli_small(tmp_path) -> None:
     assert {"op", "threads", "engine_ms", "torch_ms", "speedup"} <= set(res["layers"][0])
     assert {"model", "threads", "engine_ms", "torch_ms", "speedup_vs_torch"} <= set(res["end_to_end"][0])
     assert main(["bench", "--model", "srresnet_small", "--size", "24x16", "--repeat", "1", "--threads", "1",
-                 "--skip", "onnx", "--skip", "layers", "--fp16-weights", "--json", str(js)]) == 0
+                 "--skip", "onnx", "--skip", "layers", "--fp16-weights", "--json", str(js), "--overwrite"]) == 0
     half = json.loads(js.read_text())
     assert half["end_to_end"][0]["model"].endswith("fp16-weights")
     assert half["file_bytes"]["packed_fp_parts"] < res["file_bytes"]["packed_fp_parts"]

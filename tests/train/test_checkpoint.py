@@ -9,7 +9,8 @@ from safetensors.torch import save_file
 
 from _trainkit import TinySR
 from binsr.errors import BinsrError
-from binsr.train.checkpoint import (atomic_write, init_weights, load_state, load_weights, read_weights, save_state,
+from binsr.files import atomic_write
+from binsr.train.checkpoint import (init_weights, load_state, load_weights, read_weights, save_state,
                                     save_weights)
 
 

@@ -64,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--skip", choices=["layers", "end-to-end", "onnx"], action="append", default=[],
                    help="leave out a part (repeatable)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=run)
 
 
@@ -257,9 +258,12 @@ def _print_tables(result: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from binsr.deploy.engine import kernel, resolve_path
+    from binsr.files import atomic_write, claim_output
 
     if args.repeat < 1:
         raise UsageError("--repeat must be >= 1")
+    if args.json:
+        claim_output(args.json, args.overwrite)  # before minutes of benchmarking, not after
     try:
         path = resolve_path(args.path)
     except RuntimeError as exc:
@@ -273,5 +277,5 @@ def run(args: argparse.Namespace) -> int:
             result["end_to_end"], result["file_bytes"] = bench_end_to_end(args, Path(tmp))
     _print_tables(result)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     return 0

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import uuid
-from pathlib import Path
 from typing import Any
 
-from binsr.errors import BinsrError, UsageError
+from binsr.errors import UsageError
+from binsr.files import atomic_write, claim_output
 
 HELP = """\
 Evaluate with the published SR protocol: PSNR/SSIM on the Y channel of MATLAB rgb2ycbcr,
@@ -52,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--json", metavar="PATH", help="write the results as JSON to PATH ('-': stdout, and the table goes to stderr)"
     )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--per-image", action="store_true", help="add per-image PSNR/SSIM to the JSON")
     p.add_argument("--data-root", metavar="DIR", help="data folder (default: $BINSR_DATA, else ../shared/data)")
     p.add_argument(
@@ -83,21 +82,15 @@ def _write_json(target: str, results: list[dict]) -> None:
     if target == "-":
         sys.stdout.write(text)
         return
-    path = Path(target)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise BinsrError(f"cannot write {path}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(target, lambda tmp: tmp.write_text(text))
 
 
 def run(args: argparse.Namespace) -> int:
     from binsr.evaluation import evaluate, open_dataset
 
-    # Resolve every (dataset, scale) first, so a typo fails before any work is done.
+    # Resolve every (dataset, scale) and the output first, so a typo fails before any work is done.
+    if args.json and args.json != "-":
+        claim_output(args.json, args.overwrite)
     jobs = [(open_dataset(d, s, args.lr_source, args.data_root), s) for d in args.dataset for s in args.scale]
     out = sys.stderr if args.json == "-" else sys.stdout
     print(f"model: {args.model}   LR: {args.lr_source}   metrics: Y channel, border = scale", file=out)

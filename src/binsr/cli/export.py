@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", type=int, default=4, help="upscaling factor (default: 4)")
     p.add_argument("--weights", metavar="FILE", help="trained weights (safetensors); default: random init")
     p.add_argument("--out", metavar="FILE", required=True, help="packed output file (.bsr)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--fp16-weights", action="store_true",
                    help="round the FP conv weights (head, tail, upsampler) to float16 and store them in 2 bytes "
                         "(the file then matches the rounded model: binsr.deploy.round_fp16_)")
@@ -28,8 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from binsr.deploy import export_packed, round_fp16_
+    from binsr.files import claim_output
     from binsr.models import build_for_eval
 
+    claim_output(args.out, args.overwrite)
     model = build_for_eval(args.model, args.scale, args.recipe, args.weights, default_recipe="e2fif")
     if args.fp16_weights:
         round_fp16_(model)

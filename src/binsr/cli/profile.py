@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-size", default="320x180", help="LR input WxH the operations are counted at (default 320x180: 1280x720 output at x4)")
     p.add_argument("--genotype", help="genotype JSON for searched models")
     p.add_argument("--json", dest="json_path", help="write the profile as JSON to PATH ('-' for stdout)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", action="store_true", help="totals only")
     p.set_defaults(func=run)
 
@@ -48,7 +49,11 @@ def format_table(prof) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from binsr.files import atomic_write, claim_output
     from binsr.models import create, profile
+
+    if args.json_path and args.json_path != "-":
+        claim_output(args.json_path, args.overwrite)
 
     kwargs = {"genotype": args.genotype} if args.genotype else {}
     model = create(args.model, scale=args.scale, recipe=args.recipe, **kwargs)
@@ -62,6 +67,5 @@ def run(args: argparse.Namespace) -> int:
     if prof.note:
         print(f"note : {prof.note}")
     if args.json_path:
-        with open(args.json_path, "w") as f:
-            json.dump(prof.to_dict(), f, indent=2)
+        atomic_write(args.json_path, lambda tmp: tmp.write_text(json.dumps(prof.to_dict(), indent=2) + "\n"))
     return 0

@@ -10,6 +10,7 @@ import sys
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("zoo", help="list the pretrained models shipped with binsr", description=__doc__)
     p.add_argument("--json", dest="json_path", help="write the list as JSON to PATH ('-' for stdout)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file or --add entry")
     p.add_argument("--add", metavar="RUN_DIR", help="(maintainers) copy RUN_DIR's weights into the zoo and measure them")
     p.add_argument("--name", help="zoo entry name for --add")
     p.add_argument("--weights", default="best", choices=["best", "last"], help="which checkpoint --add takes")
@@ -24,12 +25,13 @@ def _row(card: dict) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from binsr.errors import UsageError
+    from binsr.files import atomic_write, claim_output
     from binsr.models import add_to_zoo, zoo_card, zoo_names
 
     if args.add:
         if not args.name:
             raise UsageError("--add needs --name")
-        card = add_to_zoo(args.add, args.name, args.weights, args.data_root)
+        card = add_to_zoo(args.add, args.name, args.weights, args.data_root, overwrite=args.overwrite)
         print(json.dumps(_row(card), indent=2))
         return 0
     rows = [_row(zoo_card(n)) for n in zoo_names()]
@@ -38,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json_path == "-":
             sys.stdout.write(text)
             return 0
-        with open(args.json_path, "w") as f:
-            f.write(text)
+        atomic_write(claim_output(args.json_path, args.overwrite), lambda tmp: tmp.write_text(text))
     sets = ("Set5", "Set14", "B100")
     print("| name | scale | recipe | params (K) | OPs 320x180 (G) | " + " | ".join(f"{s} PSNR/SSIM" for s in sets) + " |")
     print("|---|---:|---|---:|---:|" + "---|" * len(sets))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import struct
-import uuid
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from binsr.errors import BinsrError, UsageError
+from binsr.files import atomic_write, claim_output
 
 __all__ = ["read_image", "read_image_alpha", "read_image_info", "write_image", "IMAGE_EXTENSIONS"]
 
@@ -381,8 +381,8 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = Fals
     JPEG is written at quality 95 without chroma subsampling, WebP losslessly (WebP has no gray
     mode: gray is stored as R = G = B and reads back as RGB). The file is
     written to a temporary name in the same folder and renamed into place, so readers never
-    see a partial file. Parent folders are created. An existing file is replaced only with
-    ``overwrite=True``; otherwise :class:`~binsr.errors.UsageError`.
+    see a partial file (:func:`binsr.files.atomic_write`). Parent folders are created. An existing
+    file is replaced only with ``overwrite=True``; otherwise :class:`~binsr.errors.UsageError`.
     """
     path = Path(path)
     fmt = IMAGE_EXTENSIONS.get(path.suffix.lower())
@@ -398,11 +398,9 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = Fals
         raise UsageError(f"cannot write {path}: JPEG has no alpha channel")
     if not 0 <= png_level <= 9:
         raise UsageError(f"PNG compression level must be 0-9, got {png_level}")
-    if path.exists() and not overwrite:
-        raise UsageError(f"refusing to overwrite existing file {path} (pass overwrite / --overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    claim_output(path, overwrite)
+
+    def write(tmp: Path) -> None:
         with open(tmp, "xb") as f:
             if fmt == "PNG" and (arr.dtype == np.uint16 or arr.nbytes > _PNG_STREAM_BYTES):
                 _write_png_stream(f, arr, icc_profile, png_level)
@@ -414,9 +412,6 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = Fals
                            "PNG": {"compress_level": png_level}}
                 extra = {"icc_profile": icc_profile} if icc_profile and fmt != "BMP" else {}
                 img.save(f, format=fmt, **options.get(fmt, {}), **extra)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise BinsrError(f"cannot write {path}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(path, write)
     return path

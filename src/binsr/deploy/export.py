@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from torch import nn
 from binsr.deploy.bitpack import pack_weights
 from binsr.deploy.runtime import DEFAULTS, FORMAT, VERSION
 from binsr.errors import BinsrError
+from binsr.files import atomic_write
 
 __all__ = ["export_packed", "round_fp16_"]
 
@@ -365,14 +365,8 @@ def export_packed(model: nn.Module, path: str | os.PathLike, fp16: bool = False)
     graph = {"format": FORMAT, "version": VERSION, "signature": getattr(model, "signature", None),
              "scale": model.scale, "input": "x", "output": "y", "ops": ops}
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(wr.tensors, tmp, metadata={"binsr": json.dumps(graph, separators=(",", ":"))})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    meta = {"binsr": json.dumps(graph, separators=(",", ":"))}
+    atomic_write(path, lambda tmp: save_file(wr.tensors, str(tmp), metadata=meta))
     binary = sum(v.nbytes for v in wr.tensors.values() if v.dtype == np.uint64)
     return {"binary_bytes": binary, "fp_bytes": sum(v.nbytes for v in wr.tensors.values()) - binary,
             "file_bytes": path.stat().st_size}

@@ -50,7 +50,7 @@ def load_zoo(name: str, scale: int | None = None) -> nn.Module:
 
 
 def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root: str | None = None,
-               datasets: tuple[str, ...] = ("Set5", "Set14", "B100")) -> dict[str, Any]:
+               datasets: tuple[str, ...] = ("Set5", "Set14", "B100"), overwrite: bool = False) -> dict[str, Any]:
     """Copy a run's weights into the zoo and write its card with freshly measured metrics.
 
     Args:
@@ -59,6 +59,7 @@ def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root:
         weights: ``best`` or ``last`` (file stem in the run folder).
         data_root: benchmark data root (flag / env / default as everywhere).
         datasets: benchmark sets to measure (MATLAB-bicubic LR, Y channel, border = scale).
+        overwrite: replace an existing entry of that name (else :class:`UsageError`).
     """
     import yaml
 
@@ -70,6 +71,8 @@ def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root:
     src = run_dir / f"{weights}.safetensors"
     _, meta = read_weights(src)
     results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
+    if name in zoo_names() and not overwrite:
+        raise UsageError(f"zoo model {name!r} exists (pass --overwrite to replace it)")
     ZOO_DIR.mkdir(exist_ok=True)
     shutil.copyfile(src, ZOO_DIR / f"{name}.safetensors")
     card: dict[str, Any] = {"name": name, "model": meta["model"], "recipe": meta["recipe"], "scale": int(meta["scale"]),

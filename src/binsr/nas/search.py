@@ -35,7 +35,8 @@ from binsr.nas.data import PatchSampler, split_images
 from binsr.nas.genotype import Genotype, load_genotype, plot_cell
 from binsr.nas.regularizers import ramp
 from binsr.nas.supernet import Supernet
-from binsr.train.checkpoint import atomic_write, load_state, save_state
+from binsr.files import atomic_write
+from binsr.train.checkpoint import load_state, save_state
 
 __all__ = ["run_search", "build_supernet"]
 

@@ -10,8 +10,7 @@ a temporary file in the same folder, flushed and fsynced, then renamed over the 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from binsr.errors import BinsrError
+from binsr.files import atomic_write
 
 __all__ = [
-    "atomic_write",
     "signature_of",
     "save_weights",
     "read_weights",
@@ -35,24 +34,6 @@ __all__ = [
 ]
 
 SIGNATURE_KEYS = ("model", "recipe", "scale", "kwargs")
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` and atomically move ``tmp`` to ``path`` (fsync of file and folder)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _normalise(signature: Mapping[str, Any]) -> dict[str, Any]:

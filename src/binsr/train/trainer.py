@@ -38,7 +38,8 @@ from tqdm import tqdm
 
 from binsr.errors import BinsrError, UsageError
 from binsr.train import distributed
-from binsr.train.checkpoint import (atomic_write, init_weights, load_state, load_weights, read_weights, save_state,
+from binsr.files import atomic_write
+from binsr.train.checkpoint import (init_weights, load_state, load_weights, read_weights, save_state,
                                     save_weights, signature_of)
 from binsr.train.config import RESUME_NEUTRAL, TrainConfig, config_diff
 from binsr.train.ema import ModelEMA
