@@ -1254,13 +1254,16 @@ static inline float exp_nonpos(float x) {
 
 // Windows [w0, w1) of softmax(q k^T * scale + bias + mask) v per head (see
 // binsr/deploy/transformer.py::window_attention). Scores are kept key-major (S[j][i], i the query)
-// so every inner loop runs over the N queries of a window: contiguous and vectorized.
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static void attn_windows(const float* __restrict qkv, float* __restrict out, int H, int W, int C, int heads, int ws,
-                         int shift, const float* __restrict biasT, float scale, int w0, int w1) {
-  const int N = ws * ws, d = C / heads, nwx = W / ws;
-  std::vector<float> qT((size_t)d * N), kk((size_t)N * d), vv((size_t)N * d), S((size_t)N * N), m(N), sum(N),
-      OT((size_t)d * N), lab(N);
+// so every inner loop runs over the N queries of a window. NT: N known at compile time (SwinIR's
+// 8 x 8 windows), so that a key's N scores, or an output channel's N values, stay in registers
+// over the whole sum (0: N at run time). The sums run in the same order either way.
+template <int NT>
+__attribute__((always_inline)) static inline void attn_core(const float* __restrict qkv, float* __restrict out, int H,
+                                                            int W, int C, int heads, int ws, int shift,
+                                                            const float* __restrict biasT, float scale, int w0, int w1) {
+  const int N = NT ? NT : ws * ws, d = C / heads, nwx = W / ws;
+  std::vector<float> qT((size_t)d * N), kk((size_t)N * d), vv((size_t)N * d), S((size_t)N * N), m(N), sum(N), lab(N),
+      obuf(NT ? 0 : N);
   std::vector<size_t> tok(N);
   auto region = [shift, ws](int v, int n) { return v < n - ws ? 0.f : (v < n - shift ? 1.f : 2.f); };
   for (int wi = w0; wi < w1; ++wi) {
@@ -1282,8 +1285,10 @@ static void attn_windows(const float* __restrict qkv, float* __restrict out, int
         }
       }
       const float* bT = biasT + (size_t)h * N * N;
-      for (int j = 0; j < N; ++j) {
-        float* __restrict row = S.data() + (size_t)j * N;
+      for (int i = 0; i < N; ++i) m[i] = -INFINITY;
+      for (int j = 0; j < N; ++j) {  // S[j] = bias + sum_c k[j][c] q[c] (+ mask), and the running max
+        float acc[NT ? NT : 1];
+        float* __restrict row = NT ? acc : S.data() + (size_t)j * N;
         for (int i = 0; i < N; ++i) row[i] = bT[(size_t)j * N + i];
         for (int c = 0; c < d; ++c) {
           const float kv = kk[(size_t)j * d + c];
@@ -1294,10 +1299,12 @@ static void attn_windows(const float* __restrict qkv, float* __restrict out, int
           const float lj = lab[j];
           for (int i = 0; i < N; ++i) row[i] += lab[i] != lj ? -100.f : 0.f;
         }
+        float* __restrict srow = S.data() + (size_t)j * N;
+        for (int i = 0; i < N; ++i) {
+          m[i] = std::max(m[i], row[i]);
+          srow[i] = row[i];
+        }
       }
-      for (int i = 0; i < N; ++i) m[i] = S[i];
-      for (int j = 1; j < N; ++j)
-        for (int i = 0; i < N; ++i) m[i] = std::max(m[i], S[(size_t)j * N + i]);
       std::fill(sum.begin(), sum.end(), 0.f);
       for (int j = 0; j < N; ++j) {
         float* __restrict row = S.data() + (size_t)j * N;
@@ -1306,22 +1313,26 @@ static void attn_windows(const float* __restrict qkv, float* __restrict out, int
           sum[i] += row[i];
         }
       }
-      std::fill(OT.begin(), OT.end(), 0.f);
-      for (int j = 0; j < N; ++j) {
-        const float* __restrict row = S.data() + (size_t)j * N;
-        for (int c = 0; c < d; ++c) {
+      for (int c = 0; c < d; ++c) {  // O[c] = sum_j v[j][c] S[j], then / sum, into the token map
+        float acc[NT ? NT : 1];
+        float* __restrict o = NT ? acc : obuf.data();
+        for (int i = 0; i < N; ++i) o[i] = 0.f;
+        for (int j = 0; j < N; ++j) {
           const float vj = vv[(size_t)j * d + c];
-          float* __restrict o = OT.data() + (size_t)c * N;
+          const float* __restrict row = S.data() + (size_t)j * N;
           for (int i = 0; i < N; ++i) o[i] += vj * row[i];
         }
-      }
-      for (int i = 0; i < N; ++i) {
-        const float inv = 1.f / sum[i];
-        float* dst = out + tok[i] * C + h * d;
-        for (int c = 0; c < d; ++c) dst[c] = OT[(size_t)c * N + i] * inv;
+        for (int i = 0; i < N; ++i) out[tok[i] * C + h * d + c] = o[i] * (1.f / sum[i]);
       }
     }
   }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void attn_windows(const float* __restrict qkv, float* __restrict out, int H, int W, int C, int heads, int ws,
+                         int shift, const float* __restrict biasT, float scale, int w0, int w1) {
+  if (ws == 8) attn_core<64>(qkv, out, H, W, C, heads, ws, shift, biasT, scale, w0, w1);
+  else attn_core<0>(qkv, out, H, W, C, heads, ws, shift, biasT, scale, w0, w1);
 }
 
 // nn.GELU() = x / 2 * (1 + erf(x / sqrt 2)); erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
