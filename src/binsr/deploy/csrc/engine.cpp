@@ -1358,17 +1358,27 @@ static py::array_t<float> gelu(const FArr& x, int threads) {
 }
 
 // LayerNorm over the last axis of (M, C): biased variance, eps inside the root; sums in double.
+// Tokens [m0, m1): each token's mean and variance summed in double, channel by channel, then
+// (x - mean) * inv * w + b in float. T tokens at a time: their T independent running sums overlap
+// (one token's sum is a chain of dependent adds); each token's sums keep their order.
+__attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off")))
 static void layer_norm_range(const float* __restrict x, float* __restrict y, const float* __restrict w,
                              const float* __restrict b, int C, float eps, size_t m0, size_t m1) {
-  for (size_t m = m0; m < m1; ++m) {
-    const float* __restrict r = x + m * C;
-    double s = 0.0, q = 0.0;
-    for (int c = 0; c < C; ++c) s += r[c];
-    const double mean = s / C;
-    for (int c = 0; c < C; ++c) { const double d = r[c] - mean; q += d * d; }
-    const float inv = (float)(1.0 / std::sqrt(q / C + (double)eps)), mu = (float)mean;
-    float* __restrict o = y + m * C;
-    for (int c = 0; c < C; ++c) o[c] = (r[c] - mu) * inv * w[c] + b[c];
+  constexpr size_t T = 8;
+  for (size_t m = m0; m < m1; m += T) {
+    const size_t n = std::min(T, m1 - m);
+    double s[T] = {}, q[T] = {}, mean[T];
+    for (int c = 0; c < C; ++c)
+      for (size_t k = 0; k < n; ++k) s[k] += x[(m + k) * C + c];
+    for (size_t k = 0; k < n; ++k) mean[k] = s[k] / C;
+    for (int c = 0; c < C; ++c)
+      for (size_t k = 0; k < n; ++k) { const double d = x[(m + k) * C + c] - mean[k]; q[k] += d * d; }
+    for (size_t k = 0; k < n; ++k) {
+      const float* __restrict r = x + (m + k) * C;
+      const float inv = (float)(1.0 / std::sqrt(q[k] / C + (double)eps)), mu = (float)mean[k];
+      float* __restrict o = y + (m + k) * C;
+      for (int c = 0; c < C; ++c) o[c] = (r[c] - mu) * inv * w[c] + b[c];
+    }
   }
 }
 
