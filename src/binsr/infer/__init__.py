@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -247,9 +247,27 @@ def _cores(n: int, tile: int | None) -> list[int]:
     return [round(i * n / k) for i in range(k + 1)]
 
 
-def _weights(u0: int, u1: int, c0: int, c1: int, band: int, s: int, first: bool, last: bool) -> np.ndarray:
-    """1-D blending weights over the used HR range ``[u0*s, u1*s)`` of the core ``[c0, c1)``:
-    1 inside, a linear ramp over the ``2*band*s`` HR pixels centred on each inner seam."""
+class _Span(NamedTuple):
+    """Tile ``i`` along one axis (LR pixels): its core ``[c0, c1)``, the range ``[u0, u1)`` whose
+    output it contributes (the core plus ``band`` past each inner seam), the input it reads
+    ``[i0, i1)`` (``overlap`` of context, start aligned) and the HR blending weights over
+    ``[u0*s, u1*s)``: 1 inside, a linear ramp over the ``2*band*s`` HR pixels on each inner seam."""
+
+    c0: int
+    c1: int
+    u0: int
+    u1: int
+    i0: int
+    i1: int
+    first: bool
+    last: bool
+    weights: np.ndarray
+
+
+def _span(cores: list[int], i: int, band: int, overlap: int, size: int, s: int) -> _Span:
+    c0, c1 = cores[i], cores[i + 1]
+    first, last = i == 0, i == len(cores) - 2
+    u0, u1 = (c0 if first else c0 - band), (c1 if last else c1 + band)
     w = np.ones((u1 - u0) * s, np.float32)
     n = 2 * band * s
     if n:
@@ -258,7 +276,7 @@ def _weights(u0: int, u1: int, c0: int, c1: int, band: int, s: int, first: bool,
             w[(c0 - band - u0) * s : (c0 - band - u0) * s + n] = ramp
         if not last:
             w[(c1 - band - u0) * s : (c1 - band - u0) * s + n] = 1 - ramp
-    return w
+    return _Span(c0, c1, u0, u1, max(0, (c0 - overlap) // _ALIGN * _ALIGN), min(size, c1 + overlap), first, last, w)
 
 
 def _to_float(block: np.ndarray, peak: float) -> np.ndarray:
@@ -327,49 +345,41 @@ def upscale_array(up: Upscaler, pixels: np.ndarray, alpha: np.ndarray | None = N
     band_h, band_w = 2 * by * s, 2 * bx * s
     prev_band: np.ndarray | None = None  # HR rows around seam ys[i], waiting for tile row i
     for i in range(ny):
-        y0, y1 = ys[i], ys[i + 1]
-        first_row, last_row = i == 0, i == ny - 1
-        uy0, uy1 = (y0 if first_row else y0 - by), (y1 if last_row else y1 + by)
-        iy0 = max(0, (y0 - overlap) // _ALIGN * _ALIGN)
-        iy1 = min(H, y1 + overlap)
-        wy = _weights(uy0, uy1, y0, y1, by, s, first_row, last_row)
-        top = 0 if first_row else band_h
-        bot = 0 if last_row else band_h
-        cur_band = None if last_row else np.zeros((band_h, W * s, colour), np.float32)
+        ry = _span(ys, i, by, overlap, H, s)
+        top = 0 if ry.first else band_h
+        bot = 0 if ry.last else band_h
+        cur_band = None if ry.last else np.zeros((band_h, W * s, colour), np.float32)
         carry: np.ndarray | None = None  # HR columns around seam xs[j], waiting for tile j
         for j in range(nx):
-            x0, x1 = xs[j], xs[j + 1]
-            first_col, last_col = j == 0, j == nx - 1
-            ux0, ux1 = (x0 if first_col else x0 - bx), (x1 if last_col else x1 + bx)
-            ix0 = max(0, (x0 - overlap) // _ALIGN * _ALIGN)
-            ix1 = min(W, x1 + overlap)
-            x = _to_float(pixels[iy0:iy1, ix0:ix1], peak)
+            rx = _span(xs, j, bx, overlap, W, s)
+            x = _to_float(pixels[ry.i0 : ry.i1, rx.i0 : rx.i1], peak)
             res = up(np.repeat(x[..., None], 3, axis=2) if gray else x)
-            res = res[(uy0 - iy0) * s : (uy1 - iy0) * s, (ux0 - ix0) * s : (ux1 - ix0) * s]
+            res = res[(ry.u0 - ry.i0) * s : (ry.u1 - ry.i0) * s, (rx.u0 - rx.i0) * s : (rx.u1 - rx.i0) * s]
             res = res.mean(axis=2, keepdims=True, dtype=np.float32) if gray else res.astype(np.float32, copy=True)
-            res *= wy[:, None, None]
-            res *= _weights(ux0, ux1, x0, x1, bx, s, first_col, last_col)[None, :, None]
+            res *= ry.weights[:, None, None]
+            res *= rx.weights[None, :, None]
             if carry is not None:
                 res[:, :band_w] += carry
-            keep = res.shape[1] - (0 if last_col else band_w)
-            carry = None if last_col else res[:, keep:].copy()
+            keep = res.shape[1] - (0 if rx.last else band_w)
+            carry = None if rx.last else res[:, keep:].copy()
             done = res[:, :keep]
-            c0, c1 = ux0 * s, ux0 * s + keep
+            c0, c1 = rx.u0 * s, rx.u0 * s + keep
             if top:
                 prev_band[:, c0:c1] += done[:top]
-            out[uy0 * s + top : uy1 * s - bot, c0:c1, :colour] = _quantize(done[top : done.shape[0] - bot], out_dtype)
+            out[ry.u0 * s + top : ry.u1 * s - bot, c0:c1, :colour] = _quantize(done[top : done.shape[0] - bot],
+                                                                               out_dtype)
             if bot:
                 cur_band[:, c0:c1] = done[done.shape[0] - bot :]
             if alpha is not None:
-                a0, a1 = max(0, y0 - _ALPHA_CONTEXT), min(H, y1 + _ALPHA_CONTEXT)
-                b0, b1 = max(0, x0 - _ALPHA_CONTEXT), min(W, x1 + _ALPHA_CONTEXT)
+                a0, a1 = max(0, ry.c0 - _ALPHA_CONTEXT), min(H, ry.c1 + _ALPHA_CONTEXT)
+                b0, b1 = max(0, rx.c0 - _ALPHA_CONTEXT), min(W, rx.c1 + _ALPHA_CONTEXT)
                 a = _resize_alpha(alpha[a0:a1, b0:b1], s)
-                out[y0 * s : y1 * s, x0 * s : x1 * s, colour] = a[(y0 - a0) * s : (y1 - a0) * s,
-                                                                  (x0 - b0) * s : (x1 - b0) * s]
+                out[ry.c0 * s : ry.c1 * s, rx.c0 * s : rx.c1 * s, colour] = a[(ry.c0 - a0) * s : (ry.c1 - a0) * s,
+                                                                              (rx.c0 - b0) * s : (rx.c1 - b0) * s]
             if progress is not None:
                 progress(1)
         if prev_band is not None:
-            out[(y0 - by) * s : (y0 + by) * s, :, :colour] = _quantize(prev_band, out_dtype)
+            out[(ry.c0 - by) * s : (ry.c0 + by) * s, :, :colour] = _quantize(prev_band, out_dtype)
         prev_band = cur_band
     return out.reshape(H * s, W * s) if out.shape[2] == 1 else out
 
