@@ -278,7 +278,8 @@ def test_folders_recursive_globs_suffix_ext(tmp_path, weights, capsys):
 
 
 def test_default_model_is_the_zoo_model_for_the_scale(tmp_path, capsys, monkeypatch):
-    from binsr.models import _pretrained
+    from binsr import pretrained
+    from binsr.models import repack_zoo
     from binsr.train.checkpoint import save_weights
 
     zoo = tmp_path / "zoo"
@@ -287,10 +288,16 @@ def test_default_model_is_the_zoo_model_for_the_scale(tmp_path, capsys, monkeypa
     card = {"name": "tiny_x4", "model": "srresnet_lite", "recipe": "e2fif", "scale": 4,
             "kwargs": {"num_feat": 8, "num_block": 1}}
     (zoo / "tiny_x4.json").write_text(json.dumps(card))
-    monkeypatch.setattr(_pretrained, "ZOO_DIR", zoo)
+    monkeypatch.setattr(pretrained, "ZOO_DIR", zoo)
     Image.fromarray(_smooth(10, 12)).save(tmp_path / "a.png")
     rc, stdout, _ = _run(capsys, tmp_path / "a.png", "-o", tmp_path / "out")
     assert rc == 0 and "zoo:tiny_x4" in stdout and read_image(tmp_path / "out" / "a_x4.png").shape == (40, 48, 3)
+    # with the entry's packed file the engine runs it directly (no torch module), with the same output
+    assert load_upscaler("zoo:tiny_x4").module is not None
+    assert repack_zoo() == [zoo / "tiny_x4.bsr"]
+    assert load_upscaler("zoo:tiny_x4").module is None
+    rc, _, _ = _run(capsys, tmp_path / "a.png", "-o", tmp_path / "packed")
+    assert rc == 0 and (tmp_path / "packed" / "a_x4.png").read_bytes() == (tmp_path / "out" / "a_x4.png").read_bytes()
     rc, _, err = _run(capsys, tmp_path / "a.png", "-o", tmp_path / "out2", "--scale", 2)
     assert rc == 2 and "no zoo model for x2" in err
     rc, _, err = _run(capsys, tmp_path / "a.png", "-o", tmp_path / "out2", "--model", "zoo:tiny_x4", "--scale", 3)
@@ -303,6 +310,17 @@ def test_default_model_is_the_zoo_model_for_the_scale(tmp_path, capsys, monkeypa
 @pytest.fixture(scope="module")
 def model():  # the same tiny x2 network as a module
     return _tiny(2).eval()
+
+
+def test_default_upscale_needs_no_torch(tmp_path):
+    """The default x4 zoo model runs from its shipped packed file: torch is never imported."""
+    Image.fromarray(_smooth(12, 10)).save(tmp_path / "a.png")
+    code = ("import sys; from binsr.cli import main; "
+            f"rc = main(['upscale', {str(tmp_path / 'a.png')!r}, '-o', {str(tmp_path / 'o')!r}, '--quiet']); "
+            "print(rc, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split()[-2:] == ["0", "False"], out.stderr
+    assert read_image(tmp_path / "o" / "a_x4.png").shape == (48, 40, 3)
 
 
 def test_import_binsr_stays_light():

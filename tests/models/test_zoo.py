@@ -11,6 +11,7 @@ from binsr.errors import UsageError
 from binsr.models import build_for_eval, load_zoo, profile, zoo_card, zoo_names
 from binsr.models.complexity import is_binary
 from binsr.nn import BinaryConv2d
+from binsr.pretrained import packed_file
 
 
 def _conv_operands(model, x):
@@ -77,19 +78,29 @@ def test_zoo_model_on_the_engine_matches_torch(name, tmp_path):
     import numpy as np
 
     from binsr.data import imresize, read_image
-    from binsr.deploy import Runtime, export_packed
+    from binsr.deploy import Runtime
 
     model = load_zoo(f"zoo:{name}").eval()
     scale = zoo_card(f"zoo:{name}")["scale"]
     hr = read_image(files("binsr.assets") / "sample_hr.png")
     lr = imresize(hr[: hr.shape[0] // scale * scale, : hr.shape[1] // scale * scale], 1 / scale)
     x = (lr.astype(np.float32) / 255).transpose(2, 0, 1)[None].copy()
-    export_packed(model, tmp_path / "m.bsr")
     with torch.no_grad():
         ref = np.clip(np.round(model(torch.from_numpy(x)).numpy() * 255), 0, 255)
-    out = np.clip(np.round(Runtime(tmp_path / "m.bsr", threads=2)(x) * 255), 0, 255)
+    out = np.clip(np.round(Runtime(packed_file(name), threads=2)(x) * 255), 0, 255)  # the shipped file
     diff = np.abs(out - ref)
     assert diff.max() <= 1 and (diff == 0).mean() >= 0.999
+
+
+@pytest.mark.parametrize("name", zoo_names())
+def test_shipped_packed_file_is_a_fresh_export(name, tmp_path):
+    """Every zoo entry ships its .bsr, byte for byte what export_packed writes today (after a
+    packed-format change: binsr zoo --repack)."""
+    from binsr.deploy import export_packed
+
+    export_packed(load_zoo(f"zoo:{name}"), tmp_path / "m.bsr")
+    assert packed_file(name) is not None, f"{name}.bsr missing: run binsr zoo --repack"
+    assert packed_file(name).read_bytes() == (tmp_path / "m.bsr").read_bytes(), "stale: run binsr zoo --repack"
 
 
 @pytest.mark.parametrize("name", zoo_names())

@@ -12,6 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", dest="json_path", help="write the list as JSON to PATH ('-' for stdout)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file or --add entry")
     p.add_argument("--add", metavar="RUN_DIR", help="(maintainers) copy RUN_DIR's weights into the zoo and measure them")
+    p.add_argument("--repack", action="store_true",
+                   help="(maintainers) rewrite every entry's packed .bsr file (after a packed-format change)")
     p.add_argument("--name", help="zoo entry name for --add")
     p.add_argument("--weights", default="best", choices=["best", "last"], help="which checkpoint --add takes")
     p.add_argument("--data-root", help="benchmark data root (else $BINSR_DATA, else ../shared/data)")
@@ -26,8 +28,12 @@ def _row(card: dict) -> dict:
 def run(args: argparse.Namespace) -> int:
     from binsr.errors import UsageError
     from binsr.files import atomic_write, claim_output
-    from binsr.models import add_to_zoo, zoo_card, zoo_names
+    from binsr.models import add_to_zoo, repack_zoo, zoo_card, zoo_names
 
+    if args.repack:
+        for path in repack_zoo():
+            print(f"wrote {path} ({path.stat().st_size:,} bytes)")
+        return 0
     if args.add:
         if not args.name:
             raise UsageError("--add needs --name")

@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from binsr.errors import BinsrError, UsageError
+from binsr.pretrained import PREFIX, packed_file
 
 __all__ = ["Upscaler", "load_upscaler", "upscale", "upscale_array", "default_threads", "BACKENDS"]
 
@@ -119,7 +120,7 @@ class Upscaler:
 
 
 def _default_zoo_model(scale: int) -> str:
-    from binsr.models import zoo_card, zoo_names
+    from binsr.pretrained import zoo_card, zoo_names
 
     names = [n for n in zoo_names() if int(zoo_card(n)["scale"]) == scale]
     if not names:
@@ -127,6 +128,13 @@ def _default_zoo_model(scale: int) -> str:
                          "pass --model FILE (.safetensors weights or a packed .bsr)")
     preferred = [n for n in names if n.endswith(f"_x{scale}")]
     return "zoo:" + (preferred or names)[0]
+
+
+def _packed_upscaler(path: str | Path, name: str, scale: int | None, threads: int | None) -> Upscaler:
+    from binsr.deploy import Runtime
+
+    rt = Runtime(path, threads=threads or default_threads())
+    return Upscaler(_engine_forward(rt), _check_scale(name, rt.scale, scale), "engine", name)
 
 
 def _check_scale(name: str, own: int, scale: int | None) -> int:
@@ -207,13 +215,13 @@ def load_upscaler(model: Any = None, scale: int | None = None, backend: str = "e
     if isinstance(model, str) and model.lower().endswith(".bsr"):
         if backend != "engine":
             raise UsageError(f"{model} is a packed model: it runs with --backend engine only")
-        from binsr.deploy import Runtime
-
         if not Path(model).is_file():
             raise UsageError(f"packed model not found: {model}")
-        rt = Runtime(model, threads=threads or default_threads())
-        own = _check_scale(Path(model).name, rt.scale, scale)
-        return Upscaler(_engine_forward(rt), own, "engine", Path(model).name)
+        return _packed_upscaler(model, Path(model).name, scale, threads)
+    if isinstance(model, str) and model.startswith(PREFIX) and backend == "engine":
+        packed = packed_file(model)  # the zoo's own export: no torch to load
+        if packed is not None:
+            return _packed_upscaler(packed, model, scale, threads)
     module, name, own = _torch_module(model, scale)
     if scale is not None:
         _check_scale(name, own, scale)

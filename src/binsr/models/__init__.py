@@ -9,11 +9,11 @@ from binsr.models import edsr, espcn, fsrcnn, srresnet, vdsr  # noqa: F401  (reg
 from binsr.models import srbnas  # noqa: F401  (registration; SRBNAS, binsr.nas)
 from binsr.models import swinir  # noqa: F401  (registration; SwinIR, binary Transformer recipes)
 from binsr.models._registry import create, names, register_model
-from binsr.models._pretrained import PREFIX, add_to_zoo, load_zoo, zoo_card, zoo_names
+from binsr.models._pretrained import PREFIX, add_to_zoo, load_zoo, repack_zoo, zoo_card, zoo_names
 from binsr.models.complexity import LayerCost, Profile, profile
 
 __all__ = ["create", "names", "register_model", "profile", "Profile", "LayerCost", "build_for_eval", "from_weights",
-           "load_zoo", "zoo_card", "zoo_names", "add_to_zoo"]
+           "load_zoo", "zoo_card", "zoo_names", "add_to_zoo", "repack_zoo"]
 
 
 def from_weights(path):

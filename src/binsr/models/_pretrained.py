@@ -1,11 +1,5 @@
-"""The model zoo: trained binary models shipped inside the package, loadable by name.
-
-Each entry is ``binsr/zoo/<name>.safetensors`` (weights with the binsr signature in the metadata,
-see :mod:`binsr.train.checkpoint`) plus ``<name>.json``, its model card: model, recipe, scale,
-kwargs, training config, data, steps, training time, params/OPs (``binsr.models.profile``) and the
-metrics measured by :func:`binsr.evaluation.evaluate` when the entry was added
-(:func:`add_to_zoo`); nothing in a card is typed by hand. Address an entry as ``zoo:<name>``.
-"""
+"""The model zoo's torch side: load an entry as a module, add a trained run as an entry, and
+write the entries' packed files. The index (names, cards, paths) is :mod:`binsr.pretrained`."""
 
 from __future__ import annotations
 
@@ -17,23 +11,11 @@ from typing import Any
 
 from torch import nn
 
-from binsr.errors import UsageError
+from binsr import pretrained
+from binsr.errors import BinsrError, UsageError
+from binsr.pretrained import PREFIX, zoo_card, zoo_names
 
-ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
-PREFIX = "zoo:"
-
-
-def zoo_names() -> list[str]:
-    """Names of the shipped zoo models."""
-    return sorted(p.stem for p in ZOO_DIR.glob("*.json") if (ZOO_DIR / f"{p.stem}.safetensors").is_file())
-
-
-def zoo_card(name: str) -> dict[str, Any]:
-    """The model card of zoo entry ``name`` (``zoo:`` prefix optional)."""
-    name = name.removeprefix(PREFIX)
-    if name not in zoo_names():
-        raise UsageError(f"unknown zoo model {name!r}; available: {', '.join(zoo_names()) or 'none'} (binsr zoo)")
-    return json.loads((ZOO_DIR / f"{name}.json").read_text())
+__all__ = ["PREFIX", "zoo_card", "zoo_names", "load_zoo", "add_to_zoo", "repack_zoo"]
 
 
 def load_zoo(name: str, scale: int | None = None) -> nn.Module:
@@ -45,7 +27,7 @@ def load_zoo(name: str, scale: int | None = None) -> nn.Module:
     if scale is not None and int(scale) != card["scale"]:
         raise UsageError(f"zoo:{card['name']} is an x{card['scale']} model, not x{scale}")
     model = create(card["model"], scale=card["scale"], recipe=card["recipe"], **card["kwargs"])
-    load_weights(model, ZOO_DIR / f"{card['name']}.safetensors")
+    load_weights(model, pretrained.ZOO_DIR / f"{card['name']}.safetensors")
     return model.eval()
 
 
@@ -73,11 +55,11 @@ def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root:
     results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
     if name in zoo_names() and not overwrite:
         raise UsageError(f"zoo model {name!r} exists (pass --overwrite to replace it)")
-    ZOO_DIR.mkdir(exist_ok=True)
-    shutil.copyfile(src, ZOO_DIR / f"{name}.safetensors")
+    pretrained.ZOO_DIR.mkdir(exist_ok=True)
+    shutil.copyfile(src, pretrained.ZOO_DIR / f"{name}.safetensors")
     card: dict[str, Any] = {"name": name, "model": meta["model"], "recipe": meta["recipe"], "scale": int(meta["scale"]),
                             "kwargs": json.loads(meta["kwargs"])}
-    (ZOO_DIR / f"{name}.json").write_text(json.dumps(card))
+    (pretrained.ZOO_DIR / f"{name}.json").write_text(json.dumps(card))
     model = load_zoo(name)
     prof = profile(model, (180, 320))
     config_file = run_dir / "config.yaml"
@@ -98,5 +80,25 @@ def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root:
     for ds in datasets:
         r = evaluate(model, ds, card["scale"], data_root=data_root)
         card["metrics"][ds] = {"psnr": round(r["psnr"], 3), "ssim": round(r["ssim"], 4)}
-    (ZOO_DIR / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    (pretrained.ZOO_DIR / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    repack_zoo([name])
     return card
+
+
+def repack_zoo(names: list[str] | None = None) -> list[Path]:
+    """Write ``<name>.bsr`` (:func:`binsr.deploy.export_packed` of the entry's weights) for the
+    given entries (default: all) that the packed engine runs; returns the files written. Run it
+    after a change of the packed format (``binsr zoo --repack``; a test compares the shipped files
+    with fresh exports)."""
+    from binsr.deploy import export_packed
+
+    written = []
+    for name in zoo_names() if names is None else names:
+        path = pretrained.ZOO_DIR / f"{name}.bsr"
+        try:
+            export_packed(load_zoo(name), path)
+        except BinsrError:  # an architecture the engine does not run: no packed file
+            path.unlink(missing_ok=True)
+            continue
+        written.append(path)
+    return written

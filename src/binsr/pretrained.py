@@ -1,0 +1,42 @@
+"""The model zoo's index, torch-free: where the shipped entries are and what their cards say.
+
+Each entry is ``binsr/zoo/<name>.safetensors`` (weights with the binsr signature in the metadata,
+see :mod:`binsr.train.checkpoint`), ``<name>.json``, its model card (model, recipe, scale,
+kwargs, training config, data, steps, training time, params/OPs and the metrics measured when the
+entry was added; nothing in a card is typed by hand), and, for the models the packed engine runs,
+``<name>.bsr``: the same weights exported by :func:`binsr.deploy.export_packed`, so that
+``binsr upscale`` starts without torch. Address an entry as ``zoo:<name>``. Loading the torch
+model and adding entries: :mod:`binsr.models._pretrained`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from binsr.errors import UsageError
+
+__all__ = ["ZOO_DIR", "PREFIX", "zoo_names", "zoo_card", "packed_file"]
+
+ZOO_DIR = Path(__file__).resolve().parent / "zoo"
+PREFIX = "zoo:"
+
+
+def zoo_names() -> list[str]:
+    """Names of the shipped zoo models."""
+    return sorted(p.stem for p in ZOO_DIR.glob("*.json") if (ZOO_DIR / f"{p.stem}.safetensors").is_file())
+
+
+def zoo_card(name: str) -> dict[str, Any]:
+    """The model card of zoo entry ``name`` (``zoo:`` prefix optional)."""
+    name = name.removeprefix(PREFIX)
+    if name not in zoo_names():
+        raise UsageError(f"unknown zoo model {name!r}; available: {', '.join(zoo_names()) or 'none'} (binsr zoo)")
+    return json.loads((ZOO_DIR / f"{name}.json").read_text())
+
+
+def packed_file(name: str) -> Path | None:
+    """The shipped packed file of zoo entry ``name``, or None when it has none."""
+    path = ZOO_DIR / f"{zoo_card(name)['name']}.bsr"
+    return path if path.is_file() else None
