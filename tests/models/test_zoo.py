@@ -108,3 +108,25 @@ def test_zoo_model_body_is_bit_exact_on_the_engine(name, assert_body_exact):
     """BN folded with PyTorch's single rounding, residual scaling in PyTorch's order: every map
     the body binarizes is bit-identical (see the ``assert_body_exact`` fixture)."""
     assert_body_exact(load_zoo(f"zoo:{name}").eval())
+
+
+def test_add_to_zoo_writes_card_weights_and_packed_file(tmp_path, monkeypatch, data_root):
+    """binsr zoo --add: weights copied, card with measured metrics, the packed file written; an
+    existing name is refused without --overwrite."""
+    from binsr import pretrained
+    from binsr.models import add_to_zoo, create
+    from binsr.train.checkpoint import save_weights
+
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    run.mkdir()
+    save_weights(run / "best.safetensors", create("srresnet_lite", scale=2, recipe="e2fif", num_feat=8, num_block=1,
+                                                        zero_tail=True))  # starts as bilinear
+    monkeypatch.setattr(pretrained, "ZOO_DIR", tmp_path / "zoo")
+    card = add_to_zoo(run, "tiny_x2", data_root=str(data_root), datasets=("Set5",))
+    assert zoo_names() == ["tiny_x2"] and card["scale"] == 2 and card["metrics"]["Set5"]["psnr"] > 20
+    assert json.loads((tmp_path / "zoo" / "tiny_x2.json").read_text()) == card
+    assert packed_file("tiny_x2") == tmp_path / "zoo" / "tiny_x2.bsr"
+    with pytest.raises(UsageError, match="exists"):
+        add_to_zoo(run, "tiny_x2", data_root=str(data_root), datasets=("Set5",))
+    assert add_to_zoo(run, "tiny_x2", data_root=str(data_root), datasets=("Set5",), overwrite=True) == card
