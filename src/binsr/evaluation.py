@@ -17,6 +17,7 @@ from torch import nn
 
 from binsr.data.datasets import BenchmarkSet, ImageFolder
 from binsr.data.resize import imresize
+from binsr.deploy.runtime import Runtime
 from binsr.errors import BinsrError, UsageError
 from binsr.metrics import psnr_y, ssim_y, to_uint8
 
@@ -42,18 +43,25 @@ def open_dataset(
     return BenchmarkSet(dataset, scale, root=data_root, lr_source=lr_source)
 
 
-def upscale_image(model: str | nn.Module, lr: np.ndarray, scale: int) -> np.ndarray:
+def upscale_image(model: str | nn.Module | Runtime, lr: np.ndarray, scale: int) -> np.ndarray:
     """Upscale one ``uint8`` LR image (``HWC`` RGB or ``HW`` gray) to a ``uint8`` SR image.
 
     ``model="bicubic"`` uses MATLAB :func:`~binsr.data.resize.imresize`. A module gets RGB [0, 1]
-    ``1x3xhxw`` on its own device; a gray image is fed as R = G = B and the output is collapsed
-    back to gray by the channel mean. The caller sets eval mode and ``no_grad``.
+    ``1x3xhxw`` on its own device, a packed model (:class:`binsr.deploy.Runtime`) RGB [0, 1]
+    ``hxwx3`` float32; a gray image is fed as R = G = B and the output is collapsed back to gray by
+    the channel mean. The caller sets eval mode and ``no_grad``.
     """
     if isinstance(model, str):
         if model != "bicubic":
             raise UsageError(f"unknown model {model!r}: pass 'bicubic' or an nn.Module")
         return imresize(lr, scale)
     gray = lr.ndim == 2
+    if isinstance(model, Runtime):
+        if model.scale != scale:
+            raise UsageError(f"the packed model is an x{model.scale} model, not x{scale}")
+        x = lr.astype(np.float32) / np.float32(255)
+        out = model.run_hwc(np.ascontiguousarray(np.repeat(x[..., None], 3, axis=2) if gray else x))
+        return to_uint8(out.mean(axis=2, dtype=np.float32) if gray else out)
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
@@ -85,8 +93,9 @@ def evaluate(
     directly, as the MATLAB scripts behind the published tables compare gray images.
 
     Args:
-        model: ``"bicubic"`` or an ``nn.Module`` mapping RGB [0, 1] NCHW LR to SR. It runs one
-            image at a time under ``torch.no_grad`` in eval mode; its training mode is restored.
+        model: ``"bicubic"``, an ``nn.Module`` mapping RGB [0, 1] NCHW LR to SR (one image at a
+            time under ``torch.no_grad`` in eval mode; its training mode is restored) or a packed
+            model (:class:`binsr.deploy.Runtime`: the 1-bit engine's own output is measured).
         dataset: benchmark set name, folder path or dataset object (see :func:`open_dataset`).
         scale: SR factor; also the border cropped before the metrics.
         lr_source: ``"matlab"`` or ``"shipped"`` (benchmark sets only).
@@ -112,7 +121,7 @@ def evaluate(
         if was_training:
             model.train()
     result: dict[str, Any] = {
-        "model": model if isinstance(model, str) else type(model).__name__,
+        "model": model if isinstance(model, str) else type(model).__name__,  # Runtime for a packed model
         "dataset": data.name,
         "scale": int(scale),
         "lr_source": data.lr_source,

@@ -108,3 +108,19 @@ def test_demo_defaults_to_the_zoo_x4_model_without_data(tmp_path, monkeypatch, c
     assert len(psnr) == panels - 1
     if name != "bicubic":
         assert psnr[1] > psnr[0]  # the binary model beats bicubic on the sample
+
+
+def test_eval_packed_model_measures_the_engine(data_root, capsys):
+    """A .bsr file is evaluated on the 1-bit engine itself: the zoo x4 model's shipped packed file
+    scores what its PyTorch forward scores (the outputs differ in < 0.1% of values, by 1)."""
+    from binsr.pretrained import packed_file
+
+    bsr = str(packed_file("srresnet_lite_e2fif_x4"))
+    args = ["eval", "--dataset", "Set5", "--scale", "4", "--json", "-", "--data-root", str(data_root)]
+    assert main(args + ["--model", bsr]) == 0
+    engine = json.loads(capsys.readouterr().out)[0]
+    assert main(args + ["--model", "zoo:srresnet_lite_e2fif_x4"]) == 0
+    torch_ = json.loads(capsys.readouterr().out)[0]
+    assert engine["model"] == bsr and abs(engine["psnr"] - torch_["psnr"]) < 0.005
+    assert main(["eval", "--model", bsr, "--dataset", "Set5", "--scale", "2", "--data-root", str(data_root)]) == 2
+    assert "x4 model, not x2" in capsys.readouterr().err

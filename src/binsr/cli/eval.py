@@ -39,7 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default="bicubic", help="'bicubic' (default) or a model name from binsr.models")
+    p.add_argument("--model", default="bicubic",
+                   help="'bicubic' (default), a model name from binsr.models, zoo:<name>, or a packed .bsr file "
+                        "(measures the 1-bit engine's own output)")
     p.add_argument(
         "--dataset",
         type=_csv(str, "dataset"),
@@ -65,10 +67,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _build_model(name: str, scale: int, recipe: str | None, weights: str | None) -> Any:
-    if name == "bicubic":
+    if name == "bicubic" or name.lower().endswith(".bsr"):
         if recipe or weights:
-            raise UsageError("--recipe/--weights apply to trained models, not to bicubic")
-        return "bicubic"
+            raise UsageError(f"--recipe/--weights apply to trained models, not to {name}")
+        if name == "bicubic":
+            return "bicubic"
+        from pathlib import Path
+
+        from binsr.deploy import Runtime
+        from binsr.infer import default_threads
+
+        if not Path(name).is_file():
+            raise UsageError(f"packed model not found: {name}")
+        return Runtime(name, threads=default_threads())
     import binsr.models
 
     build = getattr(binsr.models, "build_for_eval", None)
