@@ -10,6 +10,7 @@ words), stride 1. A fused epilogue turns dots into the next tensor, in this orde
 
     v = dot * scale[o] * pix[p] + bias[o]                 (one fused multiply-add without pix)
     v = v + residual_0[p, o] + ...                        (up to 3 residuals)
+    v = v + pix[p] * gate_bias[o]                         (SCALES' gated linear bias; product rounded first)
     v = PReLU_slope(v - act_shift[o]) + act_bias[o]      (RPReLU; before the residuals if act_first)
     v = v / div                                           (BBCU's residual alignment, after an act_first RPReLU)
 
@@ -133,7 +134,7 @@ class BinaryConv:
 
     def __call__(self, x: np.ndarray, *, path: str = "auto", threads: int = 1,
                  scale: np.ndarray | None = None, bias: np.ndarray | None = None,
-                 pix: np.ndarray | None = None,
+                 gate_bias: np.ndarray | None = None, pix: np.ndarray | None = None,
                  act: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, act_first: bool = False,
                  residual: tuple[np.ndarray, ...] = (), out_float: bool = True, out_int: bool = False,
                  pack: bool = False, thr: np.ndarray | None = None, div: float = 1.0, post_scale: float = 1.0,
@@ -150,7 +151,9 @@ class BinaryConv:
         shift, slope, abias = act if act is not None else (None, None, None)
         if not 0 <= post_after <= len(residual):
             raise ValueError(f"post_after {post_after} is not in 0..{len(residual)} (the residuals)")
-        args = dict(scale=_vec(scale), bias=_vec(bias), pix=_vec(pix), act_shift=_vec(shift),
+        if gate_bias is not None and pix is None:
+            raise ValueError("gate_bias needs pix (the gate it is multiplied by)")
+        args = dict(scale=_vec(scale), bias=_vec(bias), gate_bias=_vec(gate_bias), pix=_vec(pix), act_shift=_vec(shift),
                     act_slope=_vec(slope), act_bias=_vec(abias), act_first=act_first,
                     res=[_vec(r) for r in residual],
                     out_float=out_float, out_int=out_int, pack=pack, thr=_vec(thr), div=float(div),
@@ -160,7 +163,7 @@ class BinaryConv:
             return ConvOutput(_into(out, v, "out"), dots, _into(bits_out, bits, "bits_out"), path)
         return ConvOutput(*self._layer.run(x, path, threads, out=out, bits_out=bits_out, **args), path)
 
-    def _numpy(self, x: np.ndarray, *, scale, bias, pix, act_shift, act_slope, act_bias, act_first, res,
+    def _numpy(self, x: np.ndarray, *, scale, bias, gate_bias, pix, act_shift, act_slope, act_bias, act_first, res,
                out_float, out_int, pack, thr, div, post_scale, post_after):
         n, h, w, _ = x.shape
         p, d, k, g = self.padding, self.dilation, self.k, self.groups
@@ -195,6 +198,8 @@ class BinaryConv:
             v += r.reshape(v.shape)
         if post_after == len(res) and post_scale != 1.0:
             v *= np.float32(post_scale)
+        if gate_bias is not None:
+            v += pix.reshape(n, ho, wo, 1) * gate_bias  # the float32 product, then the sum
         if act_slope is not None and not act_first:
             v = _rprelu(v, act_shift, act_slope, act_bias)
         bits = pack_bits(np.where(v >= (0 if thr is None else thr), 1.0, -1.0)) if pack else None

@@ -261,12 +261,6 @@ class Runtime:
             return pack_bits(x if thr is None else x - thr)
         return _engine.pack_signs(x, thr, self.threads)
 
-    def _gated_bias(self, op: dict[str, Any], env: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
-        """``bias * gate`` per token for a bias the token gate multiplies (SCALES' linear)."""
-        if op["gate_bias"] is None:
-            return ()
-        return ((env[op["pix"]][..., None] * self.tensors[op["gate_bias"]])[None],)
-
     def _run_bconv(self, op: dict[str, Any], prep: _BConv, env: dict[str, np.ndarray]) -> None:
         conv = prep.conv
         scale = self._t(op["scale"])
@@ -278,7 +272,7 @@ class Runtime:
         res = conv(env[op["src"]][None], path=self.path, threads=self.threads, scale=scale,
                    bias=self._t(op["bias"]), pix=None if op["pix"] is None else env[op["pix"]],
                    act=prep.act, act_first=op["act_first"],
-                   residual=tuple(env[r][None] for r in op["res"]) + self._gated_bias(op, env),
+                   residual=tuple(env[r][None] for r in op["res"]), gate_bias=self._t(op["gate_bias"]),
                    out_float=op["dst"] is not None, pack=op["dst_bits"] is not None, thr=self._t(op["thr"]),
                    div=op["div"], post_scale=op["post_scale"], post_after=op["post_after"],
                    out=None if op["dst"] is None else self._arena.take(shape + (conv.cout,), np.float32),

@@ -313,7 +313,7 @@ void rows_seg(const Job& j, int y0, int y1) {
   const Layer& L = *j.L;
   const int C = L.cout;
   std::vector<int32_t> dots((size_t)PX * C);
-  std::vector<float> v(C);
+  std::vector<float> v(2 * (size_t)C);  // the epilogue's values and its scratch
   for (int y = y0; y < y1; ++y)
     for (int x0 = 0; x0 < j.Wo; x0 += PX) {
       const int np = std::min(PX, j.Wo - x0);
@@ -455,7 +455,7 @@ __attribute__((target("avx512f,avx512bw,avx512vpopcntdq,avx512bitalg"))) static 
   const Layer& L = *j.L;
   const int C = L.cout;
   std::vector<int32_t> dots((size_t)SP * C);
-  std::vector<float> v(C);
+  std::vector<float> v(2 * (size_t)C);  // the epilogue's values and its scratch
   for (int y = y0; y < y1; ++y)
     for (int x0 = 0; x0 < j.Wo; x0 += SP) {
       const int np = std::min(SP, j.Wo - x0);
@@ -574,6 +574,12 @@ __attribute__((target("avx512f,avx512bw"), always_inline)) static inline void ep
 #pragma GCC unroll 16
       for (int p = 0; p < 16; ++p)
         if (p < np) v[p] = _mm512_add_round_ps(v[p], _mm512_maskz_loadu_ps(m, res[r] + (pi + p) * C + o0), RN);
+  }
+  if (e.gate_bias) {
+    const __m512 gb = _mm512_maskz_loadu_ps(m, e.gate_bias + o0);
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p)
+      v[p] = _mm512_add_round_ps(v[p], _mm512_mul_round_ps(_mm512_set1_ps(p < np ? pix[pi + p] : 0.f), gb, RN), RN);
   }
   if (act && !af)
 #pragma GCC unroll 16
@@ -912,7 +918,8 @@ static T* output(const std::optional<py::array>& given, std::vector<py::ssize_t>
 }
 
 static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | py::array::forcecast> x,
-                     const std::string& path, int threads, const OptF& scale, const OptF& bias, const OptF& pix,
+                     const std::string& path, int threads, const OptF& scale, const OptF& bias, const OptF& gate_bias,
+                     const OptF& pix,
                      const OptF& act_shift, const OptF& act_slope, const OptF& act_bias, bool act_first,
                      const std::vector<FArr>& res, bool out_float, bool out_int, bool pack, const OptF& thr,
                      float div, float post_scale, int post_after, const std::optional<py::array>& out,
@@ -946,11 +953,13 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
   Epilogue e0;
   e0.scale = vec_ptr(scale, C, "scale");
   e0.bias = vec_ptr(bias, C, "bias");
+  e0.gate_bias = vec_ptr(gate_bias, C, "gate_bias");
   e0.act_shift = vec_ptr(act_shift, C, "act_shift");
   e0.act_slope = vec_ptr(act_slope, C, "act_slope");
   e0.act_bias = vec_ptr(act_bias, C, "act_bias");
   e0.thr = vec_ptr(thr, C, "thr");
   const float* pix0 = vec_ptr(pix, N * npix, "pix");
+  if (e0.gate_bias && !pix0) throw std::invalid_argument("gate_bias needs pix (the gate it is multiplied by)");
   e0.act_first = act_first;
   if (res.size() > 3) throw std::invalid_argument("at most 3 residuals");
   if (post_after < 0 || post_after > (int)res.size()) throw std::invalid_argument("post_after must be in 0..len(res)");
@@ -1474,7 +1483,7 @@ PYBIND11_MODULE(_engine, m) {
       .def_readonly("padding", &Layer::pad)
       .def_readonly("groups", &Layer::groups)
       .def("run", &run, py::arg("x"), py::arg("path"), py::arg("threads") = 1, py::arg("scale") = py::none(),
-           py::arg("bias") = py::none(), py::arg("pix") = py::none(), py::arg("act_shift") = py::none(),
+           py::arg("bias") = py::none(), py::arg("gate_bias") = py::none(), py::arg("pix") = py::none(), py::arg("act_shift") = py::none(),
            py::arg("act_slope") = py::none(), py::arg("act_bias") = py::none(), py::arg("act_first") = false,
            py::arg("res") = std::vector<FArr>{},
            py::arg("out_float") = true, py::arg("out_int") = false, py::arg("pack") = false,
