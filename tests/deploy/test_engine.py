@@ -105,8 +105,9 @@ def test_realistic_layer_64_channels(path: str) -> None:
 
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**31 - 1), st.booleans(), st.integers(0, 3), st.sampled_from([5, 64, 100]),
-       st.sampled_from([7, 45]))
-def test_fused_epilogue_matches_numpy(seed: int, act_first: bool, nres: int, cout: int, width: int) -> None:
+       st.sampled_from([7, 45]), st.booleans())
+def test_fused_epilogue_matches_numpy(seed: int, act_first: bool, nres: int, cout: int, width: int,
+                                      gated: bool) -> None:
     """Every epilogue step on every path; 45 columns: several 32-pixel strips and a partial one
     (the AMX kernel's epilogue of one strip runs during the next strip's tile products)."""
     rng = np.random.default_rng(seed)
@@ -116,13 +117,19 @@ def test_fused_epilogue_matches_numpy(seed: int, act_first: bool, nres: int, cou
     kw = dict(scale=np.abs(vec()), bias=vec(), pix=rng.random((2, 6, width)).astype(np.float32),
               act=(vec(), np.abs(vec()), vec()), act_first=act_first,
               residual=tuple(rng.normal(size=(2, 6, width, cout)).astype(np.float32) for _ in range(nres)),
-              thr=vec(), pack=True)
+              thr=vec(), pack=True, gate_bias=vec() if gated else None)
     want = conv(pack_bits(x), path="numpy", **kw)
     for path in COMPILED:
         got = conv(pack_bits(x), path=path, threads=2, **kw)
         np.testing.assert_allclose(got.out, want.out, rtol=1e-6, atol=1e-5)
         np.testing.assert_array_equal(got.bits, want.bits)
     np.testing.assert_array_equal(want.bits, pack_bits(want.out - kw["thr"]))
+    if gated:  # the gated bias is the last residual: pix * gate_bias, rounded, then added
+        plain = conv(pack_bits(x), path="numpy", **{**kw, "gate_bias": None,
+                                                     "residual": kw["residual"] + (kw["pix"][..., None] * kw["gate_bias"],)})
+        np.testing.assert_array_equal(want.out, plain.out)
+        with pytest.raises(ValueError, match="gate_bias needs pix"):
+            conv(pack_bits(x), **{**kw, "pix": None})
 
 
 @pytest.mark.parametrize("path", PATHS)
