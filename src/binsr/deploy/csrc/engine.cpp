@@ -1266,10 +1266,84 @@ static inline float exp_nonpos(float x) {
 // so every inner loop runs over the N queries of a window. NT: N known at compile time (SwinIR's
 // 8 x 8 windows), so that a key's N scores, or an output channel's N values, stay in registers
 // over the whole sum (0: N at run time). The sums run in the same order either way.
+// AVX-512 forms of attn_core's two sums for 64-token windows, blocked over 4 keys / 4 output
+// channels so that each load of q (of S) feeds 16 fused multiply-adds; the same FMAs in the same
+// order as attn_core's loops (which GCC contracts), so the results are the same bits.
+__attribute__((target("avx512f"))) static void scores64_avx512(int d, const float* kk, const float* qT,
+                                                               const float* bT, const float* lab, float* S,
+                                                               float* m) {
+  __m512 mx[4], lb[4];
+  for (int i = 0; i < 4; ++i) {
+    mx[i] = _mm512_set1_ps(-INFINITY);
+    lb[i] = lab ? _mm512_loadu_ps(lab + 16 * i) : _mm512_setzero_ps();
+  }
+  const __m512 big = _mm512_set1_ps(-100.f);
+  for (int j = 0; j < 64; j += 4) {
+    __m512 acc[4][4];
+    for (int r = 0; r < 4; ++r)
+      for (int i = 0; i < 4; ++i) acc[r][i] = _mm512_loadu_ps(bT + (size_t)(j + r) * 64 + 16 * i);
+    for (int c = 0; c < d; ++c) {
+      const float* q = qT + (size_t)c * 64;
+      const __m512 q0 = _mm512_loadu_ps(q), q1 = _mm512_loadu_ps(q + 16), q2 = _mm512_loadu_ps(q + 32),
+                   q3 = _mm512_loadu_ps(q + 48);
+      for (int r = 0; r < 4; ++r) {
+        const __m512 kv = _mm512_set1_ps(kk[(size_t)(j + r) * d + c]);
+        acc[r][0] = _mm512_fmadd_ps(kv, q0, acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(kv, q1, acc[r][1]);
+        acc[r][2] = _mm512_fmadd_ps(kv, q2, acc[r][2]);
+        acc[r][3] = _mm512_fmadd_ps(kv, q3, acc[r][3]);
+      }
+    }
+    for (int r = 0; r < 4; ++r)
+      for (int i = 0; i < 4; ++i) {
+        if (lab) {  // + (lab[i] != lab[j] ? -100 : 0)
+          const __mmask16 other = _mm512_cmp_ps_mask(lb[i], _mm512_set1_ps(lab[j + r]), _CMP_NEQ_OQ);
+          acc[r][i] = _mm512_add_ps(acc[r][i], _mm512_maskz_mov_ps(other, big));
+        }
+        mx[i] = _mm512_max_ps(mx[i], acc[r][i]);
+        _mm512_storeu_ps(S + (size_t)(j + r) * 64 + 16 * i, acc[r][i]);
+      }
+  }
+  for (int i = 0; i < 4; ++i) _mm512_storeu_ps(m + 16 * i, mx[i]);
+}
+
+// O[c] = sum_j v[j][c] S[j] / sum for the first channels in blocks of 4, written to out[tok[i] * C + c];
+// returns how many channels it did (the rest: attn_core's loop).
+__attribute__((target("avx512f"))) static int values64_avx512(int d, const float* vv, const float* S, const float* sum,
+                                                              const size_t* tok, float* out, int C) {
+  __m512 inv[4];
+  for (int i = 0; i < 4; ++i) inv[i] = _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_loadu_ps(sum + 16 * i));
+  int c = 0;
+  for (; c + 4 <= d; c += 4) {
+    __m512 acc[4][4];
+    for (int r = 0; r < 4; ++r)
+      for (int i = 0; i < 4; ++i) acc[r][i] = _mm512_setzero_ps();
+    for (int j = 0; j < 64; ++j) {
+      const float* row = S + (size_t)j * 64;
+      const __m512 s0 = _mm512_loadu_ps(row), s1 = _mm512_loadu_ps(row + 16), s2 = _mm512_loadu_ps(row + 32),
+                   s3 = _mm512_loadu_ps(row + 48);
+      for (int r = 0; r < 4; ++r) {
+        const __m512 vj = _mm512_set1_ps(vv[(size_t)j * d + c + r]);
+        acc[r][0] = _mm512_fmadd_ps(vj, s0, acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(vj, s1, acc[r][1]);
+        acc[r][2] = _mm512_fmadd_ps(vj, s2, acc[r][2]);
+        acc[r][3] = _mm512_fmadd_ps(vj, s3, acc[r][3]);
+      }
+    }
+    alignas(64) float o[4][64];
+    for (int r = 0; r < 4; ++r)
+      for (int i = 0; i < 4; ++i) _mm512_store_ps(o[r] + 16 * i, _mm512_mul_ps(acc[r][i], inv[i]));
+    for (int i = 0; i < 64; ++i)
+      for (int r = 0; r < 4; ++r) out[tok[i] * C + c + r] = o[r][i];
+  }
+  return c;
+}
+
 template <int NT>
 __attribute__((always_inline)) static inline void attn_core(const float* __restrict qkv, float* __restrict out, int H,
                                                             int W, int C, int heads, int ws, int shift,
-                                                            const float* __restrict biasT, float scale, int w0, int w1) {
+                                                            const float* __restrict biasT, float scale, int w0, int w1,
+                                                            bool wide) {
   const int N = NT ? NT : ws * ws, d = C / heads, nwx = W / ws;
   std::vector<float> qT((size_t)d * N), kk((size_t)N * d), vv((size_t)N * d), S((size_t)N * N), m(N), sum(N), lab(N),
       obuf(NT ? 0 : N);
@@ -1294,6 +1368,9 @@ __attribute__((always_inline)) static inline void attn_core(const float* __restr
         }
       }
       const float* bT = biasT + (size_t)h * N * N;
+      if (NT == 64 && wide) {
+        scores64_avx512(d, kk.data(), qT.data(), bT, masked ? lab.data() : nullptr, S.data(), m.data());
+      } else {
       for (int i = 0; i < N; ++i) m[i] = -INFINITY;
       for (int j = 0; j < N; ++j) {  // S[j] = bias + sum_c k[j][c] q[c] (+ mask), and the running max
         float acc[NT ? NT : 1];
@@ -1314,6 +1391,7 @@ __attribute__((always_inline)) static inline void attn_core(const float* __restr
           srow[i] = row[i];
         }
       }
+      }
       std::fill(sum.begin(), sum.end(), 0.f);
       for (int j = 0; j < N; ++j) {
         float* __restrict row = S.data() + (size_t)j * N;
@@ -1322,7 +1400,9 @@ __attribute__((always_inline)) static inline void attn_core(const float* __restr
           sum[i] += row[i];
         }
       }
-      for (int c = 0; c < d; ++c) {  // O[c] = sum_j v[j][c] S[j], then / sum, into the token map
+      int c = 0;
+      if (NT == 64 && wide) c = values64_avx512(d, vv.data(), S.data(), sum.data(), tok.data(), out + h * d, C);
+      for (; c < d; ++c) {  // O[c] = sum_j v[j][c] S[j], then / sum, into the token map
         float acc[NT ? NT : 1];
         float* __restrict o = NT ? acc : obuf.data();
         for (int i = 0; i < N; ++i) o[i] = 0.f;
@@ -1340,8 +1420,8 @@ __attribute__((always_inline)) static inline void attn_core(const float* __restr
 __attribute__((target_clones("avx512f", "avx2", "default")))
 static void attn_windows(const float* __restrict qkv, float* __restrict out, int H, int W, int C, int heads, int ws,
                          int shift, const float* __restrict biasT, float scale, int w0, int w1) {
-  if (ws == 8) attn_core<64>(qkv, out, H, W, C, heads, ws, shift, biasT, scale, w0, w1);
-  else attn_core<0>(qkv, out, H, W, C, heads, ws, shift, biasT, scale, w0, w1);
+  if (ws == 8) attn_core<64>(qkv, out, H, W, C, heads, ws, shift, biasT, scale, w0, w1, cpu_avx512());
+  else attn_core<0>(qkv, out, H, W, C, heads, ws, shift, biasT, scale, w0, w1, false);
 }
 
 // nn.GELU() = x / 2 * (1 + erf(x / sqrt 2)); erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
