@@ -1493,14 +1493,10 @@ static py::array_t<uint64_t> pack_signs(const FArr& x, const OptF& thr, int thre
   const float* tp = vec_ptr(thr, C, "thr");
   uint64_t* op = out.mutable_data();
   const size_t M = (size_t)x.size() / C;
-  uint64_t (*word)(const float*, const float*, int) =
-      cpu_avx512() ? avx512::pack_word : cpu_avx2() ? avx2::pack_word : portable::pack_word;
+  void (*range)(const float*, const float*, uint64_t*, int, size_t, size_t) =
+      cpu_avx512() ? avx512::pack_range : cpu_avx2() ? avx2::pack_range : portable::pack_range;
   py::gil_scoped_release nogil;
-  parallel_range(M, threads, 4096, [=](size_t m0, size_t m1) {
-    for (size_t m = m0; m < m1; ++m)
-      for (int i = 0; i < nw; ++i)
-        op[m * nw + i] = word(xp + m * C + i * 64, tp ? tp + i * 64 : nullptr, std::min(64, C - i * 64));
-  });
+  parallel_range(M, threads, 4096, [=](size_t m0, size_t m1) { range(xp, tp, op, C, m0, m1); });
   return out;
 }
 
