@@ -17,10 +17,13 @@ from typing import Any
 
 from binsr.errors import UsageError
 
-__all__ = ["ZOO_DIR", "PREFIX", "zoo_names", "zoo_card", "packed_file"]
+__all__ = ["ZOO_DIR", "PREFIX", "DEFAULT", "zoo_names", "zoo_card", "packed_file", "default_model"]
 
 ZOO_DIR = Path(__file__).resolve().parent / "zoo"
 PREFIX = "zoo:"
+#: the entry ``binsr upscale`` and ``binsr demo`` use for a scale when no model is named: the
+#: 8-block SRResNet-lite, the fastest of the good ones (a deeper entry is picked only by name)
+DEFAULT = {2: "srresnet_lite_e2fif_x2", 3: "srresnet_lite_e2fif_x3", 4: "srresnet_lite_e2fif_x4"}
 
 
 def zoo_names() -> list[str]:
@@ -34,6 +37,15 @@ def zoo_card(name: str) -> dict[str, Any]:
     if name not in zoo_names():
         raise UsageError(f"unknown zoo model {name!r}; available: {', '.join(zoo_names()) or 'none'} (binsr zoo)")
     return json.loads((ZOO_DIR / f"{name}.json").read_text())
+
+
+def default_model(scale: int) -> str | None:
+    """``zoo:<name>`` of the default entry for ``scale``: :data:`DEFAULT`'s when shipped, else the
+    first entry named ``..._x<scale>``, else the first of that scale; None when the zoo has none."""
+    names = [n for n in zoo_names() if int(zoo_card(n)["scale"]) == scale]
+    named = [n for n in names if n.endswith(f"_x{scale}")]
+    pick = DEFAULT.get(scale) if DEFAULT.get(scale) in names else (named or names or [None])[0]
+    return None if pick is None else PREFIX + pick
 
 
 def packed_file(name: str) -> Path | None:

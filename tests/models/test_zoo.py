@@ -130,3 +130,20 @@ def test_add_to_zoo_writes_card_weights_and_packed_file(tmp_path, monkeypatch, d
     with pytest.raises(UsageError, match="exists"):
         add_to_zoo(run, "tiny_x2", data_root=str(data_root), datasets=("Set5",))
     assert add_to_zoo(run, "tiny_x2", data_root=str(data_root), datasets=("Set5",), overwrite=True) == card
+
+
+def test_default_model_per_scale(tmp_path, monkeypatch):
+    """The default entry is the named one while shipped, not whichever sorts first."""
+    from binsr import pretrained
+
+    assert [pretrained.default_model(s) for s in (2, 3, 4)] == [f"zoo:{pretrained.DEFAULT[s]}" for s in (2, 3, 4)]
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    for name, scale in (("a_deep_x4", 4), ("b_x4", 4), ("odd", 4), ("c_x2", 2)):
+        (zoo / f"{name}.json").write_text(json.dumps({"name": name, "scale": scale}))
+        (zoo / f"{name}.safetensors").write_bytes(b"")
+    monkeypatch.setattr(pretrained, "ZOO_DIR", zoo)
+    monkeypatch.setattr(pretrained, "DEFAULT", {4: "b_x4"})
+    assert [pretrained.default_model(s) for s in (2, 3, 4)] == ["zoo:c_x2", None, "zoo:b_x4"]
+    monkeypatch.setattr(pretrained, "DEFAULT", {})
+    assert pretrained.default_model(4) == "zoo:a_deep_x4"

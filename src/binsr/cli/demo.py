@@ -24,11 +24,10 @@ _GAP = 4  # white pixels between the panels
 
 
 def default_model() -> str:
-    """``zoo:<name>`` of the first shipped x4 model, else ``"bicubic"``."""
-    from binsr.models import zoo_card, zoo_names
+    """``zoo:<name>`` of the default x4 model (:func:`binsr.pretrained.default_model`), else ``"bicubic"``."""
+    from binsr.pretrained import default_model as zoo_default
 
-    x4 = [n for n in zoo_names() if zoo_card(n)["scale"] == SCALE]
-    return f"zoo:{x4[0]}" if x4 else "bicubic"
+    return zoo_default(SCALE) or "bicubic"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -120,14 +120,13 @@ class Upscaler:
 
 
 def _default_zoo_model(scale: int) -> str:
-    from binsr.pretrained import zoo_card, zoo_names
+    from binsr.pretrained import default_model, zoo_names
 
-    names = [n for n in zoo_names() if int(zoo_card(n)["scale"]) == scale]
-    if not names:
+    name = default_model(scale)
+    if name is None:
         raise UsageError(f"no zoo model for x{scale} (zoo: {', '.join(zoo_names()) or 'empty'}); "
                          "pass --model FILE (.safetensors weights or a packed .bsr)")
-    preferred = [n for n in names if n.endswith(f"_x{scale}")]
-    return "zoo:" + (preferred or names)[0]
+    return name
 
 
 def _packed_upscaler(path: str | Path, name: str, scale: int | None, threads: int | None) -> Upscaler:
