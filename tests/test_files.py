@@ -37,6 +37,20 @@ def test_atomic_write_leaves_nothing_behind(tmp_path) -> None:
     assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["x.txt"]
 
 
+def test_atomic_write_gives_ordinary_permissions(tmp_path) -> None:
+    """safetensors creates its files 0600; a written model is readable as any new file is."""
+    import os
+
+    from safetensors.numpy import save_file
+
+    import numpy as np
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    atomic_write(tmp_path / "m.safetensors", lambda tmp: save_file({"a": np.zeros(2)}, str(tmp)))
+    assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 @pytest.mark.parametrize("argv", [
     ["export", "--model", "srresnet_small", "--out", "{out}"],
     ["bench", "--model", "srresnet_small", "--size", "24x16", "--repeat", "1", "--threads", "1", "--skip", "onnx",

@@ -11,16 +11,22 @@ from binsr.errors import BinsrError, UsageError
 
 __all__ = ["atomic_write", "claim_output"]
 
+_UMASK = os.umask(0o022)  # read once (setting it is the only way), then put back
+os.umask(_UMASK)
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` and atomically move ``tmp`` to ``path`` (fsync of file and folder), so
-    that a reader never sees a partial file; an OS error becomes one :class:`BinsrError` line."""
+    that a reader never sees a partial file; an OS error becomes one :class:`BinsrError` line. The
+    file gets the permissions of an ordinary new file (``0666 & ~umask``), whatever ``write`` made
+    (safetensors writes 0600)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
