@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="output format (default png; 'same' keeps the input's)")
     p.add_argument("--png-level", type=int, default=1, choices=range(10), metavar="0-9",
                    help="zlib level of PNG outputs, lossless at every level (default 1, as OpenCV's imwrite: "
-                        "about 3x faster to write than 6, files about 10%% larger)")
+                        "about 3x faster to write than 6, files about 13%% larger)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--threads", type=int, help="CPU threads (default: all this process may use)")
     p.add_argument("--backend", default="engine", choices=["engine", "torch"],

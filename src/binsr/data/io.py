@@ -377,7 +377,7 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = Fals
     ``.tif`` (not gray + alpha; 16-bit colour TIFF is written uncompressed). ``icc_profile`` (bytes) is embedded (PNG ``iCCP``, JPEG, WebP,
     TIFF; BMP has none). 16-bit and large 8-bit PNGs are encoded in row blocks without a copy of
     the image. ``png_level``: zlib level of a PNG, 0-9 (lossless at every level; 6, Pillow's and
-    zlib's default; 1 is about 3x faster and 10% larger, OpenCV's default).
+    zlib's default; 1 is about 3x faster and 13% larger, OpenCV's default).
     JPEG is written at quality 95 without chroma subsampling, WebP losslessly (WebP has no gray
     mode: gray is stored as R = G = B and reads back as RGB). The file is
     written to a temporary name in the same folder and renamed into place, so readers never
