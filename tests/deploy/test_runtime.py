@@ -45,6 +45,7 @@ def _uint8(x: np.ndarray) -> np.ndarray:
     ("srresnet_small", "e2fif", {}), ("srresnet_small", "scales", {}), ("srresnet_small", "bbcu", {}),
     ("srresnet_lite", "e2fif", {}), ("srresnet_lite", "e2fif", {"res_scale": 0.2}),
     ("srresnet_small", "bbcu", {"res_scale": 0.5}), ("srresnet_small", "scales", {"res_scale": 0.3}),
+    ("srresnet_small", "bnn", {"recipe_kwargs": {"weight_quant": "libra_pb"}}),  # power-of-two scales: shift
 ])
 def test_runtime_matches_torch(tmp_path, name: str, recipe: str, kwargs: dict) -> None:
     model = _random_model(name, recipe, **kwargs)

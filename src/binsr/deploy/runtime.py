@@ -35,9 +35,12 @@ class _Op(dict):
 
 
 class _BConv(NamedTuple):
-    """A bconv prepared at load: the compiled conv and its epilogue activation (shift, slope, bias)."""
+    """A bconv prepared at load: the compiled conv, its per-channel scale (``2**shift`` for a
+    power-of-two one; a channel gate multiplies it per call) and its epilogue activation
+    (shift, slope, bias)."""
 
     conv: BinaryConv
+    scale: np.ndarray | None
     act: tuple[np.ndarray, np.ndarray, np.ndarray] | None
 
 
@@ -158,16 +161,19 @@ class Runtime:
         return fp.winograd_weights(w, c) if w.shape[0] == 9 * c and c >= 8 else None
 
     def _prepare(self, op: dict[str, Any]) -> Any:
-        """What an op computes once at load: a compiled binary conv with its epilogue activation,
+        """What an op computes once at load: a compiled binary conv with its scale and activation,
         Winograd weights, or the dense key-major (heads, N, N) relative position bias of a window
         attention."""
         if op["op"] == "bconv":
             conv = BinaryConv(self.tensors[op["w"]], op["cin"], op["k"], op["dil"], op["pad"], op["groups"])
+            scale = self._t(op["scale"])
+            if op["shift"] is not None:
+                scale = np.ldexp(np.float32(1), self.tensors[op["shift"]]).astype(np.float32)
             act = None if op["act"] is None else tuple(self.tensors[n] for n in op["act"])
             if op["leaky"] is not None:  # the block's LeakyReLU/ReLU: RPReLU with zero shifts
                 zero = np.zeros(conv.cout, np.float32)
                 act = (zero, np.full(conv.cout, op["leaky"], np.float32), zero)
-            return _BConv(conv, act)
+            return _BConv(conv, scale, act)
         if op["op"] == "window_attention":
             index = transformer.relative_position_index(op["window"])
             return np.ascontiguousarray(self.tensors[op["table"]][index].transpose(2, 1, 0))
@@ -262,10 +268,7 @@ class Runtime:
         return _engine.pack_signs(x, thr, self.threads)
 
     def _run_bconv(self, op: dict[str, Any], prep: _BConv, env: dict[str, np.ndarray]) -> None:
-        conv = prep.conv
-        scale = self._t(op["scale"])
-        if op["shift"] is not None:
-            scale = np.ldexp(np.float32(1), self.tensors[op["shift"]]).astype(np.float32)
+        conv, scale = prep.conv, prep.scale
         if op["chan"] is not None:
             scale = env[op["chan"]] if scale is None else scale * env[op["chan"]]
         shape = (1,) + conv.output_size(env[op["src"]].shape[:2])
