@@ -8,7 +8,7 @@ import pytest
 
 from binsr.cli import main
 from binsr.errors import BinsrError, UsageError
-from binsr.files import atomic_write, claim_output
+from binsr.files import STDOUT, atomic_write, claim_output, write_output
 
 
 def test_claim_output(tmp_path) -> None:
@@ -20,6 +20,16 @@ def test_claim_output(tmp_path) -> None:
     assert claim_output(target, overwrite=True) == target and target.read_text() == "precious"
     with pytest.raises(UsageError, match="is a folder"):
         claim_output(tmp_path / "a", overwrite=True)
+
+
+def test_stdout_is_an_output_too(tmp_path, capsys, monkeypatch) -> None:
+    """``-`` is standard output: nothing to claim, the text printed, no file named ``-``."""
+    monkeypatch.chdir(tmp_path)
+    assert claim_output(STDOUT) is None
+    write_output(STDOUT, "{}\n")
+    assert capsys.readouterr().out == "{}\n" and not (tmp_path / "-").exists()
+    write_output(tmp_path / "f.json", "[]\n")
+    assert (tmp_path / "f.json").read_text() == "[]\n"
 
 
 def test_atomic_write_leaves_nothing_behind(tmp_path) -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from binsr.errors import BinsrError, UsageError
 
-__all__ = ["atomic_write", "claim_output"]
+__all__ = ["atomic_write", "claim_output", "write_output", "STDOUT"]
+
+#: the output path that means standard output (``--json -``)
+STDOUT = "-"
 
 _UMASK = os.umask(0o022)  # read once (setting it is the only way), then put back
 os.umask(_UMASK)
@@ -39,10 +43,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
         tmp.unlink(missing_ok=True)
 
 
-def claim_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
+def claim_output(path: str | os.PathLike, overwrite: bool = False) -> Path | None:
     """An output file a command is about to write: refused (:class:`UsageError`) when it exists
     and ``overwrite`` is not set, or when it is a folder; its parent folders are created. Call it
-    before the work, so that a long run does not end in a refusal."""
+    before the work, so that a long run does not end in a refusal. :data:`STDOUT`: None."""
+    if os.fspath(path) == STDOUT:
+        return None
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"output {path} is a folder, not a file")
@@ -53,3 +59,11 @@ def claim_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
     except OSError as exc:
         raise UsageError(f"cannot create the folder of output {path}: {exc}") from None
     return path
+
+
+def write_output(path: str | os.PathLike, text: str) -> None:
+    """``text`` to standard output for :data:`STDOUT`, else into ``path`` by :func:`atomic_write`."""
+    if os.fspath(path) == STDOUT:
+        sys.stdout.write(text)
+    else:
+        atomic_write(path, lambda tmp: tmp.write_text(text))

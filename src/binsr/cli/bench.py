@@ -258,7 +258,7 @@ def _print_tables(result: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from binsr.deploy.engine import kernel, resolve_path
-    from binsr.files import atomic_write, claim_output
+    from binsr.files import claim_output, write_output
 
     if args.repeat < 1:
         raise UsageError("--repeat must be >= 1")
@@ -277,5 +277,5 @@ def run(args: argparse.Namespace) -> int:
             result["end_to_end"], result["file_bytes"] = bench_end_to_end(args, Path(tmp))
     _print_tables(result)
     if args.json:
-        atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+        write_output(args.json, json.dumps(result, indent=2) + "\n")
     return 0

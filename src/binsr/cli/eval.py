@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from binsr.errors import UsageError
-from binsr.files import atomic_write, claim_output
+from binsr.files import STDOUT, claim_output, write_output
 
 HELP = """\
 Evaluate with the published SR protocol: PSNR/SSIM on the Y channel of MATLAB rgb2ycbcr,
@@ -88,22 +88,14 @@ def _build_model(name: str, scale: int, recipe: str | None, weights: str | None)
     return build(name, scale, recipe, weights)
 
 
-def _write_json(target: str, results: list[dict]) -> None:
-    text = json.dumps(results, indent=2) + "\n"
-    if target == "-":
-        sys.stdout.write(text)
-        return
-    atomic_write(target, lambda tmp: tmp.write_text(text))
-
-
 def run(args: argparse.Namespace) -> int:
     from binsr.evaluation import evaluate, open_dataset
 
     # Resolve every (dataset, scale) and the output first, so a typo fails before any work is done.
-    if args.json and args.json != "-":
+    if args.json:
         claim_output(args.json, args.overwrite)
     jobs = [(open_dataset(d, s, args.lr_source, args.data_root), s) for d in args.dataset for s in args.scale]
-    out = sys.stderr if args.json == "-" else sys.stdout
+    out = sys.stderr if args.json == STDOUT else sys.stdout
     print(f"model: {args.model}   LR: {args.lr_source}   metrics: Y channel, border = scale", file=out)
     print(f"{'dataset':<10} {'scale':>5} {'images':>6} {'PSNR':>8} {'SSIM':>7} {'seconds':>8}", file=out)
     models: dict[int, Any] = {}
@@ -117,5 +109,5 @@ def run(args: argparse.Namespace) -> int:
         row = f"{r['dataset']:<10} {'x' + str(scale):>5} {r['n_images']:>6}"
         print(f"{row} {r['psnr']:>8.3f} {r['ssim']:>7.4f} {r['seconds']:>8.1f}", file=out, flush=True)
     if args.json:
-        _write_json(args.json, results)
+        write_output(args.json, json.dumps(results, indent=2) + "\n")
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from binsr.errors import UsageError
 
@@ -49,23 +48,20 @@ def format_table(prof) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from binsr.files import atomic_write, claim_output
+    from binsr.files import STDOUT, claim_output, write_output
     from binsr.models import create, profile
 
-    if args.json_path and args.json_path != "-":
+    if args.json_path:
         claim_output(args.json_path, args.overwrite)
 
     kwargs = {"genotype": args.genotype} if args.genotype else {}
     model = create(args.model, scale=args.scale, recipe=args.recipe, **kwargs)
     prof = profile(model, _size(args.lr_size))
-    if args.json_path == "-":
-        json.dump(prof.to_dict(), sys.stdout, indent=2)
-        print()
-        return 0
-    text = format_table(prof)
-    print("\n".join(text.splitlines()[-2:]) if args.quiet else text)
-    if prof.note:
-        print(f"note : {prof.note}")
+    if args.json_path != STDOUT:  # with --json - standard output is the JSON alone
+        text = format_table(prof)
+        print("\n".join(text.splitlines()[-2:]) if args.quiet else text)
+        if prof.note:
+            print(f"note : {prof.note}")
     if args.json_path:
-        atomic_write(args.json_path, lambda tmp: tmp.write_text(json.dumps(prof.to_dict(), indent=2) + "\n"))
+        write_output(args.json_path, json.dumps(prof.to_dict(), indent=2) + "\n")
     return 0

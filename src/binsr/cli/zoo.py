@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +26,7 @@ def _row(card: dict) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from binsr.errors import UsageError
-    from binsr.files import atomic_write, claim_output
+    from binsr.files import STDOUT, claim_output, write_output
     from binsr.models import add_to_zoo, repack_zoo, zoo_card, zoo_names
 
     if args.repack:
@@ -42,11 +41,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     rows = [_row(zoo_card(n)) for n in zoo_names()]
     if args.json_path:
-        text = json.dumps(rows, indent=2) + "\n"
-        if args.json_path == "-":
-            sys.stdout.write(text)
+        claim_output(args.json_path, args.overwrite)
+        write_output(args.json_path, json.dumps(rows, indent=2) + "\n")
+        if args.json_path == STDOUT:
             return 0
-        atomic_write(claim_output(args.json_path, args.overwrite), lambda tmp: tmp.write_text(text))
     sets = ("Set5", "Set14", "B100")
     print("| name | scale | recipe | params (K) | OPs 320x180 (G) | " + " | ".join(f"{s} PSNR/SSIM" for s in sets) + " |")
     print("|---|---:|---|---:|---:|" + "---|" * len(sets))
