@@ -72,14 +72,9 @@ def _build_model(name: str, scale: int, recipe: str | None, weights: str | None)
             raise UsageError(f"--recipe/--weights apply to trained models, not to {name}")
         if name == "bicubic":
             return "bicubic"
-        from pathlib import Path
+        from binsr.infer import open_packed
 
-        from binsr.deploy import Runtime
-        from binsr.infer import default_threads
-
-        if not Path(name).is_file():
-            raise UsageError(f"packed model not found: {name}")
-        return Runtime(name, threads=default_threads())
+        return open_packed(name)
     import binsr.models
 
     build = getattr(binsr.models, "build_for_eval", None)

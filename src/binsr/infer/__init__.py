@@ -38,7 +38,7 @@ import numpy as np
 from binsr.errors import BinsrError, UsageError
 from binsr.pretrained import PREFIX, packed_file
 
-__all__ = ["Upscaler", "load_upscaler", "upscale", "upscale_array", "default_threads", "BACKENDS"]
+__all__ = ["Upscaler", "load_upscaler", "open_packed", "upscale", "upscale_array", "default_threads", "BACKENDS"]
 
 BACKENDS = ("engine", "torch")
 #: tile input starts are aligned to this many LR pixels (Winograd/row tiles of the engine line up
@@ -129,10 +129,18 @@ def _default_zoo_model(scale: int) -> str:
     return name
 
 
-def _packed_upscaler(path: str | Path, name: str, scale: int | None, threads: int | None) -> Upscaler:
+def open_packed(path: str | os.PathLike, threads: int | None = None) -> Any:
+    """A packed ``.bsr`` model on the engine (:class:`binsr.deploy.Runtime`; ``threads`` default:
+    all this process may use); :class:`UsageError` when the file is missing."""
     from binsr.deploy import Runtime
 
-    rt = Runtime(path, threads=threads or default_threads())
+    if not Path(path).is_file():
+        raise UsageError(f"packed model not found: {path}")
+    return Runtime(path, threads=threads or default_threads())
+
+
+def _packed_upscaler(path: str | Path, name: str, scale: int | None, threads: int | None) -> Upscaler:
+    rt = open_packed(path, threads)
     return Upscaler(_engine_forward(rt), _check_scale(name, rt.scale, scale), "engine", name)
 
 
@@ -214,8 +222,6 @@ def load_upscaler(model: Any = None, scale: int | None = None, backend: str = "e
     if isinstance(model, str) and model.lower().endswith(".bsr"):
         if backend != "engine":
             raise UsageError(f"{model} is a packed model: it runs with --backend engine only")
-        if not Path(model).is_file():
-            raise UsageError(f"packed model not found: {model}")
         return _packed_upscaler(model, Path(model).name, scale, threads)
     if isinstance(model, str) and model.startswith(PREFIX) and backend == "engine":
         packed = packed_file(model)  # the zoo's own export: no torch to load
