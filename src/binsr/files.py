@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import glob
 import os
 import sys
 import uuid
@@ -10,7 +12,7 @@ from pathlib import Path
 
 from binsr.errors import BinsrError, UsageError
 
-__all__ = ["atomic_write", "claim_output", "write_output", "STDOUT"]
+__all__ = ["atomic_write", "claim_output", "remove_stale_temps", "write_output", "STDOUT"]
 
 #: the output path that means standard output (``--json -``)
 STDOUT = "-"
@@ -19,28 +21,91 @@ _UMASK = os.umask(0o022)  # read once (setting it is the only way), then put bac
 os.umask(_UMASK)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` and atomically move ``tmp`` to ``path`` (fsync of file and folder), so
-    that a reader never sees a partial file; an OS error becomes one :class:`BinsrError` line. The
-    file gets the permissions of an ordinary new file (``0666 & ~umask``), whatever ``write`` made
-    (safetensors writes 0600)."""
+def _temp_name(path: Path) -> Path:
+    """``.<name>.<pid>.<random>.tmp`` beside ``path``: the pid tells a later run whether the writer
+    is gone (:func:`remove_stale_temps`)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that killed writers of ``path`` left beside it (their pid is no
+    longer running; files of live writers are kept); returns the removed paths."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    removed = []
+    try:
+        candidates = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        pid = tmp.name[len(path.name) + 2 : -4].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass  # someone else removed it, or the folder is read-only: nothing to clean
+    return removed
+
+
+def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Move the finished ``tmp`` to ``path``: ``os.replace`` when ``overwrite``, else ``os.link``,
+    which fails if ``path`` exists, so two writers racing for one name never both succeed."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise UsageError(f"output {path} exists (pass --overwrite to replace it)") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        # no hard links here (FAT, some network file systems): claim the name, then replace it
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            raise UsageError(f"output {path} exists (pass --overwrite to replace it)") from None
+        os.replace(tmp, path)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = True) -> None:
+    """Call ``write(tmp)`` and atomically move ``tmp`` to ``path`` (fsync of file and folder), so
+    that a reader never sees a partial file; an OS error becomes one :class:`BinsrError` line,
+    ``cannot write PATH: <reason>``. With ``overwrite=False`` an existing ``path`` is never
+    replaced, even one created while ``write`` ran (:class:`UsageError`). The file gets the
+    permissions of an ordinary new file (``0666 & ~umask``), whatever ``write`` made (safetensors
+    writes 0600). Temporary files of killed earlier writers of ``path`` are removed first."""
+    path = Path(path)
+    remove_stale_temps(path)
+    tmp = _temp_name(path)
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        _publish(tmp, path, overwrite)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
     except OSError as exc:
-        raise BinsrError(f"cannot write {path}: {exc}") from exc
+        raise BinsrError(f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # e.g. a read-only folder, where tmp was never made: the error above says why
 
 
 def claim_output(path: str | os.PathLike, overwrite: bool = False) -> Path | None:

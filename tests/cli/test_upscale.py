@@ -344,8 +344,10 @@ def test_arrays_keep_layout_and_dtype(model, backend):
     for name, (img, shape) in cases.items():
         out = binsr.upscale(img, model=up, tile=8, tile_overlap=4)
         assert out.shape == shape and out.dtype == img.dtype, name
-    f = binsr.upscale(rgb / 255.0, model=up, tile=None)
-    assert f.dtype == np.float32 and f.shape == (28, 36, 3)
+    f = binsr.upscale(rgb / 255.0, model=up, tile=None)  # float64 in, float64 out (the README's promise)
+    assert f.dtype == np.float64 and f.shape == (28, 36, 3)
+    f32 = binsr.upscale((rgb / 255.0).astype(np.float32), model=up, tile=None)
+    assert f32.dtype == np.float32 and np.array_equal(f32, f.astype(np.float32))
     # gray = channel mean of the model's output on R = G = B (float in, float out: unclipped)
     gray = rgb[..., 0] / 255.0
     g = binsr.upscale(gray, model=up, tile=None)

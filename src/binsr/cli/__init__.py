@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "zoo": "zoo",
     "report": "report",
     "upscale": "upscale",
+    "serve": "serve",
 }
 
 
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s")
+    logging.getLogger("PIL").setLevel(logging.INFO)  # --debug is about binsr: not every chunk Pillow parses
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import glob
+import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -13,10 +16,12 @@ from pathlib import Path
 HELP = """\
 Upscale images with a binary SR model. INPUT: image files, folders (their images; subfolders with
 --recursive) or glob patterns. Outputs go to OUTDIR as <stem><suffix>.<ext>; an existing output is
-never replaced without --overwrite, and every file is written to a temporary name and renamed.
-Gray stays gray (model on R=G=B, channel mean back), alpha is upscaled with bicubic and kept,
-16-bit PNG/TIFF stay 16-bit, EXIF orientation is applied and the ICC profile kept. A bad file is
-reported in one line and skipped. Exit code: 0 all done, 1 some failed, 2 usage error.
+never replaced without --overwrite (the name is claimed atomically, so two runs racing for one name
+never both succeed), and every file is written to a temporary name and renamed. Gray stays gray
+(model on R=G=B, channel mean back), alpha is upscaled with bicubic and kept, 16-bit PNG/TIFF stay
+16-bit, EXIF orientation is applied and the ICC profile kept. GIF: the first frame (written as PNG
+with --ext same). A bad file is reported in one line and skipped; files a folder holds that are not
+read are named. Exit code: 0 all done, 1 some failed, 2 usage error.
 """
 
 
@@ -50,19 +55,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _is_image(path: Path) -> bool:
-    from binsr.data.io import IMAGE_EXTENSIONS
+def _skip_reason(path: Path, out_resolved: Path) -> str | None:
+    """Why a file in an INPUT folder is not read (``None``: it is read)."""
+    from binsr.data.io import READ_EXTENSIONS
 
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    if path.name.startswith("."):
+        return "hidden"
+    if path.is_dir():
+        return "a folder: pass --recursive"
+    if path.suffix.lower() not in READ_EXTENSIONS:
+        return "not an image extension"
+    if out_resolved in path.resolve().parents:
+        return "inside the output folder"
+    return None
 
 
-def collect_inputs(inputs: list[str], recursive: bool, outdir: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """``[(file, name relative to its INPUT folder)]`` and the INPUTs that matched nothing.
+def collect_inputs(inputs: list[str], recursive: bool, outdir: Path) -> tuple[list[tuple[Path, Path]], list[str],
+                                                                                 dict[Path, list[str]]]:
+    """``[(file, name relative to its INPUT folder)]``, the INPUTs that matched nothing, and for each
+    INPUT folder the files it holds that are not read (``"name (reason)"``).
 
     Folders give their image files (by extension), files are taken as given (a file that is not
-    an image is then reported when read), globs give every file they match."""
+    an image is then reported when read), globs give every file they match. An INPUT folder that
+    is OUTDIR is a :class:`UsageError`: its outputs would be read as inputs by the next run."""
+    from binsr.errors import UsageError
+
     found: list[tuple[Path, Path]] = []
     missing: list[str] = []
+    skipped: dict[Path, list[str]] = {}
     seen: set[Path] = set()
     out_resolved = outdir.resolve()
 
@@ -75,10 +95,18 @@ def collect_inputs(inputs: list[str], recursive: bool, outdir: Path) -> tuple[li
     for spec in inputs:
         path = Path(spec)
         if path.is_dir():
-            files = sorted(path.rglob("*") if recursive else path.glob("*"))
-            for f in files:
-                if f.is_file() and _is_image(f) and out_resolved not in f.resolve().parents:
+            if path.resolve() == out_resolved:
+                raise UsageError(f"the output folder {outdir} is the input folder {spec}: choose another -o "
+                                 "(outputs would be read as inputs next time)")
+            entries = sorted(path.rglob("*") if recursive else path.glob("*"))
+            for f in entries:
+                if recursive and f.is_dir():
+                    continue
+                reason = _skip_reason(f, out_resolved)
+                if reason is None:
                     add(f, f.relative_to(path))
+                elif not any(part.startswith(".") for part in f.relative_to(path).parts[:-1]):
+                    skipped.setdefault(path, []).append(f"{f.relative_to(path)} ({reason})")
         elif path.exists() or path.is_symlink():
             add(path, Path(path.name))
         elif glob.has_magic(spec):
@@ -90,12 +118,24 @@ def collect_inputs(inputs: list[str], recursive: bool, outdir: Path) -> tuple[li
                 add(f, Path(f.name))
         else:
             missing.append(spec)
-    return found, missing
+    return found, missing, skipped
+
+
+def _check_suffix(suffix: str) -> None:
+    """``--suffix`` stays inside the file name: no path separators, no ``..``, no NUL."""
+    from binsr.errors import UsageError
+
+    seps = {"/", "\\", os.sep, os.altsep or "/"}
+    if any(c in suffix for c in seps) or ".." in suffix or "\0" in suffix:
+        raise UsageError(f"--suffix {suffix!r} must be part of a file name (no path separators, '..' or NUL)")
 
 
 def _output_ext(src: Path, ext: str) -> str:
+    from binsr.data.io import IMAGE_EXTENSIONS
+
     if ext == "same":
-        return src.suffix.lower() or ".png"
+        same = src.suffix.lower()
+        return same if same in IMAGE_EXTENSIONS else ".png"  # GIF (256 colours) is not written
     return "." + ext
 
 
@@ -103,8 +143,7 @@ def _fit_format(arr, ext: str, notes: list[str]):
     """Adapt the upscaled array to what the output format can store (notes say what changed)."""
     import numpy as np
 
-    tiff16 = ext in (".tif", ".tiff") and not (arr.ndim == 3 and arr.shape[2] == 2)
-    if arr.dtype == np.uint16 and not (ext == ".png" or tiff16):
+    if arr.dtype == np.uint16 and ext not in (".png", ".tif", ".tiff"):
         notes.append(f"{ext} holds 8 bits per sample here: reduced from 16")
         arr = ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
     if ext in (".jpg", ".jpeg", ".bmp") and arr.ndim == 3 and arr.shape[2] in (2, 4):
@@ -113,29 +152,59 @@ def _fit_format(arr, ext: str, notes: list[str]):
     return arr
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM ends the run as Ctrl-C does: temporary files are removed on the way out."""
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     from binsr.errors import BinsrError, UsageError
+    from binsr.infer import check_tiling
 
-    if args.tile < 0 or args.tile_overlap < 0:
-        raise UsageError("--tile and --tile-overlap must not be negative")
+    check_tiling(args.tile or None, args.tile_overlap)
     if args.max_pixels < 1:
         raise UsageError("--max-pixels must be positive")
+    if args.suffix is not None:
+        _check_suffix(args.suffix)
     outdir = Path(args.outdir)
     if outdir.exists() and not outdir.is_dir():
         raise UsageError(f"output folder {outdir} exists and is not a folder")
-    files, missing = collect_inputs(args.inputs, args.recursive, outdir)
+    files, missing, skipped = collect_inputs(args.inputs, args.recursive, outdir)
+    for folder, names in skipped.items():
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        print(f"binsr upscale: note: not read from {folder}: {shown}", file=sys.stderr)
     if not files and not missing:
         raise UsageError(f"no images found in {' '.join(args.inputs)}")
 
-    from tqdm import tqdm
-
-    from binsr.data.io import read_image_info, write_image
-    from binsr.infer import load_upscaler, n_tiles, upscale_array
+    from binsr.infer import load_upscaler
 
     up = load_upscaler(args.model, args.scale, args.backend, args.threads)
     if up.notice:
         print(f"binsr upscale: note: {up.notice}", file=sys.stderr)
     suffix = f"_x{up.scale}" if args.suffix is None else args.suffix
+    jobs = [(src, outdir / rel.parent / f"{rel.stem}{suffix}{_output_ext(src, args.ext)}") for src, rel in files]
+    sources = {src.resolve(): src for src, _ in files}
+    for src, target in jobs:
+        if target.resolve() in sources:
+            raise UsageError(f"output {target} would replace the input {sources[target.resolve()]}; "
+                             "choose another --suffix, --ext or -o")
+    if threading.current_thread() is not threading.main_thread():
+        return _upscale_all(args, up, jobs, missing, outdir)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _upscale_all(args, up, jobs, missing, outdir)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _upscale_all(args: argparse.Namespace, up, jobs: list[tuple[Path, Path]], missing: list[str], outdir: Path) -> int:
+    """Upscale and write every ``(source, target)``; one line per failure; the exit code."""
+    from tqdm import tqdm
+
+    from binsr.data.io import read_image_info, write_image
+    from binsr.errors import BinsrError
+    from binsr.infer import n_tiles, upscale_array
+
     failures: list[str] = [f"{spec}: no such file or folder" for spec in missing]
     for line in failures:
         print(f"binsr upscale: failed: {line}", file=sys.stderr)
@@ -171,20 +240,19 @@ def run(args: argparse.Namespace) -> int:
         overall.update(1)
 
     start = time.perf_counter()
-    overall = tqdm(total=len(files), desc="images", unit="img", disable=args.quiet, position=0,
+    overall = tqdm(total=len(jobs), desc="images", unit="img", disable=args.quiet, position=0,
                    file=sys.stderr)
     # each image is encoded and written (zlib and Pillow release the GIL) while the next one is
     # upscaled; one write in flight at a time, so memory holds at most two outputs
     writing: tuple[Future, Path, Path, list[str]] | None = None
     with ThreadPoolExecutor(max_workers=1) as writer:
-        for src, rel in files:
-            target = outdir / rel.parent / f"{rel.stem}{suffix}{_output_ext(src, args.ext)}"
+        for src, target in jobs:
             try:
                 key = target.resolve()
                 if key in planned:
                     raise BinsrError(f"output {target} would also be written from {planned[key]}; rename one of them")
                 planned[key] = src
-                if target.exists() and not args.overwrite:
+                if target.exists() and not args.overwrite:  # early, to save the work; the write claims the name
                     raise BinsrError(f"output {target} exists (pass --overwrite to replace it)")
                 pixels, alpha, info = read_image_info(src, max_pixels=args.max_pixels)
                 bar = tqdm(total=n_tiles(pixels.shape, args.tile), desc=src.name, unit="tile", leave=False,
@@ -194,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
                 finally:
                     bar.close()
                 del pixels, alpha
-                notes: list[str] = []
+                notes: list[str] = list(info["notes"])
                 out = _fit_format(out, target.suffix.lower(), notes)
             except Exception as exc:  # one bad file never stops the others
                 fail(src, exc)

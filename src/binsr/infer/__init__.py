@@ -38,7 +38,8 @@ import numpy as np
 from binsr.errors import BinsrError, UsageError
 from binsr.pretrained import PREFIX, packed_file
 
-__all__ = ["Upscaler", "load_upscaler", "open_packed", "upscale", "upscale_array", "default_threads", "BACKENDS"]
+__all__ = ["Upscaler", "load_upscaler", "open_packed", "upscale", "upscale_array", "check_tiling", "default_threads",
+           "BACKENDS"]
 
 BACKENDS = ("engine", "torch")
 #: tile input starts are aligned to this many LR pixels (Winograd/row tiles of the engine line up
@@ -46,6 +47,8 @@ BACKENDS = ("engine", "torch")
 _ALIGN = 8
 #: context (LR pixels) read around a tile when resizing alpha with bicubic (4 taps)
 _ALPHA_CONTEXT = 4
+#: smallest tile (LR pixels): below it a tile is mostly context
+_MIN_TILE = 8
 
 
 def default_threads() -> int:
@@ -305,7 +308,7 @@ def _quantize(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
         y = np.clip(x * np.float32(peak), 0, peak)
         y += 0.5
         return np.floor(y, out=y).astype(dtype)
-    return x.astype(np.float32)
+    return x.astype(dtype)
 
 
 def _resize_alpha(alpha: np.ndarray, s: int) -> np.ndarray:
@@ -319,13 +322,23 @@ def _resize_alpha(alpha: np.ndarray, s: int) -> np.ndarray:
     return np.clip(imresize(alpha.astype(np.float64), s), 0, 1).astype(np.float32)
 
 
+def check_tiling(tile: int | None, overlap: int) -> None:
+    """:class:`UsageError` for a tile size or overlap :func:`upscale_array` cannot run (checked once,
+    before any image, by ``binsr upscale``)."""
+    if tile is not None and tile < 0 or overlap < 0:
+        raise UsageError("--tile and --tile-overlap must not be negative")
+    if tile and tile < _MIN_TILE:
+        raise UsageError(f"--tile must be at least {_MIN_TILE} pixels (or 0 for no tiling)")
+
+
 def upscale_array(up: Upscaler, pixels: np.ndarray, alpha: np.ndarray | None = None, tile: int | None = 256,
                   overlap: int = 16, progress: Callable[[int], None] | None = None) -> np.ndarray:
     """Upscale ``HW`` gray or ``HWC`` RGB (``uint8``, ``uint16`` or float in [0, 1]) and an optional
     ``HW`` alpha plane of the same dtype, tile by tile (see the module docstring).
 
     Returns ``(s*H, s*W)`` gray, ``(s*H, s*W, 2)`` gray + alpha, ``(s*H, s*W, 3)`` RGB or
-    ``(s*H, s*W, 4)`` RGBA, in the input's dtype (float input gives float32, not clipped).
+    ``(s*H, s*W, 4)`` RGBA, in the input's dtype (float: computed in float32, returned in the
+    input's float dtype, not clipped).
     ``tile=None`` or 0 runs the whole image at once. ``progress(n)`` is called after each tile with ``n=1``.
     """
     pixels = np.asarray(pixels)
@@ -336,10 +349,7 @@ def upscale_array(up: Upscaler, pixels: np.ndarray, alpha: np.ndarray | None = N
     dtype = pixels.dtype
     if dtype not in (np.uint8, np.uint16) and not np.issubdtype(dtype, np.floating):
         raise BinsrError(f"expected uint8, uint16 or float pixels, got {dtype}")
-    if tile is not None and tile < 0 or overlap < 0:
-        raise UsageError("--tile and --tile-overlap must not be negative")
-    if tile and tile < 8:
-        raise UsageError("--tile must be at least 8 pixels (or 0 for no tiling)")
+    check_tiling(tile, overlap)
     peak = 255.0 if dtype == np.uint8 else 65535.0 if dtype == np.uint16 else 1.0
     gray = pixels.ndim == 2
     H, W = pixels.shape[:2]
@@ -349,7 +359,7 @@ def upscale_array(up: Upscaler, pixels: np.ndarray, alpha: np.ndarray | None = N
         raise BinsrError(f"alpha plane {alpha.shape} does not match the image {H}x{W}")
     s = up.scale
     colour = 1 if gray else 3
-    out_dtype = dtype if dtype in (np.uint8, np.uint16) else np.float32
+    out_dtype = dtype  # the model runs in float32; float64 (or float16) input comes back as such
     out = np.empty((H * s, W * s, colour + (alpha is not None)), out_dtype)
     ys, xs = _cores(H, tile), _cores(W, tile)
     ny, nx = len(ys) - 1, len(xs) - 1
@@ -442,7 +452,7 @@ def upscale(image_or_path: Any, model: Any = None, scale: int | None = None, til
 
     Returns:
         The ``scale`` times larger image in the input's layout and dtype (gray stays gray, alpha
-        stays, 16 bits stay 16 bits; float gives float32, not clipped to [0, 1]).
+        stays, 16 bits stay 16 bits, float64 stays float64; float is not clipped to [0, 1]).
     """
     pixels, alpha = _as_arrays(image_or_path, max_pixels)
     up = load_upscaler(model, scale, backend, threads)
