@@ -113,3 +113,15 @@ def test_init_weights_copies_what_fits_across_scales(saved):
     foreign.signature = dict(foreign.signature, recipe="e2fif")
     with pytest.raises(BinsrError, match="recipe 'fp' \\(file\\) vs 'e2fif'"):
         init_weights(foreign, path)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused(saved, tmp_path, value):
+    """NaN/inf weights (a diverged run) are one line at load, not a black image later."""
+    model, _ = saved
+    model.head.weight.data[0, 0, 0, 0] = value
+    path = tmp_path / "bad.safetensors"
+    save_weights(path, model)
+    with pytest.raises(BinsrError, match="holds NaN or infinite weights \\(head.weight\\)") as err:
+        load_weights(TinySR(scale=2, feat=8), path)
+    assert "\n" not in str(err.value)

@@ -1,19 +1,23 @@
-"""Exact resume: a run killed with SIGKILL after a checkpoint and resumed repeats the losses bitwise."""
+"""Exact resume: a run killed (SIGKILL, or at any rename of a checkpoint) and resumed repeats the losses bitwise."""
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
 from _trainkit import main, raw_config
-from binsr.train.checkpoint import load_state
+from binsr import files
+from binsr.errors import BinsrError, UsageError
+from binsr.train.checkpoint import CHECKPOINT_FILES, load_state, save_state
 
 KIT = str(Path(__file__).with_name("_trainkit.py"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -57,3 +61,90 @@ def test_kill_9_and_resume_gives_the_same_losses_and_weights(data_root, tmp_path
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     adam_a, adam_b = load_state(a / "last.pt")["optimizer"]["state"], load_state(b / "last.pt")["optimizer"]["state"]
     assert all(torch.equal(adam_a[i]["exp_avg_sq"], adam_b[i]["exp_avg_sq"]) for i in adam_a)
+
+
+class _Killed(BaseException):
+    """A simulated kill: a BaseException, so that no ``except Exception`` in binsr catches it."""
+
+
+def _kill_at(monkeypatch, target: int, before: bool):
+    """Make the ``target``-th rename onto a checkpoint file (``CHECKPOINT_FILES``, counted from 0)
+    the last thing the process does: before it (leaving the temporary file behind, as a real kill
+    does) or right after it."""
+    real_replace, count = files.os.replace, [0]
+
+    def replace(src, dst):
+        if Path(dst).name in CHECKPOINT_FILES:
+            count[0] += 1
+            if count[0] - 1 == target:
+                if before:
+                    shutil.copyfile(src, Path(src).with_name(f".{Path(dst).name}.killed.tmp"))
+                    raise _Killed
+                real_replace(src, dst)
+                raise _Killed
+        real_replace(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", replace)
+
+
+def _same_run(a: Path, b: Path) -> None:
+    assert _rows(a) == _rows(b)  # losses, lr, val PSNR/SSIM: bit for bit
+    for name in ("last.safetensors", "last_ema.safetensors", "best.safetensors"):
+        wa, wb = load_file(a / name), load_file(b / name)
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.fixture(scope="module")
+def reference(data_root, tmp_path_factory):
+    """An uninterrupted run with checkpoints at steps 2 and 4, and its config."""
+    tmp = tmp_path_factory.mktemp("ref")
+    config = tmp / "tiny.yaml"
+    config.write_text(yaml.safe_dump(raw_config(data_root, train={"steps": 4, "checkpoint_every": 2, "warmup": 1},
+                                                val={"every": 2})))
+    main([str(config), str(tmp / "a")])
+    return config, tmp / "a"
+
+
+@pytest.mark.parametrize("before", [True, False], ids=["before", "after"])
+@pytest.mark.parametrize("target", range(2 * len(CHECKPOINT_FILES)))
+def test_kill_at_every_checkpoint_write_then_resume_is_exact(reference, tmp_path, monkeypatch, target, before):
+    """A kill before or after each rename of both checkpoints (steps 2 and 4): ``--resume`` continues
+    from the last whole checkpoint and repeats the uninterrupted run exactly; with no whole
+    checkpoint yet, a fresh run into the folder starts and does the same."""
+    config, a = reference
+    b = tmp_path / "b"
+    with monkeypatch.context() as m:
+        _kill_at(m, target, before)
+        with pytest.raises(_Killed):
+            main([str(config), str(b)])
+    n = len(CHECKPOINT_FILES)  # last.pt is renamed last: the checkpoint is whole once it is
+    saved = target // n + (target % n == n - 1 and not before)
+    if saved == 0:
+        assert not (b / "last.pt").exists()
+        with pytest.raises(UsageError, match="nothing to resume"):
+            main([str(config), str(b), "--resume"])
+        main([str(config), str(b)])
+    else:
+        assert load_state(b / "last.pt")["step"] == 2 * saved
+        main([str(config), str(b), "--resume"])
+    _same_run(a, b)
+    assert not list(b.glob(".*.tmp"))  # the killed write's temporary file is cleared
+
+
+def test_resume_from_a_checkpoint_written_before_weights_were_inside(reference, tmp_path):
+    """An older ``last.pt`` without the weights resumes from ``last.safetensors`` of its step, and
+    is refused when that file is of another step."""
+    config, a = reference
+    b = tmp_path / "b"
+    with pytest.MonkeyPatch.context() as m:
+        _kill_at(m, 2 * len(CHECKPOINT_FILES) - 1, before=False)  # killed after the step 4 checkpoint
+        with pytest.raises(_Killed):
+            main([str(config), str(b)])
+    state = load_state(b / "last.pt")
+    del state["weights"], state["signature"]
+    save_state(b / "last.pt", {**state, "step": 2})
+    with pytest.raises(BinsrError, match="last.safetensors \\(step 4\\) and last.pt \\(step 2\\) do not belong"):
+        main([str(config), str(b), "--resume"])
+    save_state(b / "last.pt", state)
+    main([str(config), str(b), "--resume"])
+    _same_run(a, b)

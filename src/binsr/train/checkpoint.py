@@ -5,6 +5,11 @@ signature the model was built with (``model``, ``recipe``, ``scale``, ``kwargs``
 free-form extras (``step``, ``ema``, ``psnr`` ...). :func:`load_weights` refuses a file of
 another architecture or scale with one line naming what differs. Every file is written atomically:
 a temporary file in the same folder, flushed and fsynced, then renamed over the target.
+
+A training checkpoint (:func:`save_checkpoint`) is one file, ``last.pt``: the training state with
+the model's weights inside, so that a kill between two renames cannot leave a weights file and a
+state of different steps. ``last.safetensors`` and ``last_ema.safetensors`` are written before it,
+for use outside training; resuming never reads them (:func:`load_checkpoint`).
 """
 
 from __future__ import annotations
@@ -31,7 +36,12 @@ __all__ = [
     "init_weights",
     "save_state",
     "load_state",
+    "save_checkpoint",
+    "load_checkpoint",
 ]
+
+#: the checkpoint files of a run folder, in the order :func:`save_checkpoint` writes them
+CHECKPOINT_FILES = ("last.safetensors", "last_ema.safetensors", "last.pt")
 
 SIGNATURE_KEYS = ("model", "recipe", "scale", "kwargs")
 
@@ -87,7 +97,8 @@ def save_weights(path: str | Path, model_or_state: nn.Module | Mapping[str, torc
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The tensors and metadata of a binsr weights file; BinsrError if missing, truncated or foreign."""
+    """The tensors and metadata of a binsr weights file; BinsrError if missing, truncated, foreign
+    or holding NaN/infinite values."""
     path = Path(path)
     if not path.is_file():
         raise BinsrError(f"weights file not found: {path}")
@@ -100,6 +111,10 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
         raise BinsrError(f"{path} is not a readable safetensors file (truncated or foreign?): {reason}") from None
     if meta.get("format") != "binsr" or any(k not in meta for k in SIGNATURE_KEYS):
         raise BinsrError(f"{path} is a safetensors file without binsr metadata (model, recipe, scale, kwargs)")
+    bad = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if bad:  # a diverged run's weights would give black images, not an error
+        more = " ..." if len(bad) > 3 else ""
+        raise BinsrError(f"{path} holds NaN or infinite weights ({', '.join(bad[:3])}{more})")
     return state, meta
 
 
@@ -141,17 +156,21 @@ def load_weights(model_or_signature: nn.Module | Mapping[str, Any], path: str | 
     if diffs:
         raise BinsrError(f"{path} does not match the model: {'; '.join(diffs)}")
     if is_model:
-        module = getattr(model_or_signature, "module", model_or_signature)
-        own = module.state_dict()
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-                  for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
-        if missing or unexpected or shapes:
-            parts = [f"{name}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
-                     for name, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if items]
-            raise BinsrError(f"{path} does not fit the model's layers ({'; '.join(parts)})")
-        module.load_state_dict(state)
+        _load_strict(getattr(model_or_signature, "module", model_or_signature), state, path)
     return state
+
+
+def _load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """``module.load_state_dict(state)``, refused with one line naming the keys or shapes that differ."""
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"{name}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
+                 for name, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if items]
+        raise BinsrError(f"{path} does not fit the model's layers ({'; '.join(parts)})")
+    module.load_state_dict(state)
 
 
 def init_weights(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
@@ -191,3 +210,49 @@ def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> di
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError ... for bad files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BinsrError(f"{path} is not a readable training state (truncated or foreign?): {reason}") from None
+
+
+def _remove_stale_temps(run_dir: Path) -> None:
+    """Temporary files a killed :func:`save_checkpoint` left (``atomic_write`` names them
+    ``.<name>.<uuid>.tmp``; a kill skips its clean-up)."""
+    for name in CHECKPOINT_FILES:
+        for tmp in run_dir.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def save_checkpoint(run_dir: str | Path, state: dict[str, Any], model: nn.Module,
+                    ema_model: nn.Module | None = None, ema_decay: float = 0.0) -> None:
+    """Write a training checkpoint: the weights files ``last.safetensors`` (and
+    ``last_ema.safetensors``) with ``state["step"]`` in their metadata, then ``last.pt`` (``state``
+    plus the model's weights and signature) in one atomic rename: the checkpoint. A kill at any
+    point leaves ``last.pt`` the previous checkpoint or this one, whole; weights files ahead of it
+    are rewritten when the resumed run comes back to this step."""
+    run_dir = Path(run_dir)
+    _remove_stale_temps(run_dir)
+    module = getattr(model, "module", model)
+    weights = {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
+    extra = {"step": state["step"]}
+    save_weights(run_dir / "last.safetensors", weights, signature_of(module), extra=extra)
+    if ema_model is not None:
+        save_weights(run_dir / "last_ema.safetensors", ema_model, extra={**extra, "ema": ema_decay})
+    save_state(run_dir / "last.pt", {**state, "weights": weights, "signature": signature_of(module)})
+
+
+def load_checkpoint(run_dir: str | Path, model: nn.Module, state: dict[str, Any]) -> None:
+    """Load the weights of a checkpoint's ``state`` (:func:`load_state` of ``last.pt``) into
+    ``model``, refused with one line when its signature or layers differ. A ``last.pt`` written
+    before checkpoints held the weights takes them from ``last.safetensors`` of the same step."""
+    run_dir = Path(run_dir)
+    if "weights" not in state:  # a run from before single-file checkpoints
+        path = run_dir / "last.safetensors"
+        _, meta = read_weights(path)
+        if int(meta.get("step", -1)) != state["step"]:
+            raise BinsrError(f"{run_dir}: last.safetensors (step {meta.get('step')}) and last.pt "
+                             f"(step {state['step']}) do not belong together")
+        load_weights(model, path)
+        return
+    where = run_dir / "last.pt"
+    diffs = _differences(_normalise(state["signature"]), signature_of(model))
+    if diffs:
+        raise BinsrError(f"{where} does not match the model: {'; '.join(diffs)}")
+    _load_strict(getattr(model, "module", model), state["weights"], where)

@@ -39,8 +39,8 @@ from tqdm import tqdm
 from binsr.errors import BinsrError, UsageError
 from binsr.train import distributed
 from binsr.files import atomic_write
-from binsr.train.checkpoint import (init_weights, load_state, load_weights, read_weights, save_state,
-                                    save_weights, signature_of)
+from binsr.train.checkpoint import (init_weights, load_checkpoint, load_state, save_checkpoint, save_weights,
+                                    signature_of)
 from binsr.train.config import RESUME_NEUTRAL, TrainConfig, config_diff
 from binsr.train.ema import ModelEMA
 from binsr.train.optim import build_optimizer, build_scheduler
@@ -142,11 +142,7 @@ class _Trainer:
         return state
 
     def _load(self, state: dict[str, Any]) -> None:
-        _, meta = read_weights(self.run_dir / "last.safetensors")
-        if int(meta.get("step", -1)) != state["step"]:
-            raise BinsrError(f"{self.run_dir}: last.safetensors (step {meta.get('step')}) and last.pt "
-                             f"(step {state['step']}) do not belong together")
-        load_weights(self.module, self.run_dir / "last.safetensors")
+        load_checkpoint(self.run_dir, self.module, state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None:
@@ -157,16 +153,11 @@ class _Trainer:
                         state["world_size"], self.env.world_size)
 
     def _save(self) -> None:
-        extra = {"step": self.step}
-        save_weights(self.run_dir / "last.safetensors", self.module, extra=extra)
-        if self.ema is not None:
-            save_weights(self.run_dir / "last_ema.safetensors", self.ema.module,
-                         extra={**extra, "ema": self.cfg.train.ema})
-        save_state(self.run_dir / "last.pt", {
+        save_checkpoint(self.run_dir, {
             "step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None, "train_seconds": self.train_seconds,
             "best": self.best, "config": self.cfg.to_dict(), "world_size": self.env.world_size,
-        })
+        }, self.module, self.ema.module if self.ema is not None else None, self.cfg.train.ema)
 
     # -- validation --------------------------------------------------------------------------
     def _validate(self) -> dict[str, float]:
