@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 # Re-installs only when the project metadata changes; otherwise a no-op.
-$(STAMP): pyproject.toml setup.py src/binsr/deploy/csrc/engine.cpp src/binsr/deploy/csrc/engine.h src/binsr/deploy/csrc/rows.inc
+$(STAMP): pyproject.toml setup.py $(wildcard src/binsr/deploy/csrc/*.cpp src/binsr/deploy/csrc/*.h src/binsr/deploy/csrc/*.inc)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0

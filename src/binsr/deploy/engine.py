@@ -1,5 +1,5 @@
-"""Binary convolution on packed activations: the compiled kernels (AVX-512 / AVX2 / portable C++),
-or a NumPy path when the extension was not built.
+"""Binary convolution on packed activations: the compiled kernels (AVX-512 / AVX2 / NEON / portable
+C++, one source file per ISA in ``csrc/``), or a NumPy path when the extension was not built.
 
 On CPUs with AMX-INT8 (Sapphire Rapids and later) the "avx512" path computes the same exact dots
 as an int8 tile GEMM (input bits as 0/1 bytes, weights as +-1); set ``BINSR_AMX=0`` to run the
@@ -41,11 +41,11 @@ def available_paths() -> list[str]:
     if _engine is None:
         return ["numpy"]
     feats = _engine.cpu_features()
-    return ["numpy", "portable"] + [p for p in ("avx2", "avx512") if feats[p]]
+    return ["numpy", "portable"] + [p for p in ("neon", "avx2", "avx512") if feats.get(p)]
 
 
 def isa() -> str:
-    """The path ``path="auto"`` runs on this CPU: "avx512", "avx2", "portable" or "numpy"."""
+    """The path ``path="auto"`` runs on this CPU: "avx512", "avx2", "neon" (aarch64), "portable" or "numpy"."""
     return available_paths()[-1]
 
 

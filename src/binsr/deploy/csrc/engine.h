@@ -2,7 +2,9 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <new>
+#include <string>
 #include <vector>
 
 namespace binsr {
@@ -87,15 +89,77 @@ struct Job {
   int H = 0, W = 0;
 };
 
-namespace portable { void rows(const Job& j, int y0, int y1); }
+// Sign bits of n <= 64 values (v >= thr, or >= 0), packed; bits past n stay 1. The scalar form
+// (portable and NEON kernels, the AVX2 tail).
+static inline uint64_t pack_word_scalar(const float* v, const float* thr, int n) {
+  uint64_t w = ~0ull;
+  for (int c = 0; c < n; ++c)
+    if (!(v[c] >= (thr ? thr[c] : 0.f))) w &= ~(1ull << c);
+  return w;
+}
+
+// Per-thread scratch (conv.cpp): slot `slot`'s 64-byte-aligned buffer of at least `bytes`, zeroed
+// (as the std::vectors it replaces), reused from call to call. The kernel files, each compiled with its
+// own -m flags, use it instead of std containers: a container's out-of-line (weak) template code
+// compiled for AVX-512 there could be the copy the linker keeps for every file.
+void* scratch(int slot, size_t bytes);
+
+using RowsFn = void (*)(const Job&, int, int);
+using PackFn = void (*)(const float*, const float*, uint64_t*, int, size_t, size_t);
+
+// The kernels, one file per ISA (kernels_<isa>.cpp): output rows [y0, y1) of a job, and the sign
+// packing of pack_signs (channel-last floats -> bits, tokens [m0, m1)).
+namespace portable {
+void rows(const Job& j, int y0, int y1);
+void pack_range(const float* x, const float* thr, uint64_t* out, int C, size_t m0, size_t m1);
+}
+#if defined(__x86_64__)
 namespace avx2 {
 void rows(const Job& j, int y0, int y1);
 void rows_seg(const Job& j, int y0, int y1);
+void pack_range(const float* x, const float* thr, uint64_t* out, int C, size_t m0, size_t m1);
 }
 namespace avx512 {
 void rows(const Job& j, int y0, int y1);
-void rows_amx(const Job& j, int y0, int y1);
 void rows_seg(const Job& j, int y0, int y1);
+void pack_range(const float* x, const float* thr, uint64_t* out, int C, size_t m0, size_t m1);
 }
+namespace amx { void rows(const Job& j, int y0, int y1); }
+#endif
+#if defined(__aarch64__)
+namespace neon {
+void rows(const Job& j, int y0, int y1);
+void pack_range(const float* x, const float* thr, uint64_t* out, int C, size_t m0, size_t m1);
+}
+#endif
+
+// ---- the pybind-free core (conv.cpp), shared by the Python binding and the C++ test driver
+bool cpu_avx2();
+bool cpu_avx512();  // AVX-512 F, BW and VPOPCNTDQ
+bool cpu_bitalg();
+bool cpu_amx();     // AMX-TILE, AMX-INT8 and the kernel's permission to use the tile state
+
+// A path's kernel for one layer: "portable", "avx2", "avx512" (AMX where the CPU has it and
+// BINSR_AMX is not "0"), "avx512-vpopcnt" (never AMX) or "neon"; throws std::runtime_error for a
+// path this CPU or build lacks, std::invalid_argument for an unknown name.
+struct Kernel {
+  RowsFn rows;
+  bool pads_itself;  // reads the unpadded input (AMX): no padded copy
+  bool masks_groups;  // computes grouped dots itself (AMX, AVX-512 segments): no popcount correction
+};
+Kernel select_kernel(const std::string& path, const Layer& L);
+PackFn select_pack();  // the fastest pack_range here
+
+// Packs weights w (cout, k, k, ceil(cin / groups / 64)) words into a Layer; throws std::invalid_argument.
+Layer make_layer(const uint64_t* w, int cout, int cin, int k, int dil, int pad, int groups);
+
+// Runs the layer on N images x (N, H, W, ps): e0's per-image pointers (pix, res, out, out_int,
+// bits) point at image 0's maps. Output size: conv_out_size.
+void conv_run(const Layer& L, const Kernel& kern, const uint64_t* x, int N, int H, int W, const Epilogue& e0,
+              int threads);
+void conv_out_size(const Layer& L, int H, int W, int& Ho, int& Wo);
+
+// Splits [0, n) over up to `threads` threads (at least `grain` items each) on persistent workers.
+void parallel_range(size_t n, int threads, size_t grain, const std::function<void(size_t, size_t)>& fn);
 
 }  // namespace binsr

@@ -1,0 +1,158 @@
+// AVX-512 VPOPCNTDQ kernels (built with -mavx512f -mavx512bw -mavx512vpopcntdq -mavx512bitalg):
+// vpopcntq on 8 output channels per zmm, 4 pixels x 4 blocks per pass; segment mode per 16-bit
+// (BITALG vpopcntw) or 32-bit (vpopcntd) lane.
+#if defined(__x86_64__)
+#if !defined(__AVX512VPOPCNTDQ__) || !defined(__AVX512BITALG__) || !defined(__AVX512BW__)
+#error "kernels_avx512.cpp needs -mavx512f -mavx512bw -mavx512vpopcntdq -mavx512bitalg (setup.py passes them)"
+#endif
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "engine.h"
+
+namespace binsr::avx512 {
+constexpr int PX = 4, QB = 4;
+constexpr size_t kWeightCopies = 1;
+
+template <int P, int NQ>
+__attribute__((always_inline)) static inline void block(
+    const Job& j, const uint64_t* a, size_t woff, int32_t* dots, int C, int nvalid) {
+  const Layer& L = *j.L;
+  const size_t qs = (size_t)L.taps * L.wd * 8;
+  const uint64_t* w = L.w.data() + woff;
+  __m512i acc[P][NQ];
+  for (int p = 0; p < P; ++p)
+    for (int q = 0; q < NQ; ++q) acc[p][q] = _mm512_setzero_si512();
+  for (int t = 0; t < L.taps; ++t) {
+    const uint64_t* at = a + j.tapoff[t];
+    const uint64_t* wt = w + (size_t)t * L.wd * 8;
+    for (int i = 0; i < L.wd; ++i) {
+      __m512i wv[NQ];
+      for (int q = 0; q < NQ; ++q) wv[q] = _mm512_loadu_si512((const void*)(wt + q * qs + i * 8));
+      for (int p = 0; p < P; ++p) {
+        const __m512i av = _mm512_set1_epi64((long long)at[(size_t)p * L.ps + i]);
+        for (int q = 0; q < NQ; ++q)
+          acc[p][q] = _mm512_add_epi64(acc[p][q], _mm512_popcnt_epi64(_mm512_xor_si512(av, wv[q])));
+      }
+    }
+  }
+  const int K = L.cpg_in * L.taps, n = std::min(nvalid, NQ * 8);
+  const __m256i kv = _mm256_set1_epi32(K);
+  for (int p = 0; p < P; ++p) {
+    alignas(32) int32_t d[NQ * 8];
+    for (int q = 0; q < NQ; ++q) {
+      const __m256i pc = _mm512_cvtepi64_epi32(acc[p][q]);
+      const __m256i dv = _mm256_sub_epi32(kv, _mm256_slli_epi32(pc, 1));
+      if (n == NQ * 8) _mm256_storeu_si256((__m256i*)(dots + (size_t)p * C + q * 8), dv);  // no memcpy call
+      else _mm256_store_si256((__m256i*)(d + q * 8), dv);
+    }
+    if (n < NQ * 8) std::memcpy(dots + (size_t)p * C, d, sizeof(int32_t) * n);
+  }
+}
+
+static inline uint64_t pack_word(
+    const float* v, const float* thr, int n) {
+  uint64_t w = n < 64 ? ~0ull << n : 0;  // bits past the last channel: 1
+  for (int i = 0; i < 4 && 16 * i < n; ++i) {
+    const int k = n - 16 * i;
+    const __mmask16 m = k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << k) - 1);
+    const __m512 t = thr ? _mm512_maskz_loadu_ps(m, thr + 16 * i) : _mm512_setzero_ps();
+    w |= (uint64_t)_mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, v + 16 * i), t, _CMP_GE_OQ) << (16 * i);
+  }
+  return w;
+}
+
+// Float output of one pixel, streamed (no read for ownership) when asked and it is whole cache lines.
+static inline void store_floats(float* dst, const float* v, int C, bool stream) {
+  if (!stream || C % 16 || ((uintptr_t)dst & 63)) { std::memcpy(dst, v, sizeof(float) * C); return; }
+  for (int o = 0; o < C; o += 16) _mm512_stream_ps(dst + o, _mm512_loadu_ps(v + o));
+}
+static inline void stream_fence() { _mm_sfence(); }
+
+#include "rows.inc"
+
+// Segment mode (groups of 16 or 32 input channels, as AVX2's rows_seg): the 64 / seg groups that
+// share an input word are computed together, one output channel of each group per seg-bit segment
+// of a weight word; popcounts per 16-bit (BITALG vpopcntw) or 32-bit (vpopcntd) lane.
+template <int P, int NQ, int SEG>
+__attribute__((always_inline)) static inline void block_seg(
+    const Job& j, const uint64_t* a, int word, int vb, int32_t* dots, int C) {
+  const Layer& L = *j.L;
+  const size_t qs = (size_t)L.taps * 8;
+  const uint64_t* w = L.sraw.data() + ((size_t)word * L.nvb + vb) * qs;
+  __m512i acc[P][NQ];
+  for (int p = 0; p < P; ++p)
+    for (int q = 0; q < NQ; ++q) acc[p][q] = _mm512_setzero_si512();
+  for (int t = 0; t < L.taps; ++t) {
+    const uint64_t* at = a + j.tapoff[t];
+    __m512i wv[NQ];
+    for (int q = 0; q < NQ; ++q) wv[q] = _mm512_loadu_si512((const void*)(w + q * qs + (size_t)t * 8));
+    for (int p = 0; p < P; ++p) {
+      const __m512i av = _mm512_set1_epi64((long long)at[(size_t)p * L.ps]);
+      for (int q = 0; q < NQ; ++q) {
+        const __m512i x = _mm512_xor_si512(av, wv[q]);
+        if (SEG == 16) acc[p][q] = _mm512_add_epi16(acc[p][q], _mm512_popcnt_epi16(x));  // <= 16 * taps
+        else acc[p][q] = _mm512_add_epi32(acc[p][q], _mm512_popcnt_epi32(x));
+      }
+    }
+  }
+  constexpr int m = 64 / SEG;
+  const int K = L.cpg_in * L.taps;
+  const int nc = std::min(NQ * 8, L.cpg_out - vb * 8), ng = std::min(m, L.groups - word * m);
+  const __m512i kv = _mm512_set1_epi32(K);
+  for (int p = 0; p < P; ++p) {
+    alignas(64) int32_t d[NQ * 32];  // [virtual channel][segment]: K - 2 * popcount
+    for (int q = 0; q < NQ; ++q) {
+      if (SEG == 16) {
+        const __m512i lo = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(acc[p][q]));
+        const __m512i hi = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(acc[p][q], 1));
+        _mm512_store_si512((void*)(d + q * 32), _mm512_sub_epi32(kv, _mm512_slli_epi32(lo, 1)));
+        _mm512_store_si512((void*)(d + q * 32 + 16), _mm512_sub_epi32(kv, _mm512_slli_epi32(hi, 1)));
+      } else {
+        _mm512_store_si512((void*)(d + q * 16), _mm512_sub_epi32(kv, _mm512_slli_epi32(acc[p][q], 1)));
+      }
+    }
+    int32_t* out = dots + (size_t)p * C + (size_t)word * m * L.cpg_out + vb * 8;
+    for (int r = 0; r < ng; ++r)
+      for (int c = 0; c < nc; ++c) out[(size_t)r * L.cpg_out + c] = d[c * m + r];
+  }
+}
+
+template <int SEG>
+static void rows_seg_t(const Job& j, int y0, int y1) {
+  constexpr int SP = 4, SQ = 2;
+  const Layer& L = *j.L;
+  const int C = L.cout;
+  int32_t* dots = (int32_t*)scratch(0, sizeof(int32_t) * (size_t)SP * C);
+  float* v = (float*)scratch(1, sizeof(float) * 2 * C);  // the epilogue's values and its scratch
+  for (int y = y0; y < y1; ++y)
+    for (int x0 = 0; x0 < j.Wo; x0 += SP) {
+      const int np = std::min(SP, j.Wo - x0);
+      for (int w = 0; w < L.ps; ++w) {
+        const uint64_t* a = j.xp + ((size_t)y * j.Wp + x0) * L.ps + w;
+        for (int p = 0; p < np; p += (np == SP ? SP : 1)) {
+          int vb = 0;
+          for (; vb + SQ <= L.nvb; vb += SQ) {
+            if (np == SP) block_seg<SP, SQ, SEG>(j, a, w, vb, dots, C);
+            else block_seg<1, SQ, SEG>(j, a + (size_t)p * L.ps, w, vb, dots + (size_t)p * C, C);
+          }
+          for (; vb < L.nvb; ++vb) {
+            if (np == SP) block_seg<SP, 1, SEG>(j, a, w, vb, dots, C);
+            else block_seg<1, 1, SEG>(j, a + (size_t)p * L.ps, w, vb, dots + (size_t)p * C, C);
+          }
+        }
+      }
+      epilogue(j, y, x0, np, dots, v);
+    }
+}
+
+void rows_seg(const Job& j, int y0, int y1) {
+  if (j.L->seg == 16) rows_seg_t<16>(j, y0, y1);
+  else rows_seg_t<32>(j, y0, y1);
+  stream_fence();
+}
+}  // namespace binsr::avx512
+#endif
