@@ -85,3 +85,72 @@ def test_commands_never_overwrite_without_flag(tmp_path, capsys, argv) -> None:
     assert main([a.format(out=fresh) for a in argv]) == 0 and fresh.is_file()
     if argv[0] != "export":
         json.loads(fresh.read_text())
+
+
+def test_racing_writers_never_both_claim_a_name(tmp_path) -> None:
+    """Two writers of one name without overwrite: both finish their temporary file before either
+    publishes (a barrier), yet exactly one succeeds and its bytes are the file's (os.link claims
+    the name; the earlier os.replace silently dropped one result)."""
+    import threading
+
+    target = tmp_path / "out.txt"
+    barrier = threading.Barrier(2)
+    results: dict[str, str] = {}
+
+    def writer(name: str) -> None:
+        def write(tmp):
+            tmp.write_text(name)
+            barrier.wait(timeout=10)
+
+        try:
+            atomic_write(target, write, overwrite=False)
+            results[name] = "ok"
+        except UsageError as exc:
+            results[name] = str(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in ("first", "second")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [n for n, r in results.items() if r == "ok"]
+    assert len(winners) == 1, results
+    loser = ({"first", "second"} - set(winners)).pop()
+    assert "exists" in results[loser] and target.read_text() == winners[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_temporary_files_of_killed_writers_are_removed(tmp_path) -> None:
+    """A killed writer leaves ``.<name>.<pid>.<random>.tmp``; the next write of that name removes
+    it when that pid is gone, and leaves a live writer's file alone."""
+    import os
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(child.stdout)
+    stale = tmp_path / f".x.txt.{dead}.0123abcd.tmp"
+    live = tmp_path / f".x.txt.{os.getpid()}.4567ef01.tmp"
+    other = tmp_path / f".y.txt.{dead}.89abcdef.tmp"
+    for p in (stale, live, other):
+        p.write_bytes(b"")
+    atomic_write(tmp_path / "x.txt", lambda tmp: tmp.write_text("new"))
+    assert not stale.exists() and live.exists() and other.exists()  # only x.txt's dead writers
+
+
+def test_a_read_only_folder_names_the_output_not_the_temporary(tmp_path, monkeypatch) -> None:
+    """EROFS (root ignores permission bits, so the file system's answer is simulated): one line
+    with the output's name and the reason; the cleanup's own EROFS is not what is reported."""
+    import errno
+    from pathlib import Path
+
+    def read_only(tmp):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp))
+
+    def unlink(self, missing_ok=False):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(BinsrError) as info:
+        atomic_write(tmp_path / "out.png", read_only)
+    assert str(info.value) == f"cannot write {tmp_path / 'out.png'}: Read-only file system"
