@@ -43,8 +43,8 @@ def _uint8(x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("name,recipe,kwargs", [
     ("srresnet_small", "e2fif", {}), ("srresnet_small", "scales", {}), ("srresnet_small", "bbcu", {}),
-    ("srresnet_lite", "e2fif", {}), ("srresnet_lite", "e2fif", {"res_scale": 0.2}),
-    ("srresnet_small", "bbcu", {"res_scale": 0.5}), ("srresnet_small", "scales", {"res_scale": 0.3}),
+    ("srresnet_lite", "e2fif", {}), ("srresnet_lite", "e2fif", {"block": "outer_skip", "res_scale": 0.2}),
+    ("srresnet_small", "bbcu", {"block": "outer_skip", "res_scale": 0.5}), ("srresnet_small", "scales", {"block": "outer_skip", "res_scale": 0.3}),
     ("srresnet_small", "bnn", {"recipe_kwargs": {"weight_quant": "libra_pb"}}),  # power-of-two scales: shift
 ])
 def test_runtime_matches_torch(tmp_path, name: str, recipe: str, kwargs: dict) -> None:
@@ -61,7 +61,7 @@ def test_runtime_matches_torch(tmp_path, name: str, recipe: str, kwargs: dict) -
     assert diff.max() <= 1 and (diff == 0).mean() >= 0.999
 
 
-@pytest.mark.parametrize("recipe,kwargs", [("bbcu", {}), ("bbcu", {"res_scale": 0.5}), ("e2fif", {"res_scale": 0.2})])
+@pytest.mark.parametrize("recipe,kwargs", [("bbcu", {}), ("bbcu", {"block": "outer_skip", "res_scale": 0.5}), ("e2fif", {}), ("e2fif", {"block": "outer_skip", "res_scale": 0.2})])
 def test_body_is_bit_exact(assert_body_exact, recipe: str, kwargs: dict) -> None:
     """Random BN statistics, thresholds and RPReLU shifts; BBCU's RPReLU(v) / 130 divides as torch does."""
     assert_body_exact(_random_model("srresnet_small", recipe, **kwargs))
@@ -70,7 +70,7 @@ def test_body_is_bit_exact(assert_body_exact, recipe: str, kwargs: dict) -> None
 def test_fp16_weights_are_lossless(tmp_path) -> None:
     """A rounded model's FP conv weights go into the file as float16, bit for bit; the runtime
     matches the rounded model's torch forward as an FP32 file does; an unrounded one is refused."""
-    model = _random_model("srresnet_lite", "e2fif", res_scale=0.2)
+    model = _random_model("srresnet_lite", "e2fif", block="outer_skip", res_scale=0.2)
     with pytest.raises(BinsrError, match="float16"):
         export_packed(model, tmp_path / "no.bsr", fp16=True)
     full = export_packed(model, tmp_path / "fp32.bsr")
@@ -93,7 +93,7 @@ def test_fp16_weights_are_lossless(tmp_path) -> None:
 def test_reused_maps_give_the_same_output(tmp_path) -> None:
     """The runtime's arena hands dead maps to later convs and to the next call: repeated calls, a
     call of another size in between, and a call that keeps every intermediate all agree."""
-    model = _random_model("srresnet_small", "e2fif", res_scale=0.3)
+    model = _random_model("srresnet_small", "e2fif", block="outer_skip", res_scale=0.3)
     export_packed(model, tmp_path / "m.bsr")
     rt = Runtime(tmp_path / "m.bsr", threads=2)
     rng = np.random.default_rng(0)

@@ -46,7 +46,8 @@ def test_forward_shape(name, recipe, scale):
     y.mean().backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
-    assert model.signature == {"model": name, "scale": scale, "recipe": recipe, "kwargs": SMALL[name]}
+    kwargs = dict(SMALL[name], **({"block": "published"} if hasattr(model, "block") else {}))
+    assert model.signature == {"model": name, "scale": scale, "recipe": recipe, "kwargs": kwargs}
 
 
 @pytest.mark.parametrize("recipe", [r for r in recipe_names() if r != "fp"])
@@ -93,15 +94,49 @@ def test_zero_tail_starts_as_the_bilinear_skip_and_res_scale_bounds_the_body():
         assert torch.equal(model(x), bilinear)
     assert torch.equal(models.create("srbnas", scale=3, num_cells=1, num_feat=8, zero_tail=True)(x), bilinear)
     torch.manual_seed(0)
-    grow = {r: models.create("srresnet_lite", scale=2, recipe="e2fif", num_feat=16, res_scale=r) for r in (1.0, 0.2)}
+    grow = {r: models.create("srresnet_lite", scale=2, recipe="e2fif", num_feat=16, res_scale=r, block="outer_skip")
+            for r in (1.0, 0.2)}
     std = {r: m.body(m.lrelu(m.conv_first(x))).std().item() for r, m in grow.items()}
     assert std[1.0] > 20 * std[0.2]  # each block doubles its input at res_scale 1.0
+
+
+@torch.no_grad()
+def test_published_block_is_the_authors_and_keeps_the_body_bounded():
+    """E2FIF's ResBlock (``out = BN(c1(x)) + x; act; BN(c2(out)) + out``, no outer path) and
+    MSRResNet's ``x + conv2(relu(conv1(x)))``; 16 x 64 at init, training mode: body std / head std
+    about 20 for the published E2FIF block, about 1e5 with binsr's earlier outer path at res_scale 1
+    (issue 20)."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 24, 24)
+    ratio = {}
+    for block in ("published", "outer_skip"):
+        m = models.create("srresnet_lite16", scale=4, recipe="e2fif", block=block)  # BN on batch statistics
+        head = m.lrelu(m.conv_first(x))
+        ratio[block] = (m.body(head).std() / head.std()).item()
+        b = m.body[0].eval()
+        unit1 = b.conv1.bn(b.conv1.conv(head)) + head
+        out = b.act(unit1)
+        expect = b.conv2.bn(b.conv2.conv(out)) + out
+        assert torch.equal(b(head), expect if block == "published" else head + expect)
+    assert ratio["published"] < 100 < 1000 < ratio["outer_skip"]
+    fp = models.create("srresnet", scale=2, recipe="fp", num_feat=8, num_block=1).body[0]
+    h = torch.rand(1, 8, 5, 5)
+    assert torch.equal(fp(h), h + fp.conv2(torch.relu(fp.conv1(h))))
+
+
+def test_res_scale_needs_an_outer_path():
+    with pytest.raises(UsageError, match="no outer path"):
+        models.create("srresnet", recipe="e2fif", res_scale=0.2)
+    with pytest.raises(UsageError, match="unknown block"):
+        models.create("srresnet", recipe="fp", block="nope")
+    assert models.create("srresnet", recipe="bnn", num_feat=8, num_block=1, res_scale=0.2).body[0].outer_skip
 
 
 def test_build_for_eval_rebuilds_the_saved_kwargs(tmp_path):
     from binsr.train.checkpoint import save_weights
 
-    model = models.create("srresnet_lite", scale=2, recipe="e2fif", num_feat=8, num_block=1, res_scale=0.2)
+    model = models.create("srresnet_lite", scale=2, recipe="e2fif", num_feat=8, num_block=1, res_scale=0.2,
+                          block="outer_skip")
     path = tmp_path / "w.safetensors"
     save_weights(path, model)
     again = models.build_for_eval("srresnet_lite", 2, weights=str(path))

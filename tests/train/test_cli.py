@@ -38,7 +38,7 @@ def test_train_resume_and_load_for_eval(data_root, tmp_path, capsys):
     model = build_for_eval("srresnet_small", 4, "e2fif", weights=str(out / "best.safetensors"))
     assert torch.equal(model.conv_first.weight, read_weights(out / "best.safetensors")[0]["conv_first.weight"])
     sig = read_signature(out / "best.safetensors")  # rebuild exactly the trained model from the file
-    assert sig == {"model": "srresnet_small", "recipe": "e2fif", "scale": 4, "kwargs": {}}
+    assert sig == {"model": "srresnet_small", "recipe": "e2fif", "scale": 4, "kwargs": {"block": "published"}}
     load_weights(create(sig["model"], sig["scale"], sig["recipe"], **sig["kwargs"]), out / "best.safetensors")
     with pytest.raises(BinsrError, match="scale 4 \\(file\\) vs 2 \\(model\\)"):
         build_for_eval("srresnet_small", 2, "e2fif", weights=str(out / "best.safetensors"))

@@ -216,7 +216,8 @@ def _srresnet(wr: _Writer, model: nn.Module) -> None:
         _binary_unit(wr, f"body.{i}.conv1", b.conv1, h, [], _leaky_slope(b.act), t,
                      _thr_name(wr, f"body.{i}.conv2", _act_quant(b.conv2)), True)
         nxt = None if last else _thr_name(wr, f"body.{i + 1}.conv1", _act_quant(blocks[i + 1].conv1))
-        _binary_unit(wr, f"body.{i}.conv2", b.conv2, t, [h] + (["feat"] if last else []), None, h_new, nxt, not last,
+        outer = [h] if b.outer_skip else []
+        _binary_unit(wr, f"body.{i}.conv2", b.conv2, t, outer + (["feat"] if last else []), None, h_new, nxt, not last,
                      res_scale=float(b.res_scale))
         h = h_new
     cur = _fp_tail(wr, model.tail, h)

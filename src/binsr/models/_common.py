@@ -33,23 +33,48 @@ def check_scale(scale: int, allowed: tuple[int, ...]) -> int:
     return scale
 
 
-class ResidualBlock(nn.Module):
-    """``x + conv2(act(conv1(x)))`` with both convs and the activation taken from the recipe.
+BLOCKS = ("published", "outer_skip")
 
-    This is BasicSR's ``ResidualBlockNoBN`` (EDSR/MSRResNet) with the convs injected: the ``fp``
-    recipe gives plain 3x3 convs and ReLU; a binary recipe gives its conv unit (e.g. E2FIF's
-    binary conv with its full-precision skip) and the activation its paper keeps.
+
+class ResidualBlock(nn.Module):
+    """Two body convs and the activation between them, each from the recipe.
+
+    ``block="published"`` is each method's own block (issue 20; the authors' code):
+
+    * recipes whose unit has no skip of its own (``fp``, ``bnn``, ``bibert``) keep the outer
+      identity path of BasicSR's ``ResidualBlockNoBN`` (EDSR/MSRResNet):
+      ``x + conv2(act(conv1(x))) * res_scale``;
+    * recipes whose unit carries an FP skip (``e2fif``, ``bbcu``, ``irnet``, ``scales*``,
+      ``lt_attn``) chain the two units with nothing around them: ``conv2(act(conv1(x)))``, i.e.
+      E2FIF's ``out = BN(c1(x)) + x; act; BN(c2(out)) + out`` (pppLang/E2FIF
+      ``model/edsr_e2fif.py`` ``ResBlock``), BBCU's ``BinaryBlock`` (``res += x`` commented out,
+      Zj-BinXia/BBCU ``bbcul_arch.py``), IR-Net's ``BasicBlock_1w1a`` (a shortcut per conv, none
+      around the block). ``res_scale`` has no branch to scale there and must be 1.
+
+    ``block="outer_skip"`` is binsr's earlier form, kept for the weights trained with it (the
+    zoo up to issue 20): the outer path as well as the units' skips, ``x + conv2(act(conv1(x)))
+    * res_scale`` for every recipe. At initialisation each block then returns about
+    ``(1 + res_scale) x`` (E2FIF, 16 blocks at res_scale 1: body std / head std 1.9e5, against 20
+    for the published block).
     """
 
-    def __init__(self, num_feat: int, recipe: Recipe, kernel_size: int = 3, res_scale: float = 1.0) -> None:
+    def __init__(self, num_feat: int, recipe: Recipe, kernel_size: int = 3, res_scale: float = 1.0,
+                 block: str = "published") -> None:
         super().__init__()
+        if block not in BLOCKS:
+            raise UsageError(f"unknown block {block!r}; valid: {', '.join(BLOCKS)}")
+        self.outer_skip = block == "outer_skip" or not recipe.unit_skip
+        if not self.outer_skip and res_scale != 1.0:
+            raise UsageError(f"res_scale {res_scale}: recipe {recipe.name!r}'s published block has no outer path "
+                             "to scale (its units carry the skips); use res_scale 1 or block 'outer_skip'")
         self.conv1 = recipe.conv(num_feat, num_feat, kernel_size)
         self.act = recipe.act()
         self.conv2 = recipe.conv(num_feat, num_feat, kernel_size)
         self.res_scale = res_scale
 
     def forward(self, x):
-        return x + self.conv2(self.act(self.conv1(x))) * self.res_scale
+        y = self.conv2(self.act(self.conv1(x)))
+        return x + y * self.res_scale if self.outer_skip else y
 
 
 class Upsampler(nn.Sequential):

@@ -35,7 +35,9 @@ def create(name: str, scale: int = 4, recipe: str = "fp", **kwargs: Any) -> nn.M
     """Build model ``name`` at ``scale`` with the binarization ``recipe``.
 
     The returned module carries ``model.signature``: the name, scale, recipe and keyword
-    arguments it was built with; checkpoints store it so a mismatched load is refused.
+    arguments it was built with (and the model's ``block`` form, even at its default: a weights
+    file from before ``block`` existed was trained with the other form, and is refused); checkpoints
+    store it so a mismatched load is refused.
     """
     from binsr.nn.recipes import recipe_names
 
@@ -45,5 +47,7 @@ def create(name: str, scale: int = 4, recipe: str = "fp", **kwargs: Any) -> nn.M
         raise UsageError(f"unknown recipe {recipe!r}; valid recipes: {', '.join(recipe_names())}")
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     model = _MODELS[name](scale=int(scale), recipe=recipe, **kwargs)
+    if hasattr(model, "block"):  # recorded even at its default: files from before it existed are refused
+        kwargs.setdefault("block", model.block)
     model.signature = {"model": name, "scale": int(scale), "recipe": recipe, "kwargs": kwargs}
     return model

@@ -26,7 +26,8 @@ class EDSR(nn.Module):
         recipe (str): binarization recipe. Default: ``"fp"``.
         num_feat (int): width. Default: 64.
         num_block (int): residual blocks. Default: 16.
-        res_scale (float): residual scaling. Default: 1.
+        res_scale (float): residual scaling of the blocks' outer path (see ``SRResNet``). Default: 1.
+        block (str): ``"published"`` or ``"outer_skip"`` (``binsr.models._common.ResidualBlock``).
         rgb_mean (tuple): subtracted before the head and added back at the end (DIV2K mean).
     """
 
@@ -39,13 +40,15 @@ class EDSR(nn.Module):
         res_scale: float = 1.0,
         rgb_mean: tuple[float, float, float] = (0.4488, 0.4371, 0.4040),
         recipe_kwargs: dict | None = None,
+        block: str = "published",
     ) -> None:
         super().__init__()
         check_scale(scale, (2, 3, 4))
         rec = get_recipe(recipe, recipe_kwargs)
+        self.block = block
         self.register_buffer("mean", torch.tensor(rgb_mean).view(1, 3, 1, 1))
         self.conv_first = nn.Conv2d(3, num_feat, 3, 1, 1)
-        self.body = nn.Sequential(*(ResidualBlock(num_feat, rec, res_scale=res_scale) for _ in range(num_block)))
+        self.body = nn.Sequential(*(ResidualBlock(num_feat, rec, res_scale=res_scale, block=block) for _ in range(num_block)))
         self.conv_after_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.upsample = Upsampler(scale, num_feat, rec)
         self.conv_last = nn.Conv2d(num_feat, 3, 3, 1, 1)

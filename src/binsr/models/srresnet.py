@@ -40,10 +40,13 @@ class SRResNet(nn.Module):
         tail (str): ``"msrresnet"`` (PixelShuffle stages, ``conv_hr``, ``conv_last``, as BasicSR)
             or ``"lite"`` (one FP conv to ``num_out_ch * scale**2`` channels + PixelShuffle, the
             ESPCN sub-pixel tail: 28K instead of 332K FP parameters at x4). Default: msrresnet.
-        res_scale (float): residual scale of each block (EDSR's ``res_scale``). A binary unit with
-            its own FP skip (E2FIF, BBCU, SCALES) makes a block return about ``(1 + res_scale) x``,
-            so the body output grows like ``(1 + res_scale) ** num_block`` at initialisation
-            (about 2^8 = 256x for 8 blocks at 1.0). Default: 1.0.
+        res_scale (float): EDSR's residual scale: multiplies the branch of a block's outer identity
+            path. Only blocks with that path take it (``fp``, ``bnn``, ``bibert``, or any recipe with
+            ``block="outer_skip"``, where a unit with its own FP skip makes a block return about
+            ``(1 + res_scale) x``, so the body grows like ``(1 + res_scale) ** num_block`` at
+            initialisation: 2^8 = 256x for 8 blocks at 1.0). Default: 1.0.
+        block (str): ``"published"`` (each method's own block) or ``"outer_skip"`` (binsr's earlier
+            form; see :class:`~binsr.models._common.ResidualBlock`). Default: published.
         zero_tail (bool): initialise the last tail conv to zero, so that the untrained model is
             the bilinear upsampling its global skip adds (residual learning from the first step;
             Set5 x4 after 250 steps of the zoo config: 29.2 dB with, 25.9 dB without). Default: False.
@@ -62,12 +65,14 @@ class SRResNet(nn.Module):
         res_scale: float = 1.0,
         zero_tail: bool = False,
         recipe_kwargs: dict | None = None,
+        block: str = "published",
     ) -> None:
         super().__init__()
         self.scale = check_scale(scale, (2, 3, 4))
         rec = get_recipe(recipe, recipe_kwargs)
+        self.block = block
         self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
-        self.body = nn.Sequential(*(ResidualBlock(num_feat, rec, res_scale=res_scale) for _ in range(num_block)))
+        self.body = nn.Sequential(*(ResidualBlock(num_feat, rec, res_scale=res_scale, block=block) for _ in range(num_block)))
         self.lrelu = nn.LeakyReLU(0.1, inplace=True)
         if tail == "msrresnet":
             self.tail = nn.Sequential(

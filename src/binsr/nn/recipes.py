@@ -57,7 +57,7 @@ from torch import nn
 from binsr.errors import UsageError
 from binsr.nn.binary_conv import same_padding
 from binsr.nn.binary_linear import ScalesLinear, binary_linear, fp_linear
-from binsr.nn.blocks import BBCUConv, E2FIFConv, IRNetConv, LTAttnConv, ScalesConv, same_binary_conv
+from binsr.nn.blocks import BBCUConv, E2FIFConv, IRNetConv, LTAttnConv, ScalesConv, _SkipUnit, same_binary_conv
 
 __all__ = ["Recipe", "get_recipe", "recipe_names", "linear_recipe_names", "fp_conv"]
 
@@ -86,6 +86,9 @@ class Recipe:
         options: the overrides this recipe was built with.
         linear_unit: factory ``(in_features, out_features, bias) -> nn.Module`` of the Transformer
             linears, or ``None`` when the method has none (``linear`` raises ``UsageError``).
+        unit_skip: whether the conv unit carries its own FP skip (E2FIF, BBCU, SCALES, IR-Net,
+            LT-attn); the published residual block of such a recipe has no outer identity path
+            (``binsr.models._common.ResidualBlock``).
     """
 
     name: str
@@ -95,6 +98,7 @@ class Recipe:
     binary_upsampler: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     linear_unit: Callable[..., nn.Module] | None = None
+    unit_skip: bool = False
 
     @property
     def supports_linear(self) -> bool:
@@ -272,4 +276,5 @@ def get_recipe(name: str, **kwargs: Any) -> Recipe:
         activation=activation,
         options=options,
         linear_unit=linear,
+        unit_skip=isinstance(unit, type) and issubclass(unit, _SkipUnit),
     )
