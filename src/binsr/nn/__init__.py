@@ -7,7 +7,7 @@ to its conv unit, kept activation and Transformer linear.
 
 from binsr.nn.attention import ChannelGate, SpatialGate
 from binsr.nn.bias_act import LearnableBias, RPReLU
-from binsr.nn.binary_conv import BinaryConv2d, BinaryConvExport, same_padding
+from binsr.nn.binary_conv import BinaryConv2d, BinaryConvExport, same_padding, set_binary_dtype
 from binsr.nn.binary_linear import BinaryLinear, ScalesLinear, TokenGate
 from binsr.nn.blocks import (
     BBCUConv,
@@ -49,4 +49,5 @@ __all__ = [
     "fp_conv",
     "PixelShuffleUpsampler",
     "set_progress",
+    "set_binary_dtype",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 
 from binsr.errors import UsageError
 from binsr.schema import apply_overrides, from_dict, read_yaml
+from binsr.train.precision import PRECISIONS
 
 __all__ = ["TrainConfig", "load_config", "config_from_dict", "apply_overrides", "config_diff"]
 
@@ -73,6 +74,7 @@ class TrainSection:
     checkpoint_every: int = 1000
     max_nonfinite: int = 10  # stop after this many consecutive NaN/inf losses
     deterministic: bool = True  # deterministic kernels (needed for exact resume on GPU)
+    precision: str = "auto"  # auto | bf16 | fp32: the binary convs' operand dtype (binsr.train.precision)
 
 
 @dataclass
@@ -135,6 +137,8 @@ def _check(cfg: TrainConfig) -> None:
         raise UsageError(f"config key 'train.ema' is a decay in [0, 1), got {t.ema}")
     if t.warmup >= t.steps:
         raise UsageError(f"train.warmup ({t.warmup}) must be smaller than train.steps ({t.steps})")
+    if t.precision not in PRECISIONS:
+        raise UsageError(f"unknown train.precision {t.precision!r}; valid: {', '.join(PRECISIONS)}")
     if t.optimizer.type not in _OPTIMIZERS:
         raise UsageError(f"unknown train.optimizer.type {t.optimizer.type!r}; valid: {', '.join(_OPTIMIZERS)}")
     if len(t.optimizer.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.optimizer.betas):

@@ -36,6 +36,7 @@ from torch.nn.utils import clip_grads_with_norm_, get_total_norm
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from binsr.cpu import cpu_name
 from binsr.errors import BinsrError, UsageError
 from binsr.train import distributed
 from binsr.files import atomic_write
@@ -44,6 +45,7 @@ from binsr.train.checkpoint import (init_weights, load_checkpoint, load_state, s
 from binsr.train.config import RESUME_NEUTRAL, TrainConfig, config_diff
 from binsr.train.ema import ModelEMA
 from binsr.train.optim import build_optimizer, build_scheduler
+from binsr.train.precision import float32_binary, prepare_model, resolve_precision
 from binsr.train.runlog import RunLog
 from binsr.train.sampling import make_loader, mix_seed
 
@@ -108,6 +110,11 @@ class _Trainer:
             if env.is_main:
                 log.info("initialised %d tensors from %s; fresh: %s", len(loaded), cfg.model.init_from,
                          ", ".join(skipped) or "none")
+        self.precision = resolve_precision(t.precision, env.device)
+        prepare_model(self.module, self.precision)
+        if env.is_main:
+            log.info("precision %s (train.precision %s), %d threads, %s", self.precision, t.precision,
+                     torch.get_num_threads(), cpu_name() if env.device.type == "cpu" else env.device)
         self.ema = ModelEMA(self.module, t.ema) if t.ema > 0 else None
         self.optimizer = build_optimizer([p for p in self.module.parameters() if p.requires_grad], t)
         self.scheduler = build_scheduler(self.optimizer, t)
@@ -163,7 +170,7 @@ class _Trainer:
     def _validate(self) -> dict[str, float]:
         target = self.ema.module if self.ema is not None else self.module
         target.eval()
-        with torch.no_grad():
+        with torch.no_grad(), float32_binary(target, self.precision):
             metrics = self.evaluate(target, self.cfg.val.dataset, self.cfg.scale)
         self.module.train()
         result = {"psnr": float(metrics["psnr"]), "ssim": float(metrics["ssim"])}
@@ -263,6 +270,7 @@ class _Trainer:
                 "steps": self.step, "world_size": self.env.world_size, "device": str(self.env.device),
                 "train_seconds": round(self.train_seconds, 2),
                 "it_s": round((self.step - session_start) / session_s, 4) if session_s else None,
+                "precision": self.precision, "threads": torch.get_num_threads(), "cpu": cpu_name(),
                 "val": {"dataset": cfg.val.dataset, "step": self.step, **val,
                         "weights": "ema" if self.ema is not None else "model"},
                 "best": {**self.best, "file": "best.safetensors"},

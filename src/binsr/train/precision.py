@@ -1,0 +1,54 @@
+"""``train.precision``: the dtype of the binary convolutions' +-1 operands during training.
+
+``fp32`` computes everything in float32. ``bf16`` casts the operands of every binary-by-binary
+conv to bfloat16 (exact: they are +-1), lets oneDNN accumulate in float32 and returns float32
+(``binsr.nn.set_binary_dtype``), and trains in channels_last; everything else (head, tail, BN,
+the FP skips, the loss, the optimizer) stays float32, so the full-precision information flow of
+E2FIF-style bodies is untouched and checkpoints stay float32. ``auto`` is ``bf16`` on CUDA and on
+CPUs with AVX-512 BF16 or AMX, else ``fp32``. Validation always runs in float32 (the packed
+engine's exact maths). Measured by ``benchmarks/train_speed.py``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from binsr.cpu import has_fast_bf16
+from binsr.nn import set_binary_dtype
+
+__all__ = ["PRECISIONS", "resolve_precision", "prepare_model", "float32_binary"]
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``bf16`` or ``fp32`` for a ``train.precision`` value on ``device``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" or has_fast_bf16() else "fp32"
+
+
+def prepare_model(model: nn.Module, precision: str) -> nn.Module:
+    """Set the binary convs' dtype for a resolved ``precision``; bf16 on a CPU also moves the
+    model to channels_last (faster there with bfloat16 operands; the same with float32)."""
+    bf16 = precision == "bf16"
+    set_binary_dtype(model, torch.bfloat16 if bf16 else None)
+    if bf16 and next(model.parameters()).device.type == "cpu":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+@contextmanager
+def float32_binary(model: nn.Module, precision: str) -> Iterator[nn.Module]:
+    """``model`` with float32 binary convs inside the block (validation), ``precision``'s after."""
+    set_binary_dtype(model, None)
+    try:
+        yield model
+    finally:
+        set_binary_dtype(model, torch.bfloat16 if precision == "bf16" else None)

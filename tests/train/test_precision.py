@@ -1,0 +1,81 @@
+"""``train.precision``: bfloat16 operands for the binary convs, exact where bfloat16 is, fp32 elsewhere."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from _trainkit import evaluate, raw_config
+from binsr import cpu, models
+from binsr.errors import UsageError
+from binsr.nn import BinaryConv2d, set_binary_dtype
+from binsr.train import config_from_dict, train
+from binsr.train import precision as prec
+
+
+def test_auto_follows_the_cpu(monkeypatch):
+    cpu_dev, cuda = torch.device("cpu"), torch.device("cuda")
+    for fast, expect in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(prec, "has_fast_bf16", lambda: fast)
+        assert prec.resolve_precision("auto", cpu_dev) == expect
+        assert prec.resolve_precision("auto", cuda) == "bf16"
+        assert prec.resolve_precision("fp32", cuda) == "fp32" and prec.resolve_precision("bf16", cpu_dev) == "bf16"
+    assert cpu.has_fast_bf16() == bool(cpu.cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    assert cpu.cpu_name()
+
+
+def test_unknown_precision_is_one_line(tmp_path):
+    with pytest.raises(UsageError, match="train.precision 'fp8'; valid: auto, bf16, fp32"):
+        config_from_dict(raw_config(tmp_path, train={"precision": "fp8"}), check_names=False)
+
+
+def test_bf16_binary_conv_is_exact_up_to_256_and_keeps_float32():
+    """+-1 operands are exact in bfloat16 and oneDNN sums in float32; the output is rounded to
+    bfloat16, which holds every integer up to 256 (a sum over 9 x 16 = 144 terms never exceeds it)."""
+    torch.manual_seed(0)
+    conv = BinaryConv2d(16, 8, 3, padding=1, act_quant="ste", weight_quant="xnor")
+    x = torch.randn(2, 16, 11, 13, requires_grad=True)
+    ref = conv(x)
+    set_binary_dtype(conv, torch.bfloat16)
+    out = conv(x)
+    assert out.dtype == torch.float32 and torch.equal(out, ref)
+    (g,) = torch.autograd.grad(out.square().sum(), x)
+    set_binary_dtype(conv, None)
+    (g_ref,) = torch.autograd.grad(conv(x).square().sum(), x)
+    assert torch.allclose(g, g_ref, rtol=2e-2, atol=2e-2 * g_ref.abs().max().item())
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_bf16_training_resumes_exactly_validates_in_fp32_and_saves_fp32(tmp_path, data_root):
+    """A binary model trained 4 steps in bf16 equals the same run stopped after its step-2
+    checkpoint and resumed, bit for bit; checkpoints are float32; validation sees float32 binary convs."""
+    seen = []
+
+    def run(out, resume=False, stop=False):
+        def check(model, dataset, scale):
+            seen.append({m.binary_dtype for m in model.modules() if isinstance(m, BinaryConv2d)})
+            if stop:
+                raise _Stop  # at the step-3 validation: the last checkpoint is step 2's
+            return evaluate(model, dataset, scale)
+
+        raw = raw_config(data_root, model={"name": "srresnet_small", "recipe": "e2fif",
+                                           "kwargs": {"num_feat": 8, "num_block": 1}},
+                         train={"steps": 4, "checkpoint_every": 2, "precision": "bf16", "ema": 0.0},
+                         val={"every": 3})
+        raw["scale"], raw["data"]["patch_size"] = 2, 16
+        cfg = config_from_dict(raw)
+        torch.manual_seed(cfg.seed)
+        model = models.create("srresnet_small", scale=2, recipe="e2fif", num_feat=8, num_block=1)
+        return train(cfg, out, resume=resume, model=model, evaluate=check)
+
+    full = run(tmp_path / "full")
+    with pytest.raises(_Stop):
+        run(tmp_path / "cut", stop=True)
+    resumed = run(tmp_path / "cut", resume=True)
+    assert full["precision"] == resumed["precision"] == "bf16"
+    assert seen and all(s == {None} for s in seen)
+    a, b = (load_file(str(tmp_path / r / "last.safetensors")) for r in ("full", "cut"))
+    assert all(t.dtype == torch.float32 for t in a.values() if t.is_floating_point())
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
