@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from engine_reference import reference_conv
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,23 +14,6 @@ from binsr.deploy.engine import BinaryConv
 
 PATHS = engine.available_paths()
 COMPILED = [p for p in PATHS if p != "numpy"]
-
-
-def reference_conv(x: np.ndarray, w: np.ndarray, dilation: int, padding: int, groups: int) -> np.ndarray:
-    """±1 NHWC x, OIHW w: int64 dots of the conv of x padded with +1 (direct loops over taps)."""
-    n, h, wd, c = x.shape
-    o, cpi, k, _ = w.shape
-    xp = np.pad(x, ((0, 0), (padding,) * 2, (padding,) * 2, (0, 0)), constant_values=1).astype(np.int64)
-    ho, wo = h + 2 * padding - dilation * (k - 1), wd + 2 * padding - dilation * (k - 1)
-    out = np.zeros((n, ho, wo, o), np.int64)
-    cpo = o // groups
-    for g in range(groups):
-        for ky in range(k):
-            for kx in range(k):
-                a = xp[:, ky * dilation:ky * dilation + ho, kx * dilation:kx * dilation + wo, g * cpi:(g + 1) * cpi]
-                wt = w[g * cpo:(g + 1) * cpo, :, ky, kx].astype(np.int64)
-                out[..., g * cpo:(g + 1) * cpo] += np.einsum("nhwc,oc->nhwo", a, wt)
-    return out
 
 
 @st.composite
@@ -103,33 +87,12 @@ def test_realistic_layer_64_channels(path: str) -> None:
             np.testing.assert_array_equal(conv(pack_bits(x), path=path, out_int=True).dots, ref)
 
 
-@settings(max_examples=25, deadline=None)
-@given(st.integers(0, 2**31 - 1), st.booleans(), st.integers(0, 3), st.sampled_from([5, 64, 100]),
-       st.sampled_from([7, 45]), st.booleans())
-def test_fused_epilogue_matches_numpy(seed: int, act_first: bool, nres: int, cout: int, width: int,
-                                      gated: bool) -> None:
-    """Every epilogue step on every path; 45 columns: several 32-pixel strips and a partial one
-    (the AMX kernel's epilogue of one strip runs during the next strip's tile products)."""
-    rng = np.random.default_rng(seed)
-    x = _signs(rng, (2, 6, width, 40))
-    conv = BinaryConv(pack_weights(_signs(rng, (cout, 40, 3, 3))), 40, 3)
-    vec = lambda: rng.normal(size=cout).astype(np.float32)  # noqa: E731
-    kw = dict(scale=np.abs(vec()), bias=vec(), pix=rng.random((2, 6, width)).astype(np.float32),
-              act=(vec(), np.abs(vec()), vec()), act_first=act_first,
-              residual=tuple(rng.normal(size=(2, 6, width, cout)).astype(np.float32) for _ in range(nres)),
-              thr=vec(), pack=True, gate_bias=vec() if gated else None)
-    want = conv(pack_bits(x), path="numpy", **kw)
-    for path in COMPILED:
-        got = conv(pack_bits(x), path=path, threads=2, **kw)
-        np.testing.assert_allclose(got.out, want.out, rtol=1e-6, atol=1e-5)
-        np.testing.assert_array_equal(got.bits, want.bits)
-    np.testing.assert_array_equal(want.bits, pack_bits(want.out - kw["thr"]))
-    if gated:  # the gated bias is the last residual: pix * gate_bias, rounded, then added
-        plain = conv(pack_bits(x), path="numpy", **{**kw, "gate_bias": None,
-                                                     "residual": kw["residual"] + (kw["pix"][..., None] * kw["gate_bias"],)})
-        np.testing.assert_array_equal(want.out, plain.out)
-        with pytest.raises(ValueError, match="gate_bias needs pix"):
-            conv(pack_bits(x), **{**kw, "pix": None})
+def test_gate_bias_needs_pix() -> None:
+    """The epilogue's values are checked against the reference formula in test_engine_epilogue.py."""
+    rng = np.random.default_rng(0)
+    conv = BinaryConv(pack_weights(_signs(rng, (8, 40, 3, 3))), 40, 3)
+    with pytest.raises(ValueError, match="gate_bias needs pix"):
+        conv(pack_bits(_signs(rng, (1, 4, 5, 40))), gate_bias=np.ones(8, np.float32))
 
 
 @pytest.mark.parametrize("path", PATHS)
