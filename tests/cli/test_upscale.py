@@ -394,3 +394,94 @@ def test_streamed_png_matches_pillow(tmp_path, weights, capsys, monkeypatch):
         np.testing.assert_array_equal(got, ref)
         assert (got_alpha is None) == (ref_alpha is None) and (got_alpha is None or np.array_equal(got_alpha, ref_alpha))
     assert read_image_info(tmp_path / "stream" / "a_x2.png")[2]["icc_profile"] == ICC
+
+
+def test_names_stay_inside_outdir_and_never_replace_inputs(tmp_path, weights, capsys):
+    """--suffix with a path separator or '..' is refused (exit 2), as are an output that would be
+    an input (--suffix '' --ext same) and -o equal to an input folder; nothing is written."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_smooth(12, 12)).save(src / "a.png")
+    before = (src / "a.png").read_bytes()
+    out = tmp_path / "out"
+    for suffix in ("/../../escaped", "_x/y", "..", "a\\b"):
+        rc, _, err = _run(capsys, src / "a.png", "-o", out, "--model", weights, "--suffix", suffix)
+        assert rc == 2 and "--suffix" in err and len(err.strip().splitlines()) == 1, suffix
+    rc, _, err = _run(capsys, src / "a.png", "-o", src, "--model", weights, "--suffix", "", "--ext", "same",
+                      "--overwrite")
+    assert rc == 2 and "would replace the input" in err
+    rc, _, err = _run(capsys, src, "-o", src, "--model", weights)
+    assert rc == 2 and "is the input folder" in err and len(err.strip().splitlines()) == 1
+    assert (src / "a.png").read_bytes() == before and [p.name for p in src.iterdir()] == ["a.png"]
+    assert not out.exists() and not list(tmp_path.glob("**/escaped*"))
+
+
+def test_skipped_files_are_named_and_gif_is_its_first_frame(tmp_path, weights, capsys):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    (src / "readme.txt").write_text("notes")
+    (src / ".hidden.png").write_bytes(b"")
+    frames = [Image.fromarray(_smooth(12, 10)).convert("P") for _ in range(3)]
+    frames[0].save(src / "anim.gif", save_all=True, append_images=frames[1:])
+    out = tmp_path / "out"
+    rc, _, err = _run(capsys, src, "-o", out, "--model", weights, "--ext", "same")
+    assert rc == 0 and [p.name for p in out.iterdir()] == ["anim_x2.png"]  # GIF is not written: PNG
+    note = [line for line in err.splitlines() if "not read from" in line]
+    assert len(note) == 1 and all(s in note[0] for s in ("readme.txt (not an image extension)",
+                                                        "sub (a folder: pass --recursive)", ".hidden.png (hidden)"))
+    assert "only its first frame" in err
+    np.testing.assert_array_equal(read_image(out / "anim_x2.png").shape, (24, 20, 3))
+
+
+def test_tile_too_small_fails_once_before_any_image(tmp_path, weights, capsys):
+    for name in "abc":
+        Image.fromarray(_smooth(12, 12)).save(tmp_path / f"{name}.png")
+    rc, _, err = _run(capsys, *(tmp_path / f"{n}.png" for n in "abc"), "-o", tmp_path / "out", "--model", weights,
+                      "--tile", 1)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "--tile must be at least" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_debug_does_not_turn_on_pillow_debug_log(tmp_path, weights, capsys):
+    import logging
+
+    Image.fromarray(_smooth(12, 12)).save(tmp_path / "a.png")
+    assert main(["--debug", "upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", weights,
+                 "--quiet"]) == 0
+    assert logging.getLogger("PIL").getEffectiveLevel() > logging.DEBUG
+    assert "STREAM" not in capsys.readouterr().err  # PngImagePlugin's per-chunk lines
+
+
+def test_a_killed_run_leaves_no_temporary_behind_the_next(tmp_path, weights, capsys):
+    """SIGKILL cannot be caught: the next run writing that name removes the dead run's temporary."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / f".a_x2.png.{int(dead.stdout)}.00ff.tmp").write_bytes(b"")
+    Image.fromarray(_smooth(12, 12)).save(tmp_path / "a.png")
+    rc, _, _ = _run(capsys, tmp_path / "a.png", "-o", out, "--model", weights)
+    assert rc == 0 and [p.name for p in out.iterdir()] == ["a_x2.png"]
+
+
+def test_sigterm_ends_the_run_as_ctrl_c_does(tmp_path, weights):
+    """SIGTERM during a run: the 'interrupted' line and exit 130 (temporaries are removed on the
+    way out), not a silent kill."""
+    import os
+    import signal
+
+    for name in "ab":
+        Image.fromarray(_smooth(600, 600)).save(tmp_path / f"{name}.png")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from binsr.cli import main; sys.exit(main())",
+                             "upscale", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(out),
+                             "--model", weights, "--tile", "16", "--threads", "1"],
+                            stderr=subprocess.PIPE)
+    seen = b""
+    while b"tile" not in seen:  # the progress bar: upscaling has begun
+        chunk = proc.stderr.read1(4096)
+        assert chunk, seen.decode(errors="replace")
+        seen += chunk
+    os.kill(proc.pid, signal.SIGTERM)
+    err = (seen + proc.stderr.read()).decode(errors="replace")
+    assert proc.wait(timeout=60) == 130 and "binsr upscale: interrupted" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("**/.*.tmp"))

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from binsr.cli import main
 from binsr.errors import UsageError
@@ -61,11 +62,14 @@ def test_zoo_model_by_name_and_wrong_scale(name):
         build_for_eval(f"zoo:{name}", 5 if card["scale"] != 5 else 2)
 
 
-def test_zoo_cli_lists_every_model(capsys):
+def test_zoo_cli_lists_every_model(capsys, tmp_path):
     assert main(["zoo", "--json", "-"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == zoo_names()
-    assert main(["eval", "--model", "zoo:nope", "--scale", "4"]) == 2
+    hr = tmp_path / "benchmark" / "Set5" / "image_SRF_4" / "img_001_SRF_4_HR.png"  # eval finds its data first
+    hr.parent.mkdir(parents=True)
+    Image.new("RGB", (16, 16)).save(hr)
+    assert main(["eval", "--model", "zoo:nope", "--scale", "4", "--dataset", "Set5", "--data-root", str(tmp_path)]) == 2
     assert "unknown zoo model" in capsys.readouterr().err
 
 
