@@ -165,7 +165,8 @@ def test_bbcu_unit_aligns_the_residual():
     torch.manual_seed(3)
     m = BBCUConv(4, 4, 3)
     x = torch.randn(2, 4, 5, 5)
-    torch.testing.assert_close(m(x), m.act(m.conv(x)) / 130.0 + x)
+    torch.testing.assert_close(m(x), m.act(m.conv(x)) / (130.0 * 4 / 64) + x)  # k = 130 n / 64
+    assert BBCUConv(64, 64, 3).alignment == 130.0 and BBCUConv(96, 96, 3).alignment == 195.0
     assert m.conv.act_quant.name == "rsign" and m.conv.act_quant.estimator.name == "approx_sign"
     assert m.conv.weight_quant.name == "xnor" and not any(isinstance(c, nn.BatchNorm2d) for c in m.modules())
 

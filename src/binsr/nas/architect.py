@@ -2,6 +2,11 @@
 
 The architecture objective is SRBNAS eq. 8 on a held-out batch:
 ``L1(val) + lambda_alpha * Linear * R(alpha) + lambda_beta * Linear * R(beta)`` (eqs. 4-7).
+Reading of eq. 8: the paper writes ``lambda Linear(R(alpha)) + mu Linear(R(beta))``, reusing
+``mu``, eq. 4's L1 weight inside ``R(alpha)`` (Table 4 varies it from 0.2 to 0.8 with rho). binsr
+keeps the beta term's weight separate, ``reg.lambda_beta``, default 1.5 = lambda (EBNAS, which
+SRBNAS follows, weights both terms by the same lambda), so that the Table 4 ablation moves
+``R(alpha)`` only; ``--set reg.lambda_beta=<mu>`` gives eq. 8 read literally.
 First order: the gradient at the current weights. Second order: DARTS eq. 7 with the virtual
 step ``w' = w - xi * grad_w L_train`` taken as plain SGD with ``xi`` = the current model lr, and
 the Hessian-vector product by central finite differences (DARTS eq. 8, ``eps = 0.01 / |grad|``).

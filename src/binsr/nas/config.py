@@ -69,7 +69,7 @@ class RegSection:
     mu: float = 0.8  # L1 weight in R(alpha)
     rho: float = 0.2  # L2 weight in R(alpha)
     l1_on: str = "softmax"  # "softmax": eq. 4 as written (zero gradient); "raw": mu * sum|alpha|
-    lambda_beta: float = 1.5
+    lambda_beta: float = 1.5  # eq. 8's beta weight, written mu there: see binsr.nas.architect
     gamma: float = 0.8
     ramp_epochs: int = 0  # E of eq. 6: full weight from epoch E on; 0 = search.epochs
 

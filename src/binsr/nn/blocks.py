@@ -158,16 +158,19 @@ class BBCUConv(_SkipUnit):
     ``HardBinaryConv``, RPReLU, ``+ x``; RPReLU comes before the residual addition, as the code).
 
     Residual alignment: BBCU's ``BBCUL.forward`` multiplies the network input by ``k`` (``k:
-    130.`` in ``train_BBCUL_x*.yml``) and divides the output by ``k`` so the residual is not
-    drowned by the binary branch. Since the head/tail convs are affine and (R)PReLU/LeakyReLU are
-    positively homogeneous, that equals, up to rescaling biases and thresholds, dividing every
-    unit's binary branch by ``k``, which this unit does so that any backbone gets the alignment.
+    130.`` in ``train_BBCUL_x*.yml`` and ``train_BBCUM_x*.yml``, all at 64 channels) and divides the
+    output by ``k`` so the residual is not drowned by the binary branch. Since the head/tail convs
+    are affine and (R)PReLU/LeakyReLU are positively homogeneous, that equals, up to rescaling
+    biases and thresholds, dividing every unit's binary branch by ``k``, which this unit does so
+    that any backbone gets the alignment. Reading for other widths: ``k = 130 * n / 64`` for ``n``
+    input channels (BBCU's README; the binary branch's magnitude grows with the ``n * k * k`` terms
+    it sums), so 130 at the published width.
 
     Args:
         in_ch, out_ch, kernel_size, stride, dilation, groups: conv geometry.
         act_quant: activation binarizer. Default ``"rsign"``.
         weight_quant: weight binarizer. Default ``"xnor"``.
-        alignment: the residual-alignment constant ``k``. Default 130.
+        alignment: the residual-alignment constant ``k``. Default None: ``130 * in_ch / 64``.
     """
 
     def __init__(
@@ -180,10 +183,10 @@ class BBCUConv(_SkipUnit):
         groups: int = 1,
         act_quant: QuantizerSpec = "rsign",
         weight_quant: QuantizerSpec = "xnor",
-        alignment: float = 130.0,
+        alignment: float | None = None,
     ) -> None:
         super().__init__(in_ch, out_ch, stride)
-        self.alignment = float(alignment)
+        self.alignment = 130.0 * in_ch / 64 if alignment is None else float(alignment)
         self.conv = same_binary_conv(in_ch, out_ch, kernel_size, stride, dilation, groups, act_quant, weight_quant)
         self.act = RPReLU(out_ch)
 

@@ -156,7 +156,7 @@ _RECIPES: dict[str, tuple[Callable[..., nn.Module], dict[str, Any], Callable[[],
         BBCUConv,
         {},
         nn.Identity,
-        "BBCU (arXiv:2210.00405): RSign, XNOR binary conv, RPReLU, FP residual aligned by k=130, no BN; "
+        "BBCU (arXiv:2210.00405): RSign, XNOR binary conv, RPReLU, FP residual aligned by k=130*C/64, no BN; "
         f"RSign thresholds, RPReLU and skip are FP. {_HEAD_TAIL_FP}",
     ),
     "scales": (

@@ -262,9 +262,9 @@ class RSign(ActivationQuantizer):
 class ScalesAct(ActivationQuantizer):
     """SCALES activation binarizer: channel-wise learnable threshold, layer-wise learnable scale.
 
-    Forward ``x_b = alpha * sign(x - beta_c)`` (SCALES Eq. (1)); with the clipped STE ``e(u) =
-    1[|u| <= 1]`` the backward is ``dx_b/dalpha = sign(x - beta_c)`` (Eq. (2)),
-    ``dx_b/dbeta_c = -alpha e(x - beta_c)`` (Eq. (3)) and ``dx_b/dx = alpha e(x - beta_c)``.
+    Forward ``x_b = alpha * sign(x - beta_c)`` (SCALES Eq. (1)); with the sign estimator ``e(u)``
+    the backward is ``dx_b/dalpha = sign(x - beta_c)`` (Eq. (2)), ``dx_b/dbeta_c = -alpha
+    e(x - beta_c)`` (Eq. (3)) and ``dx_b/dx = alpha e(x - beta_c)``.
     ``binarize`` returns ``(sign(x - beta), alpha)`` separately so that ``BinaryConv2d`` convolves
     the +1-padded signs and multiplies the output by ``alpha`` (docs/CONVENTIONS.md).
     Wei et al., "SCALES: Boost Binary Neural Network for Image Super-Resolution with Efficient
@@ -272,17 +272,20 @@ class ScalesAct(ActivationQuantizer):
 
     Reading: the equations are missing from the paper copy in ``shared/papers/scales.md``; the
     text says ``beta`` is channel-wise, ``alpha`` layer-wise and both are trained "with the help of
-    the STE", which gives the forms above (the STE applied to ``sign`` alone; ``alpha`` outside).
+    the straight through estimator (STE) [17]", which gives the forms above (the estimator applied
+    to ``sign`` alone; ``alpha`` outside). [17] is Bi-Real Net, whose estimator is ApproxSign
+    (``e(u) = max(2 - 2|u|, 0)``), so that is the default (issue 20; it was the clipped STE
+    ``1[|u| <= 1]`` before). SCALES releases no code.
 
     Args:
         channels: number of channels C.
-        estimator: sign estimator applied to ``x - beta``. Default ``"clipped_ste"``.
+        estimator: sign estimator applied to ``x - beta``. Default ``"approx_sign"`` (Bi-Real Net).
         scale_init: initial ``alpha``. Default 1.
     """
 
     per_channel = True
 
-    def __init__(self, channels: int, estimator: Estimator = "clipped_ste", scale_init: float = 1.0) -> None:
+    def __init__(self, channels: int, estimator: Estimator = "approx_sign", scale_init: float = 1.0) -> None:
         super().__init__()
         self.channels = int(channels)
         self.scale_init = float(scale_init)
