@@ -63,6 +63,9 @@ def test_upscale_gives_the_bytes_binsr_upscale_writes(client, cli_output, kind, 
     assert f'filename="{kind}_x4.png"' in reply.headers["content-disposition"]
     assert reply.headers["x-binsr-model"] == default_model(4) and reply.headers["x-binsr-scale"] == "4"
     assert float(reply.headers["x-engine-seconds"]) > 0
+    steps = dict(re.fullmatch(r"(\w+);dur=([\d.]+)", t).groups() for t in reply.headers["server-timing"].split(", "))
+    assert list(steps) == ["decode", "engine", "encode"]
+    assert float(steps["engine"]) == pytest.approx(float(reply.headers["x-engine-seconds"]) * 1000, abs=0.1)
     out = Image.open(io.BytesIO(reply.content))
     assert out.size == (28 * 4, 20 * 4)
     assert out.mode == {"rgb": "RGB", "rgb16": "RGB", "rgba": "RGBA", "gray": "L"}[kind]

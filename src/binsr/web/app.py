@@ -8,7 +8,8 @@ Routes (Starlette):
 * ``POST /api/upscale``: multipart field ``image`` plus optional ``model`` and ``scale`` returns
   the PNG ``binsr upscale`` writes for that file with its default options (same encoder, so the
   same bytes: 16 bits, alpha and the ICC profile kept). ``?job=ID`` lets
-  ``GET /api/progress/ID`` follow it; the engine time is in the ``X-Engine-Seconds`` header.
+  ``GET /api/progress/ID`` follow it; the engine time is in the ``X-Engine-Seconds`` header, and
+  decoding, engine and encoding times in ``Server-Timing``.
 * ``POST /api/bicubic``: the same upload enlarged with Pillow's bicubic (Keys' cubic, a = -0.5, as
   MATLAB's ``imresize`` upscales; 8 bits), the "before" side of the page's slider.
 * ``GET /api/progress/ID``: ``{"state": "queued" | "running", "ahead", "tiles_done",
@@ -39,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import numpy as np
@@ -184,6 +185,24 @@ class _Models:
         return out
 
 
+class _Laps(dict):
+    """Seconds per step, each since the previous one (the ``Server-Timing`` header, W3C Server Timing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = time.perf_counter()
+
+    def __call__(self, step: str) -> None:
+        now = time.perf_counter()
+        self[step], self._last = now - self._last, now
+
+
+class _Result(NamedTuple):
+    png: bytes
+    scale: int
+    timings: _Laps
+
+
 @dataclass
 class _Job:
     """A request's place in the queue and its tiles, read by ``GET /api/progress``."""
@@ -218,28 +237,34 @@ class _Server:
         except BinsrError as exc:
             raise _Reply(400, str(exc).replace(str(path), job.filename)) from exc
 
-    def upscale(self, data: bytes, name: str, job: _Job) -> tuple[bytes, float, int]:
-        """(PNG bytes, engine seconds, scale) for an upload, as ``binsr upscale`` makes them."""
+    def upscale(self, data: bytes, name: str, job: _Job) -> _Result:
+        """The PNG ``binsr upscale`` makes for an upload."""
         from binsr.infer import n_tiles, upscale_array
 
         o = self.options
         up = self.models.get(name)
+        laps = _Laps()
         with tempfile.TemporaryDirectory(prefix="binsr-serve-") as tmp:
             pixels, alpha, info = self._read(data, Path(tmp), job)
-            job.tiles_total = n_tiles(pixels.shape, o.tile or None)
-            start = time.perf_counter()
-            out = upscale_array(up, pixels, alpha, o.tile or None, o.tile_overlap, progress=job.step)
-            seconds = time.perf_counter() - start
-            del pixels, alpha
-            return encode_png(out, info.get("icc_profile"), o.png_level), seconds, up.scale
+        laps("decode")
+        job.tiles_total = n_tiles(pixels.shape, o.tile or None)
+        out = upscale_array(up, pixels, alpha, o.tile or None, o.tile_overlap, progress=job.step)
+        laps("engine")
+        del pixels, alpha
+        png = encode_png(out, info.get("icc_profile"), o.png_level)
+        laps("encode")
+        return _Result(png, up.scale, laps)
 
-    def bicubic(self, data: bytes, name: str, job: _Job) -> tuple[bytes, float, int]:
+    def bicubic(self, data: bytes, name: str, job: _Job) -> _Result:
+        """The upload enlarged by :func:`_preview` to the size ``name`` gives."""
         scale = self.models.scales[name]
+        laps = _Laps()
         with tempfile.TemporaryDirectory(prefix="binsr-serve-") as tmp:
             pixels, alpha, _ = self._read(data, Path(tmp), job)
-        start = time.perf_counter()
+        laps("decode")
         png = _preview(pixels, alpha, scale)
-        return png, time.perf_counter() - start, scale
+        laps("bicubic")
+        return _Result(png, scale, laps)
 
     # ------------------------------------------------------------------ the request side
 
@@ -302,7 +327,7 @@ class _Server:
         model = model if isinstance(model, str) and model.strip() else None
         return data, filename, model, scale or None
 
-    async def handle(self, request: Request, work: Callable[[bytes, str, _Job], tuple[bytes, float, int]],
+    async def handle(self, request: Request, work: Callable[[bytes, str, _Job], _Result],
                      suffix: Callable[[int], str]) -> Response:
         job_id = request.query_params.get("job")
         try:
@@ -322,21 +347,23 @@ class _Server:
                               {"Retry-After": "5"})
             job = self.jobs[key] = _Job(next(self.counter), filename)
             try:
-                png, seconds, s = await self._run(work, data, name, job)
+                result = await self._run(work, data, name, job)
             finally:
                 del self.jobs[key]
         except _Reply as exc:
             return _error(exc.status, str(exc))
         stem = Path(filename.replace("\\", "/")).stem or "image"
-        out_name = f"{stem}{suffix(s)}.png"
+        out_name = f"{stem}{suffix(result.scale)}.png"
         ascii_name = out_name.encode("ascii", "replace").decode().replace("?", "_").replace('"', "_")
-        return Response(png, media_type="image/png", headers={
-            "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(out_name)}",
-            "X-Engine-Seconds": f"{seconds:.4f}", "X-Binsr-Model": name, "X-Binsr-Scale": str(s)})
+        headers = {"Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(out_name)}",
+                   "X-Binsr-Model": name, "X-Binsr-Scale": str(result.scale),
+                   "Server-Timing": ", ".join(f"{k};dur={v * 1000:.1f}" for k, v in result.timings.items())}
+        if "engine" in result.timings:
+            headers["X-Engine-Seconds"] = f"{result.timings['engine']:.4f}"
+        return Response(result.png, media_type="image/png", headers=headers)
 
-    async def _run(self, work: Callable[[bytes, str, _Job], tuple[bytes, float, int]], data: bytes, name: str,
-                   job: _Job) -> tuple[bytes, float, int]:
-        def run() -> tuple[bytes, float, int]:
+    async def _run(self, work: Callable[[bytes, str, _Job], _Result], data: bytes, name: str, job: _Job) -> _Result:
+        def run() -> _Result:
             job.state = "running"
             return work(data, name, job)
 

@@ -149,6 +149,8 @@ async function processItem(item) {
   setupCompare(el);
   const seconds = (performance.now() - item.start) / 1000;
   el.dataset.resultSeconds = seconds.toFixed(3);
+  el.dataset.engineSeconds = engine.toFixed(3);
+  el.dataset.serverTiming = reply.headers.get("Server-Timing") || "";
   $(".info", el).textContent = `${after.naturalWidth}×${after.naturalHeight} · ${model} · engine ${engine.toFixed(2)} s · ` +
     `drop to result ${seconds.toFixed(2)} s`;
   const link = $(".download", el);
