@@ -103,6 +103,9 @@ def test_bad_uploads_get_json_4xx_and_the_server_goes_on(cli_output, png_bytes):
             "truncated PNG": (_post(client, good[:200], "cut.png"), 400, "cut.png"),
             "empty file": (_post(client, b"", "empty.png"), 400, "empty"),
             "oversize upload": (_post(client, good + b"\0" * 8192), 413, "--max-upload-mb"),
+            "oversize, no length": (client.post("/api/upscale", content=(b"\0" * 8192 for _ in range(20)),
+                                                headers={"content-type": "multipart/form-data; boundary=x"}),
+                                    413, "--max-upload-mb"),
             "too many pixels": (_post(client, png_bytes("gray", 40, 40)), 413, "--max-pixels"),
             "unknown model": (_post(client, good, model="zoo:nope"), 400, "unknown model"),
             "wrong scale": (_post(client, good, model=default_model(4), scale=3), 400, "not x3"),
@@ -162,6 +165,18 @@ def test_jobs_run_one_at_a_time_with_progress(monkeypatch, png_bytes):
         assert replies["first"].status_code == replies["second"].status_code == 200
         assert replies["first"].content == replies["second"].content
         assert client.get("/api/progress/first").status_code == 404
+
+
+def test_uploads_arriving_together_are_bounded(png_bytes):
+    """Bytes being received by all uploads together stay under ``max_queue`` uploads' worth."""
+    with _client(max_queue=2, max_upload_bytes=1 << 20) as client:
+        server = client.app.state.server
+        server.receiving = 2 * ((1 << 20) + (64 << 10))  # as if two full uploads were arriving now
+        busy = _post(client, png_bytes("rgb"))
+        assert busy.status_code == 503 and "too many uploads" in busy.json()["error"]
+        server.receiving = 0
+        assert _post(client, png_bytes("rgb")).status_code == 200
+        assert server.receiving == 0
 
 
 def test_progress_counts_the_tiles(monkeypatch, png_bytes):

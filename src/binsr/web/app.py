@@ -21,8 +21,10 @@ Errors are JSON ``{"error": "..."}``: 400 (bad form, unknown model, wrong scale,
 
 Jobs run one at a time on a single worker thread, first come first served, with at most
 ``max_queue`` waiting or running, so memory is bounded by one job (its decoded input, the output and
-its PNG) plus the queued uploads (each at most ``max_upload_bytes``). An upload is held in memory
-and, while its job runs, in a temporary folder that is removed when the job ends.
+its PNG) plus the queued uploads (each at most ``max_upload_bytes``) plus those being received (at
+most ``max_queue`` uploads' worth together; more get 503). An upload is held in memory (Starlette
+spools one over 1 MiB to an unnamed temporary file while it arrives) and, while its job runs, in a
+temporary folder that is removed when the job ends.
 """
 
 from __future__ import annotations
@@ -175,8 +177,9 @@ class _Models:
 
         out = []
         for name, scale in sorted(self.scales.items(), key=lambda kv: (kv[1], kv[0])):
-            entry: dict[str, Any] = {"name": name, "scale": scale,
-                                     "default": name == self.default or name == default_model(scale)}
+            own = self.scales[self.default]
+            entry: dict[str, Any] = {"name": name, "scale": scale, "default": name == self.default
+                                     or (scale != own and name == default_model(scale))}
             if name.startswith(PREFIX):
                 card = zoo_card(name)
                 entry["params_k"] = card.get("params_k")
@@ -224,6 +227,8 @@ class _Server:
     worker: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "binsr-engine"))
     jobs: dict[str, _Job] = field(default_factory=dict)
     counter: itertools.count = field(default_factory=itertools.count)
+    #: request bytes being received now, by all uploads together
+    receiving: int = 0
 
     # ------------------------------------------------------------------ the work (worker thread)
 
@@ -299,13 +304,18 @@ class _Server:
         if length > limit + _FORM_OVERHEAD:
             raise too_large
         received = 0
+        budget = self.options.max_queue * (limit + _FORM_OVERHEAD)
 
         async def receive() -> dict:
             nonlocal received
             message = await request.receive()
-            received += len(message.get("body", b""))
+            n = len(message.get("body", b""))
+            received += n
+            self.receiving += n
             if received > limit + _FORM_OVERHEAD:
                 raise too_large
+            if self.receiving > budget:
+                raise _Reply(503, "busy: too many uploads at once; try again shortly")
             return message
 
         try:
@@ -318,6 +328,8 @@ class _Server:
                 model, scale = form.get("model"), form.get("scale")
         except HTTPException as exc:  # Starlette's answer to malformed multipart data
             raise _Reply(400, f"bad form data: {exc.detail}") from None
+        finally:
+            self.receiving -= received
         if len(data) > limit:
             raise too_large
         if scale not in (None, ""):
