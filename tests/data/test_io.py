@@ -8,6 +8,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from binsr.data import read_image, read_image_alpha, write_image
+from binsr.data.io import read_image_info
 from binsr.errors import BinsrError, UsageError
 
 RNG = np.random.default_rng(0)
@@ -165,3 +166,38 @@ def test_write_rejects_bad_requests(tmp_path):
     with pytest.raises(ValueError):
         write_image(tmp_path / "a.png", RGB.astype(np.float32))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_16bit_tiff_roundtrip_by_tifffile(tmp_path, channels):
+    """Every 16-bit TIFF layout binsr writes reads back exactly, with its ICC profile."""
+    img = RNG.integers(0, 65536, (6, 9, channels), dtype=np.uint16)
+    path = write_image(tmp_path / "a.tif", img if channels > 1 else img[..., 0], icc_profile=b"icc" * 50)
+    arr, alpha = read_image_alpha(path)
+    np.testing.assert_array_equal(arr, img[..., :3] if channels >= 3 else img[..., 0])
+    if channels == 4:
+        np.testing.assert_array_equal(alpha, img[..., -1])
+    assert read_image_info(tmp_path / "a.tif")[2]["icc_profile"] == b"icc" * 50
+
+
+@pytest.mark.parametrize("compression", ["zlib", "lzw", "packbits"])
+@pytest.mark.parametrize("planar", ["contig", "separate"])
+def test_compressed_and_planar_16bit_tiffs_are_exact(tmp_path, compression, planar):
+    """Pillow reads these at 8 bits (or not at all); tifffile keeps all 16."""
+    import tifffile
+
+    img = RNG.integers(0, 65536, (7, 5, 3), dtype=np.uint16)
+    data = np.moveaxis(img, -1, 0) if planar == "separate" else img
+    tifffile.imwrite(tmp_path / "c.tif", data, photometric="rgb", planarconfig=planar, compression=compression,
+                     rowsperstrip=2)
+    np.testing.assert_array_equal(read_image(tmp_path / "c.tif"), img)
+
+
+def test_gif_is_its_first_frame_with_a_note(tmp_path):
+    frames = [Image.fromarray(np.full((5, 7, 3), v, np.uint8)).convert("P") for v in (51, 204)]  # web palette
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    arr, _, info = read_image_info(tmp_path / "a.gif")
+    assert arr.shape == (5, 7, 3) and (arr == 51).all()
+    assert info["notes"] == ["animated GIF: only its first frame is read"]
+    Image.fromarray(RGB).convert("P").save(tmp_path / "still.gif")
+    assert read_image_info(tmp_path / "still.gif")[2]["notes"] == []

@@ -143,7 +143,8 @@ def _fit_format(arr, ext: str, notes: list[str]):
     """Adapt the upscaled array to what the output format can store (notes say what changed)."""
     import numpy as np
 
-    if arr.dtype == np.uint16 and ext not in (".png", ".tif", ".tiff"):
+    tiff16 = ext in (".tif", ".tiff") and not (arr.ndim == 3 and arr.shape[2] == 2)
+    if arr.dtype == np.uint16 and not (ext == ".png" or tiff16):
         notes.append(f"{ext} holds 8 bits per sample here: reduced from 16")
         arr = ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
     if ext in (".jpg", ".jpeg", ".bmp") and arr.ndim == 3 and arr.shape[2] in (2, 4):

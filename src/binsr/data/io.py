@@ -6,9 +6,11 @@ the decoding, except where it silently reduces 16 bits to 8: 16-bit PNGs are dec
 stays gray; alpha is returned separately.
 
 Hostile files: before anything is decoded, the geometry a file declares is checked against
-``max_pixels`` and against what its bytes can hold (:func:`_max_pixels_for`), so a small file
-never allocates a large image; the decoders then allocate the declared geometry and no more
-(libpng stops inflating there, tifffile reads only the strips that geometry needs).
+``max_pixels`` and against what its bytes can hold (:func:`_max_pixels_for`), so a small PNG,
+TIFF, JPEG, GIF or BMP never allocates a large image; the decoders then allocate the declared
+geometry and no more (libpng stops inflating there, tifffile reads only the strips that geometry
+needs). WebP's bytes bound nothing (its entropy codes can spend almost no bits on a pixel): there
+``max_pixels`` is the bound, one canvas of the declared size.
 """
 
 from __future__ import annotations
@@ -349,7 +351,7 @@ def _write_png_stream(f, arr: np.ndarray, icc_profile: bytes | None = None, leve
 
 
 def _write_tiff16(f, arr: np.ndarray, icc_profile: bytes | None = None) -> None:
-    """Write ``HW``/``HWC`` uint16 (1-4 channels) as an uncompressed TIFF by :mod:`tifffile`,
+    """Write ``HW``/``HWC`` uint16 (1, 3 or 4 channels) as an uncompressed TIFF by :mod:`tifffile`,
     alpha as unassociated ExtraSamples (TIFF 6.0 section 18), the ICC profile in tag 34675."""
     import tifffile
 
@@ -366,7 +368,7 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = Fals
     """Write ``HW``/``HWC`` (1-4 channels: gray, gray+alpha, RGB, RGBA) ``uint8``/``uint16``.
 
     The format follows the extension (:data:`IMAGE_EXTENSIONS`); ``uint16`` needs ``.png`` or
-    ``.tif`` (16-bit TIFF is written uncompressed, by :mod:`tifffile`). ``icc_profile`` (bytes) is embedded (PNG ``iCCP``, JPEG, WebP,
+    ``.tif`` (not gray + alpha; 16-bit TIFF is written uncompressed, by :mod:`tifffile`). ``icc_profile`` (bytes) is embedded (PNG ``iCCP``, JPEG, WebP,
     TIFF; BMP has none). 16-bit and large 8-bit PNGs are encoded in row blocks without a copy of
     the image. ``png_level``: zlib level of a PNG, 0-9 (lossless at every level; 6, Pillow's and
     zlib's default; 1 is about 3x faster and 13% larger, OpenCV's default).
@@ -384,8 +386,9 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = Fals
     channels = 1 if arr.ndim == 2 else (arr.shape[2] if arr.ndim == 3 else 0)
     if arr.dtype not in (np.uint8, np.uint16) or channels not in (1, 2, 3, 4):
         raise ValueError(f"write_image: expected uint8/uint16 HW or HWC (1-4 channels), got {arr.dtype} {arr.shape}")
-    if arr.dtype == np.uint16 and fmt not in ("PNG", "TIFF"):
-        raise UsageError(f"cannot write {path}: 16-bit images are written as .png or .tif only")
+    if arr.dtype == np.uint16 and not (fmt == "PNG" or (fmt == "TIFF" and channels != 2)):
+        raise UsageError(f"cannot write {path}: 16-bit images are written as .png only (or .tif, but not gray+alpha, "
+                         "which Pillow cannot open)")
     if fmt == "JPEG" and channels in (2, 4):
         raise UsageError(f"cannot write {path}: JPEG has no alpha channel")
     if not 0 <= png_level <= 9:
