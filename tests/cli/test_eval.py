@@ -77,9 +77,11 @@ def test_demo_without_data_and_overwrite_rules(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "skipping Set5" in out and "PSNR" in out
     panel = read_image(tmp_path / "outputs" / "sample_x4_bicubic.png")
-    assert panel.shape == (96, 2 * 96 + 4, 3)
+    assert panel.shape == (192 + 22, 2 * 192 + 4, 3)  # 192-pixel panels under a 22-pixel label strip
     with resources.as_file(resources.files("binsr") / "assets" / "sample_hr.png") as sample:
-        np.testing.assert_array_equal(panel[:, -96:], read_image(sample))  # right panel: HR
+        np.testing.assert_array_equal(panel[22:, -192:], read_image(sample))  # right panel: the original
+    for x0 in (0, 196):  # each panel has its label (dark text on the white strip)
+        assert (panel[:22, x0 : x0 + 192] < 128).any()
     assert main(["demo", "--model", "bicubic", "--out", "mine"]) == 0
     assert main(["demo", "--model", "bicubic", "--out", "mine"]) == 2  # an explicit folder needs --overwrite
     assert "--overwrite" in _error_line(capsys)
@@ -103,7 +105,7 @@ def test_demo_defaults_to_the_zoo_x4_model_without_data(tmp_path, monkeypatch, c
     out = capsys.readouterr().out
     panel = read_image(tmp_path / "outputs" / f"sample_x4_{name.removeprefix('zoo:')}.png")
     panels = 2 if name == "bicubic" else 3
-    assert panel.shape == (96, panels * 96 + (panels - 1) * 4, 3)
+    assert panel.shape == (192 + 22, panels * 192 + (panels - 1) * 4, 3)
     psnr = [float(line.split("PSNR ")[1].split(" dB")[0]) for line in out.splitlines() if "sample image" in line]
     assert len(psnr) == panels - 1
     if name != "bicubic":

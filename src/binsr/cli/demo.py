@@ -1,9 +1,10 @@
 """``binsr demo``: the shipped x4 binary model (or bicubic) on Set5 and on a shipped sample image.
 
 The default model is the package's zoo x4 model (``binsr zoo``); ``--model bicubic`` or any
-``zoo:<name>`` can be chosen. The sample (``binsr/assets/sample_hr.png``, see the README there)
-is downscaled x4 with MATLAB ``imresize``, upscaled again, and written as a side-by-side PNG
-``[bicubic | model | HR]`` (``[bicubic | HR]`` for bicubic) with the PSNR of each printed.
+``zoo:<name>`` can be chosen. The sample (``binsr/assets/sample_hr.png``, 192x192, see the README
+there) is downscaled x4 with MATLAB ``imresize``, upscaled again, and written as a side-by-side
+PNG ``[bicubic | binsr | original]`` (``[bicubic | original]`` for bicubic), each panel labelled
+with its name and PSNR (Y channel, border 4, as the benchmark tables) in Pillow's default font.
 Nothing needs ``../shared``: Set5 is evaluated only when the data root is found.
 """
 
@@ -21,6 +22,7 @@ from binsr.errors import UsageError
 SCALE = 4
 DEFAULT_OUT = Path("outputs")
 _GAP = 4  # white pixels between the panels
+_LABEL = 22  # height of the label strip above the panels
 
 
 def default_model() -> str:
@@ -48,10 +50,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def sample_comparison(upscalers: list[Callable[[np.ndarray, int], np.ndarray]]) -> tuple[np.ndarray, list[tuple[float, float]]]:
-    """Run each ``upscale(lr, scale) -> uint8 SR`` on the shipped sample at x4.
+def _labelled(panels: list[np.ndarray], labels: list[str]) -> np.ndarray:
+    """The panels side by side, ``_GAP`` white pixels apart, each under its label (black on white)."""
+    from PIL import Image, ImageDraw, ImageFont
 
-    Returns the side-by-side ``[SR_1 | ... | SR_n | HR]`` uint8 image and each SR's PSNR (dB) and SSIM.
+    h, w = panels[0].shape[:2]
+    canvas = Image.new("RGB", (len(panels) * (w + _GAP) - _GAP, h + _LABEL), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=14)
+    for i, (img, label) in enumerate(zip(panels, labels)):
+        x = i * (w + _GAP)
+        canvas.paste(Image.fromarray(img), (x, _LABEL))
+        draw.text((x + w // 2, _LABEL // 2), label, fill="black", font=font, anchor="mm")
+    return np.asarray(canvas)
+
+
+def sample_comparison(upscalers: dict[str, Callable[[np.ndarray, int], np.ndarray]]) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Run each ``name: upscale(lr, scale) -> uint8 SR`` on the shipped sample at x4.
+
+    Returns the labelled side-by-side ``[SR_1 | ... | SR_n | original]`` uint8 image (each SR
+    panel titled ``name  PSNR dB``) and each SR's PSNR (dB) and SSIM.
     """
     from binsr.data import imresize, read_image
     from binsr.metrics import psnr_y, ssim_y
@@ -59,10 +77,10 @@ def sample_comparison(upscalers: list[Callable[[np.ndarray, int], np.ndarray]]) 
     with resources.as_file(resources.files("binsr") / "assets" / "sample_hr.png") as path:
         hr = read_image(path)
     lr = imresize(hr, 1 / SCALE)
-    srs = [up(lr, SCALE) for up in upscalers]
-    gap = np.full((hr.shape[0], _GAP, 3), 255, np.uint8)
-    panel = np.concatenate([x for img in srs + [hr] for x in (img, gap)][:-1], axis=1)
-    return panel, [(psnr_y(sr, hr, SCALE), ssim_y(sr, hr, SCALE)) for sr in srs]
+    srs = [up(lr, SCALE) for up in upscalers.values()]
+    scores = [(psnr_y(sr, hr, SCALE), ssim_y(sr, hr, SCALE)) for sr in srs]
+    labels = [f"{name}  {psnr:.2f} dB" for name, (psnr, _) in zip(upscalers, scores)] + ["original"]
+    return _labelled(srs + [hr], labels), scores
 
 
 def run_demo(name: str, out_dir: Path, overwrite: bool, data_root: str | None = None) -> Path:
@@ -83,13 +101,13 @@ def run_demo(name: str, out_dir: Path, overwrite: bool, data_root: str | None = 
         print(f"{name} on Set5 x{SCALE}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f} ({r['n_images']} images)")
     except UsageError as exc:
         print(f"skipping Set5: {exc}")
-    runs = {"bicubic": "bicubic"} if name == "bicubic" else {"bicubic": "bicubic", name: model}
+    runs = {"bicubic": "bicubic"} if name == "bicubic" else {"bicubic": "bicubic", "binsr": model}
     with torch.no_grad():
-        panel, scores = sample_comparison([lambda lr, s, m=m: upscale_image(m, lr, s) for m in runs.values()])
+        panel, scores = sample_comparison({n: lambda lr, s, m=m: upscale_image(m, lr, s) for n, m in runs.items()})
     path = write_image(target, panel, overwrite=overwrite)
     for n, (psnr, ssim) in zip(runs, scores):
-        print(f"{n} on the sample image x{SCALE}: PSNR {psnr:.2f} dB, SSIM {ssim:.4f}")
-    print(f"wrote {path}  [{' | '.join(runs)} | HR]")
+        print(f"{name if n == 'binsr' else n} on the sample image x{SCALE}: PSNR {psnr:.2f} dB, SSIM {ssim:.4f}")
+    print(f"wrote {path}  [{' | '.join(runs)} | original]")
     return path
 
 
