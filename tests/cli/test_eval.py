@@ -78,7 +78,7 @@ def test_demo_without_data_and_overwrite_rules(tmp_path, monkeypatch, capsys):
     assert "skipping Set5" in out and "PSNR" in out
     panel = read_image(tmp_path / "outputs" / "sample_x4_bicubic.png")
     assert panel.shape == (192 + 22, 2 * 192 + 4, 3)  # 192-pixel panels under a 22-pixel label strip
-    with resources.as_file(resources.files("binsr") / "assets" / "sample_hr.png") as sample:
+    with resources.as_file(resources.files("binsr") / "assets" / "demo_hr.png") as sample:
         np.testing.assert_array_equal(panel[22:, -192:], read_image(sample))  # right panel: the original
     for x0 in (0, 196):  # each panel has its label (dark text on the white strip)
         assert (panel[:22, x0 : x0 + 192] < 128).any()

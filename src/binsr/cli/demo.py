@@ -1,7 +1,7 @@
 """``binsr demo``: the shipped x4 binary model (or bicubic) on Set5 and on a shipped sample image.
 
 The default model is the package's zoo x4 model (``binsr zoo``); ``--model bicubic`` or any
-``zoo:<name>`` can be chosen. The sample (``binsr/assets/sample_hr.png``, 192x192, see the README
+``zoo:<name>`` can be chosen. The sample (``binsr/assets/demo_hr.png``, 192x192, see the README
 there) is downscaled x4 with MATLAB ``imresize``, upscaled again, and written as a side-by-side
 PNG ``[bicubic | binsr | original]`` (``[bicubic | original]`` for bicubic), each panel labelled
 with its name and PSNR (Y channel, border 4, as the benchmark tables) in Pillow's default font.
@@ -74,7 +74,7 @@ def sample_comparison(upscalers: dict[str, Callable[[np.ndarray, int], np.ndarra
     from binsr.data import imresize, read_image
     from binsr.metrics import psnr_y, ssim_y
 
-    with resources.as_file(resources.files("binsr") / "assets" / "sample_hr.png") as path:
+    with resources.as_file(resources.files("binsr") / "assets" / "demo_hr.png") as path:
         hr = read_image(path)
     lr = imresize(hr, 1 / SCALE)
     srs = [up(lr, SCALE) for up in upscalers.values()]
