@@ -1,30 +1,53 @@
-"""``binsr export``: write a binary model as one packed file for the torch-free runtime."""
+"""``binsr export``: write a binary model as one packed file for the torch-free runtime, or as ONNX."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = """\
-Export a binary model to a packed safetensors file (.bsr): binary weights 1 bit each, integer
-shifts / float scales, BN folded into per-channel affines, the FP head/tail/upsampler and gates,
-and the graph as JSON metadata. Run it with binsr.deploy.Runtime(path) (NumPy + compiled
-kernels, no torch). Without --weights the model is randomly initialised (for testing).
+Export a binary model to a packed safetensors file (.bsr, the default --format): binary weights
+1 bit each, integer shifts / float scales, BN folded into per-channel affines, the FP
+head/tail/upsampler and gates, and the graph as JSON metadata. Run it with
+binsr.deploy.Runtime(path) (NumPy + compiled kernels, no torch). --format onnx writes the FP
+simulation of the same network as an ONNX graph for other runtimes (signs and scales as standard
+ONNX ops, float convs, height and width dynamic; needs pip install 'binsr[bench]'): not
+bit-packed, so not faster than a float network. Without --weights the model is randomly
+initialised (for testing).
 """
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("export", help="export a binary model to a packed .bsr file", description=HELP,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("export", help="export a binary model to a packed .bsr file (or ONNX)",
+                              description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="srresnet", help="model name (default: srresnet)")
     p.add_argument("--recipe", help="binarization recipe (default: e2fif; a zoo:<name> or weights file brings its own)")
     p.add_argument("--scale", type=int, default=4, help="upscaling factor (default: 4)")
     p.add_argument("--weights", metavar="FILE", help="trained weights (safetensors); default: random init")
-    p.add_argument("--out", metavar="FILE", required=True, help="packed output file (.bsr)")
+    p.add_argument("--out", metavar="FILE", required=True, help="output file (.bsr, or .onnx with --format onnx)")
+    p.add_argument("--format", choices=["bsr", "onnx"], default="bsr",
+                   help="bsr: bit-packed for binsr's engine (default); onnx: the FP simulation as an ONNX graph")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--fp16-weights", action="store_true",
                    help="round the FP conv weights (head, tail, upsampler) to float16 and store them in 2 bytes "
                         "(the file then matches the rounded model: binsr.deploy.round_fp16_)")
+    p.add_argument("--verbose", action="store_true", help="show the ONNX exporter's own output")
     p.set_defaults(func=run)
+
+
+def _onnx(args: argparse.Namespace, model) -> str:
+    """Write the ONNX graph; the summary of what was written."""
+    from pathlib import Path
+
+    from binsr.deploy.onnx import export_onnx, standard_ops
+
+    lines = export_onnx(model, args.out)
+    if args.verbose:
+        print("\n".join(lines), file=sys.stderr)
+    ops = sorted(standard_ops(args.out))
+    hidden = "" if args.verbose or not lines else f"; {len(lines)} lines of exporter output hidden (--verbose)"
+    return (f"wrote {args.out}: {Path(args.out).stat().st_size:,} bytes, the FP simulation in standard ONNX ops "
+            f"({', '.join(ops)}), input 'lr' NCHW float32 in [0, 1] of any height and width{hidden}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,10 +59,13 @@ def run(args: argparse.Namespace) -> int:
     model = build_for_eval(args.model, args.scale, args.recipe, args.weights, default_recipe="e2fif")
     if args.fp16_weights:
         round_fp16_(model)
-    sizes = export_packed(model, args.out, fp16=args.fp16_weights)
-    fp_share = sizes["fp_bytes"] / max(1, sizes["binary_bytes"] + sizes["fp_bytes"])
-    print(f"wrote {args.out}: {sizes['file_bytes']:,} bytes (binary weights {sizes['binary_bytes']:,}, "
-          f"FP parts {sizes['fp_bytes']:,} = {fp_share:.0%} of the tensors)"
-          + ("" if args.weights or args.model.startswith("zoo:") else "; random-init weights")
+    if args.format == "onnx":
+        line = _onnx(args, model)
+    else:
+        sizes = export_packed(model, args.out, fp16=args.fp16_weights)
+        fp_share = sizes["fp_bytes"] / max(1, sizes["binary_bytes"] + sizes["fp_bytes"])
+        line = (f"wrote {args.out}: {sizes['file_bytes']:,} bytes (binary weights {sizes['binary_bytes']:,}, "
+                f"FP parts {sizes['fp_bytes']:,} = {fp_share:.0%} of the tensors)")
+    print(line + ("" if args.weights or args.model.startswith("zoo:") else "; random-init weights")
           + ("; FP conv weights rounded to float16" if args.fp16_weights else ""))
     return 0
