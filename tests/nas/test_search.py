@@ -125,3 +125,21 @@ def test_cli_user_errors(tiny_run, capsys):
 def test_shipped_search_configs_are_valid(path):
     cfg = load_search_config(path)
     assert cfg.supernet.ops and cfg.search.arch_lr == pytest.approx(6e-4) and cfg.search.model_lr == pytest.approx(1e-3)
+
+
+def test_search_precision_is_checked_and_applied(monkeypatch, tmp_path):
+    """``search.precision`` as ``train.precision``: an unknown value is one line; the supernet's
+    binary convs get the resolved dtype before the first step."""
+    with pytest.raises(UsageError, match="search.precision 'fp8'"):
+        search_config_from_dict({**TINY, "search": {**TINY["search"], "precision": "fp8"}})
+    seen = []
+
+    def stop(model, precision):
+        seen.append((type(model).__name__, precision))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(search_mod, "prepare_model", stop)
+    cfg = search_config_from_dict({**TINY, "search": {**TINY["search"], "precision": "bf16"}})
+    with pytest.raises(KeyboardInterrupt):
+        run_search(cfg, tmp_path / "run")
+    assert seen == [("Supernet", "bf16")]

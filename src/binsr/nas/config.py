@@ -15,6 +15,7 @@ from typing import Any
 
 from binsr.errors import UsageError
 from binsr.schema import apply_overrides, from_dict, read_yaml
+from binsr.train.precision import PRECISIONS
 
 __all__ = ["SearchConfig", "load_search_config", "search_config_from_dict", "apply_overrides"]
 
@@ -58,6 +59,7 @@ class SearchSection:
     arch_weight_decay: float = 1e-3
     order: str = "first"  # "first" or "second" (DARTS unrolled step, finite-difference Hessian)
     warmup_epochs: int = 0  # epochs of weight-only training before the arch steps start
+    precision: str = "auto"  # auto | bf16 | fp32: the binary convs' operand dtype (binsr.train.precision)
     grad_clip: float = 5.0  # max L2 norm of the weight gradients; 0 = off
 
 
@@ -108,6 +110,8 @@ def _check(cfg: SearchConfig) -> None:
                 "supernet.groups": n.groups, "supernet.partial_k": n.partial_k, "search.epochs": s.epochs,
                 "search.steps_per_epoch": s.steps_per_epoch, "search.model_lr": s.model_lr,
                 "search.arch_lr": s.arch_lr, "log.checkpoint_every": cfg.log.checkpoint_every}
+    if s.precision not in PRECISIONS:
+        raise UsageError(f"unknown search.precision {s.precision!r}; valid: {', '.join(PRECISIONS)}")
     for key, value in positive.items():
         if value <= 0:
             raise UsageError(f"config key {key!r} must be > 0, got {value}")

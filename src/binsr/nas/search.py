@@ -28,6 +28,7 @@ import yaml
 from tqdm import tqdm
 
 from binsr import nn as bnn
+from binsr.cpu import cpu_name
 from binsr.errors import UsageError
 from binsr.nas.architect import Architect
 from binsr.nas.config import SearchConfig
@@ -35,6 +36,7 @@ from binsr.nas.data import PatchSampler, split_images
 from binsr.nas.genotype import Genotype, load_genotype, plot_cell
 from binsr.nas.regularizers import ramp
 from binsr.nas.supernet import Supernet
+from binsr.train.precision import prepare_model, resolve_precision
 from binsr.files import atomic_write
 from binsr.train.checkpoint import load_state, save_state
 
@@ -167,6 +169,8 @@ def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False, data_ro
     torch.manual_seed(cfg.seed)
     s = cfg.search
     model = build_supernet(cfg).to(device)
+    precision = resolve_precision(s.precision, torch.device(device))
+    prepare_model(model, precision)
     w_opt = torch.optim.Adam(model.weight_parameters(), lr=s.model_lr)
     total = s.epochs * s.steps_per_epoch
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=total, eta_min=min(s.model_lr_min, s.model_lr))
@@ -194,8 +198,8 @@ def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False, data_ro
     d = cfg.data
     w_paths, a_paths = split_images(data_root or d.data_root, d.train_sets, d.arch_fraction, cfg.seed, d.max_images)
     w_data, a_data = (PatchSampler(p, cfg.scale, d.patch_size) for p in (w_paths, a_paths))
-    log.info("search %s: %d weight / %d arch images, %d epochs x %d steps, %d threads", cfg.name, len(w_paths),
-             len(a_paths), s.epochs, s.steps_per_epoch, torch.get_num_threads())
+    log.info("search %s: %d weight / %d arch images, %d epochs x %d steps, %d threads, precision %s, %s", cfg.name,
+             len(w_paths), len(a_paths), s.epochs, s.steps_per_epoch, torch.get_num_threads(), precision, cpu_name())
     writer = None
     if cfg.log.tensorboard:
         from torch.utils.tensorboard import SummaryWriter
