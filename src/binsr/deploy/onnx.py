@@ -82,18 +82,6 @@ def captured_output() -> Iterator[list[str]]:
             lines.extend(text.getvalue().splitlines() + sink.read().decode(errors="replace").splitlines())
 
 
-def _copysign(a: Any, b: Any) -> Any:
-    """``torch.copysign(a, b)`` (binsr's ``sign(x) = copysign(1, x + 0)``) in standard ONNX ops:
-    ``Where(b >= 0, |a|, -|a|)``. torch decomposes copysign to ``prims.signbit``, which has no ONNX
-    translation. ``b >= 0`` equals the sign bit test for every ``b`` but -0.0, and ``x + 0`` is
-    never -0.0; the exporter's optimizer folds that ``+ 0`` away, so this also keeps binsr's tie
-    rule ``sign(0) = sign(-0.0) = +1`` in the graph."""
-    from onnxscript import opset18 as op
-
-    mag = op.Abs(a)
-    return op.Where(op.GreaterOrEqual(b, op.CastLike(0.0, b)), mag, op.Neg(mag))
-
-
 def export_onnx(model: Any, path: str | os.PathLike, example: Any = None, dynamic: bool = True) -> list[str]:
     """Write ``model`` (eval mode) as one self-contained ONNX file (input ``lr``, NCHW float32 in
     [0, 1]; output ``sr``) and return the exporter's output lines (its progress prints and log
@@ -116,8 +104,7 @@ def export_onnx(model: Any, path: str | os.PathLike, example: Any = None, dynami
     with captured_output() as lines:
         try:
             program = torch.onnx.export(model, (example,), dynamo=True, input_names=["lr"], output_names=["sr"],
-                                        dynamic_shapes=(dims,) if dynamic else None,
-                                        custom_translation_table={torch.ops.aten.copysign.Tensor: _copysign})
+                                        dynamic_shapes=(dims,) if dynamic else None)
         except Exception as exc:  # noqa: BLE001 - the exporter raises many types; one line names it
             raise BinsrError(f"the ONNX exporter failed on {type(model).__name__}: "
                              f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
