@@ -165,7 +165,7 @@ class _Models:
         return sorted(set(self.scales.values()))
 
     def get(self, name: str) -> Any:
-        """The loaded :class:`binsr.infer.Upscaler` of ``name`` (called on the worker thread only)."""
+        """The loaded :class:`binsr.infer.Upscaler` of ``name`` (once serving, on the worker thread only)."""
         from binsr.infer import load_upscaler
 
         if name not in self.loaded:
@@ -175,9 +175,8 @@ class _Models:
     def describe(self) -> list[dict[str, Any]]:
         from binsr.pretrained import PREFIX, default_model, zoo_card
 
-        out = []
+        out, own = [], self.scales[self.default]
         for name, scale in sorted(self.scales.items(), key=lambda kv: (kv[1], kv[0])):
-            own = self.scales[self.default]
             entry: dict[str, Any] = {"name": name, "scale": scale, "default": name == self.default
                                      or (scale != own and name == default_model(scale))}
             if name.startswith(PREFIX):
