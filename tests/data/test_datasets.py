@@ -119,3 +119,28 @@ def test_train_patches_errors(train_dirs):
         TrainPatches([train_dirs / "nope"], scale=2, patch_size=8)
     with pytest.raises(UsageError, match="no training images"):
         TrainPatches([train_dirs / "train" / "BSD200"], scale=2, patch_size=64)
+
+
+def test_patch_sampling_by_area_and_texture(tmp_path):
+    """``uniform`` draws each image equally often, ``area`` in proportion to its tiles (32 : 1),
+    ``texture`` prefers textured tiles over flat ones; each draw depends on the index only."""
+    folder = tmp_path / "train"
+    folder.mkdir()
+    big = np.full((64, 128, 3), 128, np.uint8)
+    big[:, 64:] = RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)  # flat left half, noise right half
+    write_image(folder / "big.png", big)
+    write_image(folder / "small.png", np.full((16, 16, 3), 7, np.uint8))  # one flat tile
+
+    def shares(sampling):
+        data = TrainPatches([folder], scale=2, patch_size=16, augment=False, seed=1, sampling=sampling)
+        assert len(data) == 2 and torch.equal(data[5][1], data[5][1])
+        values = [data[i][1].mul(255).round().unique() for i in range(400)]
+        small = np.mean([v.tolist() == [7.0] for v in values])
+        flat = np.mean([v.numel() == 1 for v in values])
+        return small, flat
+
+    (u_small, _), (a_small, a_flat), (t_small, t_flat) = shares("uniform"), shares("area"), shares("texture")
+    assert 0.4 < u_small < 0.6 and a_small < 0.1 and t_small < 0.1
+    assert t_flat < 0.5 * a_flat
+    with pytest.raises(UsageError, match="unknown sampling 'edges'"):
+        TrainPatches([folder], scale=2, patch_size=16, sampling="edges")

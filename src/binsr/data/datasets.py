@@ -137,6 +137,13 @@ class TrainPatches(Dataset):
     across epochs instead (any ``index >= 0`` is valid). Images are decoded once, at construction,
     and kept in memory; gray images are repeated to RGB. Images smaller than the patch are skipped.
 
+    ``sampling`` picks where a crop comes from. ``uniform``: image ``index % n_images``, crop
+    uniform in it (every image equally often, whatever its size). ``area`` and ``texture`` cut
+    every image into ``patch_size`` tiles and draw a tile per sample, each with weight 1 (``area``:
+    images in proportion to their size) or with its texture (``texture``: the tile's mean absolute
+    luma gradient plus a tenth of the set's mean, so flat sky still appears, less often); the crop
+    is then uniform within ``patch_size // 2`` of the tile. An epoch stays ``n_images`` samples.
+
     Returns ``(lr, hr)``: float32 tensors ``CHW`` in [0, 1], of size ``patch_size / scale`` and
     ``patch_size``.
 
@@ -148,7 +155,10 @@ class TrainPatches(Dataset):
         augment: random flips and rotations.
         seed: base seed.
         data_root: data root for the default folders (see :func:`binsr.data.paths.data_root`).
+        sampling: ``uniform``, ``area`` or ``texture`` (above). Default uniform.
     """
+
+    SAMPLING = ("uniform", "area", "texture")
 
     def __init__(
         self,
@@ -160,7 +170,10 @@ class TrainPatches(Dataset):
         augment: bool = True,
         seed: int = 0,
         data_root: str | os.PathLike | None = None,
+        sampling: str = "uniform",
     ):
+        if sampling not in self.SAMPLING:
+            raise UsageError(f"unknown sampling {sampling!r}; valid: {', '.join(self.SAMPLING)}")
         if patch_size % scale:
             raise UsageError(f"patch size {patch_size} is not a multiple of scale {scale}")
         if root_dirs is None:
@@ -183,6 +196,22 @@ class TrainPatches(Dataset):
         if not self.images:
             raise UsageError(f"no training images of at least {patch_size} px in {', '.join(map(str, root_dirs))}")
         self.length = len(self.images) if length is None else int(length)
+        self.sampling = sampling
+        self._tiles, self._cum_weight = self._tile_table() if sampling != "uniform" else (None, None)
+
+    def _tile_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(image, top, left)`` of every ``patch_size`` tile and the cumulative tile weights."""
+        p, tiles, weights = self.patch_size, [], []
+        for i, img in enumerate(self.images):
+            y = img.astype(np.float32) @ np.array([65.481, 128.553, 24.966], np.float32) / 255.0  # BT.601 luma
+            grad = np.abs(np.diff(y, axis=0))[:, :-1] + np.abs(np.diff(y, axis=1))[:-1, :]
+            for top in range(0, img.shape[0] - p + 1, p):
+                for left in range(0, img.shape[1] - p + 1, p):
+                    tiles.append((i, top, left))
+                    weights.append(float(grad[top : top + p - 1, left : left + p - 1].mean()))
+        w = np.asarray(weights, np.float64)
+        w = np.ones_like(w) if self.sampling == "area" else w + 0.1 * w.mean()
+        return np.asarray(tiles, np.int64), np.cumsum(w)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch's random stream (see the class docstring for DataLoader workers)."""
@@ -195,10 +224,17 @@ class TrainPatches(Dataset):
         if index < 0:
             raise IndexError(f"TrainPatches index must be >= 0, got {index}")
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        img = self.images[index % len(self.images)]
         p = self.patch_size
-        top = int(rng.integers(0, img.shape[0] - p + 1))
-        left = int(rng.integers(0, img.shape[1] - p + 1))
+        if self._tiles is None:
+            img = self.images[index % len(self.images)]
+            top = int(rng.integers(0, img.shape[0] - p + 1))
+            left = int(rng.integers(0, img.shape[1] - p + 1))
+        else:
+            tile = int(np.searchsorted(self._cum_weight, rng.random() * self._cum_weight[-1], side="right"))
+            i, t0, l0 = (int(v) for v in self._tiles[min(tile, len(self._tiles) - 1)])
+            img = self.images[i]
+            top = int(np.clip(t0 + rng.integers(-(p // 2), p // 2 + 1), 0, img.shape[0] - p))
+            left = int(np.clip(l0 + rng.integers(-(p // 2), p // 2 + 1), 0, img.shape[1] - p))
         hr = img[top : top + p, left : left + p]
         if self.augment:
             k = int(rng.integers(8))  # the 8 symmetries of the square

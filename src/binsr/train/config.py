@@ -41,6 +41,7 @@ class DataConfig:
     patch_size: int = 96  # HR patch side; the LR patch is patch_size // scale
     batch_size: int = 16
     augment: bool = True  # random flips and 90-degree rotations
+    sampling: str = "uniform"  # uniform (per image) | area | texture (per tile): binsr.data.TrainPatches
     num_workers: int = 2
 
 
@@ -131,6 +132,10 @@ def _check(cfg: TrainConfig) -> None:
             raise UsageError(f"config key {key!r} must be >= 0, got {value}")
     if d.patch_size % cfg.scale:
         raise UsageError(f"data.patch_size {d.patch_size} is not a multiple of scale {cfg.scale}")
+    from binsr.data import TrainPatches
+
+    if d.sampling not in TrainPatches.SAMPLING:
+        raise UsageError(f"unknown data.sampling {d.sampling!r}; valid: {', '.join(TrainPatches.SAMPLING)}")
     if not d.train_sets:
         raise UsageError("config key 'data.train_sets' is empty")
     if not 0.0 <= t.ema < 1.0:

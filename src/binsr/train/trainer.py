@@ -72,7 +72,8 @@ def _build_dataset(cfg: TrainConfig, data_root: str | None) -> Dataset:
 
     train_dir = find_data_root(data_root or cfg.data.data_root) / "train"
     return TrainPatches([train_dir / name for name in cfg.data.train_sets], scale=cfg.scale,
-                        patch_size=cfg.data.patch_size, augment=cfg.data.augment, seed=cfg.seed)
+                        patch_size=cfg.data.patch_size, augment=cfg.data.augment, seed=cfg.seed,
+                        sampling=cfg.data.sampling)
 
 
 def _default_evaluator(cfg: TrainConfig, data_root: str | None) -> Evaluator:
