@@ -191,7 +191,7 @@ function setupCompare(el) {
     if (compare.hasPointerCapture(e.pointerId)) fromPointer(e);
   });
   slider.addEventListener("input", () => set(Number(slider.value)));
-  zoom.disabled = false;
+  zoom.hidden = false;
   zoom.addEventListener("click", () => {
     const actual = view.classList.toggle("actual");
     // 1:1 = one image pixel per screen pixel
