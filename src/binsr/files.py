@@ -122,7 +122,7 @@ def claim_output(path: str | os.PathLike, overwrite: bool = False) -> Path | Non
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"cannot create the folder of output {path}: {exc}") from None
+        raise UsageError(f"cannot write {path}: cannot create its folder {path.parent}: {exc.strerror or exc}") from None
     return path
 
 

@@ -201,3 +201,21 @@ def test_gif_is_its_first_frame_with_a_note(tmp_path):
     assert info["notes"] == ["animated GIF: only its first frame is read"]
     Image.fromarray(RGB).convert("P").save(tmp_path / "still.gif")
     assert read_image_info(tmp_path / "still.gif")[2]["notes"] == []
+
+
+def test_interlaced_16bit_png(tmp_path):
+    """Adam7 (PNG spec section 8.2), filter 0 rows: the capped inflate counts the seven passes' rows."""
+    img = RNG.integers(0, 65536, (11, 13, 3), dtype=np.uint16)
+    rows = b""
+    for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)):
+        sub = img[y0::dy, x0::dx]
+        if sub.size:
+            rows += b"".join(b"\0" + row.astype(">u2").tobytes() for row in sub)
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", 13, 11, 16, 2, 0, 0, 1)
+    (tmp_path / "i.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows))
+                                     + chunk(b"IEND", b""))
+    np.testing.assert_array_equal(read_image(tmp_path / "i.png"), img)
