@@ -8,6 +8,7 @@ from binsr.errors import UsageError
 from binsr.models import edsr, espcn, fsrcnn, srresnet, vdsr  # noqa: F401  (registration)
 from binsr.models import srbnas  # noqa: F401  (registration; SRBNAS, binsr.nas)
 from binsr.models import swinir  # noqa: F401  (registration; SwinIR, binary Transformer recipes)
+from binsr.models._checked import build_from_file
 from binsr.models._registry import create, names, register_model
 from binsr.models._pretrained import PREFIX, add_to_zoo, load_zoo, repack_zoo, zoo_card, zoo_names
 from binsr.models.complexity import LayerCost, Profile, profile
@@ -18,13 +19,9 @@ __all__ = ["create", "names", "register_model", "profile", "Profile", "LayerCost
 
 def from_weights(path):
     """The model a binsr weights file was saved from (the model, scale, recipe and kwargs of its
-    signature), with the weights loaded, in eval mode."""
-    from binsr.train.checkpoint import load_weights, read_signature
-
-    sig = read_signature(path)
-    model = create(sig["model"], scale=sig["scale"], recipe=sig["recipe"], **sig["kwargs"])
-    load_weights(model, path)
-    return model.eval()
+    signature), with the weights loaded, in eval mode; metadata that does not fit the file's
+    tensors is refused before anything is built (:func:`binsr.models._checked.build_from_file`)."""
+    return build_from_file(path)
 
 
 def build_for_eval(name: str, scale: int, recipe: str | None = None, weights: str | None = None,
@@ -41,11 +38,4 @@ def build_for_eval(name: str, scale: int, recipe: str | None = None, weights: st
         return load_zoo(name, scale)
     if weights is None:
         return create(name, scale=scale, recipe=recipe or default_recipe).eval()
-    from binsr.train.checkpoint import load_weights, read_signature
-
-    saved = read_signature(weights)
-    if saved["model"] != name:
-        raise UsageError(f"{weights} holds a {saved['model']!r} model, not {name!r}")
-    model = create(name, scale=scale, recipe=recipe or saved["recipe"], **saved["kwargs"])
-    load_weights(model, weights)
-    return model.eval()
+    return build_from_file(weights, scale=int(scale), recipe=recipe, model=name)

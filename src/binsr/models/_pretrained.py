@@ -20,15 +20,12 @@ __all__ = ["PREFIX", "zoo_card", "zoo_names", "load_zoo", "add_to_zoo", "repack_
 
 def load_zoo(name: str, scale: int | None = None) -> nn.Module:
     """Zoo model ``name`` in eval mode; ``scale``, when given, must be the model's own."""
-    from binsr.models._registry import create
-    from binsr.train.checkpoint import load_weights
+    from binsr.models._checked import build_from_file
 
     card = zoo_card(name)
     if scale is not None and int(scale) != card["scale"]:
         raise UsageError(f"zoo:{card['name']} is an x{card['scale']} model, not x{scale}")
-    model = create(card["model"], scale=card["scale"], recipe=card["recipe"], **card["kwargs"])
-    load_weights(model, pretrained.ZOO_DIR / f"{card['name']}.safetensors")
-    return model.eval()
+    return build_from_file(pretrained.ZOO_DIR / f"{card['name']}.safetensors", card["scale"], card["recipe"])
 
 
 def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root: str | None = None,

@@ -156,14 +156,17 @@ def _check(cfg: TrainConfig) -> None:
 
 
 def _check_names(cfg: TrainConfig) -> None:
-    """Unknown model or recipe: name it and list the valid ones."""
+    """Unknown model or recipe: name it and list the valid ones; kwargs the model does not take or
+    its constructor refuses (:func:`binsr.models._checked.check_kwargs`)."""
     from binsr.models import names
+    from binsr.models._checked import check_kwargs
     from binsr.nn.recipes import recipe_names
 
     if cfg.model.name not in names():
         raise UsageError(f"unknown model {cfg.model.name!r}; valid models: {', '.join(names())}")
     if cfg.model.recipe not in recipe_names():
         raise UsageError(f"unknown recipe {cfg.model.recipe!r}; valid recipes: {', '.join(recipe_names())}")
+    check_kwargs(cfg.model.name, cfg.scale, cfg.model.recipe, cfg.model.kwargs)
 
 
 def _unused_scheduler_keys(raw: dict[str, Any]) -> None:

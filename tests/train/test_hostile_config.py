@@ -1,0 +1,23 @@
+"""Model kwargs in training configs (issue 16): ``--set model.kwargs.num_feat=-3`` and unknown
+names are one line and exit 2, before any data or model is touched."""
+
+from pathlib import Path
+
+import pytest
+
+from binsr.cli import main
+
+CONFIG = Path(__file__).parents[2] / "configs" / "train" / "srresnet_e2fif_x4.yaml"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.kwargs.num_feat=-3", "srresnet cannot be built with kwargs"),
+    ("model.kwargs.bogus=1", "srresnet takes no kwarg bogus"),
+    ("model.kwargs.num_feat=3000000", "GiB of weights, more than this machine's"),
+])
+def test_bad_model_kwargs_in_a_config_exit_2_in_one_line(tmp_path, capsys, override, message):
+    code = main(["train", "--config", str(CONFIG), "--set", override,
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
