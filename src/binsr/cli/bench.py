@@ -359,7 +359,11 @@ def bench_end_to_end(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         rows.append(_row(args, sim, rt, t, times))
     if ex.hidden:
         print(f"ONNX exporter and runtime: {ex.hidden} lines of their output hidden (--verbose shows them)")
-    return {"end_to_end": rows, "agreement": checks, "compared": compared, "fp_twin": fp_twin, "file_bytes": files}
+    versions = {"torch": torch.__version__}
+    if onnx_files:
+        versions["onnxruntime"] = __import__("onnxruntime").__version__
+    return {"end_to_end": rows, "agreement": checks, "compared": compared, "fp_twin": fp_twin, "file_bytes": files,
+            "versions": versions}
 
 
 def _numpy(out: Any) -> np.ndarray:
