@@ -10,7 +10,9 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 HELP = """\
@@ -198,87 +200,168 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _refuse_existing(target: Path, overwrite: bool) -> None:
+    """An existing output is not replaced without ``--overwrite`` (checked before the work, to save it;
+    the write itself claims the name, :func:`binsr.files.atomic_write`)."""
+    from binsr.errors import BinsrError
+
+    if target.exists() and not overwrite:
+        raise BinsrError(f"output {target} exists (pass --overwrite to replace it)")
+
+
+@dataclass(frozen=True)
+class FileOptions:
+    """The options :func:`upscale_file` needs: plain values, so that they travel to Ray workers."""
+
+    tile: int | None
+    tile_overlap: int
+    max_pixels: int
+    overwrite: bool
+    png_level: int
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> FileOptions:
+        return cls(args.tile or None, args.tile_overlap, args.max_pixels, args.overwrite, args.png_level)
+
+
+def upscale_file(up, src: Path, target: Path, opts: FileOptions, tiles=None) -> Callable[[], list[str]]:
+    """The per-file work of ``binsr upscale``, the same in the serial run and on Ray workers
+    (:mod:`binsr.infer.ray`): refuse an existing ``target``, read ``src``, upscale it and fit it to
+    ``target``'s format. Returns ``write()``, which writes ``target`` atomically (never replacing it
+    without ``opts.overwrite``) and returns the notes on what changed; the caller may run it in
+    another thread while the next file is upscaled. ``tiles``: a tqdm bar, reset per file, that
+    counts its tiles."""
+    from binsr.data.io import read_image_info, write_image
+    from binsr.infer import n_tiles, upscale_array
+
+    _refuse_existing(target, opts.overwrite)
+    pixels, alpha, info = read_image_info(src, max_pixels=opts.max_pixels)
+    if tiles is not None:
+        tiles.reset(total=n_tiles(pixels.shape, opts.tile))
+        tiles.set_description_str(src.name, refresh=False)
+    out = upscale_array(up, pixels, alpha, opts.tile, opts.tile_overlap,
+                        progress=None if tiles is None else tiles.update)
+    del pixels, alpha
+    notes: list[str] = list(info["notes"])
+    out = _fit_format(out, target.suffix.lower(), notes)
+    icc = info.get("icc_profile")
+
+    def write() -> list[str]:
+        write_image(target, out, overwrite=opts.overwrite, icc_profile=icc, png_level=opts.png_level)
+        return notes
+
+    return write
+
+
+def failure_line(src: Path, exc: BaseException) -> str:
+    """The one line ``binsr upscale`` prints for a file that failed, naming the file."""
+    from binsr.errors import BinsrError
+
+    if isinstance(exc, MemoryError):
+        reason = f"{src}: out of memory (try a smaller --tile)"
+    else:
+        reason = str(exc) if isinstance(exc, BinsrError) else f"{src}: {type(exc).__name__}: {exc}"
+        if isinstance(exc, BinsrError) and str(src) not in reason:
+            reason = f"{src}: {reason}"
+    return " ".join(reason.split())
+
+
+def distinct_targets(jobs: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
+    """``jobs`` without those whose target another job writes (each with its failure line)."""
+    planned: dict[Path, Path] = {}
+    kept, dropped = [], []
+    for src, target in jobs:
+        key = target.resolve()
+        if key in planned:
+            dropped.append((src, f"output {target} would also be written from {planned[key]}; rename one of them"))
+        else:
+            planned[key] = src
+            kept.append((src, target))
+    return kept, dropped
+
+
+class Tally:
+    """A run's per-file results: the progress bar over files, one line per failure and per note,
+    the summary line (with images/s) and the exit code."""
+
+    def __init__(self, total: int, quiet: bool, missing: list[str]) -> None:
+        from tqdm import tqdm
+
+        self.failures: list[str] = []
+        self.done = 0
+        for spec in missing:
+            self.failed(f"{spec}: no such file or folder", count=False)
+        self.start = time.perf_counter()
+        self.bar = tqdm(total=total, desc="images", unit="img", disable=quiet, position=0, file=sys.stderr)
+
+    def failed(self, line: str, count: bool = True) -> None:
+        from tqdm import tqdm
+
+        self.failures.append(line)
+        tqdm.write(f"binsr upscale: failed: {line}", file=sys.stderr)
+        if count:
+            self.bar.update(1)
+
+    def written(self, target: Path, notes: list[str]) -> None:
+        from tqdm import tqdm
+
+        for note in notes:
+            tqdm.write(f"binsr upscale: note: {target.name}: {note}", file=sys.stderr)
+        self.done += 1
+        self.bar.update(1)
+
+    def finish(self, up, outdir: Path, how: str = "") -> int:
+        """Print the summary line; the exit code (1 when any file failed)."""
+        self.bar.close()
+        seconds = time.perf_counter() - self.start
+        rate = f", {self.done / seconds:.3f} images/s" if self.done and seconds > 0 else ""
+        print(f"upscaled {self.done} image{'s' * (self.done != 1)} x{up.scale} in {seconds:.2f} s{rate} "
+              f"({up.backend} backend, {up.name}{how}); {len(self.failures)} failed"
+              + (f" -> {outdir}" if self.done else ""))
+        return 1 if self.failures else 0
+
+
 def _upscale_all(args: argparse.Namespace, up, jobs: list[tuple[Path, Path]], missing: list[str], outdir: Path) -> int:
     """Upscale and write every ``(source, target)``; one line per failure; the exit code."""
     from tqdm import tqdm
 
-    from binsr.data.io import read_image_info, write_image
-    from binsr.errors import BinsrError
-    from binsr.infer import n_tiles, upscale_array
-
-    failures: list[str] = [f"{spec}: no such file or folder" for spec in missing]
-    for line in failures:
-        print(f"binsr upscale: failed: {line}", file=sys.stderr)
-    planned: dict[Path, Path] = {}
-    done = 0
+    tally = Tally(len(jobs), args.quiet, missing)
+    jobs, dropped = distinct_targets(jobs)
+    for src, line in dropped:
+        tally.failed(line)
+    opts = FileOptions.from_args(args)
 
     def fail(src: Path, exc: BaseException) -> None:
-        if isinstance(exc, MemoryError):
-            reason = f"{src}: out of memory (try a smaller --tile)"
-        else:
-            if getattr(args, "debug", False):
-                traceback.print_exception(exc)
-            reason = str(exc) if isinstance(exc, BinsrError) else f"{src}: {type(exc).__name__}: {exc}"
-            if isinstance(exc, BinsrError) and str(src) not in reason:
-                reason = f"{src}: {reason}"
-        failures.append(" ".join(reason.split()))
-        tqdm.write(f"binsr upscale: failed: {failures[-1]}", file=sys.stderr)
+        if getattr(args, "debug", False) and not isinstance(exc, MemoryError):
+            traceback.print_exception(exc)
+        tally.failed(failure_line(src, exc))
 
-    def finish(job: tuple[Future, Path, Path, list[str]] | None) -> None:
+    def finish(job: tuple[Future, Path, Path] | None) -> None:
         """Wait for an image's write; count it or report it."""
-        nonlocal done
         if job is None:
             return
-        future, src, target, notes = job
+        future, src, target = job
         try:
-            future.result()
+            notes = future.result()
         except Exception as exc:  # one bad file never stops the others
             fail(src, exc)
         else:
-            for note in notes:
-                tqdm.write(f"binsr upscale: note: {target.name}: {note}", file=sys.stderr)
-            done += 1
-        overall.update(1)
+            tally.written(target, notes)
 
-    start = time.perf_counter()
-    overall = tqdm(total=len(jobs), desc="images", unit="img", disable=args.quiet, position=0,
-                   file=sys.stderr)
+    tiles = tqdm(desc="tiles", unit="tile", leave=False, disable=args.quiet, position=1, file=sys.stderr)
     # each image is encoded and written (zlib and Pillow release the GIL) while the next one is
     # upscaled; one write in flight at a time, so memory holds at most two outputs
-    writing: tuple[Future, Path, Path, list[str]] | None = None
+    writing: tuple[Future, Path, Path] | None = None
     with ThreadPoolExecutor(max_workers=1) as writer:
         for src, target in jobs:
             try:
-                key = target.resolve()
-                if key in planned:
-                    raise BinsrError(f"output {target} would also be written from {planned[key]}; rename one of them")
-                planned[key] = src
-                if target.exists() and not args.overwrite:  # early, to save the work; the write claims the name
-                    raise BinsrError(f"output {target} exists (pass --overwrite to replace it)")
-                pixels, alpha, info = read_image_info(src, max_pixels=args.max_pixels)
-                bar = tqdm(total=n_tiles(pixels.shape, args.tile), desc=src.name, unit="tile", leave=False,
-                           disable=args.quiet, position=1, file=sys.stderr)
-                try:
-                    out = upscale_array(up, pixels, alpha, args.tile or None, args.tile_overlap, progress=bar.update)
-                finally:
-                    bar.close()
-                del pixels, alpha
-                notes: list[str] = list(info["notes"])
-                out = _fit_format(out, target.suffix.lower(), notes)
+                write = upscale_file(up, src, target, opts, tiles)
             except Exception as exc:  # one bad file never stops the others
                 fail(src, exc)
-                overall.update(1)
                 continue
             finish(writing)
-            writing = (writer.submit(write_image, target, out, overwrite=args.overwrite,
-                                     icc_profile=info.get("icc_profile"), png_level=args.png_level),
-                       src, target, notes)
-            del out
+            writing = (writer.submit(write), src, target)
+            del write
         finish(writing)
-    overall.close()
-    seconds = time.perf_counter() - start
-    rate = f", {done / seconds:.3f} images/s" if done and seconds > 0 else ""
-    print(f"upscaled {done} image{'s' * (done != 1)} x{up.scale} in {seconds:.2f} s{rate} "
-          f"({up.backend} backend, {up.name}); {len(failures)} failed"
-          + (f" -> {outdir}" if done else ""))
-    return 1 if failures else 0
+    tiles.close()
+    return tally.finish(up, outdir)
