@@ -5,6 +5,8 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
 from binsr.data import read_image, read_image_alpha, write_image
@@ -219,3 +221,17 @@ def test_interlaced_16bit_png(tmp_path):
     (tmp_path / "i.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows))
                                      + chunk(b"IEND", b""))
     np.testing.assert_array_equal(read_image(tmp_path / "i.png"), img)
+
+
+@given(width=st.integers(1, 40), height=st.integers(1, 40), channels=st.sampled_from([1, 2, 3, 4]),
+       depth=st.sampled_from([8, 16]), interlaced=st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_png_data_size_is_what_an_encoder_writes(width, height, channels, depth, interlaced):
+    """The size the capped inflate allows is exactly the filtered scanlines of the geometry (each
+    Adam7 pass's rows, a filter byte each), so no valid file is refused and nothing more inflates."""
+    from binsr.data.io import _ADAM7, _png_data_size
+
+    img = np.zeros((height, width, channels), np.uint8 if depth == 8 else ">u2")
+    passes = _ADAM7 if interlaced else ((0, 0, 1, 1),)
+    written = sum(len(b"\0" + row.tobytes()) for x0, y0, dx, dy in passes for row in img[y0::dy, x0::dx] if row.size)
+    assert _png_data_size(width, height, depth * channels, interlaced) == written
