@@ -285,8 +285,9 @@ def test_upscale_reports_each_in_one_line_and_leaves_nothing(hostile, tmp_path):
     ``failed:`` line per file, no output or temporary file, bounded memory."""
     out = tmp_path / "out"
     rss = tmp_path / "rss"
-    script = ("import os, resource, sys; from binsr.cli import main; rc = main(sys.argv[1:]); "
-              "open(os.environ['RSS_OUT'], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)); "
+    # VmHWM, not ru_maxrss: the latter carries the forking pytest process's own peak over exec
+    script = ("import os, re, sys; from binsr.cli import main; rc = main(sys.argv[1:]); "
+              "open(os.environ['RSS_OUT'], 'w').write(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]); "
               "sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", script, "upscale", *(str(hostile[n]) for n in CLI_CASES), "-o",
                            str(out), "--quiet"], capture_output=True, text=True, timeout=120,
