@@ -109,6 +109,22 @@ def test_bench_packed_file_alone_or_with_its_weights(tiny, tmp_path, capsys):
     assert "engine and torch_sim outputs disagree" in capsys.readouterr().err
 
 
+def test_bench_file_sizes_and_fp16_weights(tiny, tmp_path):
+    fp32, half = tmp_path / "fp32.json", tmp_path / "half.json"
+    assert main([*BENCH, "--skip", "onnx", "--model", "srresnet_small", "--scale", "2", "--weights", tiny[0],
+                 "--json", str(fp32)]) == 0
+    assert main([*BENCH, "--skip", "onnx", "--model", "srresnet_small", "--scale", "2", "--weights", tiny[0],
+                 "--fp16-weights", "--json", str(half)]) == 0
+    res, res16 = json.loads(fp32.read_text()), json.loads(half.read_text())
+    f = res["file_bytes"]
+    assert f["packed_binary_weights"] + f["packed_fp_parts"] + f["packed_graph_and_index"] == f["packed"]
+    assert f["ratio"] == pytest.approx(f["fp32_safetensors"] / f["packed"]) and f["ratio"] > 1
+    assert res["kernel"].startswith(res["isa"])  # "avx512" reports which of its two kernels ran
+    assert res16["end_to_end"][0]["model"].endswith("fp16-weights")
+    assert res16["file_bytes"]["packed_fp_parts"] < f["packed_fp_parts"]
+    assert res16["agreement"]["engine vs torch_sim"]["max_diff"] <= 1  # the rounded model on both sides
+
+
 def test_bench_zoo_packed_file_is_recognised(tmp_path):
     from binsr.pretrained import packed_file, zoo_names
 

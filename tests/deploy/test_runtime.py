@@ -187,37 +187,6 @@ def test_export_cli(tmp_path, capsys) -> None:
         assert f.get_tensor("tail1.conv.w").dtype == np.float16 and f.get_tensor("head.w").dtype == np.float16
 
 
-def test_bench_cli_small(tmp_path) -> None:
-    js = tmp_path / "b.json"
-    assert main(["bench", "--model", "srresnet_small", "--size", "24x16", "--repeat", "1", "--threads", "1",
-                 "--skip", "onnx", "--json", str(js)]) == 0
-    res = json.loads(js.read_text())
-    assert {r["op"] for r in res["layers"]} == {"3x3", "5x5", "7x7", "3x3 d=2", "3x3 g=4"}
-    assert res["end_to_end"][0]["speedup_vs_torch"] > 0 and res["file_bytes"]["ratio"] > 1
-    f = res["file_bytes"]
-    assert f["packed_binary_weights"] + f["packed_fp_parts"] + f["packed_graph_and_index"] == f["packed"]
-    assert 0 < f["packed_graph_and_index"] < f["packed_binary_weights"]
-    assert res["kernel"].startswith(res["isa"])  # "avx512" reports which of its two kernels ran
-    # the keys the Deployment issue names
-    assert {"op", "threads", "engine_ms", "torch_ms", "speedup"} <= set(res["layers"][0])
-    assert {"model", "threads", "engine_ms", "torch_ms", "speedup_vs_torch"} <= set(res["end_to_end"][0])
-    assert main(["bench", "--model", "srresnet_small", "--size", "24x16", "--repeat", "1", "--threads", "1",
-                 "--skip", "onnx", "--skip", "layers", "--fp16-weights", "--json", str(js), "--overwrite"]) == 0
-    half = json.loads(js.read_text())
-    assert half["end_to_end"][0]["model"].endswith("fp16-weights")
-    assert half["file_bytes"]["packed_fp_parts"] < res["file_bytes"]["packed_fp_parts"]
-
-
-def test_bench_cli_onnx_keys(tmp_path) -> None:
-    """The ONNX Runtime column, with the JSON keys the Deployment issue names."""
-    pytest.importorskip("onnxruntime")
-    js = tmp_path / "b.json"
-    assert main(["bench", "--model", "srresnet_small", "--size", "24x16", "--repeat", "1", "--threads", "1",
-                 "--skip", "layers", "--json", str(js)]) == 0
-    row = json.loads(js.read_text())["end_to_end"][0]
-    assert row["onnxruntime_ms"] > 0 and row["speedup_vs_onnxruntime"] > 0
-
-
 def test_numpy_fallback_without_extension(tmp_path) -> None:
     export_packed(_random_model("srresnet_small", "e2fif"), tmp_path / "m.bsr")
     code = textwrap.dedent(f"""
