@@ -235,3 +235,15 @@ def test_png_data_size_is_what_an_encoder_writes(width, height, channels, depth,
     passes = _ADAM7 if interlaced else ((0, 0, 1, 1),)
     written = sum(len(b"\0" + row.tobytes()) for x0, y0, dx, dy in passes for row in img[y0::dy, x0::dx] if row.size)
     assert _png_data_size(width, height, depth * channels, interlaced) == written
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA"])
+@pytest.mark.parametrize("fmt", ["BMP", "PNG", "TIFF", "GIF"])
+def test_every_bit_depth_passes_the_geometry_check(tmp_path, mode, fmt):
+    """The bytes-per-pixel bound uses each file's own bit depth: 1-bit and palette files, the
+    densest, are not mistaken for size-lying ones."""
+    if fmt == "GIF" and mode == "RGBA":
+        pytest.skip("GIF has no alpha channel")
+    im = Image.fromarray(np.random.default_rng(0).integers(0, 256, (100, 120, 3), dtype=np.uint8)).convert(mode)
+    im.save(tmp_path / f"a.{fmt.lower()}", format=fmt)
+    assert read_image(tmp_path / f"a.{fmt.lower()}").shape[:2] == (100, 120)

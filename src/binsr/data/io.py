@@ -147,12 +147,23 @@ def _max_pixels_for(im: Image.Image, path: Path) -> tuple[float, str] | None:
         ratio = _TIFF_RATIO.get(int(im.tag_v2.get(259, 1)))
         return None if ratio is None else (size * ratio * 8 / max(1, bits), f"TIFF compression {im.tag_v2.get(259, 1)}")
     if im.format == "BMP" and im.info.get("compression", 0) in (0, 3):  # BI_RGB, BI_BITFIELDS
-        return size * 8 / max(1, im.info.get("bits", 24)), "uncompressed"
+        return size * 8 / max(1, _bmp_bits(path)), "uncompressed"
     if im.format == "GIF":
         return size * _LZW, "LZW"
     if im.format == "JPEG":
         return size * _JPEG, "JPEG"
     return None
+
+
+def _bmp_bits(path: Path) -> int:
+    """Bits per pixel of a BMP: a 16-bit field at 24 in an OS/2 core header (12 bytes), at 28 in the
+    Windows ones (40 bytes and more)."""
+    with open(path, "rb") as f:
+        head = f.read(30)
+    if len(head) < 26:
+        return 1
+    at = 24 if struct.unpack("<I", head[14:18])[0] == 12 else 28
+    return struct.unpack("<H", head[at : at + 2])[0] if len(head) >= at + 2 else 1
 
 
 def _check_geometry(im: Image.Image, path: Path) -> None:
