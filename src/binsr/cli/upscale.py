@@ -23,7 +23,8 @@ never both succeed), and every file is written to a temporary name and renamed. 
 (model on R=G=B, channel mean back), alpha is upscaled with bicubic and kept, 16-bit PNG/TIFF stay
 16-bit, EXIF orientation is applied and the ICC profile kept. GIF: the first frame (written as PNG
 with --ext same). A bad file is reported in one line and skipped; files a folder holds that are not
-read are named. Exit code: 0 all done, 1 some failed, 2 usage error.
+read are named. --ray spreads the files over Ray workers (this machine or a cluster) with the same
+outputs and messages. Exit code: 0 all done, 1 some failed, 2 usage error.
 """
 
 
@@ -54,6 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--recursive", action="store_true", help="descend into subfolders (and ** in globs)")
     p.add_argument("--max-pixels", type=int, default=50_000_000,
                    help="skip inputs with more pixels, the decompression-bomb guard (default 50,000,000)")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run on Ray workers (pip install 'binsr[ray]'): without ADDRESS a Ray on this machine, "
+                        "with it (auto, ray://HOST:10001) an existing cluster; inputs and OUTDIR on a file system "
+                        "every node sees. Put it after the INPUTs")
+    p.add_argument("--workers", type=int, help="Ray workers, each with --threads threads (default 1) "
+                                               "(default: the cluster's CPUs / --threads)")
     p.set_defaults(func=run)
 
 
@@ -167,6 +174,10 @@ def run(args: argparse.Namespace) -> int:
     check_tiling(args.tile or None, args.tile_overlap)
     if args.max_pixels < 1:
         raise UsageError("--max-pixels must be positive")
+    if args.ray is None and args.workers is not None:
+        raise UsageError("--workers needs --ray")
+    if args.ray is not None and (args.backend != "engine" or (args.workers is not None and args.workers < 1)):
+        raise UsageError("--ray runs the packed engine (not --backend torch) on at least one --workers")
     if args.suffix is not None:
         _check_suffix(args.suffix)
     outdir = Path(args.outdir)
@@ -181,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
 
     from binsr.infer import load_upscaler
 
-    up = load_upscaler(args.model, args.scale, args.backend, args.threads)
+    up = load_upscaler(args.model, args.scale, args.backend, 1 if args.ray and not args.threads else args.threads)
     if up.notice:
         print(f"binsr upscale: note: {up.notice}", file=sys.stderr)
     suffix = f"_x{up.scale}" if args.suffix is None else args.suffix
@@ -191,16 +202,20 @@ def run(args: argparse.Namespace) -> int:
         if target.resolve() in sources:
             raise UsageError(f"output {target} would replace the input {sources[target.resolve()]}; "
                              "choose another --suffix, --ext or -o")
+    if args.ray is not None:
+        from binsr.infer.ray import upscale_on_ray as runner
+    else:
+        runner = _upscale_all
     if threading.current_thread() is not threading.main_thread():
-        return _upscale_all(args, up, jobs, missing, outdir)
+        return runner(args, up, jobs, missing, outdir)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return _upscale_all(args, up, jobs, missing, outdir)
+        return runner(args, up, jobs, missing, outdir)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _refuse_existing(target: Path, overwrite: bool) -> None:
+def refuse_existing(target: Path, overwrite: bool) -> None:
     """An existing output is not replaced without ``--overwrite`` (checked before the work, to save it;
     the write itself claims the name, :func:`binsr.files.atomic_write`)."""
     from binsr.errors import BinsrError
@@ -234,7 +249,7 @@ def upscale_file(up, src: Path, target: Path, opts: FileOptions, tiles=None) -> 
     from binsr.data.io import read_image_info, write_image
     from binsr.infer import n_tiles, upscale_array
 
-    _refuse_existing(target, opts.overwrite)
+    refuse_existing(target, opts.overwrite)
     pixels, alpha, info = read_image_info(src, max_pixels=opts.max_pixels)
     if tiles is not None:
         tiles.reset(total=n_tiles(pixels.shape, opts.tile))
