@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml setup.py $(wildcard src/binsr/deploy/csrc/*.cpp src/bin
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,bench,web]'
+	$(BIN)/python -m pip install -q -e '.[dev,bench,web,ray]'
 	touch $(STAMP)
 
 demo: setup

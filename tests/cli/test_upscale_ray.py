@@ -186,3 +186,21 @@ def test_usage_errors(tmp_path, packed, capsys, monkeypatch):
     rc, _, err = _upscale(capsys, *base, "--ray")
     assert rc == 2 and err.strip() == "binsr upscale: error: --ray needs Ray: pip install 'binsr[ray]'"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_retried_file_keeps_only_its_own_published_output(tmp_path, packed, ray_local):
+    from binsr.cli.upscale import FileOptions
+    from binsr.infer.ray import UpscaleWorker
+
+    Image.fromarray(_smooth(20, 24)).save(tmp_path / "a.png")
+    src, target = str(tmp_path / "a.png"), tmp_path / "a_x2.png"
+    worker = UpscaleWorker("tiny", 1, FileOptions(None, 16, 10_000, False, 1), False)  # in this process
+    model = [ray_local.put(packed.read_bytes())]
+    assert worker.run(model, src, str(target)) == (None, [], None)
+    first = target.read_bytes()
+    # run again, as after a kill between publishing and reporting: the same bytes, so it is kept
+    assert worker.run(model, src, str(target)) == (None, [], None) and target.read_bytes() == first
+    target.write_bytes(first[:-1] + b"!")  # another writer's output: refused and kept
+    line = worker.run(model, src, str(target))[0]
+    assert line == f"{src}: output {target} exists (pass --overwrite to replace it)"
+    assert target.read_bytes() == first[:-1] + b"!"

@@ -107,13 +107,10 @@ class UpscaleWorker:
             return failure_line(source, exc), [], text
 
     def _published_before(self, src: Path, target: Path) -> bool:
-        """After a restart, is ``target`` the output the killed attempt published (the same bytes)?
-        (The driver refused outputs that existed before the run.)"""
-        import ray
-
+        """Is ``target``, found at the start of a file, the output a killed attempt of this file
+        published (the same bytes as a fresh upscale)? The driver refused the outputs that existed
+        before the run, so any other one is a racing writer's, refused as the serial run does."""
         if self.opts.overwrite or not target.exists():
-            return False
-        if not ray.get_runtime_context().was_current_actor_reconstructed:
             return False
         with tempfile.TemporaryDirectory(prefix="binsr-ray-") as tmp:
             check = Path(tmp) / target.name
