@@ -15,6 +15,7 @@ from safetensors import SafetensorError, safe_open
 from binsr.deploy import fp, transformer
 from binsr.deploy.bitpack import pack_bits, words
 from binsr.deploy.engine import BinaryConv, _engine, aligned_empty, resolve_path
+from binsr.deploy.graph import check_graph
 from binsr.errors import BinsrError
 
 __all__ = ["Runtime", "DEFAULTS", "FORMAT", "VERSION"]
@@ -115,12 +116,14 @@ class Runtime:
             raise BinsrError(f"{path} has a corrupt graph in its metadata: {exc}") from None
         if not isinstance(self.graph, dict):
             raise BinsrError(f"{path} is not a binsr packed model (its graph is not a JSON object)")
-        self.graph["ops"] = [_Op(op) for op in self.graph.get("ops", [])]
         if self.graph.get("format") != FORMAT:
             raise BinsrError(f"{path} is not a binsr packed model (format {self.graph.get('format')!r})")
         if self.graph.get("version") != VERSION:
             raise BinsrError(f"{path} is packed format v{self.graph.get('version')}, this binsr reads "
                              f"v{VERSION}: export it again from its weights (binsr export)")
+        #: the smallest input side every map of the graph has a pixel for (1 for same-size convs)
+        self.min_side = check_graph(self.graph, self.tensors, DEFAULTS, path)
+        self.graph["ops"] = [_Op(op) for op in self.graph["ops"]]
         self.threads = threads
         self.path = resolve_path(path_isa)
         self.scale = int(self.graph["scale"])
@@ -192,6 +195,9 @@ class Runtime:
     def run_hwc(self, x: np.ndarray, profile: bool = False, keep: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """One HWC float32 image through the graph; ``keep``: a dict that receives every
         intermediate tensor by its graph name (for debugging and the exactness tests)."""
+        if min(x.shape[:2]) < self.min_side:
+            raise BinsrError(f"an input of {x.shape[0]}x{x.shape[1]} pixels is smaller than this model's "
+                             f"{self.min_side}x{self.min_side} minimum")
         env: dict[str, np.ndarray] = {self.graph["input"]: x}
         self._arena.begin(recycle=keep is None)
         try:
