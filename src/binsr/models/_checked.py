@@ -127,20 +127,12 @@ def _file_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
 
 
-def _mismatch(own: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]]) -> str:
-    """The keys and shapes in which a model's state dict and a file's tensors differ ('' if none)."""
-    missing, unexpected = sorted(set(own) - set(found)), sorted(set(found) - set(own))
-    shapes = [f"{k} {found[k]} (file) vs {own[k]} (model)" for k in sorted(set(own) & set(found)) if own[k] != found[k]]
-    return "; ".join(f"{what}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
-                     for what, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if items)
-
-
 def build_from_file(path: str | Path, scale: int | None = None, recipe: str | None = None,
                     model: str | None = None) -> nn.Module:
     """The model a binsr weights file was saved from, its weights loaded, in eval mode; ``scale``,
     ``recipe`` and ``model`` (a registry name), when given, must be the file's. The file's metadata
     is checked against its tensors before anything of its size is built (see the module doc)."""
-    from binsr.train.checkpoint import load_weights, read_signature
+    from binsr.train.checkpoint import layer_mismatch, load_weights, read_signature
 
     path = Path(path)
     sig = read_signature(path)
@@ -161,9 +153,9 @@ def build_from_file(path: str | Path, scale: int | None = None, recipe: str | No
     if not all(math.isfinite(f) for f in _floats(kwargs)):
         raise BinsrError(f"{where}: kwargs {json.dumps(kwargs)} hold a NaN or infinite number")
     meta = _meta_build(name, sig["scale"], sig["recipe"], kwargs, BinsrError, where)
-    diff = _mismatch({k: tuple(v.shape) for k, v in meta.state_dict().items()}, shapes)
+    diff = layer_mismatch({k: tuple(v.shape) for k, v in meta.state_dict().items()}, shapes)
     if diff:
-        raise BinsrError(f"{path}: its tensors do not fit the {name} its metadata describes ({diff})")
+        raise BinsrError(f"{path}: its tensors do not fit the {name} its metadata describes ({diff}; file vs model)")
     model = _registry.create(name, scale=sig["scale"], recipe=sig["recipe"], **kwargs)
     load_weights(model, path)
     return model.eval()

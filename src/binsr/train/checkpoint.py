@@ -38,6 +38,7 @@ __all__ = [
     "load_state",
     "save_checkpoint",
     "load_checkpoint",
+    "layer_mismatch",
 ]
 
 #: the checkpoint files of a run folder, in the order :func:`save_checkpoint` writes them
@@ -160,16 +161,21 @@ def load_weights(model_or_signature: nn.Module | Mapping[str, Any], path: str | 
     return state
 
 
+def layer_mismatch(own: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]]) -> str:
+    """The names and shapes in which a model's state dict (``own``) and a file's tensors
+    (``found``) differ, as one line ('' when they agree)."""
+    missing, unexpected = sorted(set(own) - set(found)), sorted(set(found) - set(own))
+    shapes = [f"{k} {tuple(found[k])} vs {tuple(own[k])}" for k in sorted(set(own) & set(found))
+              if tuple(found[k]) != tuple(own[k])]
+    return "; ".join(f"{name}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
+                     for name, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if items)
+
+
 def _load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
     """``module.load_state_dict(state)``, refused with one line naming the keys or shapes that differ."""
-    own = module.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = [f"{name}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
-                 for name, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if items]
-        raise BinsrError(f"{path} does not fit the model's layers ({'; '.join(parts)})")
+    diff = layer_mismatch({k: v.shape for k, v in module.state_dict().items()}, {k: v.shape for k, v in state.items()})
+    if diff:
+        raise BinsrError(f"{path} does not fit the model's layers ({diff})")
     module.load_state_dict(state)
 
 
