@@ -125,9 +125,9 @@ def _connect(ray: Any, address: str, workers: int | None, threads: int) -> tuple
     Ray has divided by ``threads``; more than fit is a :class:`UsageError` (they would wait forever)."""
     started = not ray.is_initialized()
     if started:
-        kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
-        if address == LOCAL:
-            kwargs["num_cpus"] = max(default_threads(), (workers or 1) * threads)
+        kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
+        if address == LOCAL:  # options of a new Ray only: a running cluster has its own
+            kwargs.update(include_dashboard=False, num_cpus=max(default_threads(), (workers or 1) * threads))
         try:
             ray.init(address=address, **kwargs)
         except (ConnectionError, ValueError, RuntimeError) as exc:
