@@ -96,6 +96,7 @@ static inline void store_floats(float* dst, const float* v, int C, bool stream) 
 }
 static inline void stream_fence() { _mm_sfence(); }
 
+#include "epilogue.inc"
 #include "rows.inc"
 
 // Segment-mode block: per 16-bit lane popcounts (bytes widened with vpmaddubsw) of P pixels x NQ

@@ -70,6 +70,7 @@ static inline uint64_t pack_word(const float* v, const float* thr, int n) { retu
 static inline void store_floats(float* dst, const float* v, int C, bool) { std::memcpy(dst, v, sizeof(float) * C); }
 static inline void stream_fence() {}
 
+#include "epilogue.inc"
 #include "rows.inc"
 }  // namespace binsr::neon
 #endif

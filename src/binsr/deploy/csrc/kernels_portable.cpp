@@ -33,9 +33,10 @@ static inline void block(const Job& j, const uint64_t* a, size_t woff, int32_t* 
 
 static inline uint64_t pack_word(const float* v, const float* thr, int n) { return pack_word_scalar(v, thr, n); }
 
-// Float output of one pixel (see rows.inc).
+// Float output of one pixel (see epilogue.inc).
 static inline void store_floats(float* dst, const float* v, int C, bool) { std::memcpy(dst, v, sizeof(float) * C); }
 static inline void stream_fence() {}
 
+#include "epilogue.inc"
 #include "rows.inc"
 }  // namespace binsr::portable
