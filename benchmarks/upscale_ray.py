@@ -79,7 +79,7 @@ def main_() -> None:
         f"ray, {args.workers} workers x {args.threads} thread": ["--ray", "--workers", str(args.workers),
                                                                  "--threads", str(args.threads)],
     }
-    ray.init(num_cpus=args.workers * args.threads, include_dashboard=False, logging_level="ERROR",
+    ray.init(address="local", num_cpus=args.workers * args.threads, include_dashboard=False, logging_level="ERROR",
              log_to_driver=False)
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory(prefix="binsr-bench-ray-") as tmp:

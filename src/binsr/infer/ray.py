@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import traceback
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,9 @@ def _connect(ray: Any, address: str, workers: int | None, threads: int) -> tuple
         if address == LOCAL:  # options of a new Ray only: a running cluster has its own
             kwargs.update(include_dashboard=False, num_cpus=max(default_threads(), (workers or 1) * threads))
         try:
-            ray.init(address=address, **kwargs)
+            with warnings.catch_warnings():  # Ray's own timeout warning repeats the error below
+                warnings.simplefilter("ignore")
+                ray.init(address=address, **kwargs)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise UsageError(f"cannot reach the Ray cluster at {address}: {' '.join(str(exc).split())}") from None
     cpus = int(ray.cluster_resources().get("CPU", 0))
