@@ -197,3 +197,20 @@ def test_shrinking_convs_set_a_minimum_input_side(tmp_path):
     assert rt.min_side == 3 and rt(LR).shape == (1, 3, 36, 28)
     with pytest.raises(BinsrError, match="an input of 2x2 pixels is smaller than this model's 3x3 minimum"):
         rt(LR[..., :2, :2])
+
+
+def test_tensors_of_the_wrong_shape_are_refused(packed, tmp_path):
+    """Every tensor of the file in turn replaced by one of another shape (a dimension 0, one
+    more row) or dtype is refused in one line; only a channel gate's kernel may be one longer
+    (its length is free: a 1-D conv over the pooled channels)."""
+    tensors, graph = packed["swinir_light"]
+    free = {op["w"] for op in graph["ops"] if op["op"] == "channel_gate"}
+    assert free
+    for name, t in tensors.items():
+        for bad in (np.zeros((0,) + t.shape[1:], t.dtype), np.concatenate([t, t[:1]]), t.astype(np.float64)):
+            try:
+                _run(_write(tmp_path / "m.bsr", {**tensors, name: bad}, graph))
+            except BinsrError as exc:
+                assert "\n" not in str(exc)
+            else:
+                assert name in free and len(bad) == len(t) + 1, f"{name} {bad.shape} {bad.dtype} was accepted"

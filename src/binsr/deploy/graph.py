@@ -21,14 +21,17 @@ import numpy as np
 from binsr.deploy.bitpack import words
 from binsr.errors import BinsrError
 
-__all__ = ["check_graph", "MAX_SPAN", "MAX_FACTOR", "MAX_WINDOW"]
+__all__ = ["check_graph", "MAX_SPAN", "MAX_FACTOR", "MAX_WINDOW", "MAX_ATTN_WINDOW", "MAX_HEADS"]
 
 #: the widest conv reach ``dil * (k - 1)`` (and so padding) accepted: 8x the widest in binsr's models
 MAX_SPAN = 64
 #: the largest upscaling factor (``shuffle``, ``scale`` of ``bilinear_add``/``crop``, the graph's ``scale``)
 MAX_FACTOR = 16
-#: the largest attention window and ``pad_window`` multiple
+#: the largest ``pad_window`` multiple
 MAX_WINDOW = 256
+#: the largest attention window and head count: the bias prepared at load is heads x window^4
+#: floats (128 MiB at these bounds; SwinIR uses windows of 8 and 6 heads)
+MAX_ATTN_WINDOW, MAX_HEADS = 32, 32
 #: the largest channel count of a channel gate (far above any SR model's 64-180)
 MAX_CHANNELS = 1 << 16
 
@@ -134,6 +137,8 @@ class _Checker:
     def write(self, op: dict, key: str, m: Map) -> None:
         if op.get(key) is None:
             return
+        if m.channels < 1:
+            raise _Bad(f"{key} ({op[key]}) would have no channels")
         if m.size is not None:
             if m.size.mult * self.floor + m.size.off < 1:  # shrinking convs: refuse inputs too small
                 self.floor = max(self.floor, -(-(1 - m.size.off) // m.size.mult))
@@ -223,7 +228,7 @@ class _Checker:
             raise _Bad("scale and shift are exclusive")
         self.tensor(op, "scale", (cout,))
         self.tensor(op, "shift", (cout,), "int32")
-        if op["shift"] is not None and np.abs(self.tensors[op["shift"]]).max(initial=0) > 126:
+        if op["shift"] is not None and np.abs(self.tensors[op["shift"]].astype(np.int64)).max(initial=0) > 126:
             raise _Bad("shift values beyond float32's exponent range (|shift| <= 126)")
         for key in ("bias", "thr", "gate_bias"):
             self.tensor(op, key, (cout,))
@@ -292,7 +297,7 @@ class _Checker:
 
     def window_attention(self, op: dict) -> None:
         src = self.read(op, "src", FLOAT)
-        heads, window = _int(op, "heads", 1), _int(op, "window", 1, MAX_WINDOW)
+        heads, window = _int(op, "heads", 1, MAX_HEADS), _int(op, "window", 1, MAX_ATTN_WINDOW)
         _int(op, "shift", 0, window - 1)
         _num(op, "scale")
         if src.channels % (3 * heads):

@@ -156,6 +156,6 @@ def build_from_file(path: str | Path, scale: int | None = None, recipe: str | No
     diff = layer_mismatch({k: tuple(v.shape) for k, v in meta.state_dict().items()}, shapes)
     if diff:
         raise BinsrError(f"{path}: its tensors do not fit the {name} its metadata describes ({diff}; file vs model)")
-    model = _registry.create(name, scale=sig["scale"], recipe=sig["recipe"], **kwargs)
-    load_weights(model, path)
-    return model.eval()
+    net = _registry.create(name, scale=sig["scale"], recipe=sig["recipe"], **kwargs)
+    load_weights(net, path)
+    return net.eval()
