@@ -14,6 +14,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from binsr.infer import Upscaler
 
 HELP = """\
 Upscale images with a binary SR model. INPUT: image files, folders (their images; subfolders with
@@ -239,7 +245,8 @@ class FileOptions:
         return cls(args.tile or None, args.tile_overlap, args.max_pixels, args.overwrite, args.png_level)
 
 
-def upscale_file(up, src: Path, target: Path, opts: FileOptions, tiles=None) -> Callable[[], list[str]]:
+def upscale_file(up: Upscaler, src: Path, target: Path, opts: FileOptions,
+                 tiles: tqdm | None = None) -> Callable[[], list[str]]:
     """The per-file work of ``binsr upscale``, the same in the serial run and on Ray workers
     (:mod:`binsr.infer.ray`): refuse an existing ``target``, read ``src``, upscale it and fit it to
     ``target``'s format. Returns ``write()``, which writes ``target`` atomically (never replacing it
@@ -325,7 +332,7 @@ class Tally:
         self.done += 1
         self.bar.update(1)
 
-    def finish(self, up, outdir: Path, how: str = "") -> int:
+    def finish(self, up: Upscaler, outdir: Path, how: str = "") -> int:
         """Print the summary line; the exit code (1 when any file failed)."""
         self.bar.close()
         seconds = time.perf_counter() - self.start

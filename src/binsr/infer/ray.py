@@ -13,8 +13,9 @@ Two files are in flight per actor: one is upscaled while the other is encoded an
 and Pillow release the GIL), as in the serial run. A killed actor is restarted and its files are
 run again (``max_restarts`` / ``max_task_retries``); its temporary file is removed by the next
 write of that name (:func:`binsr.files.remove_stale_temps`), so no partial output is left. An
-output found after a restart was either published by the killed attempt or made by someone else
-meanwhile: it is kept as this file's output only when a fresh upscale gives the same bytes.
+output found when a file starts (those that existed before the run are refused by the driver)
+was published by a killed attempt just before it died, or made by another writer meanwhile: it
+is taken as this file's output only when a fresh upscale gives the same bytes, refused otherwise.
 """
 
 from __future__ import annotations
@@ -122,8 +123,9 @@ class UpscaleWorker:
 
 
 def _connect(ray: Any, address: str, workers: int | None, threads: int) -> tuple[int, bool]:
-    """Start or join Ray; (workers, whether this call started it). Workers default to the CPUs
-    Ray has divided by ``threads``; more than fit is a :class:`UsageError` (they would wait forever)."""
+    """Start or join Ray (a Ray this process already runs, as the tests' and the benchmark's, is
+    used as it is); (workers, whether this call started it). Workers default to the CPUs Ray has
+    divided by ``threads``; more than fit is a :class:`UsageError` (they would wait forever)."""
     started = not ray.is_initialized()
     if started:
         kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
