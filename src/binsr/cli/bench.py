@@ -381,8 +381,9 @@ def _forward(net: Callable[[Any], Any], x: Any) -> Any:
 def _row(args: argparse.Namespace, sim: Any, rt: Any, threads: int, times: dict[str, float]) -> dict[str, Any]:
     """One end-to-end row: milliseconds of each run and the engine's speed-up over each baseline."""
     w, h = args.size
-    model = (f"{args.model}" if sim is None else
-             f"{sim.signature['model']} x{sim.signature['scale']} {sim.signature['recipe']}")
+    sig = None if sim is None else sim.signature
+    own = sig is None or args.model.startswith("zoo:")  # a file's path or a zoo name says it best
+    model = args.model if own else f"{sig['model']} x{sig['scale']} {sig['recipe']}"
     row: dict[str, Any] = {"model": model + (" fp16-weights" if args.fp16_weights else ""), "input": f"{w}x{h}",
                            "threads": threads, "path": rt.path}
     if "torch_fp_contiguous" in times:
