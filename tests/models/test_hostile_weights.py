@@ -167,8 +167,7 @@ _TIMED_RUN = "import resource, subprocess, sys; r = subprocess.run(sys.argv[2:])
              "sys.exit(r.returncode)"
 
 
-@pytest.mark.parametrize("case, command", [("num_block=100000", "upscale"), ("num_feat=-3", "upscale"),
-                                           ("unknown kwarg", "export"), ("NaN tensor", "export")])
+@pytest.mark.parametrize("case, command", [("num_block=100000", "upscale"), ("NaN tensor", "export")])
 def test_cli_refuses_a_lying_file_in_one_line(good, tmp_path, case, command):
     """``binsr upscale --model FILE`` or ``binsr export --weights FILE``: exit 1, one line on
     stderr, no traceback, no output file, peak RSS under 1 GiB (torch alone takes ~250 MiB)."""
