@@ -17,19 +17,23 @@ namespace binsr::avx512 {
 constexpr int PX = 4, QB = 4;
 constexpr size_t kWeightCopies = 1;
 
-template <int P, int NQ>
+// Popcounts of P pixels x NQ blocks of 8 output channels (8 int64 lanes per zmm), written as dots.
+// TAPS, WD: the layer's taps and words per group when known at compile time (the common 3x3
+// layer of <= 64 channels per group: 9, 1), else 0 (read from the layer).
+template <int P, int NQ, int TAPS, int WD>
 __attribute__((always_inline)) static inline void block(
     const Job& j, const uint64_t* a, size_t woff, int32_t* dots, int C, int nvalid) {
   const Layer& L = *j.L;
-  const size_t qs = (size_t)L.taps * L.wd * 8;
+  const int taps = TAPS ? TAPS : L.taps, wd = WD ? WD : L.wd;
+  const size_t qs = (size_t)taps * wd * 8;
   const uint64_t* w = L.w.data() + woff;
   __m512i acc[P][NQ];
   for (int p = 0; p < P; ++p)
     for (int q = 0; q < NQ; ++q) acc[p][q] = _mm512_setzero_si512();
-  for (int t = 0; t < L.taps; ++t) {
+  for (int t = 0; t < taps; ++t) {
     const uint64_t* at = a + j.tapoff[t];
-    const uint64_t* wt = w + (size_t)t * L.wd * 8;
-    for (int i = 0; i < L.wd; ++i) {
+    const uint64_t* wt = w + (size_t)t * wd * 8;
+    for (int i = 0; i < wd; ++i) {
       __m512i wv[NQ];
       for (int q = 0; q < NQ; ++q) wv[q] = _mm512_loadu_si512((const void*)(wt + q * qs + i * 8));
       for (int p = 0; p < P; ++p) {
@@ -40,7 +44,7 @@ __attribute__((always_inline)) static inline void block(
     }
   }
   // dots = K - 2 * popcount: two blocks' int64 counts -> 16 int32 lanes by one vpermt2d
-  const int K = L.cpg_in * L.taps, n = std::min(nvalid, NQ * 8);
+  const int K = L.cpg_in * taps, n = std::min(nvalid, NQ * 8);
   const __m512i kv = _mm512_set1_epi32(K);
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   for (int p = 0; p < P; ++p) {
@@ -70,9 +74,13 @@ static inline uint64_t pack_word(
 }
 
 // Float output of one pixel, streamed (no read for ownership) when asked and it is whole cache lines.
+// Whole vectors are copied inline (a memcpy call per pixel cost 5% of a 64-channel layer).
 static inline void store_floats(float* dst, const float* v, int C, bool stream) {
-  if (!stream || C % 16 || ((uintptr_t)dst & 63)) { std::memcpy(dst, v, sizeof(float) * C); return; }
-  for (int o = 0; o < C; o += 16) _mm512_stream_ps(dst + o, _mm512_loadu_ps(v + o));
+  if (C % 16) { std::memcpy(dst, v, sizeof(float) * C); return; }
+  if (stream && ((uintptr_t)dst & 63) == 0)
+    for (int o = 0; o < C; o += 16) _mm512_stream_ps(dst + o, _mm512_loadu_ps(v + o));
+  else
+    for (int o = 0; o < C; o += 16) _mm512_storeu_ps(dst + o, _mm512_loadu_ps(v + o));
 }
 static inline void stream_fence() { _mm_sfence(); }
 
@@ -96,7 +104,8 @@ static inline void prefetch_lines(const Job& j, int y, int x, int n) {
   }
 }
 
-void rows(const Job& j, int y0, int y1) {
+template <int TAPS, int WD>
+static void rows_t(const Job& j, int y0, int y1) {
   const Layer& L = *j.L;
   const int C = L.cout, Cp = (C + 15) / 16 * 16;
   const size_t qs = (size_t)L.taps * L.wd * 8;  // words per block of 8 output channels
@@ -115,13 +124,13 @@ void rows(const Job& j, int y0, int y1) {
           int ob = 0;
           for (; ob + QB <= L.nob; ob += QB) {
             const size_t wo = ((size_t)g * L.nob + ob) * qs;
-            if (pp == PX) block<PX, QB>(j, a, wo, dp + ob * 8, Cp, L.cpg_out - ob * 8);
-            else block<1, QB>(j, a, wo, dp + ob * 8, Cp, L.cpg_out - ob * 8);
+            if (pp == PX) block<PX, QB, TAPS, WD>(j, a, wo, dp + ob * 8, Cp, L.cpg_out - ob * 8);
+            else block<1, QB, TAPS, WD>(j, a, wo, dp + ob * 8, Cp, L.cpg_out - ob * 8);
           }
           for (; ob < L.nob; ++ob) {
             const size_t wo = ((size_t)g * L.nob + ob) * qs;
-            if (pp == PX) block<PX, 1>(j, a, wo, dp + ob * 8, Cp, L.cpg_out - ob * 8);
-            else block<1, 1>(j, a, wo, dp + ob * 8, Cp, L.cpg_out - ob * 8);
+            if (pp == PX) block<PX, 1, TAPS, WD>(j, a, wo, dp + ob * 8, Cp, L.cpg_out - ob * 8);
+            else block<1, 1, TAPS, WD>(j, a, wo, dp + ob * 8, Cp, L.cpg_out - ob * 8);
           }
           p += pp;
         }
@@ -140,6 +149,11 @@ void rows(const Job& j, int y0, int y1) {
       if (j.e.out)  // the strip's floats are one contiguous piece of the map: written in order
         for (int p = 0; p < np; ++p) store_floats(j.e.out + (pi + p) * C, stage + (size_t)p * Cp, C, j.e.stream);
     }
+}
+
+void rows(const Job& j, int y0, int y1) {
+  if (j.L->taps == 9 && j.L->wd == 1) rows_t<9, 1>(j, y0, y1);
+  else rows_t<0, 0>(j, y0, y1);
   stream_fence();
 }
 
