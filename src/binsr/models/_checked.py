@@ -128,15 +128,21 @@ def _file_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 
 def build_from_file(path: str | Path, scale: int | None = None, recipe: str | None = None,
-                    model: str | None = None) -> nn.Module:
+                    model: str | None = None, kwargs: dict[str, Any] | None = None) -> nn.Module:
     """The model a binsr weights file was saved from, its weights loaded, in eval mode; ``scale``,
-    ``recipe`` and ``model`` (a registry name), when given, must be the file's. The file's metadata
-    is checked against its tensors before anything of its size is built (see the module doc)."""
+    ``recipe``, ``model`` (a registry name) and ``kwargs``, when given, must be the file's (given
+    kwargs are built in their own order, which the model's signature keeps: a zoo card's). The
+    file's metadata is checked against its tensors before anything of its size is built (see the
+    module doc)."""
     from binsr.train.checkpoint import layer_mismatch, load_weights, read_signature
 
     path = Path(path)
     sig = read_signature(path)
-    name, kwargs = sig["model"], sig["kwargs"]
+    name = sig["model"]
+    if kwargs is not None and json.loads(json.dumps(kwargs)) != sig["kwargs"]:
+        raise BinsrError(f"{path} does not match the model: kwargs {json.dumps(sig['kwargs'])} (file) vs "
+                         f"{json.dumps(kwargs)} (model)")
+    kwargs = sig["kwargs"] if kwargs is None else kwargs
     where = f"{path} metadata"
     _check_names(name, sig["recipe"], kwargs, BinsrError, where)
     if model is not None and model != name:

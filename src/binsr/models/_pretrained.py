@@ -25,7 +25,8 @@ def load_zoo(name: str, scale: int | None = None) -> nn.Module:
     card = zoo_card(name)
     if scale is not None and int(scale) != card["scale"]:
         raise UsageError(f"zoo:{card['name']} is an x{card['scale']} model, not x{scale}")
-    return build_from_file(pretrained.ZOO_DIR / f"{card['name']}.safetensors", card["scale"], card["recipe"])
+    return build_from_file(pretrained.ZOO_DIR / f"{card['name']}.safetensors", card["scale"], card["recipe"],
+                           kwargs=card["kwargs"])
 
 
 def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root: str | None = None,
