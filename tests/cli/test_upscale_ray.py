@@ -120,14 +120,19 @@ def test_existing_outputs_are_kept(tmp_path, packed, ray_local, capsys):
         assert (out / name).read_bytes() == (tmp_path / "serial" / name).read_bytes()
 
 
-def _worker_pids() -> list[int]:
-    """Processes whose title Ray set to one of this file's upscale workers."""
-    pids = []
+def _parent(pid: int) -> int:
+    return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _worker_pids() -> set[int]:
+    """This process's Ray's upscale workers: titled by Ray, children of the raylet it started."""
+    pids = set()
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and b"ray::UpscaleWorker" in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
-        except OSError:
+            if (entry.name.isdigit() and b"ray::UpscaleWorker" in (entry / "cmdline").read_bytes()
+                    and _parent(_parent(int(entry.name))) == os.getpid()):
+                pids.add(int(entry.name))
+        except (OSError, ValueError):
             continue  # gone meanwhile
     return pids
 
@@ -140,6 +145,7 @@ def test_a_killed_worker_is_restarted_and_its_file_run_again(tmp_path, packed, r
         Image.fromarray(_smooth(96, 96)).save(src / f"f{i:02d}.png")
     assert _upscale(capsys, src, "-o", tmp_path / "serial", "--model", packed, "--tile", 32)[0] == 0
     out = tmp_path / "ray"
+    earlier = _worker_pids()  # killed by an earlier test, maybe not yet gone
     result = {}
     run = threading.Thread(target=lambda: result.update(rc=main(["upscale", str(src), "-o", str(out), "--model",
                                                                  str(packed), "--tile", "32", "--quiet", "--ray"])))
@@ -147,7 +153,7 @@ def test_a_killed_worker_is_restarted_and_its_file_run_again(tmp_path, packed, r
     deadline = time.monotonic() + 60
     while not (out.is_dir() and any(out.glob("*.png"))) and time.monotonic() < deadline:
         time.sleep(0.005)
-    victims = _worker_pids()
+    victims = sorted(_worker_pids() - earlier)
     written = len(list(out.glob("*.png")))
     assert len(victims) == 2
     os.kill(victims[0], signal.SIGKILL)

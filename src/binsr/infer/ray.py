@@ -22,18 +22,21 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import signal
 import sys
 import tempfile
 import threading
 import time
 import traceback
 import warnings
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from binsr.cli.upscale import FileOptions, Tally, distinct_targets, failure_line, refuse_existing, upscale_file
 from binsr.errors import BinsrError, UsageError
+from binsr.files import remove_stale_temps
 from binsr.infer import Upscaler, default_threads, load_upscaler
 
 __all__ = ["LOCAL", "upscale_on_ray", "packed_bytes"]
@@ -119,7 +122,10 @@ class UpscaleWorker:
             with self.engine:
                 write = upscale_file(self.up, src, check, replace(self.opts, overwrite=True))
             write()
-            return filecmp.cmp(check, target, shallow=False)
+            if not filecmp.cmp(check, target, shallow=False):
+                return False
+        remove_stale_temps(target)  # killed after publishing, the attempt had not removed its temporary
+        return True
 
 
 def _connect(ray: Any, address: str, workers: int | None, threads: int) -> tuple[int, bool]:
@@ -131,12 +137,16 @@ def _connect(ray: Any, address: str, workers: int | None, threads: int) -> tuple
         kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
         if address == LOCAL:  # options of a new Ray only: a running cluster has its own
             kwargs.update(include_dashboard=False, num_cpus=max(default_threads(), (workers or 1) * threads))
+        on_term = signal.getsignal(signal.SIGTERM)
         try:
             with warnings.catch_warnings():  # Ray's own timeout warning repeats the error below
                 warnings.simplefilter("ignore")
                 ray.init(address=address, **kwargs)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise UsageError(f"cannot reach the Ray cluster at {address}: {' '.join(str(exc).split())}") from None
+        finally:
+            if threading.current_thread() is threading.main_thread() and on_term is not None:
+                signal.signal(signal.SIGTERM, on_term)  # Ray's handler would end the driver at once
     cpus = int(ray.cluster_resources().get("CPU", 0))
     fit = cpus // threads
     if workers is None:
@@ -167,11 +177,18 @@ def _start_workers(ray: Any, args: argparse.Namespace, up: Upscaler, n_files: in
     return actors, started, time.perf_counter() - clock
 
 
-def _stop(ray: Any, actors: list[Any], started: bool) -> None:
-    for worker in actors:
-        ray.kill(worker)
-    if started:
-        ray.shutdown()
+def _stop(ray: Any, actors: list[Any], started: bool, unfinished: Iterable[Path] = ()) -> None:
+    """End the workers: a Ray started here is shut down (its processes with it), and the
+    temporaries its killed writers left beside ``unfinished`` outputs are removed, as the serial
+    run removes its own on Ctrl-C; on a cluster the workers are killed and the next write of
+    such a name removes them (:func:`binsr.files.remove_stale_temps`)."""
+    if not started:
+        for worker in actors:
+            ray.kill(worker)
+        return
+    ray.shutdown()
+    for target in unfinished:
+        remove_stale_temps(target)
 
 
 def upscale_on_ray(args: argparse.Namespace, up: Upscaler, jobs: list[tuple[Path, Path]], missing: list[str],
@@ -225,6 +242,6 @@ def upscale_on_ray(args: argparse.Namespace, up: Upscaler, jobs: list[tuple[Path
                 tally.failed(line)
             feed(worker)
     finally:
-        _stop(ray, actors, started)
+        _stop(ray, actors, started, [target for _, _, target in pending.values()])
     how = f", {len(actors)} Ray worker{'s' * (len(actors) != 1)} x {threads} thread{'s' * (threads != 1)}"
     return tally.finish(up, outdir, how + (f", ready after {ready:.1f} s" if actors else ""))
