@@ -14,7 +14,6 @@
 #include "engine.h"
 
 namespace binsr::amx {
-#include "epilogue_avx512.inc"
 // AMX-INT8 kernel: the conv as an int8 GEMM on tiles. Per thread, a ring of the (k-1)*dil+1 padded
 // input rows the current output row reads, each bit expanded to a byte (0 / 1, 64 bytes per word);
 // for each tap and word one A tile is 16 consecutive pixels x 64 channels of one such row (stride
@@ -28,6 +27,115 @@ struct alignas(64) TileCfg {
 };
 
 
+// The fused epilogue (rows.inc's, same operations in the same order, none fused into an FMA
+// but the folded-BN one: the _round_ intrinsics keep GCC from contracting) on 16 output channels
+// o0 .. o0 + 15 of np consecutive pixels from pi on, straight from a C tile of sum(a * s):
+// dot = 2 * acc - bsum; float out / int dots / sign bits (16-bit pieces of the packed words).
+#define RN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+__attribute__((always_inline)) static inline void epi16(
+    const Job& j, size_t pi, int np, int o0, const int32_t* acc, const int32_t* bsum) {
+  const Epilogue& e = j.e;
+  const int C = j.L->cout, no = std::min(16, C - o0);
+  const __mmask16 m = (__mmask16)((1u << no) - 1);
+  const __m512i bs = _mm512_loadu_si512((const void*)bsum);
+  int32_t* const oi = e.out_int;
+  float* const of = e.out;
+  const float* const pix = e.pix;
+  const float* const res[3] = {e.res[0], e.res[1], e.res[2]};
+  const bool fl = of || e.bits, fma = e.scale && e.bias && !pix, act = e.act_slope, af = e.act_first;
+  const bool sc_on = e.scale, bi_on = e.bias;
+  const __m512 zero = _mm512_setzero_ps();
+  __m512 sc = zero, bi = zero, ash = zero, asl = zero, abi = zero, th = zero;
+  if (e.scale) sc = _mm512_maskz_loadu_ps(m, e.scale + o0);
+  if (e.bias) bi = _mm512_maskz_loadu_ps(m, e.bias + o0);
+  if (act) {
+    ash = _mm512_maskz_loadu_ps(m, e.act_shift + o0);
+    asl = _mm512_maskz_loadu_ps(m, e.act_slope + o0);
+    abi = _mm512_maskz_loadu_ps(m, e.act_bias + o0);
+  }
+  if (e.thr) th = _mm512_maskz_loadu_ps(m, e.thr + o0);
+  auto rprelu16 = [&](__m512 v) {
+    const __m512 u = _mm512_sub_round_ps(v, ash, RN);
+    const __m512 pos = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, zero, _CMP_GT_OQ), u);
+    const __m512 neg = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, zero, _CMP_LT_OQ), u);
+    return _mm512_add_round_ps(_mm512_add_round_ps(pos, _mm512_mul_round_ps(neg, asl, RN), RN), abi, RN);
+  };
+  // pieces of the last packed word past the last channel: all ones, as pack_word leaves them
+  uint16_t* const bits = (uint16_t*)e.bits;
+  const int piece = o0 / 16, pend = (o0 + 16 >= C) ? e.pwd * 4 : piece + 1, pw4 = e.pwd * 4;
+  const uint16_t pad = (uint16_t)~m;
+  // one stage at a time over the 16 pixels (kept in registers; each flag tested once per piece)
+  __m512 v[16];
+#pragma GCC unroll 16
+  for (int p = 0; p < 16; ++p) {
+    const __m512i d = _mm512_sub_epi32(_mm512_slli_epi32(_mm512_load_si512((const void*)(acc + 16 * p)), 1), bs);
+    if (oi && p < np) _mm512_mask_storeu_epi32(oi + (pi + p) * C + o0, m, d);
+    v[p] = _mm512_cvtepi32_ps(d);
+  }
+  if (!fl) return;
+  if (fma) {
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p) v[p] = _mm512_fmadd_ps(v[p], sc, bi);
+  } else {
+    if (sc_on)
+#pragma GCC unroll 16
+      for (int p = 0; p < 16; ++p) v[p] = _mm512_mul_round_ps(v[p], sc, RN);
+    if (pix)
+#pragma GCC unroll 16
+      for (int p = 0; p < 16; ++p) v[p] = _mm512_mul_round_ps(v[p], _mm512_set1_ps(p < np ? pix[pi + p] : 0.f), RN);
+    if (bi_on)
+#pragma GCC unroll 16
+      for (int p = 0; p < 16; ++p) v[p] = _mm512_add_round_ps(v[p], bi, RN);
+  }
+  if (act && af)
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p) v[p] = rprelu16(v[p]);
+  if (e.div != 1.f) {
+    const __m512 dv = _mm512_set1_ps(e.div);
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p) v[p] = _mm512_div_round_ps(v[p], dv, RN);
+  }
+  for (int r = 0; r <= 3; ++r) {
+    if (r == e.post_after && e.post_scale != 1.f) {
+      const __m512 ps = _mm512_set1_ps(e.post_scale);
+#pragma GCC unroll 16
+      for (int p = 0; p < 16; ++p) v[p] = _mm512_mul_round_ps(v[p], ps, RN);
+    }
+    if (r < 3 && res[r])
+#pragma GCC unroll 16
+      for (int p = 0; p < 16; ++p)
+        if (p < np) v[p] = _mm512_add_round_ps(v[p], _mm512_maskz_loadu_ps(m, res[r] + (pi + p) * C + o0), RN);
+  }
+  if (e.gate_bias) {
+    const __m512 gb = _mm512_maskz_loadu_ps(m, e.gate_bias + o0);
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p)
+      v[p] = _mm512_add_round_ps(v[p], _mm512_mul_round_ps(_mm512_set1_ps(p < np ? pix[pi + p] : 0.f), gb, RN), RN);
+  }
+  if (act && !af)
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p) v[p] = rprelu16(v[p]);
+  if (of) {  // whole aligned cache lines are streamed when the map would not stay in the L3
+    float* const dst = of + pi * C + o0;
+    const bool stream = e.stream && no == 16 && ((uintptr_t)dst & 63) == 0 && (C & 15) == 0;
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p)
+      if (p < np) {
+        if (stream) _mm512_stream_ps(dst + p * C, v[p]);
+        else _mm512_mask_storeu_ps(dst + p * C, m, v[p]);
+      }
+  }
+  if (bits) {
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p)
+      if (p < np) {
+        uint16_t* b = bits + (pi + p) * pw4;
+        b[piece] = (uint16_t)(_mm512_cmp_ps_mask(v[p], th, _CMP_GE_OQ) | pad);
+        for (int k = piece + 1; k < pend; ++k) b[k] = 0xffff;
+      }
+  }
+}
+#undef RN
 
 // The (32 pixels, 2 blocks) unit whose C tiles wait in memory for their epilogue: up to four
 // 16-pixel x 16-channel pieces, piece i from C tile c[i].
@@ -38,7 +146,7 @@ struct Pending {
 
 static inline void epi_piece(const Job& j, const Pending& u, int i,
                                                                           const int32_t (*cb)[256]) {
-  epi16<true>(j, u.pi[i], u.np[i], u.o0[i], cb[u.c[i]], 16, j.L->bsum.data() + u.o0[i]);
+  epi16(j, u.pi[i], u.np[i], u.o0[i], cb[u.c[i]], j.L->bsum.data() + u.o0[i]);
 }
 
 // One tap of a (32 pixels, 2 blocks) unit: C tiles 0..3 (pixels 0-15 / 16-31 x block 0 / 1) +=
@@ -123,8 +231,8 @@ void rows(const Job& j, int y0, int y1) {
             if (ty == L.k - 1)
               for (int h = 0; h < (twop ? 2 : 1); ++h)
                 for (int q = 0; q < (two ? 2 : 1); ++q)
-                  epi16<true>(j, (size_t)y * j.Wo + x0 + 16 * h, std::min(16, j.Wo - x0 - 16 * h), (ob + q) * 16,
-                              cs + (2 * h + q) * 256, 16, L.bsum.data() + (ob + q) * 16);
+                  epi16(j, (size_t)y * j.Wo + x0 + 16 * h, std::min(16, j.Wo - x0 - 16 * h), (ob + q) * 16,
+                        cs + (2 * h + q) * 256, L.bsum.data() + (ob + q) * 16);
           }
       }
       continue;

@@ -18,13 +18,11 @@ constexpr int PX = 4, QB = 4;
 constexpr size_t kWeightCopies = 1;
 
 // Popcounts of P pixels x NQ blocks of 8 output channels (8 int64 lanes per zmm), written as dots.
-// TAPS, WD: the layer's taps and words per group when known at compile time (the common 3x3
-// layer of <= 64 channels per group: 9, 1), else 0 (read from the layer).
-template <int P, int NQ, int TAPS, int WD>
+template <int P, int NQ>
 __attribute__((always_inline)) static inline void block(
     const Job& j, const uint64_t* a, size_t woff, int32_t* dots, int C, int nvalid) {
   const Layer& L = *j.L;
-  const int taps = TAPS ? TAPS : L.taps, wd = WD ? WD : L.wd;
+  const int taps = L.taps, wd = L.wd;
   const size_t qs = (size_t)taps * wd * 8;
   const uint64_t* w = L.w.data() + woff;
   __m512i acc[P][NQ];
@@ -85,77 +83,7 @@ static inline void store_floats(float* dst, const float* v, int C, bool stream) 
 static inline void stream_fence() { _mm_sfence(); }
 
 #include "epilogue.inc"
-#include "epilogue_avx512.inc"
-
-// One output row in strips of kStrip pixels: the dots of a strip's pixels and all its output
-// channels (block<PX, QB> on PX pixels at a time) go to a kStrip x Cp int32 buffer that stays in
-// L1, the group correction is added, and the strip's epilogue runs on 16 x 16 tiles in registers
-// (epi16), its floats staged in L1 and then written to the map pixel by pixel in order (the 16 x 16
-// tiles' own order, 4 lines apart, wrote the map 1.2x slower; writing a strip's floats during the
-// next strip's popcounts, 1.1x slower): no map read back between the stages.
-constexpr int kStrip = 16;
-
-// The output and residual lines of pixels [x, x + n) of row y, fetched while their dots are computed.
-static inline void prefetch_lines(const Job& j, int y, int x, int n) {
-  const int C = j.L->cout;
-  for (size_t q = ((size_t)y * j.Wo + x) * C, q1 = q + (size_t)n * C; q < q1; q += 16) {
-    if (j.e.out) _mm_prefetch((const char*)(j.e.out + q), _MM_HINT_T0);
-    for (int r = 0; r < 3 && j.e.res[r]; ++r) _mm_prefetch((const char*)(j.e.res[r] + q), _MM_HINT_T0);
-  }
-}
-
-template <int TAPS, int WD>
-static void rows_t(const Job& j, int y0, int y1) {
-  const Layer& L = *j.L;
-  const int C = L.cout, Cp = (C + 15) / 16 * 16;
-  const size_t qs = (size_t)L.taps * L.wd * 8;  // words per block of 8 output channels
-  int32_t* dots = (int32_t*)scratch(0, sizeof(int32_t) * kStrip * Cp);
-  float* stage = (float*)scratch(1, sizeof(float) * kStrip * Cp);  // the strip's floats, in L1
-  for (int y = y0; y < y1; ++y)
-    for (int x0 = 0; x0 < j.Wo; x0 += kStrip) {
-      const int np = std::min(kStrip, j.Wo - x0);
-      prefetch_lines(j, y, x0, np);
-      for (int g = 0; g < L.groups; ++g) {
-        const uint64_t* a0 = j.xp + ((size_t)y * j.Wp + x0) * L.ps + L.w0[g];
-        for (int p = 0; p < np;) {
-          const int pp = np - p >= PX ? PX : 1;
-          const uint64_t* a = a0 + (size_t)p * L.ps;
-          int32_t* dp = dots + (size_t)p * Cp + g * L.cpg_out;
-          int ob = 0;
-          for (; ob + QB <= L.nob; ob += QB) {
-            const size_t wo = ((size_t)g * L.nob + ob) * qs;
-            if (pp == PX) block<PX, QB, TAPS, WD>(j, a, wo, dp + ob * 8, Cp, L.cpg_out - ob * 8);
-            else block<1, QB, TAPS, WD>(j, a, wo, dp + ob * 8, Cp, L.cpg_out - ob * 8);
-          }
-          for (; ob < L.nob; ++ob) {
-            const size_t wo = ((size_t)g * L.nob + ob) * qs;
-            if (pp == PX) block<PX, 1, TAPS, WD>(j, a, wo, dp + ob * 8, Cp, L.cpg_out - ob * 8);
-            else block<1, 1, TAPS, WD>(j, a, wo, dp + ob * 8, Cp, L.cpg_out - ob * 8);
-          }
-          p += pp;
-        }
-        if (j.corr) {  // dot = K - 2 * (popcount - popcount outside the group)
-          for (int x = 0; x < np; ++x) {
-            const int32_t* cp = j.corr + ((size_t)y * j.Wp + x0 + x) * L.groups + g;
-            int32_t c2 = 0;
-            for (int t = 0; t < L.taps; ++t) c2 += cp[j.tappix[t] * L.groups];
-            int32_t* d = dots + (size_t)x * Cp + g * L.cpg_out;
-            for (int o = 0; o < L.cpg_out; ++o) d[o] += 2 * c2;
-          }
-        }
-      }
-      const size_t pi = (size_t)y * j.Wo + x0;
-      for (int o0 = 0; o0 < C; o0 += 16) epi16<false>(j, pi, np, o0, dots + o0, Cp, nullptr, stage + o0, Cp);
-      if (j.e.out)  // the strip's floats are one contiguous piece of the map: written in order
-        for (int p = 0; p < np; ++p) store_floats(j.e.out + (pi + p) * C, stage + (size_t)p * Cp, C, j.e.stream);
-    }
-}
-
-void rows(const Job& j, int y0, int y1) {
-  if (j.L->taps == 9 && j.L->wd == 1) rows_t<9, 1>(j, y0, y1);
-  else rows_t<0, 0>(j, y0, y1);
-  stream_fence();
-}
+#include "rows.inc"
 
 // Segment mode (groups of 16 or 32 input channels, as AVX2's rows_seg): the 64 / seg groups that
 // share an input word are computed together, one output channel of each group per seg-bit segment
