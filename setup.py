@@ -13,7 +13,7 @@ from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import setup
 
 CSRC = "src/binsr/deploy/csrc"
-_AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512vpopcntdq", "-mavx512bitalg", "-mavx2", "-mpopcnt", "-mfma", "-mprfchw"]
+_AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512vpopcntdq", "-mavx512bitalg", "-mavx2", "-mpopcnt", "-mfma"]
 ISA_FLAGS = {
     "kernels_avx2.cpp": ["-mavx2", "-mpopcnt", "-mfma"],
     "kernels_avx512.cpp": _AVX512,
