@@ -133,12 +133,11 @@ class BinaryConv2d(nn.Conv2d):
         w, w_scale = self.weight_quant.binarize(self.weight)
         if self.act_quant.precision == 1:
             signs, a_scale = self.act_quant.binarize(x)
+            dt = self.binary_dtype if self.weight_quant.precision == 1 else None
+            if dt is not None:  # +-1 operands are exact in bfloat16; the sums accumulate in float32
+                signs, w = signs.to(dt), w.to(dt)
             padded = F.pad(signs, self.binary_padding, value=1.0)
-            if self.binary_dtype is None or self.weight_quant.precision != 1:
-                y = F.conv2d(padded, w, None, self.stride, 0, self.dilation, self.groups)
-            else:  # +-1 operands are exact in bfloat16; the sums accumulate in float32
-                dt = self.binary_dtype
-                y = F.conv2d(padded.to(dt), w.to(dt), None, self.stride, 0, self.dilation, self.groups).to(x.dtype)
+            y = F.conv2d(padded, w, None, self.stride, 0, self.dilation, self.groups).to(x.dtype)
         else:
             a_scale = None
             if w_scale is None:
