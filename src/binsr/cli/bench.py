@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from binsr.cpu import cpu_name
 from binsr.errors import BinsrError, UsageError
 
 HELP = """\
@@ -91,17 +91,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--verbose", action="store_true", help="show the ONNX exporter's own output")
     p.set_defaults(func=run)
-
-
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _median_pair(fns: list[Callable[[], Any]], repeat: int, warm_s: float = 0.02) -> list[float]:
@@ -456,7 +445,7 @@ def run(args: argparse.Namespace) -> int:
         path = resolve_path(args.path)
     except RuntimeError as exc:
         raise UsageError(str(exc)) from None
-    result: dict[str, Any] = {"cpu": _cpu(), "isa": path, "kernel": kernel(path), "layers": [], "end_to_end": [],
+    result: dict[str, Any] = {"cpu": cpu_name(), "isa": path, "kernel": kernel(path), "layers": [], "end_to_end": [],
                               "file_bytes": {}}
     if "end-to-end" not in args.skip:  # first: a bad model or file fails before minutes of layers
         with tempfile.TemporaryDirectory() as tmp:

@@ -34,12 +34,15 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if device.type == "cuda" or has_fast_bf16() else "fp32"
 
 
+def _binary_dtype(precision: str) -> torch.dtype | None:
+    return torch.bfloat16 if precision == "bf16" else None
+
+
 def prepare_model(model: nn.Module, precision: str) -> nn.Module:
     """Set the binary convs' dtype for a resolved ``precision``; bf16 on a CPU also moves the
     model to channels_last (faster there with bfloat16 operands; the same with float32)."""
-    bf16 = precision == "bf16"
-    set_binary_dtype(model, torch.bfloat16 if bf16 else None)
-    if bf16 and next(model.parameters()).device.type == "cpu":
+    set_binary_dtype(model, _binary_dtype(precision))
+    if precision == "bf16" and next(model.parameters()).device.type == "cpu":
         model.to(memory_format=torch.channels_last)
     return model
 
@@ -51,4 +54,4 @@ def float32_binary(model: nn.Module, precision: str) -> Iterator[nn.Module]:
     try:
         yield model
     finally:
-        set_binary_dtype(model, torch.bfloat16 if precision == "bf16" else None)
+        set_binary_dtype(model, _binary_dtype(precision))
