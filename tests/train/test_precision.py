@@ -79,3 +79,28 @@ def test_bf16_training_resumes_exactly_validates_in_fp32_and_saves_fp32(tmp_path
     a, b = (load_file(str(tmp_path / r / "last.safetensors")) for r in ("full", "cut"))
     assert all(t.dtype == torch.float32 for t in a.values() if t.is_floating_point())
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_compiled_training_keeps_one_graph_through_the_ede_schedule(tmp_path, data_root):
+    """``train.compile``: an IR-Net model (EDE moves its ``t, k`` every step) trains compiled with
+    one graph and no recompilation, its losses match the eager run's, and its weights stay float32
+    and keep their names (the checkpoint holds the module, not the compiled wrapper)."""
+    from torch._dynamo.utils import counters
+
+    def run(out, compiled):
+        raw = raw_config(data_root, model={"name": "srresnet_small", "recipe": "irnet",
+                                           "kwargs": {"num_feat": 8, "num_block": 1}},
+                         train={"steps": 4, "checkpoint_every": 4, "precision": "bf16", "compile": compiled},
+                         val={"every": 4})
+        raw["scale"], raw["data"]["patch_size"] = 2, 16
+        return train(config_from_dict(raw), out, evaluate=evaluate)
+
+    torch._dynamo.reset()
+    counters.clear()
+    eager, compiled = run(tmp_path / "eager", False), run(tmp_path / "compiled", True)
+    assert compiled["compile"] is True and eager["compile"] is False
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["recompiles"]
+    a, b = (load_file(str(tmp_path / r / "last.safetensors")) for r in ("eager", "compiled"))
+    assert a.keys() == b.keys() and all(b[k].dtype == a[k].dtype for k in a)
+    assert all(torch.allclose(a[k], b[k], atol=1e-3) for k in a if a[k].is_floating_point())
+    torch._dynamo.reset()

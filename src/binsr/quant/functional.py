@@ -92,15 +92,14 @@ class EDEFn(torch.autograd.Function):
     """``sign`` with IR-Net's Error Decay Estimator: ``dq/dx = k t (1 - tanh^2(t x))``."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, t: float, k: float) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.t, ctx.k = t, k
+    def forward(ctx: Any, x: torch.Tensor, t: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, t, k)
         return sign(x)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (x,) = ctx.saved_tensors
-        return grad * (ctx.k * ctx.t) * (1.0 - torch.tanh(ctx.t * x).square()), None, None
+        x, t, k = ctx.saved_tensors
+        return grad * (k * t) * (1.0 - torch.tanh(t * x).square()), None, None
 
 
 def sign_ste(x: torch.Tensor) -> torch.Tensor:
@@ -122,13 +121,15 @@ def approx_sign(x: torch.Tensor) -> torch.Tensor:
     return ApproxSignFn.apply(x)
 
 
-def ede_sign(x: torch.Tensor, t: float, k: float) -> torch.Tensor:
+def ede_sign(x: torch.Tensor, t: float | torch.Tensor, k: float | torch.Tensor) -> torch.Tensor:
     """Forward ``q = sign(x)``; backward ``dq/dx = k t (1 - tanh^2(t x))``.
 
     IR-Net (Qin et al. 2020, arXiv:1909.10788), section "Error Decay Estimator"; ``t, k`` from
-    :func:`ede_schedule`.
+    :func:`ede_schedule`, as floats or 0-d tensors (tensors let ``torch.compile`` keep one graph
+    while the schedule moves).
     """
-    return EDEFn.apply(x, float(t), float(k))
+    t, k = (torch.as_tensor(v, dtype=x.dtype, device=x.device) for v in (t, k))
+    return EDEFn.apply(x, t, k)
 
 
 def ede_schedule(progress: float, t_min: float = 0.1, t_max: float = 10.0) -> tuple[float, float]:

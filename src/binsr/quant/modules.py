@@ -207,15 +207,21 @@ class EDE(SignEstimator):
         if not 0.0 < t_min <= t_max:
             raise ValueError(f"need 0 < t_min <= t_max, got t_min={t_min}, t_max={t_max}")
         self.t_min, self.t_max = float(t_min), float(t_max)
+        # (t, k) also as a non-persistent buffer, updated in place: the forward reads no Python
+        # number that moves, so a torch.compile'd training step is not recompiled each step
+        self.register_buffer("tk", torch.zeros(2), persistent=False)
         self.set_progress(progress)
 
     def set_progress(self, p: float) -> None:
         """Move the schedule to training progress ``p`` in [0, 1]."""
         self.t, self.k = QF.ede_schedule(p, self.t_min, self.t_max)
         self.progress = float(p)
+        with torch.no_grad():
+            self.tk.copy_(torch.tensor([self.t, self.k]))
 
     def binarize(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return QF.ede_sign(x, self.t, self.k), None
+        tk = self.tk.to(x.dtype)
+        return QF.ede_sign(x, tk[0], tk[1]), None
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "t_min": self.t_min, "t_max": self.t_max, "progress": self.progress}

@@ -76,6 +76,7 @@ class TrainSection:
     max_nonfinite: int = 10  # stop after this many consecutive NaN/inf losses
     deterministic: bool = True  # deterministic kernels (needed for exact resume on GPU)
     precision: str = "auto"  # auto | bf16 | fp32: the binary convs' operand dtype (binsr.train.precision)
+    compile: bool = False  # torch.compile the training step's forward (binsr.train.precision; ~1 min to compile)
 
 
 @dataclass

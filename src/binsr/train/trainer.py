@@ -114,8 +114,9 @@ class _Trainer:
         self.precision = resolve_precision(t.precision, env.device)
         prepare_model(self.module, self.precision)
         if env.is_main:
-            log.info("precision %s (train.precision %s), %d threads, %s", self.precision, t.precision,
-                     torch.get_num_threads(), cpu_name() if env.device.type == "cpu" else env.device)
+            log.info("precision %s (train.precision %s)%s, %d threads, %s", self.precision, t.precision,
+                     ", compiled" if t.compile else "", torch.get_num_threads(),
+                     cpu_name() if env.device.type == "cpu" else env.device)
         self.ema = ModelEMA(self.module, t.ema) if t.ema > 0 else None
         self.optimizer = build_optimizer([p for p in self.module.parameters() if p.requires_grad], t)
         self.scheduler = build_scheduler(self.optimizer, t)
@@ -127,6 +128,8 @@ class _Trainer:
         if env.enabled:
             device_ids = [env.device] if env.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.module, device_ids=device_ids)
+        if t.compile:  # the training forward only: validation and checkpoints use self.module
+            self.net = torch.compile(self.net)
         dataset = dataset if dataset is not None else _build_dataset(cfg, data_root)
         self.loader = make_loader(dataset, cfg.data.batch_size, cfg.seed, self.step, env.rank, env.world_size,
                                   cfg.data.num_workers, pin_memory=env.device.type == "cuda")
@@ -271,7 +274,7 @@ class _Trainer:
                 "steps": self.step, "world_size": self.env.world_size, "device": str(self.env.device),
                 "train_seconds": round(self.train_seconds, 2),
                 "it_s": round((self.step - session_start) / session_s, 4) if session_s else None,
-                "precision": self.precision, "threads": torch.get_num_threads(), "cpu": cpu_name(),
+                "precision": self.precision, "compile": cfg.train.compile, "threads": torch.get_num_threads(), "cpu": cpu_name(),
                 "val": {"dataset": cfg.val.dataset, "step": self.step, **val,
                         "weights": "ema" if self.ema is not None else "model"},
                 "best": {**self.best, "file": "best.safetensors"},
