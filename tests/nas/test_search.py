@@ -143,3 +143,26 @@ def test_search_precision_is_checked_and_applied(monkeypatch, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_search(cfg, tmp_path / "run")
     assert seen == [("Supernet", "bf16")]
+
+
+def test_stop_at_skips_ends_the_search_and_keeps_the_cell_before(tmp_path):
+    """``search.stop_at_skips`` (DARTS+): with a threshold of one skip_connect in a space of
+    conv_3x3 and skip_connect, the search stops at the first architecture epoch whose cell has a
+    skip; genotype.json is the cell derived from the epoch before's alphas and betas."""
+    if _t91_missing():
+        pytest.skip(_t91_missing())
+    raw = {**TINY, "supernet": {**TINY["supernet"], "ops": ["conv_3x3", "skip_connect"]},
+           "search": {**TINY["search"], "epochs": 6, "stop_at_skips": 1, "arch_lr": 0.5},
+           "log": {"tensorboard": False, "progress": False}}
+    cfg = search_config_from_dict(raw)
+    geno = run_search(cfg, tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    state = load_state(tmp_path / "run" / "checkpoint.pt")
+    assert summary["complete"] and summary["stopped"], summary
+    assert summary["epochs"] == len(state["rows"]) and summary["epochs"] < 6
+    model = build_supernet(cfg)
+    model.alphas.data.copy_(state["alpha_history"][-2])
+    model.betas.data.copy_(state["beta_history"][-2])
+    assert geno.nodes == model.genotype().nodes
+    assert state["stopped"].startswith(f"epoch {summary['epochs']}:")
+    assert run_search(cfg, tmp_path / "run", resume=True).nodes == geno.nodes  # nothing left to search

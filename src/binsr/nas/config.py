@@ -61,6 +61,7 @@ class SearchSection:
     warmup_epochs: int = 0  # epochs of weight-only training before the arch steps start
     precision: str = "auto"  # auto | bf16 | fp32: the binary convs' operand dtype (binsr.train.precision)
     grad_clip: float = 5.0  # max L2 norm of the weight gradients; 0 = off
+    stop_at_skips: int = 0  # DARTS+ early stop: end when the derived cell has this many skip_connect; 0 = off
 
 
 @dataclass

@@ -8,6 +8,9 @@ Every epoch writes the derived ``genotype.json``, the alpha/beta history CSVs, `
 history PNGs every ``log.plot_every`` epochs and at the end. The search time is the wall time of
 the epochs (sampling, arch and weight steps), summed over resumed sessions; ``cpu_time_s`` is the
 process CPU time of the same spans (what a dedicated core would need, on a shared machine).
+``search.stop_at_skips`` ends the search early the DARTS+ way (Liang et al. 2019): at the first
+architecture epoch whose derived cell holds that many ``skip_connect`` edges, keeping the cell of
+the epoch before; ``summary.json`` says when (``stopped``).
 """
 
 from __future__ import annotations
@@ -130,7 +133,7 @@ def _write_outputs(out: Path, cfg: SearchConfig, model: Supernet, state: dict[st
     meta = {"config": cfg.name, "scale": cfg.scale, "epochs": epochs_done, "ops": model.ops,
             "searched_num_cells": cfg.supernet.num_cells, "searched_num_feat": cfg.supernet.num_feat,
             "mu": cfg.reg.mu, "rho": cfg.reg.rho, "l1_on": cfg.reg.l1_on,
-            "search_time_s": round(state["elapsed"], 1), "complete": done}
+            "search_time_s": round(state["elapsed"], 1), "complete": done, "stopped": state["stopped"]}
     geno = Genotype(geno.nodes, geno.groups, meta)
     geno.save(out / "genotype.json")
     if plots:
@@ -140,7 +143,8 @@ def _write_outputs(out: Path, cfg: SearchConfig, model: Supernet, state: dict[st
     hist = [["epoch", "train_l1", "arch_l1", "reg_alpha", "reg_beta", "ramp", "model_lr", "epoch_s"]]
     hist += [[r[k] for k in hist[0]] for r in state["rows"]]
     _write_text(out / "history.csv", _csv(hist))
-    summary = {"name": cfg.name, "complete": done, "epochs": epochs_done, "steps": state["step"],
+    summary = {"name": cfg.name, "complete": done, "stopped": state["stopped"], "epochs": epochs_done,
+               "steps": state["step"],
                "search_time_s": round(state["elapsed"], 1), "search_time_h": round(state["elapsed"] / 3600, 3),
                "sec_per_epoch": round(state["elapsed"] / max(epochs_done, 1), 1),
                "cpu_time_s": round(state["cpu"], 1),  # CPU seconds of this process (all threads)
@@ -178,7 +182,7 @@ def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False, data_ro
     architect = Architect(model, s.arch_lr, tuple(s.arch_betas), s.arch_weight_decay, r.lambda_alpha, r.mu, r.rho,
                           r.l1_on, r.lambda_beta, r.gamma, s.order)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "elapsed": 0.0, "cpu": 0.0, "rows": [],
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "elapsed": 0.0, "cpu": 0.0, "rows": [], "stopped": None,
                              "alpha_history": torch.zeros(0, *model.alphas.shape),
                              "beta_history": torch.zeros(0, *model.betas.shape)}
     if resume:
@@ -210,7 +214,7 @@ def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False, data_ro
     ramp_epochs = r.ramp_epochs or s.epochs
     model.train()
     try:
-        while state["epoch"] < s.epochs:
+        while state["epoch"] < s.epochs and not state["stopped"]:
             epoch, t0, c0 = state["epoch"], time.perf_counter(), time.process_time()
             lin = ramp(epoch, ramp_epochs)
             sums = {"train_l1": 0.0, "arch_l1": 0.0, "reg_alpha": 0.0, "reg_beta": 0.0}
@@ -252,7 +256,16 @@ def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False, data_ro
             state["alpha_history"] = torch.cat([state["alpha_history"], model.alphas.detach().cpu()[None]])
             state["beta_history"] = torch.cat([state["beta_history"], model.betas.detach().cpu()[None]])
             state["epoch"] = epoch + 1
-            done = state["epoch"] == s.epochs
+            skips = sum(op == "skip_connect" for node in model.genotype().nodes for op, _ in node)
+            if s.stop_at_skips and epoch >= s.warmup_epochs and skips >= s.stop_at_skips:
+                # DARTS+ (Liang et al. 2019, arXiv:1909.06035, Sec. 3.2): stop, keep the cell of the
+                # epoch before (its alphas and betas), the last one short of the skip threshold
+                state["stopped"] = f"epoch {epoch + 1}: {skips} skip_connect >= search.stop_at_skips"
+                with torch.no_grad():
+                    model.alphas.copy_(state["alpha_history"][-2])
+                    model.betas.copy_(state["beta_history"][-2])
+                log.info("early stop at %s; keeping epoch %d's cell", state["stopped"], epoch)
+            done = state["epoch"] == s.epochs or bool(state["stopped"])
             geno = _write_outputs(out, cfg, model, state, done)
             if writer is not None:
                 for k, v in row.items():
