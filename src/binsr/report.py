@@ -10,8 +10,10 @@ mtime), counts params/OPs with :func:`binsr.models.profile` at a 320x180 LR inpu
 * ``<stem>_val_psnr[_<group>].png``: validation PSNR against step of the runs (from ``log.csv``);
 * ``<stem>_crops_x<s>[_<group>].png``: one crop, bicubic | each run | HR, per scale.
 
-Runs are grouped by name (:data:`GROUPS`): ``compare_estimator_*`` and ``compare_*`` (the
-same-budget configs of ``configs/compare``) get their own tables, crops and plots.
+Runs are grouped by name (:data:`GROUPS`): ``search_vs_random_*``, ``compare_estimator_*`` and
+``compare_*`` (the same-budget configs of ``configs/compare``) get their own tables, crops and plots.
+:func:`search_vs_random` tabulates one search-against-random comparison (random mean, sample std,
+the searched cell's rank), as ``benchmarks/search_vs_random.py`` prints it.
 
 Nothing in the report is typed by hand: rerun the command after training.
 """
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,7 @@ import numpy as np
 
 from binsr.errors import UsageError
 
-__all__ = ["collect_runs", "write_report", "PUBLISHED_NAMES"]
+__all__ = ["collect_runs", "run_record", "write_report", "random_baseline", "search_vs_random", "PUBLISHED_NAMES"]
 
 #: (model family, recipe) -> the method name of that row in the published tables
 PUBLISHED_NAMES = {
@@ -36,6 +40,8 @@ PUBLISHED_NAMES = {
     ("srresnet", "e2fif"): "SRResNet-E2FIF",
     ("srresnet", "scales"): "SRResNet-SCALES",
     ("srresnet", "bnn"): "SRResNet-BNN",
+    ("srresnet", "weight_only"): "SRResNet-BNN",  # Ma et al. 2019, the method of that SRBNAS row (issue 23)
+    ("vdsr", "weight_only"): "VDSR-BNN",
     ("srbnas", "irnet"): "SRBNAS",
     ("srbnas", "srbnas"): "SRBNAS",
     ("swinir", "fp"): "SwinIR-FP",
@@ -47,6 +53,8 @@ _FLOOR = ("SRBNAS",)
 _CROP = 96  # HR pixels of the comparison crop
 #: run-name prefix -> (section title, file-name tag), first match wins; other runs: the main table
 GROUPS = (
+    ("search_vs_random_", "searched cell against random cells of its size (configs/compare/search_vs_random_*)",
+     "search_vs_random"),
     ("compare_estimator_", "sign-derivative estimators with and without attention (configs/compare/estimator_*)",
      "estimators"),
     ("compare_", "same-budget comparison of the recipes (configs/compare)", "compare"),
@@ -92,23 +100,27 @@ def _benchmark(run: Path, weights: Path, datasets: list[str], data_root: str | N
     return cache
 
 
+def run_record(run: str | Path, datasets: list[str], data_root: str | None = None) -> dict[str, Any] | None:
+    """A finished run's record (``results.json``, params/OPs, metrics on ``datasets``); None when
+    ``run`` holds no ``results.json`` or no weights."""
+    run = Path(run)
+    weights = _weights(run)
+    if weights is None or not (run / "results.json").is_file():
+        return None
+    res = json.loads((run / "results.json").read_text())
+    bench = _benchmark(run, weights, datasets, data_root)
+    return {"run": run.name, "dir": run, "weights": weights, "model": res["model"], "recipe": res["recipe"],
+            "kwargs": res.get("kwargs") or {}, "scale": int(res["scale"]), "steps": res["steps"],
+            "train_seconds": res["train_seconds"], "params_k": bench["params_k"], "ops_g": bench["ops_g"],
+            "metrics": bench["metrics"]}
+
+
 def collect_runs(runs: str | Path, datasets: list[str], data_root: str | None = None) -> list[dict[str, Any]]:
     """One record per finished run under ``runs`` (a folder with ``results.json`` and weights)."""
     runs = Path(runs)
     if not runs.is_dir():
         raise UsageError(f"runs folder {runs} does not exist (train with binsr train first, or pass --runs DIR)")
-    records = []
-    for results_file in sorted(runs.glob("*/results.json")):
-        run = results_file.parent
-        weights = _weights(run)
-        if weights is None:
-            continue
-        res = json.loads(results_file.read_text())
-        bench = _benchmark(run, weights, datasets, data_root)
-        records.append({"run": run.name, "dir": run, "weights": weights, "model": res["model"],
-                        "recipe": res["recipe"], "scale": int(res["scale"]), "steps": res["steps"],
-                        "train_seconds": res["train_seconds"], "params_k": bench["params_k"],
-                        "ops_g": bench["ops_g"], "metrics": bench["metrics"]})
+    records = [r for f in sorted(runs.glob("*/results.json")) if (r := run_record(f.parent, datasets, data_root))]
     if not records:
         raise UsageError(f"no finished runs in {runs} (a run folder holds results.json and best.safetensors)")
     return records
@@ -156,6 +168,59 @@ def _table(title: str, scale: int, recs: list[dict], published: list[dict[str, s
             lines.append(f"| *{pub['method']}* ({pub['source']}, published) | - | {pub['params_k'] or '-'} | "
                          f"{pub['ops_g'] or '-'} | " + " | ".join(cells) + " | - | - | - |")
     return lines + [""]
+
+
+def random_baseline(searched: float, random: Sequence[float]) -> dict[str, Any]:
+    """A searched cell's score against random cells: their mean and sample standard deviation
+    (n - 1), the searched cell's rank among all the cells (1: best; a tie ranks it below) and
+    whether it beats the mean by more than one standard deviation."""
+    if len(random) < 2:
+        raise UsageError(f"a standard deviation needs at least two random cells, got {len(random)}")
+    mean, std = statistics.fmean(random), statistics.stdev(random)
+    return {"mean": mean, "std": std, "rank": 1 + sum(r >= searched for r in random), "cells": len(random) + 1,
+            "beats": searched > mean + std}
+
+
+def _is_random(rec: dict[str, Any]) -> bool:
+    return str(rec["kwargs"].get("genotype", "")).startswith("random")
+
+
+def search_vs_random(records: list[dict[str, Any]], datasets: list[str]) -> str:
+    """Markdown table of one search-against-random comparison (records of :func:`run_record`).
+
+    SRBNAS runs whose genotype is ``random...`` are the random cells, the one other SRBNAS run is
+    the searched cell; runs of other models (the hand-designed net of the same params) are listed
+    but stay out of the statistics. Below the runs, per set: the random mean and sample std, the
+    searched cell's rank among the cells and whether it beats mean + 1 std (:func:`random_baseline`).
+    All runs must share the scale and the step count."""
+    cells = [r for r in records if _family(r["model"]) == "srbnas"]
+    random = sorted((r for r in cells if _is_random(r)), key=lambda r: r["run"])
+    searched = [r for r in cells if not _is_random(r)]
+    if len(searched) != 1:
+        raise UsageError(f"expected one searched SRBNAS run (a genotype other than random...), got "
+                         f"{len(searched)}: {', '.join(r['run'] for r in searched) or 'none'}")
+    budgets = sorted({(r["scale"], r["steps"]) for r in records})
+    if len(budgets) > 1:
+        raise UsageError("runs differ in scale or steps (" + ", ".join(f"x{s}: {n}" for s, n in budgets)
+                         + "): not a same-budget comparison")
+    (scale, steps), others = budgets[0], [r for r in records if r not in cells]
+    stats = {d: random_baseline(searched[0]["metrics"][d]["psnr"], [r["metrics"][d]["psnr"] for r in random])
+             for d in datasets}
+    lines = [f"x{scale}, {steps} steps per run; PSNR in dB (Y channel, MATLAB-bicubic LR, border = scale).", "",
+             "| run | model / recipe | genotype | params (K) | " + " | ".join(f"{d} PSNR" for d in datasets) + " |",
+             "|---|---|---|---:|" + "---:|" * len(datasets)]
+    for r in [*searched, *random, *others]:
+        lines.append(f"| {r['run']} | {r['model']} / {r['recipe']} | {r['kwargs'].get('genotype', '-')} | "
+                     f"{r['params_k']:.1f} | " + " | ".join(f"{r['metrics'][d]['psnr']:.3f}" for d in datasets) + " |")
+    n = len(random)
+    rows = [(f"random mean (n = {n})", f"{statistics.fmean(r['params_k'] for r in random):.1f}",
+             lambda st: f"{st['mean']:.3f}"),
+            ("random std (n - 1)", "", lambda st: f"{st['std']:.3f}"),
+            (f"searched rank (of {n + 1} cells)", "", lambda st: str(st["rank"])),
+            ("searched > mean + 1 std", "", lambda st: "yes" if st["beats"] else "no")]
+    for label, params, cell in rows:
+        lines.append(f"| {label} | | | {params} | " + " | ".join(cell(stats[d]) for d in datasets) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _val_plot(recs: list[dict], path: Path) -> None:
@@ -227,7 +292,8 @@ def write_report(runs: str | Path = "runs", out: str | Path = "docs/results.md",
              f"Published rows (italic) come from `{published}`, a copy of the SRBNAS (Biomimetics 2024, Tables 2-5) "
              "and SCALES (Tables III, IV, VI) tables; they were trained on other data and budgets (SCALES: DIV2K), "
              "so the difference column is a gap to close, not a like-for-like comparison.",
-             "Runs named `compare_*` get their own sections (one data set, optimiser and step count per section).", ""]
+             "Runs named `compare_*` and `search_vs_random_*` get their own sections (one data set, optimiser and "
+             "step count per section).", ""]
     plots = []
     for title, tag in [("", ""), *((t, g) for _, t, g in reversed(GROUPS))]:  # compare before estimators
         group = [r for r in recs if _group(r["run"]) == tag]

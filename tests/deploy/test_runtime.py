@@ -187,6 +187,15 @@ def test_export_cli(tmp_path, capsys) -> None:
         assert f.get_tensor("tail1.conv.w").dtype == np.float16 and f.get_tensor("head.w").dtype == np.float16
 
 
+def test_weight_only_export_is_one_error_line(tmp_path, capsys) -> None:
+    """Ma et al.'s recipe keeps FP activations, which the engine cannot run: exit 1, one line, no file."""
+    out = tmp_path / "m.bsr"
+    assert main(["export", "--model", "srresnet_lite16", "--recipe", "weight_only", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "full-precision activations" in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_numpy_fallback_without_extension(tmp_path) -> None:
     export_packed(_random_model("srresnet_small", "e2fif"), tmp_path / "m.bsr")
     code = textwrap.dedent(f"""

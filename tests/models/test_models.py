@@ -5,7 +5,7 @@ import torch
 
 from binsr import models
 from binsr.errors import UsageError
-from binsr.models.complexity import is_binary
+from binsr.models.complexity import has_binary_weights, is_binary
 from binsr.nn.recipes import linear_recipe_names, recipe_names
 
 SMALL = {  # shrink the big backbones so the full grid stays fast on 2 cores
@@ -53,8 +53,10 @@ def test_forward_shape(name, recipe, scale):
 @pytest.mark.parametrize("recipe", [r for r in recipe_names() if r != "fp"])
 def test_binary_recipes_binarize_the_body(recipe):
     model = models.create("srresnet", scale=4, recipe=recipe, num_feat=16, num_block=2)
-    binary = [n for n, m in model.named_modules() if is_binary(m)]
+    binary = [n for n, m in model.named_modules() if has_binary_weights(m)]
     assert len(binary) == 4 and all(n.startswith("body.") for n in binary)
+    # binary by binary everywhere but in weight_only, whose convs read FP activations (Ma et al. 2019)
+    assert [n for n, m in model.named_modules() if is_binary(m)] == ([] if recipe == "weight_only" else binary)
 
 
 def test_srresnet_fp_params_match_scales_table():
@@ -62,6 +64,14 @@ def test_srresnet_fp_params_match_scales_table():
     assert prof.binary_params == 0 and prof.bops == 0
     assert prof.params == sum(p.numel() for p in models.create("srresnet", scale=4).parameters())
     assert abs(prof.params - 1_517_000) / 1_517_000 < 0.01  # SCALES Table III: 1517K
+
+
+@pytest.mark.parametrize("scale, budget_k, params_k", [(3, 192, 49.1), (4, 156, 61.2)])
+def test_srbnas_large_fits_the_papers_budget(scale, budget_k, params_k):
+    """8 cells x 64 of the shipped cell: the docstring's params, under SRBNAS's 192K (x3) / 156K (x4)."""
+    model = models.create("srbnas_large", scale=scale, recipe="irnet")
+    assert len(model.body) == 8
+    assert round(models.profile(model, (16, 16)).params / 1e3, 1) == params_k < budget_k
 
 
 def test_profile_counts_binary_macs():
@@ -74,6 +84,31 @@ def test_profile_counts_binary_macs():
     assert prof.ops == pytest.approx(prof.bops / 64 + prof.flops)
     n_params = sum(p.numel() for p in model.parameters())
     assert prof.binary_params + prof.fp_params == n_params
+
+
+def test_profile_counts_weight_only_as_binary_params_and_flops():
+    """Binary weights with FP activations: 1 bit per weight, but FP MACs (no XNOR-popcount)."""
+    model = models.create("srresnet", scale=2, recipe="weight_only", num_feat=16, num_block=1)
+    h, w = 10, 12
+    prof = models.profile(model, (h, w))
+    body = prof.totals("body.")
+    assert prof.bops == 0 and body["binary_params"] == prof.binary_params == 2 * 16 * 16 * 9
+    assert body["flops"] == 2 * h * w * 16 * 16 * 9
+    assert body["fp_params"] == 2 * 16 + 2 * 2 * 16 + 1  # per-filter alphas, two BNs, one PReLU slope
+    assert prof.params == pytest.approx(prof.binary_params / 32 + prof.fp_params)
+    assert prof.binary_params + prof.fp_params == sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def test_weight_only_block_is_srresnets_with_binary_weights():
+    """``x + BN(conv(PReLU(BN(conv(x)))))`` (Ledig et al. 2017), the convs binarized (Ma et al. 2019)."""
+    torch.manual_seed(0)
+    m = models.create("srresnet_lite16", scale=4, recipe="weight_only").eval()
+    assert m(torch.rand(1, 3, 8, 6)).shape == (1, 3, 32, 24)
+    b = m.body[0]
+    x = torch.randn(1, 64, 8, 6)
+    assert b.outer_skip and isinstance(b.act, torch.nn.PReLU)
+    assert torch.equal(b(x), x + b.conv2.bn(b.conv2.conv(b.act(b.conv1.bn(b.conv1.conv(x))))))
 
 
 def test_unknown_names_and_scales_are_usage_errors():

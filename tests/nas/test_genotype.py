@@ -100,3 +100,31 @@ def test_sized_random_genotypes_match_the_default_size():
     assert len(set(cells)) == 3 and load_genotype("random_sized:1") == load_genotype("random_sized:1")
     with pytest.raises(UsageError, match="no random cell"):
         random_genotype(0, base.steps, base.groups, like=base, tolerance=0.0, tries=3)
+
+
+def test_sized_random_genotypes_follow_the_reference_genotype(tmp_path):
+    """``random_sized:SEED:REF``: REF's node count, groups and footprint (the x3 search's cell)."""
+    from binsr.nas.genotype import _kernel_area
+
+    ref = Genotype(((("conv_5x5", 0), ("conv_7x7", 1)), (("conv_3x3", 1), ("dil_conv_5x5", 2)),
+                    (("conv_3x3", 0), ("skip_connect", 3))), 4)
+    ref.save(tmp_path / "ref.json")
+    for seed in range(1, 4):
+        cell = load_genotype(f"random_sized:{seed}:{tmp_path / 'ref.json'}")
+        assert cell.steps == 3 and cell.groups == 4
+        assert abs(_kernel_area(cell) - _kernel_area(ref)) <= 0.1 * _kernel_area(ref)
+    assert load_genotype(f"random:1:{tmp_path / 'ref.json'}").steps == 3
+    assert load_genotype("random_sized:2:srbnas_x4") == load_genotype("random_sized:2")
+    with pytest.raises(UsageError, match="genotype file not found"):
+        load_genotype("random_sized:1:srbnas_x9")
+
+
+@pytest.mark.parametrize("scale", [3, 4])
+def test_sized_random_large_nets_match_the_searched_params(scale):
+    from binsr.models import create, profile
+
+    def params(genotype: str) -> float:
+        return profile(create("srbnas_large", scale=scale, recipe="irnet", genotype=genotype), (8, 8)).params
+
+    searched = params("srbnas_x4")
+    assert all(abs(params(f"random_sized:{k}") - searched) <= 0.1 * searched for k in range(1, 6))

@@ -72,6 +72,24 @@ def test_binary_shapes_match_nn_conv2d_and_operands_are_pm1(g, act, wq):
         torch.testing.assert_close(w_scale.flatten(), conv.weight.detach().abs().flatten(1).mean(1))
 
 
+@given(geometry(), st.sampled_from(["sign", "xnor", "scaled_sign"]))
+@settings(max_examples=25, deadline=None)
+def test_binary_weights_alone_convolve_the_fp_input_zero_padded(g, wq):
+    ref, conv = _convs(g, weight_quant=wq)
+    assert conv.act_quant.precision == 32 and conv.weight_quant.precision == 1
+    with torch.no_grad():
+        ref.weight.copy_(conv.weight_quant(conv.weight))
+    x = torch.randn(2, g["cin"], g["h"], g["w"])
+    torch.testing.assert_close(conv(x), ref(x))
+
+
+def test_per_channel_weight_quantizer_starts_from_the_initial_weight():
+    conv = BinaryConv2d(3, 5, 3, padding=1, weight_quant="scaled_sign")
+    assert conv.weight_quant.channels == 5 and conv.weight_quant.scale.requires_grad
+    torch.testing.assert_close(conv.weight_quant.scale.detach(), conv.weight.detach().abs().mean(dim=(1, 2, 3)))
+    assert "weight_quant.scale" in dict(conv.named_parameters())
+
+
 def _xnor_popcount_conv(bits_x, bits_w, stride, pad, dil, groups):
     """Integer reference on bits (1 = +1): out = 2 * popcount(xnor(x, w)) - n, borders padded with bit 1."""
     left, right, top, bottom = pad

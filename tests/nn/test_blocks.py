@@ -22,6 +22,7 @@ from binsr.nn import (
     ScalesConv,
     SpatialGate,
     SRBNASOp,
+    WeightOnlyConv,
     get_recipe,
     recipe_names,
     set_progress,
@@ -30,9 +31,9 @@ from binsr.quant import RSign
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")  # fp recipe, even kernels
 
-UNITS = [E2FIFConv, BBCUConv, ScalesConv, IRNetConv, SRBNASOp, LTAttnConv]
+UNITS = [E2FIFConv, BBCUConv, ScalesConv, IRNetConv, SRBNASOp, LTAttnConv, WeightOnlyConv]
 PUBLISHED = ["fp", "bnn", "e2fif", "bbcu", "scales", "scales_lsf", "scales_noss", "scales_nocs", "irnet", "lt_attn",
-             "bibert"]
+             "bibert", "weight_only"]
 
 
 def _binary_convs(module: nn.Module) -> list[BinaryConv2d]:
@@ -78,7 +79,7 @@ def test_recipe_conv_units_are_shape_preserving(name, in_ch, out_ch, k):
     unit = r.conv(in_ch, out_ch, k)
     assert unit(torch.randn(2, in_ch, 6, 5)).shape == (2, out_ch, 6, 5)
     assert isinstance(r.act(), nn.Module) and r.act() is not r.act()
-    binary = [m for m in unit.modules() if getattr(getattr(m, "act_quant", None), "precision", 32) == 1]
+    binary = [m for m in unit.modules() if getattr(getattr(m, "weight_quant", None), "precision", 32) == 1]
     assert len(binary) == (0 if name == "fp" else 1)
 
 
@@ -86,6 +87,7 @@ def test_recipe_activations():
     kinds = {n: type(get_recipe(n).act()) for n in PUBLISHED}
     assert kinds["fp"] is nn.ReLU and kinds["e2fif"] is nn.LeakyReLU and kinds["scales"] is nn.LeakyReLU
     assert all(kinds[n] is nn.Identity for n in ("bnn", "bbcu", "irnet", "lt_attn", "bibert"))
+    assert kinds["weight_only"] is nn.PReLU  # SRResNet's block (Ledig et al. 2017), as Ma et al. 2019 binarize it
 
 
 def test_recipe_overrides_and_errors():
@@ -99,6 +101,57 @@ def test_recipe_overrides_and_errors():
         get_recipe("e2fif", estimator="ede")
     with pytest.raises(ValueError, match="module instances"):
         get_recipe("bbcu", act_quant=RSign(4))
+
+
+def test_weight_only_unit_convolves_fp_activations_with_pm_alpha_weights():
+    """Ma et al. 2019: ``BN(x (*) alpha_o sign(W))``, the FP input untouched, no skip of its own."""
+    torch.manual_seed(0)
+    r = get_recipe("weight_only")
+    unit = r.conv(8, 6, 3)
+    assert isinstance(unit, WeightOnlyConv) and not r.unit_skip and "cannot run it" in r.description
+    conv = unit.conv
+    assert conv.act_quant.precision == 32 and conv.weight_quant.name == "scaled_sign" and conv.bias is None
+    alpha = conv.weight_quant.scale.detach()
+    torch.testing.assert_close(alpha, conv.weight.detach().abs().mean(dim=(1, 2, 3)))  # init: mean |W_o|
+    wb = conv.weight_quant(conv.weight).detach()
+    assert torch.equal(wb.abs(), alpha.view(-1, 1, 1, 1).expand_as(wb))  # exactly +-alpha_o in filter o
+    seen = []
+    conv.act_quant.register_forward_hook(lambda m, inp, out: seen.append((inp[0], out)))
+    x = torch.randn(2, 8, 5, 7) * 3
+    unit.eval()
+    with torch.no_grad():
+        unit.bn.running_mean.uniform_(-1, 1)
+        unit.bn.running_var.uniform_(0.5, 2.0)
+        y = unit(x)
+    assert seen[0][0] is x and seen[0][1] is x  # the activation reaches the conv as it is
+    torch.testing.assert_close(y, unit.bn(F.conv2d(x, wb, padding=1)))  # zero padding of the FP input
+
+
+def test_weight_only_gradients_are_alpha_times_clipped_ste_and_sign_for_alpha():
+    torch.manual_seed(1)
+    conv = WeightOnlyConv(4, 6, 3).conv
+    with torch.no_grad():
+        conv.weight[0, 0] = torch.tensor([[-1.5, -1.0, -0.2], [0.0, 0.3, 1.0], [1.2, 2.0, -3.0]])  # some |W| > 1
+    x, g = torch.randn(2, 4, 5, 5), torch.randn(2, 6, 5, 5)
+    (conv(x) * g).sum().backward()
+    wb = conv.weight_quant(conv.weight).detach().requires_grad_()
+    (F.conv2d(x, wb, padding=1) * g).sum().backward()  # dL/dW_b
+    alpha = conv.weight_quant.scale.detach().view(-1, 1, 1, 1)
+    w = conv.weight.detach()
+    torch.testing.assert_close(conv.weight.grad, alpha * (w.abs() <= 1).float() * wb.grad)
+    torch.testing.assert_close(conv.weight_quant.scale.grad, (wb.grad * torch.where(w >= 0, 1.0, -1.0)).sum((1, 2, 3)))
+    assert conv.weight_quant.scale.requires_grad and conv.weight_quant.scale.grad.abs().min() > 0
+
+
+def test_weight_only_bn_absorbs_alpha_in_training_mode():
+    """The docstring's caveat: BN right after the conv cancels a per-filter factor up to its eps."""
+    torch.manual_seed(2)
+    unit = WeightOnlyConv(8, 8, 3)
+    x = torch.randn(4, 8, 6, 6)
+    y = unit(x)
+    with torch.no_grad():
+        unit.conv.weight_quant.scale.mul_(torch.linspace(0.5, 3.0, 8))
+    torch.testing.assert_close(unit(x), y, rtol=1e-3, atol=1e-3)
 
 
 def test_scales_ablation_rows():

@@ -9,7 +9,7 @@ from binsr import quant as Q
 from binsr.nn import set_progress
 
 ACT = ["ste", "clipped_ste", "approx_sign", "ede", "rsign", "scales_act"]
-WEIGHT = ["sign", "xnor", "libra_pb"]
+WEIGHT = ["sign", "xnor", "libra_pb", "scaled_sign"]
 C = 4
 
 
@@ -68,7 +68,7 @@ def test_get_rejects(identifier, kwargs, match):
 @pytest.mark.parametrize("name", ACT + WEIGHT)
 def test_forward_is_signs_times_scale_and_signs_are_pm1(name):
     q = Q.get(name, channels=C)
-    x = _x(1) if name in ACT else torch.randn(6, C, 3, 3)
+    x = _x(1) if name in ACT else torch.randn(C, 6, 3, 3)
     signs, scale = q.binarize(x)
     assert set(signs.unique().tolist()) <= {-1.0, 1.0}
     expected = signs if scale is None else signs * scale
@@ -118,6 +118,38 @@ def test_xnor_scale_and_gradient():
     g = torch.randn_like(w)
     (q(w) * g).sum().backward()
     torch.testing.assert_close(w.grad, g * scale * (w.detach().abs() <= 1).float())
+
+
+@given(st.integers(1, 6), st.integers(1, 4), st.sampled_from([1, 3]), st.floats(0.05, 3.0), st.integers(0, 2**16))
+@settings(max_examples=30, deadline=None)
+def test_scaled_sign_is_pm_alpha_per_filter_with_a_learnable_alpha(out_ch, in_ch, k, spread, seed):
+    g = torch.Generator().manual_seed(seed)
+    w = (torch.randn(out_ch, in_ch, k, k, generator=g) * spread).requires_grad_()
+    q = Q.ScaledSign(out_ch)
+    q.reset_parameters(w)
+    torch.testing.assert_close(q.scale.detach(), w.detach().abs().flatten(1).mean(1))  # XNOR-Net's alpha* at init
+    with torch.no_grad():
+        q.scale.mul_(torch.linspace(0.5, 2.0, out_ch))  # learnt away from mean |W|
+    wb = q(w)
+    alpha = q.scale.detach().view(-1, 1, 1, 1)
+    assert torch.equal(wb.detach().abs(), alpha.expand_as(wb))  # exactly +-alpha_o in filter o
+    assert torch.equal(wb.detach(), torch.where(w.detach() >= 0, alpha, -alpha))
+    up = torch.randn(wb.shape, generator=g)
+    (wb * up).sum().backward()
+    signs = torch.where(w.detach() >= 0, 1.0, -1.0)
+    torch.testing.assert_close(q.scale.grad, (up * signs).sum(dim=(1, 2, 3)))  # dW_b/dalpha_o = sign(W)
+    torch.testing.assert_close(w.grad, up * alpha * (w.detach().abs() <= 1).float())  # alpha_o * clipped STE
+
+
+def test_scaled_sign_estimator_and_channel_checks():
+    w = torch.tensor([[-2.0, -0.5, 0.0, 0.5, 2.0]]).view(1, 5, 1, 1).requires_grad_()
+    q = Q.get({"type": "scaled_sign", "estimator": "ste"}, channels=1)
+    q.reset_parameters(w)
+    q(w).sum().backward()
+    torch.testing.assert_close(w.grad.flatten(), torch.full((5,), 1.0))  # alpha = mean |W| = 1, identity STE
+    assert torch.equal(q.binarize(w)[0].flatten(), torch.tensor([-1.0, -1.0, 1.0, 1.0, 1.0]))  # sign(0) = +1
+    with pytest.raises(ValueError, match="2 output channels"):
+        Q.ScaledSign(3).reset_parameters(torch.randn(2, 4, 3, 3))
 
 
 def test_weight_sign_is_unscaled_identity_ste():
@@ -177,10 +209,11 @@ def test_libra_pb_needs_two_weights_per_channel():
 def test_weight_export_for_deployment():
     w = torch.randn(6, 2, 3, 3)
     for name in WEIGHT:
-        exp = Q.get(name).export(w)
+        q = Q.get(name, channels=6)
+        exp = q.export(w)
         assert exp.signs.dtype == torch.int8 and exp.signs.shape == w.shape
         assert set(exp.signs.unique().tolist()) <= {-1, 1}
-        signs, scale = Q.get(name).binarize(w)
+        signs, scale = q.binarize(w)
         assert torch.equal(exp.signs.float(), signs)
         if name == "sign":
             assert exp.scale is None and exp.shift is None
@@ -220,7 +253,7 @@ def test_ede_set_progress_and_nested_schedules():
 @pytest.mark.parametrize("name", ACT + WEIGHT)
 def test_every_learnable_parameter_gets_a_finite_nonzero_gradient(name):
     q = Q.get(name, channels=C)
-    x = (_x(6) if name in ACT else torch.randn(5, C, 3, 3)).requires_grad_()
+    x = (_x(6) if name in ACT else torch.randn(C, 5, 3, 3)).requires_grad_()
     (q(x) * torch.randn_like(x)).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     for pname, p in q.named_parameters():

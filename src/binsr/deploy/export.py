@@ -6,7 +6,7 @@ affines, the FP head/tail/upsampler and re-scaling gates, and the graph as JSON 
 safetensors metadata (key ``binsr``): a list of ops the runtime interprets; nothing is executed
 at load. Supported: SRResNet (``srresnet*``) with the ``bnn``, ``e2fif``, ``irnet``, ``bbcu`` and
 ``scales*`` recipes; SwinIR (``swinir*``) with the ``bnn``, ``bibert`` and ``scales*`` recipes (binary
-linears as packed 1x1 convs on the token map).
+linears as packed 1x1 convs on the token map). Not ``weight_only``: its convs read FP activations.
 """
 
 from __future__ import annotations
@@ -110,11 +110,14 @@ def _unit(unit: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
     from binsr.nn.binary_conv import BinaryConv2d
     from binsr.nn.blocks import BBCUConv, E2FIFConv, IRNetConv, ScalesConv
 
+    conv = unit if isinstance(unit, BinaryConv2d) else getattr(unit, "conv", None)
+    if isinstance(conv, BinaryConv2d) and conv.act_quant.precision != 1:
+        raise BinsrError(f"{type(unit).__name__} convolves full-precision activations (recipe weight_only binarizes "
+                         "weights only); the packed engine runs 1-bit activations only")
     if type(unit) is BinaryConv2d:
         return unit, {"skip": False}
     if type(unit) not in (E2FIFConv, IRNetConv, BBCUConv, ScalesConv):
         raise BinsrError(f"unit {type(unit).__name__} is not supported by the packed engine")
-    conv = unit.conv
     if unit.skip is not None and unit.skip.in_ch != unit.skip.out_ch:
         raise BinsrError("channel-changing skips are not supported by the packed engine")
     return conv, {"skip": unit.skip is not None, "bn": getattr(unit, "bn", None), "rprelu": getattr(unit, "act", None),

@@ -41,9 +41,10 @@ class ResidualBlock(nn.Module):
 
     ``block="published"`` is each method's own block (issue 20; the authors' code):
 
-    * recipes whose unit has no skip of its own (``fp``, ``bnn``, ``bibert``) keep the outer
-      identity path of BasicSR's ``ResidualBlockNoBN`` (EDSR/MSRResNet):
-      ``x + conv2(act(conv1(x))) * res_scale``;
+    * recipes whose unit has no skip of its own (``fp``, ``bnn``, ``bibert``, ``weight_only``)
+      keep the outer identity path of BasicSR's ``ResidualBlockNoBN`` (EDSR/MSRResNet):
+      ``x + conv2(act(conv1(x))) * res_scale``; with ``weight_only``'s units (conv + BN) and
+      PReLU that is SRResNet's own block (Ledig et al. 2017), as Ma et al. 2019 binarize it;
     * recipes whose unit carries an FP skip (``e2fif``, ``bbcu``, ``irnet``, ``scales*``,
       ``lt_attn``) chain the two units with nothing around them: ``conv2(act(conv1(x)))``, i.e.
       E2FIF's ``out = BN(c1(x)) + x; act; BN(c2(out)) + out`` (pppLang/E2FIF

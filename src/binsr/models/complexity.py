@@ -3,8 +3,11 @@
 Counting rules (SCALES Sec. V-A, following Bi-Real Net / ReActNet):
 
 * A conv/linear layer is *binary* when both its input quantizer and its weight quantizer have
-  ``precision == 1``; its weights are binary parameters and its MACs are BOPs. Every other
-  parameter (biases, BN, scales, thresholds, FP layers) is full precision, every other MAC a FLOP.
+  ``precision == 1``; its MACs are BOPs. Its weights are binary parameters whenever its weight
+  quantizer has ``precision == 1``: a layer with binary weights and FP inputs (``weight_only``,
+  Ma et al. 2019) stores 1 bit per weight, but its MACs are FLOPs (FP activations times
+  ``+-alpha``: sums of FP values, not XNOR-popcounts). Every other parameter (biases, BN,
+  scales, thresholds, FP layers) is full precision, every other MAC a FLOP.
 * ``params = binary_params / 32 + fp_params``; ``OPs = BOPs / 64 + FLOPs``.
 * MACs are counted for Conv1d/Conv2d/ConvTranspose2d/Linear only (one MAC = one FLOP, as the
   papers' tables); element-wise work (activations, additions, BN at inference) is not counted.
@@ -25,16 +28,20 @@ from torch import nn
 _COUNTED = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
 
+def has_binary_weights(module: nn.Module) -> bool:
+    """True when ``module``'s weights are 1-bit (its weight quantizer has ``precision == 1``)."""
+    return getattr(getattr(module, "weight_quant", None), "precision", 32) == 1
+
+
 def is_binary(module: nn.Module) -> bool:
     """True when ``module`` convolves 1-bit inputs with 1-bit weights."""
-    act = getattr(module, "act_quant", None)
-    wq = getattr(module, "weight_quant", None)
-    return getattr(act, "precision", 32) == 1 and getattr(wq, "precision", 32) == 1
+    return getattr(getattr(module, "act_quant", None), "precision", 32) == 1 and has_binary_weights(module)
 
 
 @dataclass
 class LayerCost:
-    """One row of the profile table."""
+    """One row of the profile table; ``binary``: 1-bit inputs and weights (:func:`is_binary`),
+    ``binary_params``: 1-bit weights, with FP inputs too (:func:`has_binary_weights`)."""
 
     name: str
     kind: str
@@ -134,10 +141,9 @@ def profile(model: nn.Module, lr_size: tuple[int, int] = (320, 180), in_ch: int 
     counted_params: set[int] = set()
     for name, m in model.named_modules():
         if isinstance(m, _COUNTED):
-            binary = is_binary(m)
-            w = m.weight.numel()
-            other = sum(p.numel() for p in m.parameters() if p is not m.weight)
-            rows[name] = LayerCost(name, type(m).__name__, binary, w if binary else 0, other + (0 if binary else w), 0, 0)
+            w = m.weight.numel() if has_binary_weights(m) else 0
+            other = sum(p.numel() for p in m.parameters()) - w
+            rows[name] = LayerCost(name, type(m).__name__, is_binary(m), w, other, 0, 0)
             counted_params.update(id(p) for p in m.parameters())
             hooks.append(m.register_forward_hook(hook(name)))
     was_training = model.training

@@ -41,10 +41,10 @@ class SRResNet(nn.Module):
             or ``"lite"`` (one FP conv to ``num_out_ch * scale**2`` channels + PixelShuffle, the
             ESPCN sub-pixel tail: 28K instead of 332K FP parameters at x4). Default: msrresnet.
         res_scale (float): EDSR's residual scale: multiplies the branch of a block's outer identity
-            path. Only blocks with that path take it (``fp``, ``bnn``, ``bibert``, or any recipe with
-            ``block="outer_skip"``, where a unit with its own FP skip makes a block return about
-            ``(1 + res_scale) x``, so the body grows like ``(1 + res_scale) ** num_block`` at
-            initialisation: 2^8 = 256x for 8 blocks at 1.0). Default: 1.0.
+            path. Only blocks with that path take it (``fp``, ``bnn``, ``bibert``, ``weight_only``, or
+            any recipe with ``block="outer_skip"``, where a unit with its own FP skip makes a block
+            return about ``(1 + res_scale) x``, so the body grows like ``(1 + res_scale) **
+            num_block`` at initialisation: 2^8 = 256x for 8 blocks at 1.0). Default: 1.0.
         block (str): ``"published"`` (each method's own block) or ``"outer_skip"`` (binsr's earlier
             form; see :class:`~binsr.models._common.ResidualBlock`). Default: published.
         zero_tail (bool): initialise the last tail conv to zero, so that the untrained model is

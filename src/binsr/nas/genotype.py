@@ -109,7 +109,7 @@ def random_genotype(seed: int, steps: int, groups: int, like: Genotype | None = 
         nodes = tuple(tuple((ops[int(rng.integers(len(ops)))], int(src))
                             for src in sorted(rng.choice(j + 2, size=2, replace=False)))
                       for j in range(steps))
-        cell = Genotype(nodes, groups, {"random_seed": seed, **({"size_of": "default"} if like else {})})
+        cell = Genotype(nodes, groups, {"random_seed": seed, **({"footprint": target} if like else {})})
         if target is None or abs(_kernel_area(cell) - target) <= tolerance * target:
             return cell
     raise UsageError(f"no random cell within {tolerance:.0%} of the size asked for in {tries} draws")
@@ -117,18 +117,20 @@ def random_genotype(seed: int, steps: int, groups: int, like: Genotype | None = 
 
 def load_genotype(source: str | Path | dict | Genotype | None) -> Genotype:
     """A genotype from a shipped name (``shipped_genotypes()``), a JSON path, a dict, a
-    :class:`Genotype`, ``None`` (the shipped :data:`DEFAULT_GENOTYPE`), ``"random:SEED"`` (a
-    :func:`random_genotype` with the default genotype's node count and groups) or
-    ``"random_sized:SEED"`` (the same, redrawn until it has the default genotype's size)."""
+    :class:`Genotype`, ``None`` (the shipped :data:`DEFAULT_GENOTYPE`), ``"random:SEED[:REF]"`` (a
+    :func:`random_genotype` with the node count and groups of the reference genotype ``REF``, a
+    shipped name or a JSON path, default :data:`DEFAULT_GENOTYPE`) or ``"random_sized:SEED[:REF]"``
+    (the same, redrawn until it has ``REF``'s size: ``random_sized:1:srbnas_x3`` for the x3 cell)."""
     if isinstance(source, Genotype):
         return source
     if isinstance(source, dict):
         return Genotype.from_dict(source)
     if isinstance(source, str) and source.split(":", 1)[0] in ("random", "random_sized"):
-        kind, _, seed = source.partition(":")
+        kind, _, rest = source.partition(":")
+        seed, _, ref = rest.partition(":")
         if not seed.isdigit():
-            raise UsageError(f"bad genotype {source!r}: expected {kind}:<non-negative integer seed>")
-        base = load_genotype(None)
+            raise UsageError(f"bad genotype {source!r}: expected {kind}:<non-negative integer seed>[:<genotype>]")
+        base = load_genotype(ref or None)
         return random_genotype(int(seed), base.steps, base.groups, base if kind == "random_sized" else None)
     name = DEFAULT_GENOTYPE if source is None else str(source)
     path = _SHIPPED / f"{name}.json" if name in shipped_genotypes() else Path(name)

@@ -17,6 +17,7 @@ from binsr.nn.blocks import (
     LTAttnConv,
     ScalesConv,
     SRBNASOp,
+    WeightOnlyConv,
     same_binary_conv,
 )
 from binsr.nn.progress import set_progress
@@ -42,6 +43,7 @@ __all__ = [
     "IRNetConv",
     "SRBNASOp",
     "LTAttnConv",
+    "WeightOnlyConv",
     "Recipe",
     "get_recipe",
     "recipe_names",

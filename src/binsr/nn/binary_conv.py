@@ -72,7 +72,9 @@ class BinaryConv2d(nn.Conv2d):
             ``nn.Conv2d`` (``bias`` defaults to False).
         act_quant: activation quantizer (name, config dict, ``Quantizer`` or ``None`` for FP);
             per-channel quantizers get ``channels=in_channels``. Its scale must be one value.
-        weight_quant: weight quantizer (name, config dict, ``Quantizer`` or ``None``).
+        weight_quant: weight quantizer (name, config dict, ``Quantizer`` or ``None``);
+            per-channel quantizers get ``channels=out_channels`` and their parameters are
+            initialised from the initial weight (``WeightQuantizer.reset_parameters``).
 
     ``binary_dtype`` (:func:`set_binary_dtype`; default None = the input's dtype): the dtype the
     +-1 operands of a binary-by-binary conv are cast to, e.g. ``torch.bfloat16`` for training on
@@ -96,13 +98,14 @@ class BinaryConv2d(nn.Conv2d):
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
         self.act_quant = quant.get(act_quant, channels=in_channels)
-        self.weight_quant = quant.get(weight_quant)
+        self.weight_quant = quant.get(weight_quant, channels=out_channels)
         if self.act_quant.precision == 1 and not isinstance(self.act_quant, ActivationQuantizer):
             raise ValueError(f"act_quant must be an activation binarizer, got {self.act_quant.name!r}")
         if self.weight_quant.precision == 1 and not isinstance(self.weight_quant, WeightQuantizer):
-            raise ValueError(
-                f"weight_quant must be a weight binarizer (sign, xnor, libra_pb), got {self.weight_quant.name!r}"
-            )
+            raise ValueError(f"weight_quant must be a weight binarizer (sign, xnor, libra_pb, scaled_sign), "
+                             f"got {self.weight_quant.name!r}")
+        if isinstance(self.weight_quant, WeightQuantizer):
+            self.weight_quant.reset_parameters(self.weight)
         self.binary_dtype: torch.dtype | None = None  # set_binary_dtype
 
 

@@ -35,7 +35,8 @@ class BinaryLinear(nn.Linear):
     weight_quant.binarize(W)`` (``alpha_o`` per output feature or 1). With a weight quantizer only,
     the FP input is multiplied by the scaled signs. Backward: the estimators of the two
     quantizers, composed by autograd. ``binsr.models.profile`` counts the weights as binary
-    parameters and the MACs as BOPs when both quantizers are binary (``is_binary``).
+    parameters when the weight quantizer is binary, and the MACs as BOPs when both quantizers are
+    binary (``is_binary``).
 
     Args:
         in_features, out_features, bias: as ``nn.Linear`` (``bias`` defaults to True, as

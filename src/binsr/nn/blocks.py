@@ -38,6 +38,7 @@ __all__ = [
     "IRNetConv",
     "SRBNASOp",
     "LTAttnConv",
+    "WeightOnlyConv",
 ]
 
 QuantizerSpec = Any  # name, config dict, Quantizer instance or None (see binsr.quant.get)
@@ -368,3 +369,57 @@ class LTAttnConv(_SkipUnit):
 
     def extra_repr(self) -> str:
         return f"attention={self.attention}"
+
+
+class WeightOnlyConv(nn.Module):
+    """Ma et al. 2019 unit: FP activations, sign weights with a learnable per-filter scale, BN; no skip.
+
+    ``y = BN(x (*) (alpha_o sign(W)))``: the full-precision input, zero padded, convolved with the
+    binary weights (:class:`~binsr.quant.ScaledSign`: ``alpha_o`` learnable, initialised to
+    ``mean |W_o|``, clipped-STE backward ``alpha_o 1[|W| <= 1]``; no bias, BN follows), then BN.
+    Ma et al., "Efficient Super Resolution Using Binarized Neural Network", CVPR Workshops 2019,
+    arXiv:1812.06378 ("we binarize the convolutional filters in only residual blocks, and adopt a
+    learnable weight for each binary filter", abstract); SCALES (arXiv:2303.12270, Sec. II-B, its
+    [23]): "they only binarize weights and leave activations at FP".
+
+    Reading, block by block (the stored copies of the paper give its abstract only; the one public
+    implementation is the unofficial twice154/binary-srgan-pytorch):
+
+    * Block: SRResNet's (Ledig et al. 2017, arXiv:1609.04802, Fig. 4), which the paper binarizes
+      with only the convs changed: ``x + BN(conv(PReLU(BN(conv(x)))))``. So BN stays after each
+      binary conv (twice154's SRResNet_x4.json: ``"norm_type": "batch"``) and the kept activation
+      is PReLU (SRResNet's, one slope per layer, ``nn.PReLU()``; twice154 trains ``nn.PReLU``
+      parameters), and the unit has no skip of its own: the block keeps its one outer path.
+    * ``alpha_o`` starts at XNOR-Net's ``mean |W_o|`` (Rastegari et al. 2016, Sec. 3.1, the
+      scale it makes learnable; twice154's ``bin.py`` recomputes that value every step instead).
+      In training mode BN right after the conv cancels any per-channel factor up to its ``eps``,
+      so ``alpha_o`` gets nearly no gradient there; it is kept, as the paper's block has both.
+    * Weight gradient: the clipped STE ``1[|W| <= 1]`` (BNN/BinaryConnect, arXiv:1602.02830,
+      Sec. 1.3; twice154's ``updateBinaryGradWeight`` zeroes the sign's term outside [-1, 1]
+      too). twice154's XNOR-Net extras (mean-centring and clamping the latent weights each
+      step) are left out, as in binsr's other weight binarizers.
+    * Activations stay FP: no activation quantizer, so the packed engine cannot run the unit
+      (``binsr export`` refuses it) and ``binsr profile`` counts its weights as binary
+      parameters and its MACs as FLOPs (``binsr.models.complexity``).
+
+    Args:
+        in_ch, out_ch, kernel_size, stride, dilation, groups: conv geometry.
+        weight_quant: weight binarizer. Default ``"scaled_sign"``.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int,
+        stride: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+        weight_quant: QuantizerSpec = "scaled_sign",
+    ) -> None:
+        super().__init__()
+        self.conv = same_binary_conv(in_ch, out_ch, kernel_size, stride, dilation, groups, None, weight_quant)
+        self.bn = nn.BatchNorm2d(out_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))

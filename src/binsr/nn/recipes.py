@@ -17,9 +17,13 @@ Activations kept between body convs (``act()``), read from the papers' SR code:
   releases no code; binsr keeps E2FIF's activation.
 * ``bbcu``, ``lt_attn``: ``nn.Identity``: BBCU's ``BinaryBlock`` chains two units with nothing in
   between; RPReLU sits inside each unit.
+* ``weight_only``: ``nn.PReLU`` (one slope): Ma et al. 2019 binarize SRResNet's convs only, and
+  SRResNet's block is ``conv, BN, PReLU, conv, BN`` (Ledig et al. 2017); the unit is ``conv, BN``
+  with FP activations (see :class:`~binsr.nn.blocks.WeightOnlyConv` for the reading).
 
 Recipe overrides (``get_recipe(name, **kwargs)``) are the unit's keyword arguments, e.g.
-``act_quant``/``weight_quant`` (names or config dicts) for every binary recipe, ``alignment`` for
+``act_quant``/``weight_quant`` (names or config dicts) for every binary recipe (``weight_quant``
+only for ``weight_only``, whose activations stay FP), ``alignment`` for
 ``bbcu``, ``spatial``/``channel`` for ``scales``, ``estimator``/``attention`` for ``lt_attn``. The seed
 preprint's estimator study is ``get_recipe("lt_attn", estimator=e, attention=a)`` for ``e`` in
 (ste, clipped_ste, approx_sign, ede) and ``a`` in (none, channel): names only, no code.
@@ -39,8 +43,9 @@ LayerNorm, softmax and the attention products stay FP), from :mod:`binsr.nn.bina
   weights, token-wise re-scaling by an FP linear + sigmoid, no channel re-scaling: SCALES Sec.
   III-B, LN removes the channel-to-channel variation); ``scales_lsf``, ``scales_noss``: the same
   without the token-wise re-scaling.
-* ``e2fif``, ``bbcu``, ``irnet``, ``lt_attn``: no linear (their papers binarize CNNs only; their
-  BN/RPReLU/skip units have no token form): ``recipe.linear`` raises ``UsageError``.
+* ``e2fif``, ``bbcu``, ``irnet``, ``lt_attn``, ``weight_only``: no linear (their papers binarize
+  CNNs only; their BN/RPReLU/skip units have no token form): ``recipe.linear`` raises
+  ``UsageError``.
 
 Overrides go to the conv unit and to the linear unit, each getting the keywords it takes.
 """
@@ -57,7 +62,16 @@ from torch import nn
 from binsr.errors import UsageError
 from binsr.nn.binary_conv import same_padding
 from binsr.nn.binary_linear import ScalesLinear, binary_linear, fp_linear
-from binsr.nn.blocks import BBCUConv, E2FIFConv, IRNetConv, LTAttnConv, ScalesConv, _SkipUnit, same_binary_conv
+from binsr.nn.blocks import (
+    BBCUConv,
+    E2FIFConv,
+    IRNetConv,
+    LTAttnConv,
+    ScalesConv,
+    WeightOnlyConv,
+    _SkipUnit,
+    same_binary_conv,
+)
 
 __all__ = ["Recipe", "get_recipe", "recipe_names", "linear_recipe_names", "fp_conv"]
 
@@ -206,6 +220,15 @@ _RECIPES: dict[str, tuple[Callable[..., nn.Module], dict[str, Any], Callable[[],
         nn.Identity,
         "Seed preprint LT-attn: FP channel attention re-weights the input, RSign with a selectable "
         f"estimator, XNOR binary conv, RPReLU, FP skip. {_HEAD_TAIL_FP}",
+    ),
+    "weight_only": (
+        WeightOnlyConv,
+        {},
+        nn.PReLU,
+        "Ma et al. 2019 (arXiv:1812.06378; SRBNAS tables' SRResNet-BNN / VDSR-BNN): binary weights only, "
+        "sign(W) times a learnable per-filter scale (init mean |W|, clipped STE), FP activations, BN after "
+        "each conv, PReLU between convs, the block's outer skip (SRResNet's block); BN, PReLU and scales are "
+        f"FP. {_HEAD_TAIL_FP} The packed engine cannot run it (FP activations).",
     ),
 }
 

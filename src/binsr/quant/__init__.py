@@ -18,6 +18,7 @@ from binsr.quant.modules import (
     LibraPB,
     Quantizer,
     RSign,
+    ScaledSign,
     ScalesAct,
     SignEstimator,
     SignSTE,
@@ -50,4 +51,5 @@ __all__ = [
     "WeightSign",
     "XNORWeight",
     "LibraPB",
+    "ScaledSign",
 ]

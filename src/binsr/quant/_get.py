@@ -39,9 +39,10 @@ def get(identifier: Any = None, *, channels: int | None = None, **kwargs: Any) -
         identifier: ``None`` (full precision: the ``identity`` quantizer, ``precision == 32``),
             a registered name (``names()``), a dict ``{"type": name, **constructor_args}`` (what
             ``Quantizer.get_config()`` returns), or a ``Quantizer`` instance (returned as is).
-        channels: number of channels of the tensor to binarize; passed only to quantizers with
-            per-channel parameters (``per_channel = True``: ``rsign``, ``scales_act``), which
-            require it, and ignored by the others and by instances.
+        channels: number of channels of the tensor to binarize (the output channels of a
+            weight); passed only to quantizers with per-channel parameters (``per_channel = True``:
+            ``rsign``, ``scales_act``, ``scaled_sign``), which require it, and ignored by the others
+            and by instances.
         **kwargs: constructor arguments; keys given in a dict ``identifier`` take precedence.
 
     Raises:

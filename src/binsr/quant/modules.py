@@ -8,9 +8,10 @@ after the convolution (docs/CONVENTIONS.md); the bit-packed engine uses ``export
 
 Activation binarizers (``ste``, ``clipped_ste``, ``approx_sign``, ``ede``, ``rsign``,
 ``scales_act``) export ``ActivationExport(threshold, scale)``: bit = ``x - threshold >= 0``.
-Weight binarizers (``sign``, ``xnor``, ``libra_pb``) export ``WeightExport(signs, scale, shift)``
-per output channel. Only ``ede`` has a schedule (``set_progress``); composite quantizers hold their
-estimator as the submodule ``estimator``, which :func:`binsr.nn.set_progress` reaches.
+Weight binarizers (``sign``, ``xnor``, ``libra_pb``, ``scaled_sign``) export ``WeightExport(signs,
+scale, shift)`` per output channel. Only ``ede`` has a schedule (``set_progress``); composite
+quantizers hold their estimator as the submodule ``estimator``, which
+:func:`binsr.nn.set_progress` reaches.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "WeightSign",
     "XNORWeight",
     "LibraPB",
+    "ScaledSign",
 ]
 
 Estimator = Any  # a name, a config dict or a SignEstimator instance (see binsr.quant.get)
@@ -331,6 +333,10 @@ class WeightQuantizer(Quantizer):
         """Per-output-channel exponent with ``scale == 2**shift``, or ``None``."""
         return None
 
+    def reset_parameters(self, weight: torch.Tensor) -> None:
+        """Initialise the parameters that depend on the latent weight (none by default);
+        ``BinaryConv2d`` calls it with its initial weight."""
+
     @torch.no_grad()
     def export(self, weight: torch.Tensor) -> WeightExport:
         """The +-1 weights as int8 and the per-output-channel scale (and shift) for deployment."""
@@ -441,3 +447,49 @@ class LibraPB(WeightQuantizer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "eps": self.eps}
 
+
+@register("scaled_sign")
+class ScaledSign(WeightQuantizer):
+    """Sign weights times a learnable scale per output channel (Ma et al. 2019's binary filters).
+
+    Forward ``W_b = alpha_o sign(W)``; ``alpha_o`` is a parameter ("a learnable weight for each
+    binary filter", Ma et al. 2019, abstract), set to XNOR-Net's optimal value
+    ``mean |W_o|`` (Rastegari et al. 2016, Sec. 3.1) by :meth:`reset_parameters` (``BinaryConv2d``
+    calls it at construction; until then it is 1) and trained by back-propagation from there,
+    not recomputed from ``W`` as :class:`XNORWeight` does. Backward: ``dW_b/dalpha_o = sign(W)``
+    and ``dW_b/dW = alpha_o e(W)``, ``e`` the estimator (default ``clipped_ste``: ``1[|W| <= 1]``,
+    BinaryConnect/BNN's weight STE, arXiv:1602.02830 Sec. 1.3, which the unofficial
+    twice154/binary-srgan-pytorch ``bin.py`` also uses). Ma et al., "Efficient Super Resolution
+    Using Binarized Neural Network", CVPR Workshops 2019, arXiv:1812.06378.
+
+    Args:
+        channels: number of output channels O (dim 0 of the weight).
+        estimator: sign estimator for the latent weights. Default ``"clipped_ste"``.
+    """
+
+    per_channel = True
+
+    def __init__(self, channels: int, estimator: Estimator = "clipped_ste") -> None:
+        super().__init__(estimator)
+        self.channels = int(channels)
+        self.scale = nn.Parameter(torch.ones(self.channels))
+
+    def reset_parameters(self, weight: torch.Tensor) -> None:
+        """``alpha_o = mean |W_o|``, the per-filter mean absolute latent weight.
+
+        Raises:
+            ValueError: ``weight`` does not have ``channels`` output channels.
+        """
+        if weight.shape[0] != self.channels:
+            raise ValueError(f"scaled_sign has {self.channels} scales, the weight {weight.shape[0]} output channels")
+        with torch.no_grad():
+            self.scale.copy_(weight.abs().flatten(1).mean(1))
+
+    def binarize(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.estimator.binarize(weight)[0], self.scale.view(-1, *([1] * (weight.dim() - 1)))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "channels": self.channels}
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}"
