@@ -210,3 +210,16 @@ def test_a_retried_file_keeps_only_its_own_published_output(tmp_path, packed, ra
     line = worker.run(model, src, str(target))[0]
     assert line == f"{src}: output {target} exists (pass --overwrite to replace it)"
     assert target.read_bytes() == first[:-1] + b"!"
+
+
+def test_files_are_handed_out_largest_first(tmp_path):
+    """``largest_first``: decreasing source size, ties in the given order, unreadable sources last."""
+    from binsr.infer.ray import largest_first
+
+    sizes = {"a": 10, "b": 300, "c": 10, "d": 2000}
+    jobs = []
+    for name, size in sizes.items():
+        (tmp_path / name).write_bytes(b"x" * size)
+        jobs.append((tmp_path / name, tmp_path / f"out_{name}"))
+    jobs.insert(1, (tmp_path / "missing", tmp_path / "out_missing"))
+    assert [src.name for src, _ in largest_first(jobs)] == ["d", "b", "a", "c", "missing"]

@@ -10,7 +10,8 @@ same failure lines, the same no-replacing rule and atomic writes. Inputs and the
 must therefore be on a file system every node sees, at the same path.
 
 Two files are in flight per actor: one is upscaled while the other is encoded and written (zlib
-and Pillow release the GIL), as in the serial run. A killed actor is restarted and its files are
+and Pillow release the GIL), as in the serial run. Files are handed out largest first
+(:func:`largest_first`), so the run does not end on one worker's large image. A killed actor is restarted and its files are
 run again (``max_restarts`` / ``max_task_retries``); its temporary file is removed by the next
 write of that name (:func:`binsr.files.remove_stale_temps`), so no partial output is left. An
 output found when a file starts (those that existed before the run are refused by the driver)
@@ -39,7 +40,7 @@ from binsr.errors import BinsrError, UsageError
 from binsr.files import remove_stale_temps
 from binsr.infer import Upscaler, default_threads, load_upscaler
 
-__all__ = ["LOCAL", "upscale_on_ray", "packed_bytes"]
+__all__ = ["LOCAL", "upscale_on_ray", "packed_bytes", "largest_first"]
 
 #: ``--ray`` without an address: start a Ray on this machine (Ray's own name for it)
 LOCAL = "local"
@@ -128,6 +129,19 @@ class UpscaleWorker:
         return True
 
 
+def largest_first(jobs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+    """``jobs`` by decreasing source file size, the longest-processing-time-first order (Graham
+    1969): the last files handed out are the small ones, so no worker is left finishing a large
+    image while the others idle. A file that cannot be read sorts last (its worker reports it)."""
+    def size(job: tuple[Path, Path]) -> int:
+        try:
+            return job[0].stat().st_size
+        except OSError:
+            return -1
+
+    return sorted(jobs, key=size, reverse=True)
+
+
 def _connect(ray: Any, address: str, workers: int | None, threads: int) -> tuple[int, bool]:
     """Start or join Ray (a Ray this process already runs, as the tests' and the benchmark's, is
     used as it is); (workers, whether this call started it). Workers default to the CPUs Ray has
@@ -211,7 +225,7 @@ def upscale_on_ray(args: argparse.Namespace, up: Upscaler, jobs: list[tuple[Path
     for _, line in refused:
         tally.failed(line)
     model = ray.put(packed) if actors else None
-    queue = iter(todo)
+    queue = iter(largest_first(todo))
     pending: dict[Any, tuple[Any, Path, Path]] = {}
 
     def feed(worker: Any) -> None:
