@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--stall-after", type=int, help="hang after this many training items")
     p.add_argument("--dump", help="write each rank's final weights and served indices here")
+    p.add_argument("--stop-after", type=float, help="train's stop_after (seconds)")
     args = p.parse_args(argv)
     cfg = load_config(args.config, check_names=False)
     torch.manual_seed(cfg.seed)
@@ -158,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         data = _Stall(data, args.stall_after)
     if args.dump:
         data = _Record(data, Path(args.dump) / f"indices{rank}.txt")
-    result = train(cfg, args.out, resume=args.resume, model=model, dataset=data, evaluate=evaluate, device="cpu")
+    result = train(cfg, args.out, resume=args.resume, model=model, dataset=data, evaluate=evaluate, device="cpu",
+                   stop_after=args.stop_after)
     if args.dump:
         save_weights(Path(args.dump) / f"rank{rank}.safetensors", model)
         if result:

@@ -131,6 +131,26 @@ def test_kill_at_every_checkpoint_write_then_resume_is_exact(reference, tmp_path
     assert not list(b.glob(".*.tmp"))  # the killed write's temporary file is cleared
 
 
+def test_stop_after_checkpoints_off_schedule_and_resumes_exactly(reference, tmp_path):
+    """``stop_after`` (``binsr train --stop-after``): the run stops after the step in which the
+    time ran out, with a checkpoint of that step although it is off ``checkpoint_every``, writes no
+    results.json, and ``--resume`` then repeats the uninterrupted run exactly."""
+    config, a = reference
+    b = tmp_path / "b"
+    main([str(config), str(b), "--stop-after", "1e-9"])  # the time is up after the first step
+    assert load_state(b / "last.pt")["step"] == 1 and not (b / "results.json").exists()
+    main([str(config), str(b), "--resume"])
+    _same_run(a, b)
+
+
+def test_stop_after_is_checked_and_reported_by_the_cli(reference, tmp_path, capsys):
+    from binsr.cli import main as cli
+
+    config, _ = reference
+    assert cli(["train", "--config", str(config), "--out", str(tmp_path / "c"), "--stop-after", "0"]) == 2
+    assert "--stop-after must be > 0" in capsys.readouterr().err
+
+
 def test_resume_from_a_checkpoint_written_before_weights_were_inside(reference, tmp_path):
     """An older ``last.pt`` without the weights resumes from ``last.safetensors`` of its step, and
     is refused when that file is of another step."""

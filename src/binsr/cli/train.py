@@ -5,6 +5,7 @@ Examples::
     binsr train --config configs/train/srresnet_e2fif_x4_small.yaml
     binsr train --config configs/train/srresnet_fp_x4.yaml --set train.lr=1e-4 --set data.batch_size=32
     binsr train --resume --out runs/srresnet_e2fif_x4_small     # continue where the run stopped
+    binsr train --resume --out runs/... --stop-after 9000        # checkpoint and stop after 2.5 h
     torchrun --standalone --nproc_per_node 2 -m binsr train --config ...   # see binsr.train.distributed
 """
 
@@ -28,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="data folder (default: $BINSR_DATA, then ../shared/data)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto: CUDA when available (default)")
+    p.add_argument("--stop-after", type=float, metavar="SECONDS",
+                   help="checkpoint and stop once this many seconds of this call have passed (a time-boxed "
+                        "piece of a long run, e.g. on a lent GPU or before a session ends); --resume continues it")
     p.set_defaults(func=run)
 
 
@@ -39,9 +43,15 @@ def run(args: argparse.Namespace) -> int:
         if not (args.resume and args.out):
             raise UsageError("--config is required (or --resume --out RUN_DIR to continue a run with its config.yaml)")
         config = Path(args.out) / "config.yaml"
+    if args.stop_after is not None and not args.stop_after > 0:
+        raise UsageError(f"--stop-after must be > 0 seconds, got {args.stop_after}")
     cfg = load_config(config, args.overrides)
-    result = train(cfg, args.out, resume=args.resume, device=args.device, data_root=args.data_root)
-    if result:
+    result = train(cfg, args.out, resume=args.resume, device=args.device, data_root=args.data_root,
+                   stop_after=args.stop_after)
+    if result.get("stopped"):
+        print(f"{result['name']}: stopped at step {result['steps']} of {cfg.train.steps} after "
+              f"{args.stop_after:g} s; checkpoint saved, continue with --resume --out {result['run_dir']}")
+    elif result:
         val, best = result["val"], result["best"]
         print(f"{result['name']}: {result['steps']} steps in {result['train_seconds']:.0f} s; "
               f"{val['dataset']} PSNR {val['psnr']:.3f} dB / SSIM {val['ssim']:.4f} "

@@ -215,8 +215,18 @@ class _Trainer:
         self.step += 1
         return value if finite else math.nan
 
-    def run(self) -> dict[str, Any]:
+    def _time_is_up(self, start: float, stop_after: float | None) -> bool:
+        """Has ``stop_after`` passed since ``start``? Decided by rank 0 for all ranks."""
+        if stop_after is None:
+            return False
+        up = torch.tensor([float(time.perf_counter() - start >= stop_after)], device=self.env.device)
+        if self.env.enabled:
+            dist.broadcast(up, 0)
+        return bool(up.item())
+
+    def run(self, stop_after: float | None = None) -> dict[str, Any]:
         cfg, t = self.cfg, self.cfg.train
+        start = time.perf_counter()
         bar = tqdm(total=t.steps, initial=self.step, unit="it", dynamic_ncols=True,
                    disable=not (self.env.is_main and cfg.log.progress))
         losses: list[float] = []
@@ -261,6 +271,16 @@ class _Trainer:
                     self.runlog.write(self.step, row_train, val)
                 if self.step % t.checkpoint_every == 0 or last:
                     self._save()
+            if not last and self._time_is_up(start, stop_after):
+                if self.env.is_main:
+                    if self.step % t.checkpoint_every:
+                        self._save()
+                    self.runlog.close()
+                    log.info("stopped at step %d after %.0f s (--stop-after); --resume continues", self.step,
+                             time.perf_counter() - start)
+                bar.close()
+                self.env.barrier()
+                return {"name": cfg.name, "steps": self.step, "stopped": True, "run_dir": str(self.run_dir)}
             tick = time.perf_counter()
         bar.close()
         result: dict[str, Any] = {}
@@ -288,8 +308,9 @@ class _Trainer:
 
 def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool = False, device: str = "auto",
           data_root: str | None = None, model: nn.Module | None = None, dataset: Dataset | None = None,
-          evaluate: Evaluator | None = None) -> dict[str, Any]:
-    """Train ``cfg`` into ``run_dir`` (default ``<log.root>/<name>``); returns ``results.json`` (rank 0).
+          evaluate: Evaluator | None = None, stop_after: float | None = None) -> dict[str, Any]:
+    """Train ``cfg`` into ``run_dir`` (default ``<log.root>/<name>``); returns ``results.json`` (rank 0),
+    or ``{"name", "steps", "stopped": True, "run_dir"}`` when ``stop_after`` cut the run short.
 
     Args:
         cfg: a checked config (:func:`binsr.train.load_config`).
@@ -302,6 +323,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
             float tensors that depends on ``i`` only, for any ``i >= 0``.
         evaluate: ``evaluate(model, dataset_name, scale) -> {"psnr", "ssim"}`` instead of
             ``binsr.evaluation.evaluate``.
+        stop_after: seconds after which the run checkpoints and returns (``--resume`` continues
+            it exactly: a checkpoint is a checkpoint, whenever it is written).
     """
     run_dir = Path(run_dir) if run_dir is not None else Path(cfg.log.root) / cfg.name
     flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
@@ -312,7 +335,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
         torch.backends.cudnn.benchmark = False
     env = distributed.setup(device)
     try:
-        return _Trainer(cfg, run_dir, env, resume, model, dataset, evaluate, data_root).run()
+        return _Trainer(cfg, run_dir, env, resume, model, dataset, evaluate, data_root).run(stop_after)
     finally:
         distributed.teardown(env)
         torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
