@@ -7,14 +7,15 @@ import pytest
 from binsr.errors import UsageError
 from binsr.train.config import apply_overrides, config_diff, config_from_dict, load_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "train").glob("*.yaml"))
+_ROOT = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = sorted(p for folder in ("train", "zoo", "ab", "compare") for p in (_ROOT / folder).glob("*.yaml"))
 
 
 def test_trainer_configs_are_shipped():
     assert {"srresnet_e2fif_x4_small.yaml", "srresnet_e2fif_x4.yaml", "srresnet_fp_x4.yaml"} <= {p.name for p in CONFIGS}
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+@pytest.mark.parametrize("path", CONFIGS, ids=[f"{p.parent.name}/{p.stem}" for p in CONFIGS])
 def test_shipped_config_loads(path):
     try:
         cfg = load_config(path)  # schema, types and the model/recipe names
@@ -22,7 +23,7 @@ def test_shipped_config_loads(path):
         if "genotype file not found: srbnas_x3 " not in str(exc):
             raise
         cfg = load_config(path, check_names=False)
-    assert cfg.name == path.stem
+    assert cfg.name in (path.stem, f"compare_{path.stem}")  # configs/compare: runs named compare_<file>
 
 
 def test_defaults_and_overrides():
