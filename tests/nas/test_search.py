@@ -166,3 +166,23 @@ def test_stop_at_skips_ends_the_search_and_keeps_the_cell_before(tmp_path):
     assert geno.nodes == model.genotype().nodes
     assert state["stopped"].startswith(f"epoch {summary['epochs']}:")
     assert run_search(cfg, tmp_path / "run", resume=True).nodes == geno.nodes  # nothing left to search
+
+
+def test_shrink_epochs_shrink_the_search_space_and_are_checked(tmp_path):
+    """``search.shrink_epochs`` / ``shrink_keep``: after the last shrink every edge holds ``keep``
+    ops, and the derived cell uses only ops still in; bad schedules are one line."""
+    for bad in ({"shrink_epochs": [2], "shrink_keep": []}, {"shrink_epochs": [2, 1], "shrink_keep": [3, 2]},
+                {"shrink_epochs": [1, 2], "shrink_keep": [3, 3]}, {"shrink_epochs": [3], "shrink_keep": [2]}):
+        with pytest.raises(UsageError, match="search.shrink_epochs"):
+            search_config_from_dict({**TINY, "search": {**TINY["search"], **bad}})
+    if _t91_missing():
+        pytest.skip(_t91_missing())
+    raw = {**TINY, "search": {**TINY["search"], "shrink_epochs": [1, 2], "shrink_keep": [4, 2]},
+           "log": {"tensorboard": False, "progress": False}}
+    geno = run_search(search_config_from_dict(raw), tmp_path / "run")
+    mask = load_state(tmp_path / "run" / "checkpoint.pt")["model"]["op_mask"]
+    assert mask.sum(1).tolist() == [2] * mask.shape[0]
+    ops = search_config_from_dict(raw).supernet.ops
+    kept = [{op for op, m in zip(ops, row) if m} for row in mask.tolist()]
+    for j, node in enumerate(geno.nodes):  # edge (src -> node j) is row j (j + 3) / 2 + src
+        assert all(op in kept[j * (j + 3) // 2 + src] for op, src in node)

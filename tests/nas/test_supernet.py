@@ -85,3 +85,28 @@ def test_search_cell_batches_edges_without_changing_the_result():
         states.append(sum(s[j][i] * cell.edges[e + i](h, w[e + i]) for i, h in enumerate(states)))
         e += j + 2
     torch.testing.assert_close(cell(s0, s1, w, s), cell.output(s1, states[2:]), atol=1e-5, rtol=1e-5)
+
+
+def test_shrink_keeps_the_strongest_ops_and_drops_the_rest_from_mixture_and_derivation():
+    """``Supernet.shrink`` (P-DARTS): per edge the ``keep`` ops of largest alpha stay; a dropped op
+    gets probability 0 in the forward, no gradient, no weight in R(alpha), and is never derived."""
+    from binsr.nas.regularizers import alpha_regularizer
+
+    torch.manual_seed(0)
+    net = Supernet(2, num_cells=1, num_feat=16, steps=2, partial_k=4)
+    with torch.no_grad():
+        net.alphas.copy_(torch.randn_like(net.alphas))
+    order = net.alphas.detach().argsort(dim=-1, descending=True)
+    net.shrink(3)
+    assert net.op_mask.sum(1).tolist() == [3] * net.alphas.shape[0]
+    assert all(net.op_mask[e, order[e, :3]].all() for e in range(net.alphas.shape[0]))
+    net.shrink(1)
+    assert torch.equal(net.op_mask.float().argmax(1), order[:, 0])
+    net(torch.rand(1, 3, 8, 8)).sum().backward()
+    assert (net.alphas.grad[~net.op_mask] == 0).all()
+    reg = alpha_regularizer(net.alphas, 0.5, 0.5, "raw", net.op_mask)
+    (g,) = torch.autograd.grad(reg, net.alphas)
+    assert (g[~net.op_mask] == 0).all()
+    geno = net.genotype()
+    kept = {net.ops[i] for i in order[:, 0].tolist()}
+    assert {op for node in geno.nodes for op, _ in node} <= kept

@@ -49,7 +49,7 @@ class Architect:
     def regularizers(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``R(alpha)`` (eq. 4 summed over edges) and ``R(beta)`` (eq. 7)."""
         m = self.model
-        return (alpha_regularizer(m.alphas, self.mu, self.rho, self.l1_on),
+        return (alpha_regularizer(m.alphas, self.mu, self.rho, self.l1_on, m.op_mask),
                 beta_regularizer(m.edge_weights(), self.gamma))
 
     def step(self, lr_val: torch.Tensor, hr_val: torch.Tensor, ramp: float,

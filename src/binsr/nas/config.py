@@ -62,6 +62,8 @@ class SearchSection:
     precision: str = "auto"  # auto | bf16 | fp32: the binary convs' operand dtype (binsr.train.precision)
     grad_clip: float = 5.0  # max L2 norm of the weight gradients; 0 = off
     stop_at_skips: int = 0  # DARTS+ early stop: end when the derived cell has this many skip_connect; 0 = off
+    shrink_epochs: list[int] = field(default_factory=list)  # P-DARTS: epochs that start by shrinking the ops
+    shrink_keep: list[int] = field(default_factory=list)  # ops kept per edge at each of shrink_epochs
 
 
 @dataclass
@@ -144,6 +146,12 @@ def _check(cfg: SearchConfig) -> None:
             raise UsageError(f"config key {key!r} must be one of {', '.join(valid)}, got {value!r}")
     if s.warmup_epochs >= s.epochs:
         raise UsageError(f"search.warmup_epochs ({s.warmup_epochs}) must be smaller than search.epochs ({s.epochs})")
+    if (len(s.shrink_epochs) != len(s.shrink_keep) or s.shrink_epochs != sorted(set(s.shrink_epochs))
+            or not all(0 < e < s.epochs for e in s.shrink_epochs)
+            or not all(1 <= k < n_ops for k, n_ops in zip(s.shrink_keep, [len(n.ops), *s.shrink_keep]))):
+        raise UsageError(f"search.shrink_epochs must rise within (0, {s.epochs}) and search.shrink_keep give, per "
+                         f"entry, fewer ops than before (at least 1 of {len(n.ops)}); got {s.shrink_epochs} and "
+                         f"{s.shrink_keep}")
     if len(s.arch_betas) != 2 or not all(0.0 <= b < 1.0 for b in s.arch_betas):
         raise UsageError(f"search.arch_betas must be two numbers in [0, 1), got {s.arch_betas}")
 

@@ -19,13 +19,20 @@ import torch
 __all__ = ["alpha_regularizer", "beta_regularizer", "ramp"]
 
 
-def alpha_regularizer(alphas: torch.Tensor, mu: float, rho: float, l1_on: str = "softmax") -> torch.Tensor:
+def alpha_regularizer(alphas: torch.Tensor, mu: float, rho: float, l1_on: str = "softmax",
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
     """``sum_edges R_ij(alpha)`` of eq. 4 for ``alphas`` of shape (edges, ops).
 
     ``R_ij = -(mu * sum_o |p_o| + rho * sum_o p_o^2)`` with ``p = softmax(alpha_ij)`` (eq. 3);
     ``l1_on="raw"`` uses ``+mu * sum_o |alpha_o|`` for the L1 term (see the module docstring).
+    ``mask`` (edges, ops), bool: the ops still in the search (``Supernet.shrink``); the others
+    are left out of both terms.
     """
-    p = torch.softmax(alphas, dim=-1)
+    if mask is not None:
+        p = torch.softmax(alphas.masked_fill(~mask, float("-inf")), dim=-1)
+        alphas = alphas * mask
+    else:
+        p = torch.softmax(alphas, dim=-1)
     l2 = -rho * p.pow(2).sum()
     if l1_on == "softmax":
         return l2 - mu * p.abs().sum()

@@ -8,7 +8,8 @@ Every epoch writes the derived ``genotype.json``, the alpha/beta history CSVs, `
 history PNGs every ``log.plot_every`` epochs and at the end. The search time is the wall time of
 the epochs (sampling, arch and weight steps), summed over resumed sessions; ``cpu_time_s`` is the
 process CPU time of the same spans (what a dedicated core would need, on a shared machine).
-``search.stop_at_skips`` ends the search early the DARTS+ way (Liang et al. 2019): at the first
+``search.shrink_epochs`` / ``shrink_keep`` shrink the ops of every edge at the start of those
+epochs (P-DARTS). ``search.stop_at_skips`` ends the search early the DARTS+ way (Liang et al. 2019): at the first
 architecture epoch whose derived cell holds that many ``skip_connect`` edges, keeping the cell of
 the epoch before; ``summary.json`` says when (``stopped``).
 """
@@ -216,6 +217,10 @@ def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False, data_ro
     try:
         while state["epoch"] < s.epochs and not state["stopped"]:
             epoch, t0, c0 = state["epoch"], time.perf_counter(), time.process_time()
+            if epoch in s.shrink_epochs:  # P-DARTS; the mask is saved with the model, so a resume keeps it
+                keep = s.shrink_keep[s.shrink_epochs.index(epoch)]
+                model.shrink(keep)
+                log.info("epoch %d: %d ops kept per edge", epoch + 1, keep)
             lin = ramp(epoch, ramp_epochs)
             sums = {"train_l1": 0.0, "arch_l1": 0.0, "reg_alpha": 0.0, "reg_beta": 0.0}
             n_arch = 0

@@ -150,6 +150,7 @@ class Supernet(nn.Module):
         self.net = SRBNASBackbone(cells, num_feat, scale)
         self.alphas = nn.Parameter(1e-3 * torch.randn(num_edges(steps), len(self.ops)))
         self.betas = nn.Parameter(1e-3 * torch.randn(num_edges(steps)))
+        self.register_buffer("op_mask", torch.ones(num_edges(steps), len(self.ops), dtype=torch.bool))
 
     def arch_parameters(self) -> list[nn.Parameter]:
         return [self.alphas, self.betas]
@@ -168,9 +169,23 @@ class Supernet(nn.Module):
             start += j + 2
         return out
 
+    def op_logits(self, alphas: torch.Tensor | None = None) -> torch.Tensor:
+        """The alphas (or ``alphas``) with the ops dropped by :meth:`shrink` at ``-inf``."""
+        alphas = self.alphas if alphas is None else alphas
+        return alphas.masked_fill(~self.op_mask, float("-inf"))
+
+    def shrink(self, keep: int) -> None:
+        """Progressive search-space shrinking (P-DARTS, Chen et al. ICCV 2019, Sec. 3.2): on every
+        edge, keep the ``keep`` ops of largest alpha among those still in, drop the rest from the
+        mixture (probability 0 from here on) and from the derivation."""
+        with torch.no_grad():
+            logits = self.op_logits()
+            top = logits.topk(min(keep, logits.shape[1]), dim=-1).indices
+            self.op_mask &= torch.zeros_like(self.op_mask).scatter_(1, top, True)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x, torch.softmax(self.alphas, dim=-1), self.edge_weights())
+        return self.net(x, torch.softmax(self.op_logits(), dim=-1), self.edge_weights())
 
     def genotype(self) -> Genotype:
         """The discrete cell (two strongest edges per node, strongest op per edge)."""
-        return derive_genotype(self.alphas, self.edge_weights(), self.ops, self.groups)
+        return derive_genotype(self.op_logits(), self.edge_weights(), self.ops, self.groups)
