@@ -261,8 +261,9 @@ def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False, data_ro
             state["alpha_history"] = torch.cat([state["alpha_history"], model.alphas.detach().cpu()[None]])
             state["beta_history"] = torch.cat([state["beta_history"], model.betas.detach().cpu()[None]])
             state["epoch"] = epoch + 1
-            skips = sum(op == "skip_connect" for node in model.genotype().nodes for op, _ in node)
-            if s.stop_at_skips and epoch >= s.warmup_epochs and skips >= s.stop_at_skips:
+            skips = (sum(op == "skip_connect" for node in model.genotype().nodes for op, _ in node)
+                     if s.stop_at_skips and epoch >= s.warmup_epochs else 0)
+            if s.stop_at_skips and skips >= s.stop_at_skips:
                 # DARTS+ (Liang et al. 2019, arXiv:1909.06035, Sec. 3.2): stop, keep the cell of the
                 # epoch before (its alphas and betas), the last one short of the skip threshold
                 state["stopped"] = f"epoch {epoch + 1}: {skips} skip_connect >= search.stop_at_skips"
