@@ -229,8 +229,9 @@ def test_tiled_equals_untiled_on_both_backends(tmp_path, weights, capsys):
         for img, ref in zip(imgs, results[backend, 0]):
             assert img.shape == ref.shape
             assert np.abs(img - ref).max() <= 1, (backend, tile)
-    for img, ref in zip(results["engine", 0], results["torch", 0]):
-        assert np.abs(img - ref).mean() < 0.5  # the packed engine reproduces the PyTorch forward
+    for img, ref in zip(results["engine", 0], results["torch", 0]):  # the project's engine-vs-PyTorch rule
+        diff = np.abs(img - ref)
+        assert diff.max() <= 1 and (diff == 0).mean() >= 0.999, (diff.max(), (diff == 0).mean())
 
 
 def test_packed_model_and_export_fallback(tmp_path, weights, capsys):
@@ -378,19 +379,19 @@ def test_tiles_cover_odd_sizes_and_seams_blend(model):
         assert np.abs(tiled.astype(int) - full).max() <= 1, (tile, overlap)
 
 
-def test_streamed_png_matches_pillow(tmp_path, weights, capsys, monkeypatch):
-    """Large 8-bit PNGs are encoded in row blocks (no copy of the output); same pixels and ICC."""
+def test_streamed_png_matches_the_whole_image_encoding(tmp_path, weights, capsys, monkeypatch):
+    """Large PNGs are encoded in row blocks (no copy of the output); same pixels and ICC."""
     from binsr.data import io as bio
 
     Image.fromarray(np.dstack([_smooth(20, 26), _smooth(20, 26, 1)]), "RGBA").save(tmp_path / "a.png", icc_profile=ICC)
     Image.fromarray(_smooth(20, 26, 1)).save(tmp_path / "g.png")
-    rc, _, _ = _run(capsys, tmp_path / "a.png", tmp_path / "g.png", "-o", tmp_path / "pil", "--model", weights)
+    rc, _, _ = _run(capsys, tmp_path / "a.png", tmp_path / "g.png", "-o", tmp_path / "whole", "--model", weights)
     assert rc == 0
     monkeypatch.setattr(bio, "_PNG_STREAM_BYTES", 0)
     rc, _, _ = _run(capsys, tmp_path / "a.png", tmp_path / "g.png", "-o", tmp_path / "stream", "--model", weights)
     assert rc == 0
     for name in ("a_x2.png", "g_x2.png"):
-        ref, ref_alpha, _ = read_image_info(tmp_path / "pil" / name)
+        ref, ref_alpha, _ = read_image_info(tmp_path / "whole" / name)
         got, got_alpha, info = read_image_info(tmp_path / "stream" / name)
         np.testing.assert_array_equal(got, ref)
         assert (got_alpha is None) == (ref_alpha is None) and (got_alpha is None or np.array_equal(got_alpha, ref_alpha))

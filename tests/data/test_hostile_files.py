@@ -123,9 +123,9 @@ def _encoded(fmt: str) -> bytes:
     if fmt == "png8":
         Image.fromarray(rgb).save(buf, format="PNG")
     elif fmt == "png16":
-        from binsr.data.io import _write_png_stream
+        from binsr.data.io import write_png
 
-        _write_png_stream(buf, rgb.astype(np.uint16) * 257)
+        write_png(buf, rgb.astype(np.uint16) * 257)
     elif fmt == "tiff8":
         Image.fromarray(rgb).save(buf, format="TIFF")
     elif fmt == "tiff16":

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from binsr import models
 from binsr.errors import UsageError
@@ -179,3 +180,178 @@ def test_build_for_eval_rebuilds_the_saved_kwargs(tmp_path):
     assert torch.equal(again.conv_first.weight, model.conv_first.weight)
     with pytest.raises(UsageError, match="holds a 'srresnet_lite' model, not 'srresnet'"):
         models.build_for_eval("srresnet", 2, weights=str(path))
+
+
+# --- top-level wiring against each paper's diagram, written out (issue 21, part 3) ---
+
+DIV2K_MEAN = torch.tensor([0.4488, 0.4371, 0.4040]).view(1, 3, 1, 1)  # EDSR's / SwinIR's rgb_mean
+
+
+def _conv(layer: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """A full-precision conv, zero padded to the same size, from the layer's own weight and bias."""
+    assert type(layer) is torch.nn.Conv2d and layer.stride == (1, 1) and layer.dilation == (1, 1)
+    return F.conv2d(h, layer.weight, layer.bias, padding=layer.kernel_size[0] // 2)
+
+
+def _subpixel(convs: list, h: torch.Tensor, scale: int, act=None) -> torch.Tensor:
+    """ESPCN's sub-pixel upsampler: (conv to f^2 C, PixelShuffle(f)) per factor, x4 = x2 twice."""
+    factors = {2: [2], 3: [3], 4: [2, 2]}[scale]
+    assert len(convs) == len(factors)
+    for conv, f in zip(convs, factors):
+        h = F.pixel_shuffle(_conv(conv, h), f)
+        h = h if act is None else act(h)
+    return h
+
+
+def _bilinear(x: torch.Tensor, scale: int) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+
+
+def _convs(module: torch.nn.Module) -> list:
+    return [m for m in module if isinstance(m, torch.nn.Conv2d)]
+
+
+def _run_body(body, h: torch.Tensor) -> torch.Tensor:
+    for block in body:
+        h = block(h)
+    return h
+
+
+def _randomize_bn(model: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-1.0, 1.0)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 2.0)
+            bn.bias.uniform_(-0.5, 0.5)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("scale", [3, 4])
+@pytest.mark.parametrize("recipe", ["fp", "e2fif", "irnet"])
+@pytest.mark.parametrize("tail", ["msrresnet", "lite"])
+def test_srresnet_wiring(tail, recipe, scale):
+    """MSRResNet (BasicSR; Ledig et al. 2017) as the module docstring reads it: f = LReLU_0.1(conv_first(x)),
+    t = body(f) + f (binsr's head-to-tail skip), tail: (conv, PixelShuffle, LReLU_0.1) per factor, conv_hr,
+    LReLU_0.1, conv_last ("msrresnet") or conv to 3 s^2 + PixelShuffle ("lite"); plus bilinear(x)."""
+    torch.manual_seed(20)
+    m = models.create("srresnet", scale=scale, recipe=recipe, num_feat=8, num_block=2, tail=tail).eval()
+    _randomize_bn(m)
+    x = torch.rand(2, 3, 6, 5)
+    lrelu = lambda h: F.leaky_relu(h, 0.1)  # noqa: E731
+    feat = lrelu(_conv(m.conv_first, x))
+    h = _run_body(m.body, feat) + feat
+    if tail == "msrresnet":
+        up, conv_hr, conv_last = m.tail[0], m.tail[1], m.tail[3]
+        h = _conv(conv_last, lrelu(_conv(conv_hr, _subpixel(_convs(up), h, scale, lrelu))))
+    else:
+        assert m.tail[0].out_channels == 3 * scale**2
+        h = F.pixel_shuffle(_conv(m.tail[0], h), scale)  # one sub-pixel step, x4 included
+    torch.testing.assert_close(m(x), h + _bilinear(x, scale))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("scale", [3, 4])
+@pytest.mark.parametrize("recipe", ["fp", "e2fif", "irnet"])
+def test_edsr_wiring(recipe, scale):
+    """EDSR (Lim et al. 2017, Fig. 3 baseline): x' = x - DIV2K mean, h = conv_first(x'),
+    r = conv_after_body(body(h)) + h, out = conv_last(upsample(r)) + mean, upsample = (conv, shuffle)
+    per factor, no activation."""
+    torch.manual_seed(21)
+    m = models.create("edsr_baseline", scale=scale, recipe=recipe, num_feat=8, num_block=2).eval()
+    _randomize_bn(m)
+    x = torch.rand(2, 3, 5, 6)
+    h = _conv(m.conv_first, x - DIV2K_MEAN)
+    r = _conv(m.conv_after_body, _run_body(m.body, h)) + h
+    expect = _conv(m.conv_last, _subpixel(_convs(m.upsample), r, scale)) + DIV2K_MEAN
+    torch.testing.assert_close(m(x), expect)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("recipe", ["fp", "e2fif", "irnet"])
+def test_espcn_wiring(recipe, scale):
+    """ESPCN (Shi et al. 2016, Fig. 1): PS_r(conv3x3(tanh(f2(tanh(conv5x5(x)))))), 3 r^2 output channels;
+    f2 (3x3, 64 -> 32) is the recipe's unit."""
+    torch.manual_seed(22)
+    m = models.create("espcn", scale=scale, recipe=recipe, num_feat=(8, 4)).eval()
+    _randomize_bn(m)
+    conv1, unit, conv3 = m.body[0], m.body[2], m.body[4]
+    assert conv1.kernel_size == (5, 5) and conv3.kernel_size == (3, 3) and conv3.out_channels == 3 * scale**2
+    x = torch.rand(2, 3, 6, 5)
+    expect = F.pixel_shuffle(_conv(conv3, torch.tanh(unit(torch.tanh(_conv(conv1, x))))), scale)
+    torch.testing.assert_close(m(x), expect)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("recipe", ["irnet", "fp", "e2fif"])
+def test_srbnas_wiring(recipe):
+    """SRBNAS (Su et al. 2024, Fig. 2, binsr.nas.network's reading): f = head(x); cells read the two previous
+    outputs (s_{-2} = s_{-1} = f); out = PS(tail_conv(s_N + f)) + bilinear(x). Each cell (DARTS): node j =
+    sum of its genotype edges op(state[src]), cell out = s_{-1} + fuse(concat(nodes)), fuse a 1x1 conv."""
+    torch.manual_seed(23)
+    scale = 3
+    m = models.create("srbnas", scale=scale, recipe=recipe, num_cells=2, num_feat=8).eval()
+    _randomize_bn(m)
+    geno = m.genotype
+    kernels = {"dil_conv_3x3": (3, 2), "conv_3x3": (3, 1), "dil_conv_5x5": (5, 2), "conv_5x5": (5, 1),
+               "conv_7x7": (7, 1)}  # SRBNAS Table 1
+    x = torch.rand(2, 3, 7, 6)
+    feat = _conv(m.head, x)
+
+    def cell(c, s0, s1):
+        states = [s0, s1]
+        for ops, node in zip(c.ops, geno.nodes):
+            assert len(ops) == len(node)
+            for op, (name, _) in zip(ops, node):
+                if name == "skip_connect":
+                    assert isinstance(op, torch.nn.Identity)
+                else:
+                    conv = next(mod for mod in op.modules() if isinstance(mod, torch.nn.Conv2d))
+                    k, d = kernels[name]
+                    assert conv.kernel_size == (k, k) and conv.dilation == (d, d) and conv.groups == geno.groups
+                    if recipe == "irnet":
+                        assert type(op[0]).__name__ == "SRBNASOp"
+            states.append(sum(op(states[src]) for op, (_, src) in zip(ops, node)))
+        fuse = next(mod for mod in c.fuse.modules() if isinstance(mod, torch.nn.Conv2d))
+        assert fuse.kernel_size == (1, 1) and fuse.in_channels == len(geno.nodes) * 8
+        return s1 + c.fuse(torch.cat(states[2:], dim=1))
+
+    s0 = s1 = feat
+    for c in m.body:
+        s0, s1 = s1, cell(c, s0, s1)
+    expect = F.pixel_shuffle(_conv(m.tail[0], s1 + feat), scale) + _bilinear(x, scale)
+    torch.testing.assert_close(m(x), expect)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("recipe", ["fp", "bibert"])
+@pytest.mark.parametrize("name", ["swinir_light", "swinir"])
+def test_swinir_wiring(name, recipe):
+    """SwinIR (Liang et al. 2021, Fig. 2; official network_swinir.py): z = (pad(x) - mean) * img_range,
+    f = conv_first(z), body = conv_after_body(LN(RSTB_K(...RSTB_1(LN(tokens(f)))))), out = tail(body + f)
+    / img_range + mean, cropped; tail pixelshuffledirect = PS(conv) (light) or conv, LReLU_0.01,
+    (conv, PS) per factor, conv (classical). pad: bottom/right reflect to a window multiple."""
+    from binsr.models.swinir import shifted_window_mask
+
+    torch.manual_seed(24)
+    scale, ws = 2, 4
+    for (h, w), img_range in (((8, 8), 1.0), ((7, 6), 255.0)):
+        m = models.create(name, scale=scale, recipe=recipe, img_range=img_range, **SMALL[name]).eval()
+        x = torch.rand(1, 3, h, w)
+        z = (F.pad(x, (0, (-w) % ws, 0, (-h) % ws), mode="reflect") - DIV2K_MEAN) * img_range
+        feat = _conv(m.conv_first, z)
+        size = tuple(feat.shape[2:])
+        t = m.body.norm_in(feat.flatten(2).transpose(1, 2))
+        mask = shifted_window_mask(*size, ws, ws // 2)
+        for rstb in m.body.blocks:
+            t = rstb(t, size, mask)
+        t = m.body.norm_out(t).transpose(1, 2).reshape(feat.shape)
+        body = m.body.conv_after_body(t)
+        if name == "swinir_light":
+            out = F.pixel_shuffle(_conv(m.tail[0], body + feat), scale)
+        else:
+            hh = F.leaky_relu(_conv(m.tail[0], body + feat), 0.01)
+            out = _conv(m.tail[3], _subpixel(_convs(m.tail[2]), hh, scale))
+        expect = (out / img_range + DIV2K_MEAN)[..., : h * scale, : w * scale]
+        torch.testing.assert_close(m(x), expect)

@@ -207,11 +207,220 @@ def test_fp_skip_channel_handling():
     assert E2FIFConv(4, 6, 3).skip is None
 
 
+# --- independent references for the unit formulas (plain torch ops, nothing from binsr) ---
+
+
+def _sgn(t: torch.Tensor) -> torch.Tensor:
+    """binsr's tie rule (src/binsr/quant/functional.py, docs/CONVENTIONS.md): +1 where t >= 0, -1 below;
+    sign(0) = sign(-0.0) = +1, never 0 (torch.sign would give 0)."""
+    return torch.where(t >= 0, torch.ones_like(t), -torch.ones_like(t))
+
+
+def _binconv(x: torch.Tensor, w_b: torch.Tensor, pad: int, dilation: int = 1, groups: int = 1) -> torch.Tensor:
+    """sign(x) padded with +1 (= sign(0), docs/CONVENTIONS.md), then a valid conv with the binary weights."""
+    return F.conv2d(F.pad(_sgn(x), (pad,) * 4, value=1.0), w_b, dilation=dilation, groups=groups)
+
+
+def _libra_pb(w: torch.Tensor) -> torch.Tensor:
+    """IR-Net's Libra-PB (LibraPB docstring's reading): per output channel o, W_std = (W - mean) / std with
+    the UNBIASED std (torch.std, as IR-Net's code), Q = sign(W_std) * 2^round(log2(mean |W_std|)),
+    round = half to even."""
+    flat = w.flatten(1)
+    n = flat.shape[1]
+    c = flat - flat.sum(1, keepdim=True) / n
+    w_std = c / ((c * c).sum(1, keepdim=True) / (n - 1)).sqrt()
+    s = torch.round(torch.log2(w_std.abs().sum(1, keepdim=True) / n))
+    return (_sgn(w_std) * 2.0**s).view_as(w)
+
+
+def _xnor(w: torch.Tensor) -> torch.Tensor:
+    """XNOR-Net weights: mean |W_o| * sign(W) per output channel."""
+    return w.abs().mean(dim=(1, 2, 3), keepdim=True) * _sgn(w)
+
+
+def _bn_eval(y: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
+    """(y - running_mean) / sqrt(running_var + eps) * gamma + beta, per channel."""
+    v = lambda t: t.detach().view(1, -1, 1, 1)  # noqa: E731
+    return (y - v(bn.running_mean)) / (v(bn.running_var) + bn.eps).sqrt() * v(bn.weight) + v(bn.bias)
+
+
+def _bn_train(y: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
+    """Training-mode BN: the batch mean and the biased batch variance over (N, H, W)."""
+    mean = y.mean(dim=(0, 2, 3), keepdim=True)
+    var = ((y - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True)
+    v = lambda t: t.detach().view(1, -1, 1, 1)  # noqa: E731
+    return (y - mean) / (var + bn.eps).sqrt() * v(bn.weight) + v(bn.bias)
+
+
+def _perturb_bn(bn: nn.BatchNorm2d) -> None:
+    with torch.no_grad():
+        bn.running_mean.uniform_(-2.0, 2.0)
+        bn.running_var.uniform_(0.3, 3.0)
+        bn.weight.uniform_(0.5, 2.0)
+        bn.bias.uniform_(-1.0, 1.0)
+
+
+def _x_with_ties(*shape: int) -> torch.Tensor:
+    """Random input with exact zeros and negative zeros, where the tie rule decides the sign."""
+    x = torch.randn(*shape)
+    x.view(-1)[::7] = 0.0
+    x.view(-1)[3::11] = -0.0
+    return x
+
+
+def _set_tie_channel(w: torch.Tensor) -> None:
+    """Make output channel 0 integer-valued with mean exactly 0 and some entries equal to it, so that
+    W_std has exact zeros there (Libra-PB must map them to +1)."""
+    n = w[0].numel()
+    vals = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0]).repeat(n // 5 + 1)[:n]
+    vals[-1] -= vals.sum()  # mean exactly 0
+    w[0] = vals.view_as(w[0])
+
+
+def test_tie_rule_is_sign_zero_plus_one():
+    from binsr.quant.functional import sign
+
+    x = torch.tensor([-2.0, -1e-30, -0.0, 0.0, 1e-30, 3.0])
+    assert torch.equal(sign(x), torch.tensor([-1.0, -1.0, 1.0, 1.0, 1.0, 1.0]))
+    assert torch.equal(sign(x), _sgn(x))
+
+
 def test_e2fif_unit_formula():
-    m = E2FIFConv(4, 4, 3).eval()
-    x = torch.randn(2, 4, 5, 5)
-    torch.testing.assert_close(m(x), m.bn(m.conv(x)) + x)
+    """E2FIF: y = BN(sign(x) (*) sign(W)) + x; sign weights without a scale, +1 padding; BN eval and train."""
+    torch.manual_seed(10)
+    m = E2FIFConv(4, 4, 3)
+    _perturb_bn(m.bn)
     assert m.conv.act_quant.name == "approx_sign" and m.conv.weight_quant.name == "sign"
+    x = _x_with_ties(2, 4, 5, 6)
+    with torch.no_grad():
+        m.conv.weight.view(-1)[::5] = 0.0  # sign(W) = +1 there too
+        w_b = _sgn(m.conv.weight)
+        m.eval()
+        torch.testing.assert_close(m(x), _bn_eval(_binconv(x, w_b, 1), m.bn) + x)
+        m.train()
+        torch.testing.assert_close(m(x), _bn_train(_binconv(x, w_b, 1), m.bn) + x)
+
+
+def test_irnet_unit_formula():
+    """IR-Net: y = BN(sign(x) (*) LibraPB(W)) + x: sign activations (EDE is backward only), Libra-PB weights
+    with the 2^round(log2 mean|W_std|) scale per output channel, BN (eval: running stats; train: batch
+    stats), FP skip; at every EDE progress the forward is the same."""
+    torch.manual_seed(11)
+    m = IRNetConv(6, 6, 3)
+    _perturb_bn(m.bn)
+    x = _x_with_ties(2, 6, 5, 7)
+    with torch.no_grad():
+        m.conv.weight.mul_(torch.linspace(0.05, 5.0, 6).view(-1, 1, 1, 1)).add_(0.3)
+        _set_tie_channel(m.conv.weight)
+        m.conv.weight[1].mul_(0.01)[0, 0, 0] = 5.0  # heavy-tailed channels: mean |W_std| well below 1,
+        m.conv.weight[2].mul_(0.01)[0, 0, :] = 3.0  # so their power-of-two scales are 2^-2 and 2^-1
+        # the std reading: mean |W_std| = 0.7043 with the unbiased std (shift round(-0.506) = -1), 0.7109 with
+        # the biased one (round(-0.492) = 0); zeros at the mean, where sign(W_std) = sign(0) = +1
+        odd = torch.tensor([1.0] * 13 + [-1.0] * 13 + [0.4, -0.4] + [0.0] * 26)
+        m.conv.weight[3] = odd[torch.randperm(54)].view(6, 3, 3)
+        w_b = _libra_pb(m.conv.weight)
+        assert w_b.abs().amax(dim=(1, 2, 3)).tolist() == [1.0, 0.25, 0.5, 0.5, 1.0, 1.0]
+        for p in (0.0, 0.7):
+            set_progress(m, p)
+            m.eval()
+            torch.testing.assert_close(m(x), _bn_eval(_binconv(x, w_b, 1), m.bn) + x)
+            m.train()
+            torch.testing.assert_close(m(x), _bn_train(_binconv(x, w_b, 1), m.bn) + x)
+    # 6 -> 3 channels, dilation 2: the FP skip averages channel pairs (FPSkip)
+    m = IRNetConv(6, 3, 3, dilation=2).eval()
+    _perturb_bn(m.bn)
+    with torch.no_grad():
+        expect = _bn_eval(_binconv(x, _libra_pb(m.conv.weight), 2, dilation=2), m.bn) + x.view(2, 3, 2, 5, 7).mean(2)
+        torch.testing.assert_close(m(x), expect)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5, 0.8])
+def test_irnet_unit_input_gradient_is_ede_times_the_binary_conv_transpose_plus_the_skip(p):
+    """dL/dx = g + k t (1 - tanh^2(t x)) * dL/dsign(x), with t = 10^(-1 + 2p), k = max(1/t, 1) reaching the
+    unit through set_progress (EDE's kernel itself is covered in tests/quant)."""
+    torch.manual_seed(12)
+    m = IRNetConv(4, 4, 3).eval()
+    _perturb_bn(m.bn)
+    set_progress(m, p)
+    t = 10.0 ** (-1.0 + 2.0 * p)
+    k = max(1.0 / t, 1.0)
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    g = torch.randn(2, 4, 5, 5)
+    (m(x) * g).sum().backward()
+    s = _sgn(x.detach()).requires_grad_()
+    w_b = _libra_pb(m.conv.weight.detach())
+    (_bn_eval(F.conv2d(F.pad(s, (1,) * 4, value=1.0), w_b), m.bn) * g).sum().backward()
+    xd = x.detach()
+    torch.testing.assert_close(x.grad, g + k * t * (1 - torch.tanh(t * xd) ** 2) * s.grad)
+
+
+@pytest.mark.parametrize(("in_ch", "out_ch", "k", "dilation", "groups", "shift"), [  # shift: round(log2 sqrt(fan-in))
+    (4, 4, 3, 1, 1, 3), (8, 8, 3, 2, 2, 3), (8, 8, 5, 2, 4, 3), (4, 8, 7, 1, 2, 3), (8, 4, 5, 1, 1, 4),
+])
+def test_srbnas_op_formula(in_ch, out_ch, k, dilation, groups, shift):
+    """SRBNAS op: y = sign(x) (*)_{groups, dilation} LibraPB(W), +1 padding, same size; no BN, no bias, no
+    skip; the cell's conv (srbnas_conv) multiplies it by 2^-round(log2 sqrt(k^2 in/groups))."""
+    from binsr.nas.ops import srbnas_conv
+
+    torch.manual_seed(13)
+    op = SRBNASOp(in_ch, out_ch, k, dilation=dilation, groups=groups)
+    x = _x_with_ties(2, in_ch, 9, 8)
+    with torch.no_grad():
+        op.weight.mul_(torch.linspace(0.1, 4.0, out_ch).view(-1, 1, 1, 1))
+        _set_tie_channel(op.weight)
+        op.weight[-1].mul_(0.01).view(-1)[0] = 5.0  # one outlier: mean |W_std| about 2 / sqrt(n), scale < 1
+        w_b = _libra_pb(op.weight)
+        assert w_b[-1].abs().max() < 1 == w_b[0].abs().max()
+        expect = _binconv(x, w_b, dilation * (k - 1) // 2, dilation, groups)
+        for p in (0.0, 1.0):
+            set_progress(op, p)
+            torch.testing.assert_close(op(x), expect)
+        seq = srbnas_conv(in_ch, out_ch, k, dilation, groups)  # fan-ins 36, 36, 50, 98, 200
+        torch.testing.assert_close(
+            seq(x), _binconv(x, _libra_pb(seq[0].weight), dilation * (k - 1) // 2, dilation, groups) / 2**shift
+        )
+
+
+def _gate_reference(m: LTAttnConv, x: torch.Tensor) -> torch.Tensor:
+    """The attention factor of LTAttnConv, written out: C = sigmoid(sum_j w_j GAP(x)_{c + j - r}) (ECA
+    Conv1d over channels, zero padded, no bias) and S = sigmoid(b + sum conv3x3_{C -> 1}(x)) (zero padded)."""
+    n, c = x.shape[:2]
+    if m.attention == "none":
+        return torch.ones(1, 1, 1, 1)
+    w1 = m.channel.conv.weight.detach().flatten()
+    r = w1.numel() // 2
+    pooled = F.pad(x.sum(dim=(2, 3)) / (x.shape[2] * x.shape[3]), (r, r))
+    gate = torch.sigmoid(sum(w1[j] * pooled[:, j:j + c] for j in range(w1.numel()))).view(n, c, 1, 1)
+    if m.attention == "channel_spatial":
+        sp = m.spatial.conv
+        gate = gate * torch.sigmoid(F.conv2d(F.pad(x, (1,) * 4), sp.weight.detach(), sp.bias.detach()))
+    return gate
+
+
+@pytest.mark.parametrize("attention", ["none", "channel", "channel_spatial"])
+def test_lt_attn_unit_formula(attention):
+    """LT-attn: a = x . C(x) [. S(x)], y = RPReLU(sign(a - b_c) (*) mean|W_o| sign(W)) + x (+1 padding),
+    RPReLU(v) = PReLU_beta(v - gamma) + zeta."""
+    torch.manual_seed(14)
+    m = LTAttnConv(8, 8, 3, attention=attention)
+    x = _x_with_ties(2, 8, 6, 5)  # x = 0 gives a = 0: a tie where b_c = 0
+    with torch.no_grad():
+        m.conv.act_quant.threshold.uniform_(-0.5, 0.5)
+        m.conv.act_quant.threshold[:, :3] = 0.0
+        m.act.shift_in.bias.uniform_(-0.3, 0.3)
+        m.act.prelu.weight.uniform_(0.05, 0.6)
+        m.act.shift_out.bias.uniform_(-0.3, 0.3)
+        for gate in (m.channel, m.spatial):
+            if gate is not None:
+                for prm in gate.parameters():
+                    prm.uniform_(-1.0, 1.0)
+        a = x * _gate_reference(m, x)
+        thr = m.conv.act_quant.threshold.view(1, 8, 1, 1)
+        v = _binconv(a - thr, _xnor(m.conv.weight), 1)
+        u = v + m.act.shift_in.bias  # shift_in adds -gamma
+        beta = m.act.prelu.weight.view(1, 8, 1, 1)
+        expect = torch.where(u >= 0, u, beta * u) + m.act.shift_out.bias + x
+        torch.testing.assert_close(m(x), expect)
 
 
 def test_bbcu_unit_aligns_the_residual():

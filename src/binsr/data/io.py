@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+from typing import BinaryIO
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -345,8 +346,8 @@ def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(ops[orientation](arr)) if orientation in ops else arr
 
 
-#: 8-bit PNGs larger than this are encoded row block by row block here instead of by Pillow,
-#: which would first copy the whole image into its own (4 bytes per RGB pixel) buffer
+#: PNGs of at most this many bytes are filtered in one copy and deflated in one call (libdeflate);
+#: larger ones stream row blocks through zlib, so that memory stays a few blocks, not a copy
 _PNG_STREAM_BYTES = 1 << 25
 
 
@@ -354,54 +355,46 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def _write_png_stream(f, arr: np.ndarray, icc_profile: bytes | None = None, level: int = 6,
-                      block_bytes: int = 1 << 21) -> None:
-    """Encode ``HW``/``HWC`` uint8/uint16 (1-4 channels) as PNG into the open file ``f``, a block
-    of rows at a time (memory: a few blocks, not a copy of the image), zlib ``level``. Filters (PNG
-    spec section 9): Paeth on every row for 8 bits, Sub for 16 bits; an ``iCCP`` chunk carries
-    ``icc_profile``."""
+def write_png(f: BinaryIO, arr: np.ndarray, icc_profile: bytes | None = None, level: int = 6,
+              block_bytes: int = 1 << 21) -> None:
+    """Encode ``HW``/``HWC`` uint8/uint16 (1-4 channels) as PNG into the open file ``f``, deflate
+    ``level`` 0-9, an ``iCCP`` chunk for ``icc_profile``.
+
+    Every row takes the Up filter (PNG spec section 9.2, type 2: each byte minus the byte above),
+    one vectorised subtraction. An image of at most :data:`_PNG_STREAM_BYTES` is deflated in one
+    call by libdeflate (:func:`imagecodecs.deflate_encode`); a larger one is streamed through zlib
+    in row blocks of about ``block_bytes``. On the 14 Set14 images upscaled x4 (AMD EPYC Zen 4)
+    level 1 took 1.27 s for 46.9 MB where Pillow's level 1 (adaptive filters, zlib) took 5.51 s
+    for 49.9 MB; level 6 4.3 s for 42.9 MB, Pillow 25.9 s for 42.3 MB.
+    """
+    import imagecodecs
+
     img = arr.reshape(arr.shape[0], arr.shape[1], -1)
     height, width, channels = img.shape
     depth = 16 if img.dtype == np.uint16 else 8
-    bpp = channels * depth // 8
-    stride = width * bpp
+    stride = width * channels * depth // 8
     f.write(_PNG_SIGNATURE)
     f.write(_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, {1: 0, 2: 4, 3: 2, 4: 6}[channels], 0, 0, 0)))
     if icc_profile:
         f.write(_png_chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc_profile)))
-    comp = zlib.compressobj(level)
-    pending: list[bytes] = []
-    size = 0
-    prior = np.zeros((1, stride), np.int16)
-    rows = max(1, block_bytes // max(1, stride))
+    whole = img.nbytes <= _PNG_STREAM_BYTES
+    rows = height if whole else max(1, block_bytes // max(1, stride))
+    comp = None if whole else zlib.compressobj(level)
+    prior = np.zeros(stride, np.uint8)
     for r0 in range(0, height, rows):
-        block = img[r0 : r0 + rows]
-        raw = np.ascontiguousarray(block, dtype=">u2" if depth == 16 else np.uint8).view(np.uint8).reshape(len(block), stride)
-        x = raw.astype(np.int16)
-        a = np.zeros_like(x)
-        a[:, bpp:] = x[:, :-bpp]
-        if depth == 16:  # Sub
-            ftype, pred = 1, a
-        else:  # Paeth, vectorised: the encoder sees the unfiltered bytes
-            b = np.concatenate([prior, x[:-1]])
-            c = np.zeros_like(x)
-            c[:, bpp:] = b[:, :-bpp]
-            pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
-            pred = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
-            ftype = 4
-        lines = np.empty((len(block), stride + 1), np.uint8)
-        lines[:, 0] = ftype
-        lines[:, 1:] = (x - pred).astype(np.uint8)  # modulo 256
-        prior = x[-1:]
-        out = comp.compress(lines.tobytes())
-        if out:
-            pending.append(out)
-            size += len(out)
-        if size >= 1 << 20:
-            f.write(_png_chunk(b"IDAT", b"".join(pending)))
-            pending, size = [], 0
-    pending.append(comp.flush())
-    f.write(_png_chunk(b"IDAT", b"".join(pending)))
+        raw = np.ascontiguousarray(img[r0 : r0 + rows], dtype=">u2" if depth == 16 else np.uint8)
+        raw = raw.view(np.uint8).reshape(-1, stride)
+        lines = np.empty((len(raw), stride + 1), np.uint8)
+        lines[:, 0] = 2  # Up
+        np.subtract(raw[0], prior, out=lines[0, 1:])  # modulo 256
+        np.subtract(raw[1:], raw[:-1], out=lines[1:, 1:])
+        prior = raw[-1].copy()
+        if comp is None:
+            f.write(_png_chunk(b"IDAT", imagecodecs.deflate_encode(lines, level=level)))
+        else:
+            f.write(_png_chunk(b"IDAT", comp.compress(lines.tobytes())))
+    if comp is not None:
+        f.write(_png_chunk(b"IDAT", comp.flush()))
     f.write(_png_chunk(b"IEND", b""))
 
 
@@ -424,9 +417,9 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = Fals
 
     The format follows the extension (:data:`IMAGE_EXTENSIONS`); ``uint16`` needs ``.png`` or
     ``.tif`` (not gray + alpha; 16-bit TIFF is written uncompressed, by :mod:`tifffile`). ``icc_profile`` (bytes) is embedded (PNG ``iCCP``, JPEG, WebP,
-    TIFF; BMP has none). 16-bit and large 8-bit PNGs are encoded in row blocks without a copy of
-    the image. ``png_level``: zlib level of a PNG, 0-9 (lossless at every level; 6, Pillow's and
-    zlib's default; 1 is about 3x faster and 13% larger, OpenCV's default).
+    TIFF; BMP has none). PNGs are encoded here (:func:`write_png`: Up filter, libdeflate; images
+    over 32 MiB in row blocks without a copy). ``png_level``: deflate level of a PNG, 0-9 (lossless
+    at every level; 6, zlib's default; 1 about 3x faster and 9% larger, OpenCV's default).
     JPEG is written at quality 95 without chroma subsampling, WebP losslessly (WebP has no gray
     mode: gray is stored as R = G = B and reads back as RGB). The file is
     written to a temporary name in the same folder and renamed into place, so readers never
@@ -452,14 +445,13 @@ def write_image(path: str | os.PathLike, arr: np.ndarray, overwrite: bool = Fals
 
     def write(tmp: Path) -> None:
         with open(tmp, "xb") as f:
-            if fmt == "PNG" and (arr.dtype == np.uint16 or arr.nbytes > _PNG_STREAM_BYTES):
-                _write_png_stream(f, arr, icc_profile, png_level)
+            if fmt == "PNG":
+                write_png(f, arr, icc_profile, png_level)
             elif fmt == "TIFF" and arr.dtype == np.uint16:
                 _write_tiff16(f, arr, icc_profile)
             else:
                 img = Image.fromarray(arr[..., 0] if channels == 1 and arr.ndim == 3 else arr)
-                options = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless": True},
-                           "PNG": {"compress_level": png_level}}
+                options = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless": True}}
                 extra = {"icc_profile": icc_profile} if icc_profile and fmt != "BMP" else {}
                 img.save(f, format=fmt, **options.get(fmt, {}), **extra)
 

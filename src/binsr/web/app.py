@@ -55,6 +55,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from binsr.data.io import write_png
 from binsr.errors import BinsrError, UsageError
 
 __all__ = ["ServeOptions", "create_app", "encode_png", "STATIC_DIR"]
@@ -100,12 +101,11 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 def encode_png(arr: np.ndarray, icc_profile: bytes | None, level: int) -> bytes:
-    """The PNG file ``binsr upscale`` writes for ``arr``, as bytes: :func:`binsr.data.io.write_image`
-    (the same encoder) into a temporary folder, read back and removed, so the two cannot differ."""
-    from binsr.data.io import write_image
-
-    with tempfile.TemporaryDirectory(prefix="binsr-serve-") as tmp:
-        return write_image(Path(tmp) / "out.png", arr, icc_profile=icc_profile, png_level=level).read_bytes()
+    """The PNG file ``binsr upscale`` writes for ``arr``, as bytes (the same encoder,
+    :func:`binsr.data.io.write_png`, so the two cannot differ)."""
+    buf = io.BytesIO()
+    write_png(buf, arr, icc_profile, level)
+    return buf.getvalue()
 
 
 def _preview(pixels: np.ndarray, alpha: np.ndarray | None, scale: int) -> bytes:
@@ -114,9 +114,7 @@ def _preview(pixels: np.ndarray, alpha: np.ndarray | None, scale: int) -> bytes:
     if arr.dtype == np.uint16:
         arr = ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
     img = Image.fromarray(arr)
-    buf = io.BytesIO()
-    img.resize((img.width * scale, img.height * scale), Image.Resampling.BICUBIC).save(buf, "PNG", compress_level=1)
-    return buf.getvalue()
+    return encode_png(np.asarray(img.resize((img.width * scale, img.height * scale), Image.Resampling.BICUBIC)), None, 1)
 
 
 class _Models:
