@@ -94,7 +94,7 @@ def test_outputs_and_failures_match_the_serial_run(tmp_path, packed, ray_local, 
     rc_r, out_r, err_r = _upscale(capsys, src, "-o", tmp_path / "ray", *common, "--ray", "--workers", 2)
     assert rc_s == rc_r == 1
     assert _failed(err_r) == _failed(err_s) and len(_failed(err_r)) == 1 and "broken.png" in _failed(err_r)[0]
-    assert "upscaled 6 images" in out_r and "2 Ray workers x 1 thread" in out_r and "images/s" in out_r
+    assert "upscaled 6 images" in out_r and "2 Ray workers x 1 thread on 1 node," in out_r and "images/s" in out_r
     names = _same_files(tmp_path / "serial", tmp_path / "ray")
     assert names == ["gray16_x2.tif", "gray_x2.png", "photo_x2.jpg", "rgb16_x2.png", "rgb_x2.png", "rgba_x2.png"]
 
@@ -223,3 +223,26 @@ def test_files_are_handed_out_largest_first(tmp_path):
         jobs.append((tmp_path / name, tmp_path / f"out_{name}"))
     jobs.insert(1, (tmp_path / "missing", tmp_path / "out_missing"))
     assert [src.name for src, _ in largest_first(jobs)] == ["d", "b", "a", "c", "missing"]
+
+
+def test_two_node_cluster(tmp_path, packed):
+    """``ray.cluster_utils.Cluster``: two nodes of one CPU each, so the two 1-CPU workers land on
+    different nodes (the summary counts them); the outputs equal the serial run's, byte for byte."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'binsr[ray]')")
+    from ray.cluster_utils import Cluster
+
+    src = _mixed(tmp_path / "in")
+    (src / "broken.png").unlink()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        cmd = [sys.executable, "-m", "binsr", "upscale", str(src), "-o", str(tmp_path / "ray"), "--model", str(packed),
+               "--quiet", "--ray", cluster.address, "--workers", "2"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    finally:
+        cluster.shutdown()
+    assert proc.returncode == 0, proc.stderr
+    assert "upscaled 6 images" in proc.stdout and "2 Ray workers x 1 thread on 2 nodes" in proc.stdout
+    assert main(["upscale", str(src), "-o", str(tmp_path / "serial"), "--model", str(packed), "--quiet"]) == 0
+    _same_files(tmp_path / "serial", tmp_path / "ray")

@@ -97,6 +97,12 @@ class UpscaleWorker:
             self.up = load_upscaler(path, None, "engine", self.threads)  # the engine reads it into memory
         self.up.name = self.name
 
+    def node(self) -> str:
+        """The Ray node this worker runs on (answered once it is ready)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     def run(self, packed: list, src: str, target: str) -> tuple[str | None, list[str], str | None]:
         """Upscale ``src`` to ``target``: (failure line or None, notes, traceback text with --debug)."""
         source, out = Path(src), Path(target)
@@ -175,9 +181,9 @@ def _connect(ray: Any, address: str, workers: int | None, threads: int) -> tuple
 
 
 def _start_workers(ray: Any, args: argparse.Namespace, up: Upscaler, n_files: int, threads: int,
-                   opts: FileOptions) -> tuple[list[Any], bool, float]:
+                   opts: FileOptions) -> tuple[list[Any], bool, float, int]:
     """Start or join Ray and wait for the workers (at most one per file): (actors, whether Ray was
-    started here, seconds until they were ready)."""
+    started here, seconds until they were ready, the number of nodes they run on)."""
     clock = time.perf_counter()
     workers, started = _connect(ray, args.ray, args.workers, threads)
     actor = ray.remote(num_cpus=threads, max_restarts=RETRIES, max_task_retries=RETRIES,
@@ -185,11 +191,11 @@ def _start_workers(ray: Any, args: argparse.Namespace, up: Upscaler, n_files: in
     debug = getattr(args, "debug", False)
     actors = [actor.remote(up.name, threads, opts, debug) for _ in range(min(workers, n_files))]
     try:
-        ray.get([worker.__ray_ready__.remote() for worker in actors])
+        nodes = ray.get([worker.node.remote() for worker in actors])
     except BaseException:
         _stop(ray, actors, started)
         raise
-    return actors, started, time.perf_counter() - clock
+    return actors, started, time.perf_counter() - clock, len(set(nodes))
 
 
 def _stop(ray: Any, actors: list[Any], started: bool, unfinished: Iterable[Path] = ()) -> None:
@@ -221,7 +227,7 @@ def upscale_on_ray(args: argparse.Namespace, up: Upscaler, jobs: list[tuple[Path
         except BinsrError as exc:
             todo.remove((src, target))
             refused.append((src, failure_line(src, exc)))
-    actors, started, ready = _start_workers(ray, args, up, len(todo), threads, opts) if todo else ([], False, 0.0)
+    actors, started, ready, nodes = _start_workers(ray, args, up, len(todo), threads, opts) if todo else ([], False, 0.0, 0)
     tally = Tally(len(jobs), args.quiet, missing)  # images/s of the workers, after Ray's start-up
     for _, line in refused:
         tally.failed(line)
@@ -259,4 +265,6 @@ def upscale_on_ray(args: argparse.Namespace, up: Upscaler, jobs: list[tuple[Path
     finally:
         _stop(ray, actors, started, [target for _, _, target in pending.values()])
     how = f", {len(actors)} Ray worker{'s' * (len(actors) != 1)} x {threads} thread{'s' * (threads != 1)}"
-    return tally.finish(up, outdir, how + (f", ready after {ready:.1f} s" if actors else ""))
+    if actors:
+        how += f" on {nodes} node{'s' * (nodes != 1)}, ready after {ready:.1f} s"
+    return tally.finish(up, outdir, how)
