@@ -17,12 +17,7 @@ def test_trainer_configs_are_shipped():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[f"{p.parent.name}/{p.stem}" for p in CONFIGS])
 def test_shipped_config_loads(path):
-    try:
-        cfg = load_config(path)  # schema, types and the model/recipe names
-    except UsageError as exc:  # the x3 cell, until configs/search/srbnas_x3.yaml has run and it is shipped
-        if "genotype file not found: srbnas_x3 " not in str(exc):
-            raise
-        cfg = load_config(path, check_names=False)
+    cfg = load_config(path)  # schema, types and the model/recipe names
     assert cfg.name in (path.stem, f"compare_{path.stem}")  # configs/compare: runs named compare_<file>
 
 
