@@ -81,6 +81,7 @@ def srbnas(scale: int = 4, recipe: str = "irnet", **kwargs) -> SRBNAS:
 def srbnas_large(scale: int = 4, recipe: str = "irnet", **kwargs) -> SRBNAS:
     """SRBNAS large model: 8 cells x 64 channels (Sec. 6). With the shipped cell (``srbnas_x4``,
     ``binsr profile --model srbnas_large --recipe irnet``): 61.2K params (binary/32 + FP) and
-    2.61 GOPs (58.5 GBOPs/64 + 1.69 GFLOPs) at x4, 49.1K and 1.91 GOPs at x3 at a 320x180 LR
-    input, within the paper's 156K (x4, Table 5) and 192K (x3, Table 3)."""
+    2.61 GOPs (58.5 GBOPs/64 + 1.69 GFLOPs) at x4; with the x3 cell (``srbnas_x3``) 81.9K and
+    2.85 GOPs at x3, at a 320x180 LR input: within the paper's 156K (x4, Table 5) and 192K (x3,
+    Table 3)."""
     return SRBNAS(scale=scale, recipe=recipe, **dict(dict(num_cells=8), **kwargs))
