@@ -19,9 +19,9 @@ def data_root() -> Path:
 @pytest.fixture
 def assert_body_exact(tmp_path):
     """``check(model)``: every float map an SRResNet body binarizes is bit-identical on the engine
-    and in PyTorch (so no sign can flip). The FP head conv's sum order differs between oneDNN and
-    the engine, so it is made exact first: dyadic weights and inputs whose products and sums
-    float32 holds exactly."""
+    and in PyTorch (so no sign can flip); for an SRBNAS network, every cell's output and the tail's
+    input. The FP head conv's sum order differs between oneDNN and the engine, so it is made exact
+    first: dyadic weights and inputs whose products and sums float32 holds exactly."""
     import numpy as np
     import torch
 
@@ -29,24 +29,32 @@ def assert_body_exact(tmp_path):
 
     def check(model: torch.nn.Module) -> None:
         gen = torch.Generator().manual_seed(0)
+        srbnas = not hasattr(model, "conv_first")
+        head = model.head if srbnas else model.conv_first
         with torch.no_grad():
-            model.conv_first.weight.copy_(torch.randint(-8, 9, model.conv_first.weight.shape, generator=gen) / 8)
-            model.conv_first.bias.copy_(torch.randint(-8, 9, model.conv_first.bias.shape, generator=gen) / 8)
+            head.weight.copy_(torch.randint(-8, 9, head.weight.shape, generator=gen) / 8)
+            head.bias.copy_(torch.randint(-8, 9, head.bias.shape, generator=gen) / 8)
         x = (torch.randint(0, 65, (1, 3, 29, 37), generator=gen) / 64).numpy()
         export_packed(model, tmp_path / "m.bsr")
         seen = {}
-        hooks = [b.conv2.register_forward_pre_hook(lambda mod, args, i=i: seen.__setitem__(f"t{i}", args[0]))
-                 for i, b in enumerate(model.body)]
-        hooks += [b.conv1.register_forward_pre_hook(
-            lambda mod, args, i=i: seen.__setitem__(f"h{i - 1}" if i else "feat", args[0]))
-            for i, b in enumerate(model.body)]
+        if srbnas:  # the last cell's output is only written with the head features added: the tail's input
+            last = len(model.body) - 1
+            hooks = [c.register_forward_hook(lambda mod, args, out, i=i: seen.__setitem__(f"c{i}", out))
+                     for i, c in enumerate(model.body) if i < last]
+            hooks.append(model.tail.register_forward_pre_hook(lambda mod, args: seen.__setitem__("deep", args[0])))
+        else:
+            hooks = [b.conv2.register_forward_pre_hook(lambda mod, args, i=i: seen.__setitem__(f"t{i}", args[0]))
+                     for i, b in enumerate(model.body)]
+            hooks += [b.conv1.register_forward_pre_hook(
+                lambda mod, args, i=i: seen.__setitem__(f"h{i - 1}" if i else "feat", args[0]))
+                for i, b in enumerate(model.body)]
         with torch.no_grad():
             model(torch.from_numpy(x))
         for h in hooks:
             h.remove()
         kept = {}
         Runtime(tmp_path / "m.bsr", threads=2).run_hwc(x[0].transpose(1, 2, 0).copy(), keep=kept)
-        assert len(seen) == 2 * len(model.body)
+        assert len(seen) == (len(model.body) if srbnas else 2 * len(model.body))
         for key, t in seen.items():
             assert np.array_equal(kept[key], t[0].permute(1, 2, 0).numpy()), key
 

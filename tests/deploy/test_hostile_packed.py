@@ -36,14 +36,24 @@ def _export(name, **kwargs):
     return model
 
 
+#: an SRBNAS cell with a node of two skips (``add``); every cell has a ``concat``
+SRBNAS_GENOTYPE = {"format": "binsr.srbnas.genotype/1", "groups": 2,
+                   "nodes": [[["conv_3x3", 0], ["skip_connect", 1]], [["skip_connect", 0], ["skip_connect", 2]],
+                             [["dil_conv_3x3", 3], ["skip_connect", 1]]]}
+
+
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
-    """Two small packed files that use every op of the format: {model: (tensors, graph)}."""
+    """Three small packed files that use every op of the format: {model: (tensors, graph)}."""
     tmp = tmp_path_factory.mktemp("packed")
     files = {}
-    for name, kwargs in (("srresnet_small", dict(num_block=1, num_feat=16)),
-                         ("swinir_light", dict(embed_dim=12, depths=(1,), num_heads=(2,), window_size=4))):
-        export_packed(_export(name, **kwargs), tmp / f"{name}.bsr")
+    torch.manual_seed(0)
+    srbnas = create("srbnas", 4, "irnet", genotype=SRBNAS_GENOTYPE, num_cells=2, num_feat=16).eval()
+    for name, model in (("srresnet_small", _export("srresnet_small", num_block=1, num_feat=16)),
+                        ("swinir_light", _export("swinir_light", embed_dim=12, depths=(1,), num_heads=(2,),
+                                                 window_size=4)),
+                        ("srbnas", srbnas)):
+        export_packed(model, tmp / f"{name}.bsr")
         with safe_open(str(tmp / f"{name}.bsr"), framework="numpy") as f:
             files[name] = ({k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["binsr"]))
     assert {op["op"] for _, g in files.values() for op in g["ops"]} == set(FIELDS)  # every op is covered
@@ -76,6 +86,7 @@ def _cases():
     return [(model, kind, field) for model, kinds in (
         ("srresnet_small", ("conv", "pack", "bconv", "sigmoid", "channel_gate", "bilinear_add")),
         ("swinir_light", ("linear", "layernorm", "gelu", "window_attention", "pad_window", "affine", "crop")),
+        ("srbnas", ("concat", "add")),
     ) for kind in kinds for field in FIELDS[kind]]
 
 
@@ -150,6 +161,38 @@ ISSUE_CASES = {  # the cases of issue 16: name -> (graph change, message fragmen
 def test_issue_cases_are_refused_at_load(packed, tmp_path, case):
     tensors, graph = packed["srresnet_small"]
     change, fragment = ISSUE_CASES[case]
+    with pytest.raises(BinsrError, match=fragment) as err:
+        Runtime(_write(tmp_path / "m.bsr", tensors, change(graph)))
+    assert "\n" not in str(err.value)
+
+
+def _concat_with_a_bigger_map(graph):
+    """A graph whose first concat also reads the bits of a map 2 pixels larger (an unpadded conv)."""
+    ops = [{"op": "conv", "src": "x", "dst": "big", "w": "head.w", "pad": 2},
+           {"op": "pack", "src": "big", "dst": "big.bits"}, *graph["ops"]]
+    i = _first({"ops": ops}, "concat")
+    ops[i] = {**ops[i], "srcs": [*ops[i]["srcs"], "big.bits"]}
+    return {**graph, "ops": ops}
+
+
+SRBNAS_CASES = {  # the ops SRBNAS added: name -> (graph change, message fragment)
+    "concat of nothing": (lambda g: _mutate(g, _first(g, "concat"), srcs=[]), "srcs must name at least one bit map"),
+    "concat of a float map": (lambda g: _mutate(g, _first(g, "concat"), srcs=["feat"]),
+                              "srcs \\(feat\\) is a float map, not a bit map"),
+    "concat of another size": (_concat_with_a_bigger_map, "srcs big.bits is of size 1 x x \\+2, not 1 x x"),
+    "concat too wide": (lambda g: _mutate(g, _first(g, "concat"), srcs=["feat.bits"] * 5000),
+                        "srcs hold 80000 channels, more than 65536"),
+    "concat read as wider": (lambda g: _mutate(g, _first(g, "concat"), srcs=["feat.bits"]), "has 16 channels, not 48"),
+    "add of other channels": (lambda g: _mutate(g, _first(g, "add"), add="x"), "add \\(x\\) has 3 channels, not 16"),
+    "add of bits": (lambda g: _mutate(g, _first(g, "add"), src="feat.bits"), "src \\(feat.bits\\) is a bit map"),
+    "add missing": (lambda g: _mutate(g, _first(g, "add"), add=None), "field add missing"),
+}
+
+
+@pytest.mark.parametrize("case", SRBNAS_CASES)
+def test_srbnas_op_cases_are_refused_at_load(packed, tmp_path, case):
+    tensors, graph = packed["srbnas"]
+    change, fragment = SRBNAS_CASES[case]
     with pytest.raises(BinsrError, match=fragment) as err:
         Runtime(_write(tmp_path / "m.bsr", tensors, change(graph)))
     assert "\n" not in str(err.value)

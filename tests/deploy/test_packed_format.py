@@ -38,7 +38,8 @@ def test_header_version_and_defaults_are_the_documented_ones() -> None:
 
 
 @pytest.mark.parametrize("name,recipe", [("srresnet_small", "e2fif"), ("srresnet_small", "scales"),
-                                         ("srresnet_small", "bbcu"), ("swinir_light", "scales")])
+                                         ("srresnet_small", "bbcu"), ("swinir_light", "scales"),
+                                         ("srbnas", "irnet")])
 def test_every_written_field_is_documented(tmp_path, name: str, recipe: str) -> None:
     torch.manual_seed(0)
     kwargs = {"embed_dim": 24, "depths": (2,), "num_heads": (2,), "window_size": 4} if name == "swinir_light" else {}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["words", "pack_bits", "unpack_bits", "pack_weights", "unpack_weights"]
+__all__ = ["words", "pack_bits", "unpack_bits", "pack_weights", "unpack_weights", "concat_bits"]
 
 
 def words(channels: int) -> int:
@@ -53,3 +53,26 @@ def pack_weights(w: np.ndarray) -> np.ndarray:
 def unpack_weights(p: np.ndarray, in_channels_per_group: int) -> np.ndarray:
     """Inverse of :func:`pack_weights`: float32 ±1 OIHW weights."""
     return np.transpose(unpack_bits(p, in_channels_per_group), (0, 3, 1, 2))
+
+
+def concat_bits(maps: list[np.ndarray], channels: tuple[int, ...] | list[int],
+                out: np.ndarray | None = None) -> np.ndarray:
+    """The channels of packed bit maps (..., words(C_i)), in order, as one packed map
+    (..., words(sum C_i)), padding bits 1. When every map but the last holds a multiple of 64
+    channels this is a concatenation of words (the last map's padding bits are the result's);
+    otherwise the bits are unpacked, concatenated and packed again."""
+    if len(maps) != len(channels):
+        raise ValueError(f"{len(maps)} bit maps for {len(channels)} channel counts")
+    lead = maps[0].shape[:-1]
+    if out is None:
+        out = np.empty((*lead, words(sum(channels))), np.uint64)
+    if all(c % 64 == 0 for c in channels[:-1]):
+        return np.concatenate(maps, axis=-1, out=out)
+    bits = [np.unpackbits(np.ascontiguousarray(m, dtype="<u8").view(np.uint8), axis=-1, bitorder="little")[..., :c]
+            for m, c in zip(maps, channels)]
+    total = sum(channels)
+    if total % 64:
+        bits.append(np.ones((*lead, words(total) * 64 - total), np.uint8))
+    packed = np.packbits(np.concatenate(bits, axis=-1), axis=-1, bitorder="little")
+    out[...] = np.ascontiguousarray(packed).view("<u8").reshape(out.shape)
+    return out

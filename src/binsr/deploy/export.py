@@ -6,7 +6,9 @@ affines, the FP head/tail/upsampler and re-scaling gates, and the graph as JSON 
 safetensors metadata (key ``binsr``): a list of ops the runtime interprets; nothing is executed
 at load. Supported: SRResNet (``srresnet*``) with the ``bnn``, ``e2fif``, ``irnet``, ``bbcu`` and
 ``scales*`` recipes; SwinIR (``swinir*``) with the ``bnn``, ``bibert`` and ``scales*`` recipes (binary
-linears as packed 1x1 convs on the token map). Not ``weight_only``: its convs read FP activations.
+linears as packed 1x1 convs on the token map); SRBNAS (``srbnas``, ``srbnas_large``) with the
+paper's binary ops (recipes ``irnet`` and ``srbnas``; see :func:`_srbnas`). Not ``weight_only``:
+its convs read FP activations.
 """
 
 from __future__ import annotations
@@ -321,6 +323,119 @@ def _swinir(wr: _Writer, model: nn.Module) -> None:
     wr.ops.append({"op": "crop", "src": "yp", "like": "x", "dst": "y", "scale": model.scale})
 
 
+def _srbnas_conv(wr: _Writer, name: str, unit: nn.Module, src_bits: str, res: list[str], dst: str | None) -> dict:
+    """Emit one SRBNAS binary op (``binsr.nas.ops.srbnas_conv``: SRBNASOp, Libra-PB weights, EDE
+    signs against 0, then PowerOfTwoScale) as a bconv; returns the op (its ``dst_bits`` may be set
+    later). ``dot * 2^s_o * 2^-p`` is exact in float32 whichever way it is computed, so the two
+    powers of two go in as one per-channel ``shift = s_o - p``; ``res`` are added after it in their
+    order."""
+    from binsr.nas.ops import PowerOfTwoScale
+    from binsr.nn.blocks import SRBNASOp
+
+    parts = list(unit) if isinstance(unit, nn.Sequential) else [unit]
+    if (len(parts) != 2 or type(parts[0]) is not SRBNASOp or type(parts[1]) is not PowerOfTwoScale
+            or parts[0].act_quant.precision != 1 or parts[0].weight_quant.precision != 1):
+        raise BinsrError(f"{name}: the packed engine runs SRBNAS cells of skip_connect and the paper's binary ops "
+                         f"(recipe irnet or srbnas: SRBNASOp then PowerOfTwoScale), not {type(unit).__name__}")
+    conv, p2 = parts
+    ex = conv.export()
+    thr, a_scale = _act_bits(conv.act_quant)
+    if thr is not None or a_scale is not None or ex.bias is not None:
+        raise BinsrError(f"{name}: SRBNAS ops binarize against 0 without scale or bias (EDE); this one does not")
+    left, right, top, bottom = ex.padding
+    if ex.stride != (1, 1) or len({left, right, top, bottom}) != 1 or ex.dilation[0] != ex.dilation[1]:
+        raise BinsrError(f"{name}: only stride 1 and symmetric padding/dilation are exported")
+    if ex.weight.shift is None:
+        raise BinsrError(f"{name}: SRBNAS ops need power-of-two weight scales (Libra-PB)")
+    shift = ex.weight.shift.numpy().astype(np.int64) - int(p2.shift)
+    op = {"op": "bconv", "src": src_bits, "dst": dst, "dst_bits": None, "cin": conv.in_channels,
+          "k": conv.kernel_size[0], "dil": ex.dilation[0], "pad": left, "groups": ex.groups,
+          "w": wr.tensor(f"{name}.w", pack_weights(ex.weight.signs.numpy())),
+          "shift": wr.tensor(f"{name}.shift", shift.astype(np.int32)), "res": list(res)}
+    wr.ops.append(op)
+    return op
+
+
+class _States:
+    """The float maps of an SRBNAS network and their sign bits, made on demand: the bits of a map a
+    bconv writes come from that bconv's ``dst_bits``, others from a ``pack``."""
+
+    def __init__(self, wr: _Writer) -> None:
+        self.wr = wr
+        self.maker: dict[str, dict] = {}  # map -> the bconv that writes it
+        self.made: dict[str, str] = {}  # map -> its bits
+
+    def bits(self, name: str) -> str:
+        if name not in self.made:
+            bits = f"{name}.bits"
+            if name in self.maker:
+                self.maker[name]["dst_bits"] = bits
+            else:
+                self.wr.ops.append({"op": "pack", "src": name, "dst": bits, "thr": None})
+            self.made[name] = bits
+        return self.made[name]
+
+
+def _srbnas(wr: _Writer, model: nn.Module) -> None:
+    """SRBNAS (``binsr.models.srbnas``, ``binsr.nas.network``): FP head, the cells, FP tail, bilinear
+    shortcut. In a cell (inputs s0, s1; node j = the sum of its edges, left to right as Python's
+    ``sum``): a conv edge is a bconv of its state's bits that adds the node's partial sum as its
+    residual (``conv + acc``, the same float32 sum as ``acc + conv``); a skip edge is a residual of
+    the previous edge's bconv (``(conv + acc) + skip``), or an ``add`` when there is none (a node's
+    first edges both skips). The nodes' bits are concatenated (``concat``) for the fuse, a 1x1 bconv
+    over 4C channels with residual s1 (and, after the last cell, the head features: shortcut 1).
+    Every binary value is ``dot * 2^shift``, exact, so the body is bit-exact to PyTorch's given the
+    same head features; a node map no edge reads as a float is written as bits only."""
+    from binsr.nas.network import Cell
+
+    wr.fp_conv("head", model.head, "x", "feat")
+    st = _States(wr)
+    s0 = s1 = "feat"
+    cells = list(model.body)
+    for ci, cell in enumerate(cells):
+        if type(cell) is not Cell:
+            raise BinsrError(f"body.{ci}: {type(cell).__name__} is not an SRBNAS cell (binsr.nas.network.Cell)")
+        states = [s0, s1]
+        for j, (ops, sources) in enumerate(zip(cell.ops, cell.sources)):
+            acc: str | None = None  # the node's partial sum so far
+            last: dict | None = None  # the bconv that wrote acc, while it may take more residuals
+            for e, (op, src) in enumerate(zip(ops, sources)):
+                name, state = f"body.{ci}.ops.{j}.{e}", states[src]
+                if isinstance(op, nn.Identity):
+                    if acc is None:
+                        acc = state  # 0 + s: the map itself
+                    elif last is not None and len(last["res"]) < 3:
+                        last["res"].append(state)
+                    else:
+                        dst = f"c{ci}.n{j}.{e}"
+                        wr.ops.append({"op": "add", "src": acc, "add": state, "dst": dst})
+                        acc, last = dst, None
+                    continue
+                dst = f"c{ci}.n{j}.{e}"
+                last = _srbnas_conv(wr, name, op, st.bits(state), [] if acc is None else [acc], dst)
+                acc = dst
+            node = f"c{ci}.n{j}"
+            if last is not None and last["dst"] == acc:  # the node's own name
+                last["dst"] = node
+                st.maker[node] = last
+                acc = node
+            states.append(acc)
+        cat = f"c{ci}.cat"
+        wr.ops.append({"op": "concat", "srcs": [st.bits(n) for n in states[2:]], "dst": cat})
+        out = f"c{ci}" if ci < len(cells) - 1 else "deep"
+        fuse = _srbnas_conv(wr, f"body.{ci}.fuse", cell.fuse, cat, [s1] + (["feat"] if out == "deep" else []), out)
+        st.maker[out] = fuse
+        s0, s1 = s1, out
+    # a float map no op reads (a node read only through its bits) is not written
+    read = {n for op in wr.ops for k, v in op.items() if k not in ("op", "dst", "dst_bits")
+            for n in (v if isinstance(v, list) else [v]) if isinstance(n, str)}
+    for op in wr.ops:
+        if op["op"] == "bconv" and op["dst_bits"] is not None and op["dst"] not in read:
+            op["dst"] = None
+    cur = _fp_tail(wr, model.tail, "deep")
+    wr.ops.append({"op": "bilinear_add", "src": "x", "add": cur, "dst": "y", "scale": model.scale})
+
+
 def _flatten(mod: nn.Module) -> list[nn.Module]:
     if isinstance(mod, nn.Sequential):
         return [m for child in mod for m in _flatten(child)]
@@ -353,12 +468,14 @@ def export_packed(model: nn.Module, path: str | os.PathLike, fp16: bool = False)
     """Write ``model`` (eval mode) as a packed file; returns bytes per part (binary, fp, total).
     ``fp16``: store the FP conv weights in float16 (lossless: they must be float16 values, see
     :func:`round_fp16_`)."""
+    from binsr.models.srbnas import SRBNAS
     from binsr.models.srresnet import SRResNet
     from binsr.models.swinir import SwinIR
 
-    walk = next((fn for cls, fn in ((SRResNet, _srresnet), (SwinIR, _swinir)) if isinstance(model, cls)), None)
+    walk = next((fn for cls, fn in ((SRResNet, _srresnet), (SwinIR, _swinir), (SRBNAS, _srbnas))
+                 if isinstance(model, cls)), None)
     if walk is None:
-        raise BinsrError(f"export supports SRResNet and SwinIR models, not {type(model).__name__}")
+        raise BinsrError(f"export supports SRResNet, SwinIR and SRBNAS models, not {type(model).__name__}")
     model = model.eval()
     wr = _Writer(fp16)
     with torch.no_grad():

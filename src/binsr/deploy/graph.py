@@ -55,6 +55,8 @@ FIELDS: dict[str, dict[str, str]] = {
     "pad_window": {"src": MAP, "dst": DST, "multiple": INT},
     "affine": {"src": MAP, "dst": DST, "mul": TENSOR, "add": TENSOR},
     "crop": {"src": MAP, "like": MAP, "dst": DST, "scale": INT},
+    "concat": {"srcs": MAPS, "dst": DST},
+    "add": {"src": MAP, "add": MAP, "dst": DST},
 }
 REQUIRED: dict[str, set[str]] = {
     "conv": {"src", "dst", "w"}, "pack": {"src", "dst"}, "bconv": {"src", "cin", "k", "w"},
@@ -63,7 +65,7 @@ REQUIRED: dict[str, set[str]] = {
     "layernorm": {"src", "dst", "w", "b", "eps"}, "gelu": {"src", "dst"},
     "window_attention": {"src", "dst", "heads", "window", "shift", "scale", "table"},
     "pad_window": {"src", "dst", "multiple"}, "affine": {"src", "dst", "mul", "add"},
-    "crop": {"src", "like", "dst", "scale"},
+    "crop": {"src", "like", "dst", "scale"}, "concat": {"srcs", "dst"}, "add": {"src", "add", "dst"},
 }
 FLOAT, BITS, GATE, VECTOR = "float map", "bit map", "spatial gate", "channel vector"
 
@@ -103,6 +105,8 @@ def _num(op: dict, key: str) -> float:
 class _Checker:
     def __init__(self, tensors: dict[str, np.ndarray], defaults: dict[str, Any]) -> None:
         self.tensors, self.defaults = tensors, defaults
+        self.index = 0  # the op being checked
+        self.notes: dict[int, Any] = {}  # per op index, what the runtime needs from the check (concat)
         self.maps: dict[str, Map] = {}
         self.pads: dict[str, tuple[Size, int]] = {}  # pad base -> (size it pads, multiple)
         self.floor = 1  # the smallest input side for which every map is at least 1 pixel
@@ -333,6 +337,24 @@ class _Checker:
             raise _Bad(f"src of size {_show(src.size)} does not cover {_show(want)}")
         self.write(op, "dst", Map(FLOAT, src.channels, want))
 
+    def concat(self, op: dict) -> None:
+        if not op["srcs"]:
+            raise _Bad("srcs must name at least one bit map")
+        maps = [self.read({"srcs": name}, "srcs", BITS) for name in op["srcs"]]
+        for name, m in zip(op["srcs"], maps):
+            self.same_size(f"srcs {name}", m.size, maps[0].size)
+        channels = [m.channels for m in maps]
+        if sum(channels) > MAX_CHANNELS:
+            raise _Bad(f"srcs hold {sum(channels)} channels, more than {MAX_CHANNELS}")
+        self.notes[self.index] = tuple(channels)
+        self.write(op, "dst", Map(BITS, sum(channels), maps[0].size))
+
+    def add(self, op: dict) -> None:
+        src = self.read(op, "src", FLOAT)
+        add = self.read(op, "add", FLOAT, src.channels)
+        self.same_size("add", add.size, src.size)
+        self.write(op, "dst", src)
+
 
 def _show(size: Size | None) -> str:
     if size is None:
@@ -340,9 +362,12 @@ def _show(size: Size | None) -> str:
     return f"{size.mult} x {size.base}{f' {size.off:+d}' if size.off else ''}"
 
 
-def check_graph(graph: Any, tensors: dict[str, np.ndarray], defaults: dict[str, Any], path: Any) -> int:
+def check_graph(graph: Any, tensors: dict[str, np.ndarray], defaults: dict[str, Any], path: Any,
+                notes: dict[int, Any] | None = None) -> int:
     """Check a packed graph against ``tensors`` (see the module doc); returns the smallest input
-    side it runs on. BinsrError (one line) names the op and field of the first problem."""
+    side it runs on. BinsrError (one line) names the op and field of the first problem.
+    ``notes``: a dict that receives, per op index, what the check learnt that the op's runner
+    needs (a ``concat``: the channel counts of its bit maps, which the bits alone do not hold)."""
     where = f"{path}: packed graph"
     try:
         if not isinstance(graph.get("ops"), list):
@@ -360,6 +385,7 @@ def check_graph(graph: Any, tensors: dict[str, np.ndarray], defaults: dict[str, 
         raise BinsrError(f"{where}: {exc}") from None
     for i, raw in enumerate(graph["ops"]):
         try:
+            checker.index = i
             op = checker.fields(i, raw)
             getattr(checker, raw["op"])(op)
         except _Bad as exc:
@@ -370,4 +396,6 @@ def check_graph(graph: Any, tensors: dict[str, np.ndarray], defaults: dict[str, 
         raise BinsrError(f"{where}: output {graph['output']!r} is not a 3-channel float map {scale} times the "
                          f"input's size ({'never written' if out is None else f'{out.kind}, {out.channels} channels, '}"
                          f"{'' if out is None else _show(out.size)})")
+    if notes is not None:
+        notes.update(checker.notes)
     return checker.floor

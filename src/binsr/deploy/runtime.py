@@ -13,7 +13,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from binsr.deploy import fp, transformer
-from binsr.deploy.bitpack import pack_bits, words
+from binsr.deploy.bitpack import concat_bits, pack_bits, words
 from binsr.deploy.engine import BinaryConv, _engine, aligned_empty, resolve_path
 from binsr.deploy.graph import check_graph
 from binsr.errors import BinsrError
@@ -122,12 +122,14 @@ class Runtime:
             raise BinsrError(f"{path} is packed format v{self.graph.get('version')}, this binsr reads "
                              f"v{VERSION}: export it again from its weights (binsr export)")
         #: the smallest input side every map of the graph has a pixel for (1 for same-size convs)
-        self.min_side = check_graph(self.graph, self.tensors, DEFAULTS, path)
+        notes: dict[int, Any] = {}
+        self.min_side = check_graph(self.graph, self.tensors, DEFAULTS, path, notes)
         self.graph["ops"] = [_Op(op) for op in self.graph["ops"]]
         self.threads = threads
         self.path = resolve_path(path_isa)
         self.scale = int(self.graph["scale"])
-        self._prepared = [self._prepare(op) for op in self.graph["ops"]]
+        self._prepared = [notes[i] if op["op"] == "concat" else self._prepare(op)
+                          for i, op in enumerate(self.graph["ops"])]
         self._free = self._last_uses()
         self._arena = _Arena()
         #: seconds per op kind of the last call when ``profile=True``
@@ -166,7 +168,7 @@ class Runtime:
     def _prepare(self, op: dict[str, Any]) -> Any:
         """What an op computes once at load: a compiled binary conv with its scale and activation,
         Winograd weights, or the dense key-major (heads, N, N) relative position bias of a window
-        attention."""
+        attention (a concat's prepared value is the channel counts of its bit maps, from the check)."""
         if op["op"] == "bconv":
             conv = BinaryConv(self.tensors[op["w"]], op["cin"], op["k"], op["dil"], op["pad"], op["groups"])
             scale = self._t(op["scale"])
@@ -236,6 +238,14 @@ class Runtime:
                 elif kind == "affine":
                     env[op["dst"]] = transformer.affine(env[op["src"]], self.tensors[op["mul"]],
                                                         self.tensors[op["add"]])
+                elif kind == "concat":
+                    srcs = [env[n] for n in op["srcs"]]
+                    out = self._arena.take(srcs[0].shape[:-1] + (words(sum(prep)),), np.uint64)
+                    env[op["dst"]] = self._arena.own(concat_bits(srcs, prep, out=out))
+                elif kind == "add":
+                    src = env[op["src"]]
+                    out = self._arena.take(src.shape, np.float32)
+                    env[op["dst"]] = self._arena.own(np.add(src, env[op["add"]], out=out))
                 elif kind == "crop":
                     h, w = env[op["like"]].shape[:2]
                     env[op["dst"]] = np.ascontiguousarray(env[op["src"]][: h * op["scale"], : w * op["scale"]])
