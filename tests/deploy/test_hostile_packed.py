@@ -157,15 +157,6 @@ ISSUE_CASES = {  # the cases of issue 16: name -> (graph change, message fragmen
 }
 
 
-@pytest.mark.parametrize("case", ISSUE_CASES)
-def test_issue_cases_are_refused_at_load(packed, tmp_path, case):
-    tensors, graph = packed["srresnet_small"]
-    change, fragment = ISSUE_CASES[case]
-    with pytest.raises(BinsrError, match=fragment) as err:
-        Runtime(_write(tmp_path / "m.bsr", tensors, change(graph)))
-    assert "\n" not in str(err.value)
-
-
 def _concat_with_a_bigger_map(graph):
     """A graph whose first concat also reads the bits of a map 2 pixels larger (an unpadded conv)."""
     ops = [{"op": "conv", "src": "x", "dst": "big", "w": "head.w", "pad": 2},
@@ -189,10 +180,13 @@ SRBNAS_CASES = {  # the ops SRBNAS added: name -> (graph change, message fragmen
 }
 
 
-@pytest.mark.parametrize("case", SRBNAS_CASES)
-def test_srbnas_op_cases_are_refused_at_load(packed, tmp_path, case):
-    tensors, graph = packed["srbnas"]
-    change, fragment = SRBNAS_CASES[case]
+REFUSED = [("srresnet_small", case, *ISSUE_CASES[case]) for case in ISSUE_CASES]
+REFUSED += [("srbnas", case, *SRBNAS_CASES[case]) for case in SRBNAS_CASES]
+
+
+@pytest.mark.parametrize(("model", "case", "change", "fragment"), REFUSED, ids=[f"{m}-{c}" for m, c, *_ in REFUSED])
+def test_graph_cases_are_refused_at_load(packed, tmp_path, model, case, change, fragment):
+    tensors, graph = packed[model]
     with pytest.raises(BinsrError, match=fragment) as err:
         Runtime(_write(tmp_path / "m.bsr", tensors, change(graph)))
     assert "\n" not in str(err.value)
