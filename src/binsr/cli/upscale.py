@@ -371,8 +371,8 @@ def _upscale_all(args: argparse.Namespace, up, jobs: list[tuple[Path, Path]], mi
             tally.written(target, notes)
 
     tiles = tqdm(desc="tiles", unit="tile", leave=False, disable=args.quiet, position=1, file=sys.stderr)
-    # each image is encoded and written (zlib and Pillow release the GIL) while the next one is
-    # upscaled; one write in flight at a time, so memory holds at most two outputs
+    # each image is encoded and written (libdeflate, zlib and Pillow release the GIL) while the next
+    # one is upscaled; one write in flight at a time, so memory holds at most two outputs
     writing: tuple[Future, Path, Path] | None = None
     with ThreadPoolExecutor(max_workers=1) as writer:
         for src, target in jobs:

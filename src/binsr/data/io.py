@@ -18,12 +18,12 @@ from __future__ import annotations
 import logging
 import os
 import struct
-from typing import BinaryIO
 import warnings
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError

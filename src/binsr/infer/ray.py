@@ -9,15 +9,15 @@ and runs :func:`binsr.cli.upscale.upscale_file`, the serial run's own code: the 
 same failure lines, the same no-replacing rule and atomic writes. Inputs and the output folder
 must therefore be on a file system every node sees, at the same path.
 
-Two files are in flight per actor: one is upscaled while the other is encoded and written (zlib
-and Pillow release the GIL), as in the serial run. Files are handed out largest first
-(:func:`largest_first`), so the run does not end on one worker's large image. A killed actor is
-restarted and its files are run again (``max_restarts`` / ``max_task_retries``); its temporary
+Two files are in flight per actor: one is upscaled while the other is encoded and written
+(libdeflate, zlib and Pillow release the GIL), as in the serial run. Files are handed out largest
+first (:func:`largest_first`), so the run does not end on one worker's large image. A killed actor
+is restarted and its files are run again (``max_restarts`` / ``max_task_retries``); its temporary
 file is removed by the next write of that name (:func:`binsr.files.remove_stale_temps`), so no
-partial output is left. An output found when a file starts (those that existed before the run
-are refused by the driver) was published by a killed attempt just before it died, or made by
-another writer meanwhile: it is taken as this file's output only when a fresh upscale gives the
-same bytes, refused otherwise.
+partial output is left. An output found when a file starts (those that existed before the run are
+refused by the driver) was published by a killed attempt just before it died, or made by another
+writer meanwhile: it is taken as this file's output only when a fresh upscale gives the same bytes,
+refused otherwise.
 """
 
 from __future__ import annotations
