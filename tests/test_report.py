@@ -1,9 +1,13 @@
 """binsr report: runs are evaluated with the protocol, cached, and set beside the published rows;
-the search-against-random table and benchmarks/search_vs_random.py."""
+zoo cards come first with their own numbers (never evaluated again); runs whose folder is gone come
+back from the archive beside the report; the search-against-random table and
+benchmarks/search_vs_random.py."""
 
 import importlib.util
 import json
 import shlex
+import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -21,14 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ROOT / "docs" / "published_results.csv"
 
 
-def _fake_run(root, name, recipe):
+def _fake_run(root, name, recipe, steps=10):
     torch.manual_seed(0)
     model = create("srresnet_lite", scale=2, recipe=recipe, num_feat=8, num_block=1, zero_tail=True)
     run = root / name
     run.mkdir(parents=True)
     save_weights(run / "best.safetensors", model)
     (run / "results.json").write_text(json.dumps({"model": "srresnet_lite", "recipe": recipe, "scale": 2,
-                                                  "steps": 10, "train_seconds": 120.0}))
+                                                  "steps": steps, "train_seconds": 120.0}))
     (run / "log.csv").write_text("step,loss,lr,it_s,val_psnr,val_ssim\n5,0.1,0.001,1.0,30.0,0.9\n10,,,,31.0,0.91\n")
     return model
 
@@ -36,7 +40,7 @@ def _fake_run(root, name, recipe):
 def test_report_measures_runs_and_sets_them_beside_the_papers(data_root, tmp_path):
     model = _fake_run(tmp_path / "runs", "e2fif_tiny", "e2fif")
     out = write_report(tmp_path / "runs", tmp_path / "docs" / "results.md", PUBLISHED, ["Set5"], str(data_root),
-                       crop_image=("Set5", 2))
+                       crop_image=("Set5", 2), zoo=tmp_path / "zoo")
     text = out.read_text()
     measured = evaluate(model.eval(), "Set5", 2, data_root=data_root)
     row = next(line for line in text.splitlines() if line.startswith("| e2fif_tiny"))
@@ -48,23 +52,161 @@ def test_report_measures_runs_and_sets_them_beside_the_papers(data_root, tmp_pat
     cache = tmp_path / "runs" / "e2fif_tiny" / "benchmark.json"
     stamp = cache.stat().st_mtime_ns
     write_report(tmp_path / "runs", tmp_path / "docs" / "results.md", PUBLISHED, ["Set5"], str(data_root),
-                 crop_image=("Set5", 2))
+                 crop_image=("Set5", 2), zoo=tmp_path / "zoo")
     assert cache.stat().st_mtime_ns == stamp  # weights unchanged: not evaluated again
 
 
-def test_report_without_runs_is_a_usage_error(tmp_path, capsys):
-    assert main(["report", "--runs", str(tmp_path / "nope")]) == 2
-    assert "runs folder" in capsys.readouterr().err
-    (tmp_path / "empty").mkdir()
-    assert main(["report", "--runs", str(tmp_path / "empty")]) == 2
-    assert "no finished runs" in capsys.readouterr().err
+def test_report_without_runs_or_zoo_is_a_usage_error(tmp_path, capsys):
+    empty, out = tmp_path / "empty", tmp_path / "r.md"
+    empty.mkdir()
+    for runs in (tmp_path / "nope", empty):
+        assert main(["report", "--runs", str(runs), "--zoo", str(empty), "--out", str(out)]) == 2
+        assert "no zoo cards" in capsys.readouterr().err and not out.exists()
+
+
+def _fake_card(zoo, name, source_run, curve=None, steps=1234):
+    """A zoo entry (tiny x2 weights and a card of made-up numbers, ``val_curve`` when ``curve``)."""
+    zoo.mkdir(exist_ok=True)
+    torch.manual_seed(0)
+    save_weights(zoo / f"{name}.safetensors",
+                 create("srresnet_lite", scale=2, recipe="e2fif", num_feat=8, num_block=1, zero_tail=True))
+    card = {"name": name, "model": "srresnet_lite", "recipe": "e2fif", "scale": 2, "kwargs": {},
+            "source_run": source_run, "steps": steps, "train_seconds": 600.0, "params_k": 12.34, "ops_g_320x180": 0.567,
+            "metrics": {"Set5": {"psnr": 36.0, "ssim": 0.95}}}
+    if curve:
+        card.update(val_dataset="Set5", val_curve=curve)
+    (zoo / f"{name}.json").write_text(json.dumps(card))
+
+
+def _no_evaluation(monkeypatch):
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("a model was evaluated")
+
+    monkeypatch.setattr("binsr.evaluation.evaluate", no_evaluation)
+
+
+def test_report_takes_zoo_cards_first_without_evaluating_them(data_root, tmp_path, monkeypatch):
+    """Zoo rows: the card's numbers beside the published row, first; no runs folder needed; the run
+    a card names as source_run (same steps) is not listed (nor evaluated) a second time."""
+    _no_evaluation(monkeypatch)
+    zoo, out = tmp_path / "zoo", tmp_path / "docs" / "results.md"
+    _fake_card(zoo, "tiny_x2", "tiny_run", curve=[[500, 35.1], [1000, 35.8]])
+    _fake_card(zoo, "old_x2", "gone_run")
+    text = write_report(tmp_path / "no_runs", out, PUBLISHED, ["Set5"], str(data_root), crop_image=("Set5", 2),
+                        zoo=zoo).read_text()
+    assert text.index("## Zoo: shipped models") < text.index("### x2: zoo models")
+    assert "## Training runs" not in text
+    row = next(line for line in text.splitlines() if line.startswith("| zoo:tiny_x2 "))
+    assert row == ("| zoo:tiny_x2 (srresnet_lite) | e2fif | 12.3 | 0.57 | 36.00 / 0.9500 | 1234 | 10 min | "
+                   "SRResNet-E2FIF: Set5 -1.50 |")  # SCALES Table III, x2: 37.50
+    zoo_table = text.split("### x2: zoo models")[1].split("![crops")[0]
+    assert "| zoo:old_x2 " in zoo_table and "*SRResNet-E2FIF* (SCALES, published)" in zoo_table
+    assert "zoo:old_x2: curve not recorded (run folder not kept)." in text
+    assert "zoo:tiny_x2: curve not recorded" not in text
+    assert (tmp_path / "docs" / "results_val_psnr_zoo.png").stat().st_size > 1000
+    assert (tmp_path / "docs" / "results_crops_x2_zoo.png").stat().st_size > 1000
+    _fake_run(tmp_path / "runs", "tiny_run", "e2fif", steps=1234)  # the card's source run, now present
+    text = write_report(tmp_path / "runs", out, PUBLISHED, ["Set5"], str(data_root), crop_image=("Set5", 2),
+                        zoo=zoo).read_text()
+    rows = [line.split(" (")[0] for line in text.splitlines() if line.startswith("| ")]
+    assert "| tiny_run" not in rows and rows.count("| zoo:tiny_x2") == 1
+    assert ("appear once in the main tables, as their zoo row: gone_run (1234 steps, zoo:old_x2), "
+            "tiny_run (1234 steps, zoo:tiny_x2).") in text
+    assert not (tmp_path / "runs" / "tiny_run" / "benchmark.json").exists()
+
+
+def _report(tmp_path, data_root, zoo="zoo"):
+    return write_report(tmp_path / "runs", tmp_path / "docs" / "results.md", PUBLISHED, ["Set5"], str(data_root),
+                        crop_image=("Set5", 2), zoo=tmp_path / zoo).read_text()
+
+
+def _row(text, run):
+    return next(line for line in text.splitlines() if line.startswith(f"| {run} "))
+
+
+def test_archive_brings_back_runs_whose_folder_is_gone(data_root, tmp_path, monkeypatch):
+    """The report keeps every run in docs/<stem>_runs.json (no local paths); once the folder is gone
+    the row comes back from there, marked, with the same numbers and curve, and nothing is evaluated."""
+    _fake_run(tmp_path / "runs", "e2fif_tiny", "e2fif")
+    text = _report(tmp_path, data_root)
+    archive = tmp_path / "docs" / "results_runs.json"
+    (entry,) = json.loads(archive.read_text())["runs"]
+    assert str(tmp_path) not in archive.read_text() and "weights" not in entry
+    assert entry["run"] == "e2fif_tiny" and entry["steps"] == 10 and entry["train_seconds"] == 120.0
+    assert entry["val_curve"] == [[5, 30.0], [10, 31.0]] and entry["measured"] == time.strftime("%Y-%m-%d")
+    row = _row(text, "e2fif_tiny")
+    assert "![crops x2](results_crops_x2.png)" in text and "†" not in row and "† run folder" not in text
+
+    shutil.rmtree(tmp_path / "runs")
+    _no_evaluation(monkeypatch)
+    again = _report(tmp_path, data_root)
+    assert _row(again, "e2fif_tiny") == row.replace("(srresnet_lite) |", "(srresnet_lite) † |")
+    assert (f"† run folder not on this machine: numbers from the archive ({archive}), measured "
+            f"{entry['measured']}.") in again
+    assert "![crops x2](results_crops_x2.png)" not in again  # no weights: no crop
+    assert "curve not recorded" not in again and "![validation PSNR](results_val_psnr.png)" in again
+    assert json.loads(archive.read_text())["runs"] == [entry]
+
+
+def test_local_run_replaces_its_archive_entry(data_root, tmp_path):
+    archive = tmp_path / "docs" / "results_runs.json"
+    archive.parent.mkdir()
+    old = {"run": "e2fif_tiny", "model": "srresnet_lite", "recipe": "e2fif", "kwargs": {}, "scale": 2, "steps": 10,
+           "train_seconds": 60.0, "params_k": 1.0, "ops_g": 0.1, "metrics": {"Set5": {"psnr": 99.0, "ssim": 0.99}},
+           "val_curve": None, "val_dataset": None, "measured": "2000-01-01"}
+    archive.write_text(json.dumps({"runs": [old, {**old, "run": "gone_tiny"}]}))
+    model = _fake_run(tmp_path / "runs", "e2fif_tiny", "e2fif")
+    text = _report(tmp_path, data_root)
+    measured = evaluate(model.eval(), "Set5", 2, data_root=data_root)
+    assert _row(text, "e2fif_tiny").startswith("| e2fif_tiny (srresnet_lite) | e2fif |")  # no mark
+    assert f"{measured['psnr']:.2f} / {measured['ssim']:.4f}" in _row(text, "e2fif_tiny")
+    assert "99.00" in _row(text, "gone_tiny") and "(srresnet_lite) †" in _row(text, "gone_tiny")
+    assert "measured 2000-01-01." in text
+    entries = {e["run"]: e for e in json.loads(archive.read_text())["runs"]}
+    assert entries["gone_tiny"] == {**old, "run": "gone_tiny"}
+    assert entries["e2fif_tiny"]["metrics"]["Set5"]["psnr"] == pytest.approx(measured["psnr"])
+    assert entries["e2fif_tiny"]["measured"] == time.strftime("%Y-%m-%d")
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"runs": {"a": 1}}', '{"runs": [{"run": "a"}]}',
+                                     '{"runs": [{"run": "a", "model": "m", "recipe": "r", "kwargs": {}, "scale": 2, '
+                                     '"steps": 1, "train_seconds": null, "params_k": "1", "ops_g": 1, "metrics": {}, '
+                                     '"measured": "2026-01-01"}]}'])
+def test_malformed_archive_is_a_usage_error(tmp_path, capsys, content):
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "r_runs.json").write_text(content)
+    assert main(["report", "--runs", str(tmp_path / "runs"), "--zoo", str(tmp_path / "zoo"),
+                 "--out", str(tmp_path / "r.md")]) == 2
+    assert f"run archive {tmp_path / 'r_runs.json'} is malformed" in capsys.readouterr().err
+
+
+def test_shipped_runs_leave_the_main_table_but_not_their_section(data_root, tmp_path):
+    """A card's source run (name and steps) is not listed in the main table, nested in runs/zoo/ or
+    not (nor evaluated); a search_vs_random run stays in its section, curve included; other nested
+    runs, and a run of a card's name but other steps, are collected."""
+    zoo = tmp_path / "zoo"
+    _fake_card(zoo, "tiny_x2", "tiny_run", steps=10)
+    _fake_card(zoo, "searched_x2", "search_vs_random_x2_searched", steps=10)
+    _fake_run(tmp_path / "runs" / "zoo", "tiny_run", "e2fif")
+    _fake_run(tmp_path / "runs" / "zoo", "nested_run", "e2fif")
+    _fake_run(tmp_path / "runs", "search_vs_random_x2_searched", "e2fif")
+    text = _report(tmp_path, data_root)
+    main_table = text.split("### x2\n")[1].split("###")[0]
+    assert "| nested_run (" in main_table and "| tiny_run (" not in text
+    assert not (tmp_path / "runs" / "zoo" / "tiny_run" / "benchmark.json").exists()
+    section = text.split("### x2: searched cell against random cells")[1].split("###")[0]
+    assert "| search_vs_random_x2_searched (srresnet_lite) | e2fif |" in section
+    assert (tmp_path / "docs" / "results_val_psnr_search_vs_random.png").is_file()
+    assert "search_vs_random_x2_searched: curve not recorded" not in text
+    _fake_card(zoo, "tiny_x2", "tiny_run", steps=5)  # another run of that name
+    assert "| tiny_run (srresnet_lite) |" in _report(tmp_path, data_root)
 
 
 def test_compare_runs_get_their_own_sections(data_root, tmp_path):
     for name, recipe in [("zoo_tiny", "e2fif"), ("compare_bnn", "bnn"), ("compare_estimator_ste_none", "lt_attn")]:
         _fake_run(tmp_path / "runs", name, recipe)
     text = write_report(tmp_path / "runs", tmp_path / "docs" / "results.md", PUBLISHED, ["Set5"], str(data_root),
-                        crop_image=("Set5", 2)).read_text()
+                        crop_image=("Set5", 2), zoo=tmp_path / "zoo").read_text()
     sections = [line for line in text.splitlines() if line.startswith("### x2")]
     assert sections == ["### x2", "### x2: same-budget comparison of the recipes (configs/compare)",
                         "### x2: sign-derivative estimators with and without attention (configs/compare/estimator_*)"]

@@ -26,9 +26,10 @@ PREFIX = "zoo:"
 DEFAULT = {2: "srresnet_lite_e2fif_x2", 3: "srresnet_lite_e2fif_x3", 4: "srresnet_lite_e2fif_x4"}
 
 
-def zoo_names() -> list[str]:
-    """Names of the shipped zoo models."""
-    return sorted(p.stem for p in ZOO_DIR.glob("*.json") if (ZOO_DIR / f"{p.stem}.safetensors").is_file())
+def zoo_names(folder: str | Path | None = None) -> list[str]:
+    """Names of the zoo models in ``folder`` (a card beside its weights; default: the shipped zoo)."""
+    folder = ZOO_DIR if folder is None else Path(folder)
+    return sorted(p.stem for p in folder.glob("*.json") if (folder / f"{p.stem}.safetensors").is_file())
 
 
 def zoo_card(name: str) -> dict[str, Any]:

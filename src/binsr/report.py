@@ -1,14 +1,33 @@
-"""``binsr report``: every training run beside the published numbers, in one Markdown file.
+"""``binsr report``: the zoo models and every training run beside the published numbers, in one Markdown file.
 
-Reads ``<runs>/*/results.json`` (written by :func:`binsr.train.train`), evaluates each run's
-``best.safetensors`` on the benchmark sets with :func:`binsr.evaluation.evaluate` (MATLAB-bicubic
-LR, Y channel, border = scale; cached in ``<run>/benchmark.json`` next to the weights' size and
-mtime), counts params/OPs with :func:`binsr.models.profile` at a 320x180 LR input, and writes
+Reads three sources, any of which may be absent (a fresh clone has no runs):
 
-* ``<out>``: one table per scale (runs, then the published rows of the same methods, with the
-  difference run - published in PSNR), from ``published`` (a copy of the SRBNAS/SCALES tables);
-* ``<stem>_val_psnr[_<group>].png``: validation PSNR against step of the runs (from ``log.csv``);
-* ``<stem>_crops_x<s>[_<group>].png``: one crop, bicubic | each run | HR, per scale.
+* the zoo cards, ``<zoo>/<name>.json`` (default: the package's ``src/binsr/zoo``, written by
+  ``binsr zoo --add``): their metrics, params/OPs, steps, training time and validation curve
+  (``val_curve``) are taken as the card states them, measured with the same protocol when the
+  model was added; a zoo model is not evaluated again;
+* ``<runs>/*/results.json`` and ``<runs>/zoo/*/results.json`` (written by :func:`binsr.train.train`;
+  the zoo's training runs live in ``runs/zoo/``): each run's ``best.safetensors`` is evaluated on
+  the benchmark sets with :func:`binsr.evaluation.evaluate` (MATLAB-bicubic LR, Y channel, border =
+  scale; cached in ``<run>/benchmark.json`` next to the weights' size and mtime), params/OPs
+  counted with :func:`binsr.models.profile` at a 320x180 LR input, and its validation curve read
+  from ``log.csv``;
+* the archive ``<stem>_runs.json`` beside ``<out>`` (committed; run folders are not): the record
+  of every run reported before (numbers, curve, the date they were measured; no weights). A run
+  whose folder is not on this machine is taken from it (marked † in its table, left out of the
+  crops); a local run replaces its entry. The report rewrites it with every run it reported.
+
+A run that a card names as ``source_run`` (with the card's steps) is left out of the main tables
+(shown once, as its zoo row; a local one is not evaluated); the group sections below keep it.
+
+It writes
+
+* ``<out>``: the zoo section first, then the runs; one table per scale (models, then the published
+  rows of the same methods, with the difference model - published in PSNR), from ``published``
+  (a copy of the SRBNAS/SCALES tables);
+* ``<stem>_runs.json``: the archive (above), atomically;
+* ``<stem>_val_psnr[_<group>].png``: validation PSNR against step (``_zoo``: the cards' curves);
+* ``<stem>_crops_x<s>[_<group>].png``: one crop, bicubic | each model with weights | HR, per scale.
 
 Runs are grouped by name (:data:`GROUPS`): ``search_vs_random_*``, ``compare_estimator_*`` and
 ``compare_*`` (the same-budget configs of ``configs/compare``) get their own tables, crops and plots.
@@ -24,15 +43,17 @@ import csv
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from binsr import pretrained
 from binsr.errors import UsageError
 
-__all__ = ["collect_runs", "run_record", "write_report", "random_baseline", "search_vs_random", "PUBLISHED_NAMES"]
+__all__ = ["collect_runs", "collect_zoo", "load_archive", "run_record", "write_report", "random_baseline",
+           "search_vs_random", "PUBLISHED_NAMES"]
 
 #: (model family, recipe) -> the method name of that row in the published tables
 PUBLISHED_NAMES = {
@@ -62,7 +83,9 @@ GROUPS = (
 
 
 def _group(run: str) -> str:
-    """The file tag of a run's section (:data:`GROUPS`); ``""`` for the main table."""
+    """The file tag of a record's section: ``zoo`` for a zoo card, else :data:`GROUPS`'s (``""``: the main table)."""
+    if run.startswith(pretrained.PREFIX):
+        return "zoo"
     return next((tag for prefix, _, tag in GROUPS if run.startswith(prefix)), "")
 
 
@@ -101,28 +124,94 @@ def _benchmark(run: Path, weights: Path, datasets: list[str], data_root: str | N
 
 
 def run_record(run: str | Path, datasets: list[str], data_root: str | None = None) -> dict[str, Any] | None:
-    """A finished run's record (``results.json``, params/OPs, metrics on ``datasets``); None when
-    ``run`` holds no ``results.json`` or no weights."""
+    """A finished run's record (``results.json``, params/OPs, metrics on ``datasets`` and the date
+    they were measured, validation curve of ``log.csv``, None without a log); None when ``run``
+    holds no ``results.json`` or no weights."""
+    from binsr.train.runlog import read_val_curve
+
     run = Path(run)
     weights = _weights(run)
     if weights is None or not (run / "results.json").is_file():
         return None
     res = json.loads((run / "results.json").read_text())
     bench = _benchmark(run, weights, datasets, data_root)
-    return {"run": run.name, "dir": run, "weights": weights, "model": res["model"], "recipe": res["recipe"],
+    logged = (run / "log.csv").is_file()
+    return {"run": run.name, "weights": weights, "model": res["model"], "recipe": res["recipe"],
             "kwargs": res.get("kwargs") or {}, "scale": int(res["scale"]), "steps": res["steps"],
             "train_seconds": res["train_seconds"], "params_k": bench["params_k"], "ops_g": bench["ops_g"],
-            "metrics": bench["metrics"]}
+            "metrics": bench["metrics"],
+            "val_curve": [list(p) for p in read_val_curve(run / "log.csv")] if logged else None,
+            "val_dataset": ((res.get("config") or {}).get("val") or {}).get("dataset") if logged else None,
+            "measured": time.strftime("%Y-%m-%d", time.localtime((run / "benchmark.json").stat().st_mtime))}
 
 
-def collect_runs(runs: str | Path, datasets: list[str], data_root: str | None = None) -> list[dict[str, Any]]:
-    """One record per finished run under ``runs`` (a folder with ``results.json`` and weights)."""
-    runs = Path(runs)
-    if not runs.is_dir():
-        raise UsageError(f"runs folder {runs} does not exist (train with binsr train first, or pass --runs DIR)")
-    records = [r for f in sorted(runs.glob("*/results.json")) if (r := run_record(f.parent, datasets, data_root))]
-    if not records:
-        raise UsageError(f"no finished runs in {runs} (a run folder holds results.json and best.safetensors)")
+def collect_runs(runs: str | Path, datasets: list[str], data_root: str | None = None,
+                 exclude: Collection[tuple[str, int]] = ()) -> list[dict[str, Any]]:
+    """One record per finished run under ``runs`` (a folder ``<runs>/<name>`` or ``<runs>/<dir>/<name>``
+    with ``results.json`` and weights) whose (name, steps) is not in ``exclude`` (those are not
+    evaluated); [] when ``runs`` does not exist."""
+    found = sorted(f.parent for pattern in ("*/results.json", "zoo/*/results.json") for f in Path(runs).glob(pattern))
+    return [r for run in found if (run.name, json.loads((run / "results.json").read_text()).get("steps"))
+            not in exclude and (r := run_record(run, datasets, data_root))]
+
+
+#: the keys of a run record, with their types in the archive (a record also has ``weights``: its
+#: weights file, None for a run taken from the archive)
+_ARCHIVED = {"run": str, "model": str, "recipe": str, "kwargs": dict, "scale": int, "steps": int,
+             "train_seconds": (int, float, type(None)), "params_k": (int, float), "ops_g": (int, float),
+             "metrics": dict, "val_curve": (list, type(None)), "val_dataset": (str, type(None)), "measured": str}
+
+
+def _valid(rec: dict[str, Any]) -> bool:
+    number = (int, float)
+    return (all(isinstance(rec[k], t) for k, t in _ARCHIVED.items())
+            and all(isinstance(m, dict) and isinstance(m.get("psnr"), number)
+                    and isinstance(m.get("ssim"), (*number, type(None))) for m in rec["metrics"].values())
+            and all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, number) for x in p)
+                    for p in rec["val_curve"] or []))
+
+
+def load_archive(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The run records of the archive ``path`` (written by :func:`write_report`) by run name, with
+    ``weights`` None; {} when there is no archive. A malformed archive is a :class:`UsageError`."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        records = {}
+        for entry in json.loads(path.read_text())["runs"]:
+            rec = {k: entry.get(k) for k in _ARCHIVED}
+            if not _valid(rec):
+                raise ValueError(f"bad run entry {rec['run']!r}")
+            records[rec["run"]] = {**rec, "weights": None}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"run archive {path} is malformed ({type(exc).__name__}: {exc}); restore it from git "
+                         "or delete it (its runs are then lost from the report)") from None
+    return records
+
+
+def _write_archive(path: Path, recs: list[dict[str, Any]]) -> None:
+    from binsr.files import atomic_write
+
+    text = json.dumps({"about": "run records of `binsr report` (one per reported run; read back for runs whose "
+                                "folder is not on the machine); written by the command, do not edit",
+                       "runs": [{k: r[k] for k in _ARCHIVED} for r in recs]}, indent=1) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def collect_zoo(zoo: str | Path | None = None) -> list[dict[str, Any]]:
+    """One record per zoo card in ``zoo`` (default: the package's zoo), run ``zoo:<name>``, with the
+    card's numbers: nothing is evaluated; ``val_curve`` is None where the card has none."""
+    zoo = pretrained.ZOO_DIR if zoo is None else Path(zoo)
+    records = []
+    for name in pretrained.zoo_names(zoo):
+        card = json.loads((zoo / f"{name}.json").read_text())
+        records.append({"run": pretrained.PREFIX + name, "source_run": card.get("source_run"),
+                        "weights": zoo / f"{name}.safetensors", "model": card["model"], "recipe": card["recipe"],
+                        "kwargs": card.get("kwargs") or {}, "scale": int(card["scale"]), "steps": card["steps"],
+                        "train_seconds": card.get("train_seconds"), "params_k": card["params_k"],
+                        "ops_g": card["ops_g_320x180"], "metrics": card["metrics"],
+                        "val_curve": card.get("val_curve"), "val_dataset": card.get("val_dataset")})
     return records
 
 
@@ -160,8 +249,10 @@ def _table(title: str, scale: int, recs: list[dict], published: list[dict[str, s
                 diffs.append(f"{name}: " + ", ".join(parts))
         cells = [_cell(r["metrics"].get(d)) for d in datasets]
         minutes = f"{r['train_seconds'] / 60:.0f} min" if r["train_seconds"] else "-"
-        lines.append(f"| {r['run']} ({r['model']}) | {r['recipe']} | {r['params_k']:.1f} | {r['ops_g']:.2f} | "
-                     + " | ".join(cells) + f" | {r['steps']} | {minutes} | {'; '.join(diffs) or '-'} |")
+        mark = " †" if r["weights"] is None else ""  # taken from the archive
+        lines.append(f"| {r['run']} ({r['model']}){mark} | {r['recipe']} | {r['params_k']:.1f} | "
+                     f"{r['ops_g']:.2f} | " + " | ".join(cells)
+                     + f" | {r['steps']} | {minutes} | {'; '.join(diffs) or '-'} |")
     for name in dict.fromkeys(["Bicubic", *shown]):
         for pub in (p for p in published if p["scale"] == str(scale) and p["method"] == name):
             cells = [_cell(pub, f"{d}_psnr", f"{d}_ssim") for d in datasets]
@@ -223,21 +314,27 @@ def search_vs_random(records: list[dict[str, Any]], datasets: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _val_plot(recs: list[dict], path: Path) -> None:
+def _series(recs: list[dict]) -> list[tuple[str, Sequence[int], Sequence[float]]]:
+    """(label, steps, PSNR) of the records that have validation points."""
+    series = []
+    for r in recs:
+        if r["val_curve"]:
+            steps, psnr = zip(*r["val_curve"])
+            val_set = f", {r['val_dataset']}" if r.get("val_dataset") else ""
+            series.append((f"{r['run']} (x{r['scale']}{val_set})", steps, psnr))
+    return series
+
+
+def _val_plot(series: list[tuple[str, Sequence[int], Sequence[float]]], path: Path) -> None:
+    """Validation PSNR against step, one line per (label, steps, PSNR) series."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for r in recs:
-        log_file = r["dir"] / "log.csv"
-        if not log_file.is_file():
-            continue
-        with open(log_file, newline="") as fh:
-            pts = [(int(row["step"]), float(row["val_psnr"])) for row in csv.DictReader(fh) if row.get("val_psnr")]
-        if pts:
-            ax.plot(*zip(*pts), marker="o", ms=3, label=f"{r['run']} (x{r['scale']})")
+    for label, steps, psnr in series:
+        ax.plot(steps, psnr, marker="o", ms=3, label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("validation PSNR (dB, Y)")
     ax.grid(alpha=0.3)
@@ -248,7 +345,8 @@ def _val_plot(recs: list[dict], path: Path) -> None:
 
 
 def _crops(scale: int, recs: list[dict], path: Path, data_root: str | None, image: tuple[str, int]) -> list[str]:
-    """Crop comparison bicubic | each run | HR on one benchmark image; returns the panel labels."""
+    """Crop comparison bicubic | each model (its ``weights`` file) | HR on one benchmark image;
+    returns the panel labels."""
     import torch
 
     from binsr.data import BenchmarkSet, imresize, write_image
@@ -277,41 +375,79 @@ def _crops(scale: int, recs: list[dict], path: Path, data_root: str | None, imag
 
 def write_report(runs: str | Path = "runs", out: str | Path = "docs/results.md",
                  published: str | Path = "docs/published_results.csv", datasets: list[str] | None = None,
-                 data_root: str | None = None, crop_image: tuple[str, int] = ("Set14", 12)) -> Path:
-    """Collect, evaluate and write the report; returns the Markdown file's path."""
+                 data_root: str | None = None, crop_image: tuple[str, int] = ("Set14", 12),
+                 zoo: str | Path | None = None) -> Path:
+    """Collect the zoo cards (``zoo``, default: the package's zoo), the runs (local ones evaluated,
+    the others from the archive ``<stem>_runs.json`` beside ``out``), write the report and the
+    archive; returns the Markdown file's path."""
     datasets = datasets or ["Set5", "Set14", "B100"]
     out = Path(out)
+    archive = out.with_name(f"{out.stem}_runs.json")
     pub = _published(Path(published))
-    recs = collect_runs(runs, datasets, data_root)
+    cards = collect_zoo(zoo)
+    # a card's run (its source_run, same steps) is its zoo row in the main tables; the sections keep it
+    shipped = {(c["source_run"], c["steps"]): c["run"] for c in cards
+               if c["source_run"] and _group(c["source_run"]) == ""}
+    archived = load_archive(archive)  # a malformed archive fails before any evaluation
+    local = collect_runs(runs, datasets, data_root, exclude=shipped)
+    recs = sorted({**archived, **{r["run"]: r for r in local}}.values(), key=lambda r: r["run"])
+    if not cards and not recs:
+        raise UsageError(f"no zoo cards in {zoo or pretrained.ZOO_DIR} and no finished runs in {runs} (a run folder "
+                         "holds results.json and best.safetensors; train with binsr train, or pass --runs DIR)")
+    zoo_shown = "src/binsr/zoo" if zoo is None else str(zoo)
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = ["# Results", "",
-             f"Generated by `binsr report` on {time.strftime('%Y-%m-%d')} from `{runs}/*/results.json`; do not edit.",
+             f"Generated by `binsr report` on {time.strftime('%Y-%m-%d')} from the zoo cards (`{zoo_shown}/*.json`), "
+             f"`{runs}/*/results.json`, `{runs}/zoo/*/results.json` and the archive of earlier runs (`{archive}`); "
+             "do not edit.",
+             "Zoo rows (`zoo:<name>`) are the numbers of the model card, measured by `binsr zoo --add` with the "
+             "protocol below when the model was added; they are not evaluated again.",
              "Every number of a run is measured by `binsr.evaluation.evaluate` on its `best.safetensors`: "
              "MATLAB-bicubic LR, PSNR/SSIM on the Y channel, `scale` border pixels cropped. Params = binary/32 + FP, "
              "OPs = BOPs/64 + FLOPs at a 320x180 LR input (`binsr profile`).",
+             f"Each reported run is kept in `{archive}` (numbers, curve, date measured); a run whose folder is not "
+             "on this machine is taken from there (marked †; no crop, no weights).",
              f"Published rows (italic) come from `{published}`, a copy of the SRBNAS (Biomimetics 2024, Tables 2-5) "
              "and SCALES (Tables III, IV, VI) tables; they were trained on other data and budgets (SCALES: DIV2K), "
              "so the difference column is a gap to close, not a like-for-like comparison.",
              "Runs named `compare_*` and `search_vs_random_*` get their own sections (one data set, optimiser and "
-             "step count per section).", ""]
-    plots = []
-    for title, tag in [("", ""), *((t, g) for _, t, g in reversed(GROUPS))]:  # compare before estimators
-        group = [r for r in recs if _group(r["run"]) == tag]
-        suffix = f"_{tag}" if tag else ""
-        for scale in sorted({r["scale"] for r in group}):
-            at = [r for r in group if r["scale"] == scale]
-            lines += _table(f"### x{scale}" + (f": {title}" if title else ""), scale, at, pub, datasets)
-            crops = out.with_name(f"{out.stem}_crops_x{scale}{suffix}.png")
-            labels = _crops(scale, at, crops, data_root, crop_image)
-            lines += [f"![crops x{scale}]({crops.name})", "",
-                      f"{crop_image[0]} image {crop_image[1] + 1}, centre {_CROP}x{_CROP} HR crop, left to right: "
-                      + " | ".join(labels) + ".", ""]
-        if group:
-            plot = out.with_name(f"{out.stem}_val_psnr{suffix}.png")
-            _val_plot(group, plot)
-            plots.append((title or "zoo and other runs", plot))
-    lines += ["## Validation PSNR during training", ""]
-    for title, plot in plots:
-        lines += [f"{title[0].upper()}{title[1:]}:", "", f"![validation PSNR]({plot.name})", ""]
-    out.write_text("\n".join(lines))
+             "step count per section)."]
+    if shipped:
+        lines.append("Runs shipped as zoo models appear once in the main tables, as their zoo row: "
+                     + ", ".join(f"{run} ({steps} steps, {name})" for (run, steps), name in sorted(shipped.items()))
+                     + ".")
+    lines.append("")
+    val_lines = []
+    parts = [(f"## Zoo: shipped models ({zoo_shown}/*.json)", cards, [("zoo", "zoo models")]),
+             (f"## Training runs ({runs}/*/results.json, {runs}/zoo/*/results.json, {archive})",
+              [r for r in recs if (r["run"], r["steps"]) not in shipped],
+              [("", ""), *((tag, title) for _, title, tag in reversed(GROUPS))])]  # compare before estimators
+    for heading, part, groups in parts:
+        if part:
+            lines += [heading, ""]
+        for tag, title in groups:
+            group = [r for r in part if _group(r["run"]) == tag]
+            suffix = f"_{tag}" if tag else ""
+            for scale in sorted({r["scale"] for r in group}):
+                at = [r for r in group if r["scale"] == scale]
+                lines += _table(f"### x{scale}" + (f": {title}" if title else ""), scale, at, pub, datasets)
+                if dates := sorted({r["measured"] for r in at if r["weights"] is None}):
+                    lines += [f"† run folder not on this machine: numbers from the archive ({archive}), measured "
+                              + ", ".join(dates) + ".", ""]
+                if weighted := [r for r in at if r["weights"] is not None]:
+                    crops = out.with_name(f"{out.stem}_crops_x{scale}{suffix}.png")
+                    labels = _crops(scale, weighted, crops, data_root, crop_image)
+                    lines += [f"![crops x{scale}]({crops.name})", "",
+                              f"{crop_image[0]} image {crop_image[1] + 1}, centre {_CROP}x{_CROP} HR crop, left to "
+                              "right: " + " | ".join(labels) + ".", ""]
+            if series := _series(group):
+                plot = out.with_name(f"{out.stem}_val_psnr{suffix}.png")
+                _val_plot(series, plot)
+                caption = title or "training runs"
+                val_lines += [f"{caption[0].upper()}{caption[1:]}:", "", f"![validation PSNR]({plot.name})", ""]
+            if unrecorded := [r["run"] for r in group if r["val_curve"] is None]:
+                val_lines += [", ".join(unrecorded) + ": curve not recorded (run folder not kept).", ""]
+    out.write_text("\n".join(lines + ["## Validation PSNR during training", "", *val_lines]))
+    if recs:
+        _write_archive(archive, recs)
     return out

@@ -114,9 +114,12 @@ def test_zoo_model_body_is_bit_exact_on_the_engine(name, assert_body_exact):
     assert_body_exact(load_zoo(f"zoo:{name}").eval())
 
 
-def test_add_to_zoo_writes_card_weights_and_packed_file(tmp_path, monkeypatch, data_root):
-    """binsr zoo --add: weights copied, card with measured metrics, the packed file written; an
-    existing name is refused without --overwrite."""
+def test_add_to_zoo_writes_card_weights_and_packed_file(tmp_path, monkeypatch, data_root, capsys):
+    """binsr zoo --add: weights copied, card with measured metrics and the run's validation curve,
+    the packed file written; an existing name is refused without --overwrite. binsr zoo --curve
+    restores the curve of an older card from its own run only."""
+    import shutil
+
     from binsr import pretrained
     from binsr.models import add_to_zoo, create
     from binsr.train.checkpoint import save_weights
@@ -126,14 +129,26 @@ def test_add_to_zoo_writes_card_weights_and_packed_file(tmp_path, monkeypatch, d
     run.mkdir()
     save_weights(run / "best.safetensors", create("srresnet_lite", scale=2, recipe="e2fif", num_feat=8, num_block=1,
                                                         zero_tail=True))  # starts as bilinear
+    (run / "log.csv").write_text("step,loss,lr,it_s,val_psnr,val_ssim\n5,0.1,0.001,1.0,,\n10,,,,31.5,0.91\n"
+                                 "20,0.1,0.001,1.0,32.25,0.92\n")
+    (run / "config.yaml").write_text("val:\n  every: 10\n  dataset: Set14\n")
     monkeypatch.setattr(pretrained, "ZOO_DIR", tmp_path / "zoo")
     card = add_to_zoo(run, "tiny_x2", data_root=str(data_root), datasets=("Set5",))
     assert zoo_names() == ["tiny_x2"] and card["scale"] == 2 and card["metrics"]["Set5"]["psnr"] > 20
+    assert card["val_dataset"] == "Set14" and card["val_curve"] == [[10, 31.5], [20, 32.25]]
     assert json.loads((tmp_path / "zoo" / "tiny_x2.json").read_text()) == card
     assert packed_file("tiny_x2") == tmp_path / "zoo" / "tiny_x2.bsr"
     with pytest.raises(UsageError, match="exists"):
         add_to_zoo(run, "tiny_x2", data_root=str(data_root), datasets=("Set5",))
     assert add_to_zoo(run, "tiny_x2", data_root=str(data_root), datasets=("Set5",), overwrite=True) == card
+    old = {k: v for k, v in card.items() if k not in ("val_dataset", "val_curve")}  # a card from before curves
+    (tmp_path / "zoo" / "tiny_x2.json").write_text(json.dumps(old))
+    shutil.copytree(run, tmp_path / "other")
+    assert main(["zoo", "--curve", str(tmp_path / "other"), "--name", "tiny_x2"]) == 2  # not its source run
+    assert "is not the run of zoo:tiny_x2" in capsys.readouterr().err
+    assert main(["zoo", "--curve", str(run), "--name", "tiny_x2"]) == 0
+    assert "2 validation points on Set14" in capsys.readouterr().out
+    assert zoo_card("tiny_x2") == card
 
 
 def test_default_model_per_scale(tmp_path, monkeypatch):

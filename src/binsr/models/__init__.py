@@ -10,11 +10,11 @@ from binsr.models import srbnas  # noqa: F401  (registration; SRBNAS, binsr.nas)
 from binsr.models import swinir  # noqa: F401  (registration; SwinIR, binary Transformer recipes)
 from binsr.models._checked import build_from_file
 from binsr.models._registry import create, names, register_model
-from binsr.models._pretrained import PREFIX, add_to_zoo, load_zoo, repack_zoo, zoo_card, zoo_names
+from binsr.models._pretrained import PREFIX, add_to_zoo, load_zoo, refresh_zoo_curve, repack_zoo, zoo_card, zoo_names
 from binsr.models.complexity import LayerCost, Profile, profile
 
 __all__ = ["create", "names", "register_model", "profile", "Profile", "LayerCost", "build_for_eval", "from_weights",
-           "load_zoo", "zoo_card", "zoo_names", "add_to_zoo", "repack_zoo"]
+           "load_zoo", "zoo_card", "zoo_names", "add_to_zoo", "refresh_zoo_curve", "repack_zoo"]
 
 
 def from_weights(path):

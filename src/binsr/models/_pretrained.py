@@ -1,5 +1,6 @@
-"""The model zoo's torch side: load an entry as a module, add a trained run as an entry, and
-write the entries' packed files. The index (names, cards, paths) is :mod:`binsr.pretrained`."""
+"""The model zoo's torch side: load an entry as a module, add a trained run as an entry (or store
+its validation curve in an older card), and write the entries' packed files. The index (names,
+cards, paths) is :mod:`binsr.pretrained`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from binsr import pretrained
 from binsr.errors import BinsrError, UsageError
 from binsr.pretrained import PREFIX, zoo_card, zoo_names
 
-__all__ = ["PREFIX", "zoo_card", "zoo_names", "load_zoo", "add_to_zoo", "repack_zoo"]
+__all__ = ["PREFIX", "zoo_card", "zoo_names", "load_zoo", "add_to_zoo", "refresh_zoo_curve", "repack_zoo"]
 
 
 def load_zoo(name: str, scale: int | None = None) -> nn.Module:
@@ -29,9 +30,35 @@ def load_zoo(name: str, scale: int | None = None) -> nn.Module:
                            kwargs=card["kwargs"])
 
 
+def _results(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
+
+
+def _config(run_dir: Path, results: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's training config: ``config.yaml``, else the copy in ``results.json``."""
+    import yaml
+
+    config_file = run_dir / "config.yaml"
+    return yaml.safe_load(config_file.read_text()) if config_file.is_file() else results.get("config")
+
+
+def _curve(run_dir: Path, config: dict[str, Any] | None) -> dict[str, Any]:
+    """The card's validation keys: ``val_dataset`` (the config's ``val.dataset``) and ``val_curve``,
+    [step, PSNR] pairs from the run's ``log.csv`` (:func:`binsr.train.runlog.read_val_curve`)."""
+    from binsr.train.runlog import read_val_curve
+
+    return {"val_dataset": ((config or {}).get("val") or {}).get("dataset"),
+            "val_curve": [[step, psnr] for step, psnr in read_val_curve(run_dir / "log.csv")]}
+
+
+def _write_card(card: dict[str, Any]) -> None:
+    (pretrained.ZOO_DIR / f"{card['name']}.json").write_text(json.dumps(card, indent=2) + "\n")
+
+
 def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root: str | None = None,
                datasets: tuple[str, ...] = ("Set5", "Set14", "B100"), overwrite: bool = False) -> dict[str, Any]:
-    """Copy a run's weights into the zoo and write its card with freshly measured metrics.
+    """Copy a run's weights into the zoo and write its card with freshly measured metrics and the
+    run's validation curve (``val_dataset``, ``val_curve``: [step, PSNR] pairs of its ``log.csv``).
 
     Args:
         run_dir: a ``binsr train`` run folder (``<weights>.safetensors``, ``config.yaml``, ``results.json``).
@@ -41,8 +68,6 @@ def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root:
         datasets: benchmark sets to measure (MATLAB-bicubic LR, Y channel, border = scale).
         overwrite: replace an existing entry of that name (else :class:`UsageError`).
     """
-    import yaml
-
     from binsr.evaluation import evaluate
     from binsr.models import profile
     from binsr.train.checkpoint import read_weights
@@ -50,7 +75,7 @@ def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root:
     run_dir = Path(run_dir)
     src = run_dir / f"{weights}.safetensors"
     _, meta = read_weights(src)
-    results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
+    results = _results(run_dir)
     if name in zoo_names() and not overwrite:
         raise UsageError(f"zoo model {name!r} exists (pass --overwrite to replace it)")
     pretrained.ZOO_DIR.mkdir(exist_ok=True)
@@ -60,8 +85,7 @@ def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root:
     (pretrained.ZOO_DIR / f"{name}.json").write_text(json.dumps(card))
     model = load_zoo(name)
     prof = profile(model, (180, 320))
-    config_file = run_dir / "config.yaml"
-    config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else results.get("config")
+    config = _config(run_dir, results)
     card.update({
         "source_run": run_dir.name,
         "weights": f"{weights}.safetensors",
@@ -74,12 +98,32 @@ def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root:
         "ops_g_320x180": round(prof.ops / 1e9, 3),
         "metrics": {},
         "measured": time.strftime("%Y-%m-%d"),
+        **_curve(run_dir, config),
     })
     for ds in datasets:
         r = evaluate(model, ds, card["scale"], data_root=data_root)
         card["metrics"][ds] = {"psnr": round(r["psnr"], 3), "ssim": round(r["ssim"], 4)}
-    (pretrained.ZOO_DIR / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    _write_card(card)
     repack_zoo([name])
+    return card
+
+
+def refresh_zoo_curve(name: str, run_dir: str | Path) -> dict[str, Any]:
+    """Store ``run_dir``'s validation curve in zoo entry ``name``'s card (a card written before
+    cards kept one; ``binsr zoo --curve RUN_DIR --name NAME``); nothing else changes. The run must
+    be the card's: folder name = ``source_run``, the same steps, and its weights file the entry's,
+    byte for byte (else :class:`UsageError`). Returns the updated card."""
+    run_dir = Path(run_dir)
+    card = zoo_card(name)
+    results = _results(run_dir)
+    src, entry = run_dir / card["weights"], pretrained.ZOO_DIR / f"{card['name']}.safetensors"
+    same = (run_dir.name == card["source_run"] and results.get("steps", card["steps"]) == card["steps"]
+            and src.is_file() and src.read_bytes() == entry.read_bytes())
+    if not same:
+        raise UsageError(f"{run_dir} is not the run of zoo:{card['name']} (source_run {card['source_run']}, "
+                         f"{card['steps']} steps, {card['weights']} equal to the entry's weights)")
+    card.update(_curve(run_dir, _config(run_dir, results)))
+    _write_card(card)
     return card
 
 

@@ -9,9 +9,18 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-__all__ = ["RunLog", "CSV_FIELDS"]
+__all__ = ["RunLog", "CSV_FIELDS", "read_val_curve"]
 
 CSV_FIELDS = ("step", "loss", "lr", "it_s", "val_psnr", "val_ssim")
+
+
+def read_val_curve(log_file: str | Path) -> list[tuple[int, float]]:
+    """(step, validation PSNR) of every validated row of a run's ``log.csv``; [] when there is no log."""
+    log_file = Path(log_file)
+    if not log_file.is_file():
+        return []
+    with open(log_file, newline="") as fh:
+        return [(int(row["step"]), float(row["val_psnr"])) for row in csv.DictReader(fh) if row.get("val_psnr")]
 
 
 class RunLog:
