@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from binsr.deploy import BinaryConv, pack_bits, pack_weights
 from binsr.deploy.engine import aligned_empty, kernel
 
-LAYERS = {"3x3": (3, 1, 1), "5x5": (5, 1, 1), "7x7": (7, 1, 1), "3x3d2": (3, 2, 1), "3x3g4": (3, 1, 4)}
+LAYERS = {"3x3": (3, 1, 1), "5x5": (5, 1, 1), "7x7": (7, 1, 1), "3x3d2": (3, 2, 1), "3x3g4": (3, 1, 4), "3x3g2": (3, 1, 2),
+          "3x3d2g2": (3, 2, 2), "5x5g2": (5, 1, 2), "5x5d2g2": (5, 2, 2), "7x7g2": (7, 1, 2)}
 
 
 def main() -> None:

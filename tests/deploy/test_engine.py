@@ -154,9 +154,10 @@ def test_avx512_refused_without_vpopcntdq() -> None:
 
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 7), st.integers(1, 3), st.sampled_from([2, 3, 4, 5]), st.sampled_from([16, 32]),
-       st.sampled_from([16, 32]), st.integers(0, 2**31 - 1))
+       st.sampled_from([5, 12, 16, 32]), st.integers(0, 2**31 - 1))
 def test_grouped_16_32_channel_layers(k: int, dilation: int, groups: int, cpi: int, cpo: int, seed: int) -> None:
-    """Groups of 16 / 32 input channels (segment modes) with 16 | outputs per group."""
+    """Groups of 16 / 32 input channels (segment modes), outputs per group a multiple of 8 or not
+    (the kernels' partial blocks)."""
     rng = np.random.default_rng(seed)
     span = dilation * (k - 1)
     x = _signs(rng, (1, span + 3, span + 21, groups * cpi))

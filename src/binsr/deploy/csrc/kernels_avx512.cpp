@@ -114,21 +114,33 @@ __attribute__((always_inline)) static inline void block_seg(
   const int K = L.cpg_in * L.taps;
   const int nc = std::min(NQ * 8, L.cpg_out - vb * 8), ng = std::min(m, L.groups - word * m);
   const __m512i kv = _mm512_set1_epi32(K);
+  // A register holds lane (SEG == 32) 2v + r or (SEG == 16) 4v + r: virtual channel v of segment
+  // r, segment r being group word * m + r. Permutes put each segment's 8 channels in one half
+  // (SEG == 16: the two halves widened to 32-bit first), stored at that group's dots.
+  const __m512i lo2 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  const __m512i lo4 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
+  const __m512i hi4 = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
   for (int p = 0; p < P; ++p) {
-    alignas(64) int32_t d[NQ * 32];  // [virtual channel][segment]: K - 2 * popcount
-    for (int q = 0; q < NQ; ++q) {
+    int32_t* out = dots + (size_t)p * C + (size_t)word * m * L.cpg_out + vb * 8;
+    for (int q = 0; q < NQ && q * 8 < nc; ++q) {
+      const int n = std::min(8, nc - q * 8);
+      __m512i seg[2];  // segments (r, r + 1) in its (low, high) half, r = 0 then (SEG == 16) 2
       if (SEG == 16) {
-        const __m512i lo = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(acc[p][q]));
-        const __m512i hi = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(acc[p][q], 1));
-        _mm512_store_si512((void*)(d + q * 32), _mm512_sub_epi32(kv, _mm512_slli_epi32(lo, 1)));
-        _mm512_store_si512((void*)(d + q * 32 + 16), _mm512_sub_epi32(kv, _mm512_slli_epi32(hi, 1)));
+        const __m512i a = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(acc[p][q]));
+        const __m512i b = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(acc[p][q], 1));
+        seg[0] = _mm512_permutex2var_epi32(a, lo4, b);
+        seg[1] = _mm512_permutex2var_epi32(a, hi4, b);
       } else {
-        _mm512_store_si512((void*)(d + q * 16), _mm512_sub_epi32(kv, _mm512_slli_epi32(acc[p][q], 1)));
+        seg[0] = _mm512_permutexvar_epi32(lo2, acc[p][q]);
+      }
+      for (int r = 0; r < ng; ++r) {
+        const __m512i dv = _mm512_sub_epi32(kv, _mm512_slli_epi32(seg[r / 2], 1));
+        const __m256i half = r % 2 ? _mm512_extracti64x4_epi64(dv, 1) : _mm512_castsi512_si256(dv);
+        int32_t* dst = out + (size_t)r * L.cpg_out + q * 8;
+        if (n == 8) _mm256_storeu_si256((__m256i*)dst, half);
+        else _mm512_mask_storeu_epi32(dst, (__mmask16)((1u << n) - 1), _mm512_zextsi256_si512(half));
       }
     }
-    int32_t* out = dots + (size_t)p * C + (size_t)word * m * L.cpg_out + vb * 8;
-    for (int r = 0; r < ng; ++r)
-      for (int c = 0; c < nc; ++c) out[(size_t)r * L.cpg_out + c] = d[c * m + r];
   }
 }
 
