@@ -147,22 +147,33 @@ __attribute__((always_inline)) static inline void block_seg(
   const int K = L.cpg_in * L.taps, m = 64 / L.seg;
   const int nc = std::min(NQ * 8, L.cpg_out - vb * 8), ng = std::min(m, L.groups - word * m);
   const __m256i kv = _mm256_set1_epi32(K);
+  // Register q holds virtual channels 4q..4q+3: lane 2v + r (32-bit segments) or 4v + r (16-bit,
+  // widened in two halves), segment r being group word * m + r. Permutes put each segment's 4
+  // channels in one 128-bit half, stored at that group's dots.
+  const __m256i pair = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7), quad = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   for (int p = 0; p < P; ++p) {
-    alignas(32) int32_t d[NY * 16];  // [virtual channel][segment]: K - 2 * popcount
-    for (int q = 0; q < NY; ++q) {
-      if (L.seg == 16) {
-        const __m256i lo = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(sum[p][q]));
-        const __m256i hi = _mm256_cvtepu16_epi32(_mm256_extracti128_si256(sum[p][q], 1));
-        _mm256_store_si256((__m256i*)(d + q * 16), _mm256_sub_epi32(kv, _mm256_slli_epi32(lo, 1)));
-        _mm256_store_si256((__m256i*)(d + q * 16 + 8), _mm256_sub_epi32(kv, _mm256_slli_epi32(hi, 1)));
+    int32_t* out = dots + (size_t)p * C + (size_t)word * m * L.cpg_out + vb * 8;
+    for (int q = 0; q < NY && q * 4 < nc; ++q) {
+      const int n = std::min(4, nc - q * 4);
+      __m256i seg[2];  // segments (r, r + 1) in its (low, high) half, r = 0 then (16-bit) 2
+      if (L.seg == 16) {  // [r0v0 r0v1 r1v0 r1v1 r2v0 ...] of channels 0-1 and of 2-3, then joined
+        const __m256i a = _mm256_permutevar8x32_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(sum[p][q])), quad);
+        const __m256i b = _mm256_permutevar8x32_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(sum[p][q], 1)),
+                                                      quad);
+        const __m256i even = _mm256_unpacklo_epi64(a, b), odd = _mm256_unpackhi_epi64(a, b);  // (r0, r2), (r1, r3)
+        seg[0] = _mm256_permute2x128_si256(even, odd, 0x20);
+        seg[1] = _mm256_permute2x128_si256(even, odd, 0x31);
       } else {  // 32-bit segments: add the two 16-bit halves
-        const __m256i pc = _mm256_madd_epi16(sum[p][q], _mm256_set1_epi16(1));
-        _mm256_store_si256((__m256i*)(d + q * 8), _mm256_sub_epi32(kv, _mm256_slli_epi32(pc, 1)));
+        seg[0] = _mm256_permutevar8x32_epi32(_mm256_madd_epi16(sum[p][q], _mm256_set1_epi16(1)), pair);
+      }
+      for (int r = 0; r < ng; ++r) {
+        const __m256i dv = _mm256_sub_epi32(kv, _mm256_slli_epi32(seg[r / 2], 1));
+        const __m128i half = r % 2 ? _mm256_extracti128_si256(dv, 1) : _mm256_castsi256_si128(dv);
+        int32_t* dst = out + (size_t)r * L.cpg_out + q * 4;
+        if (n == 4) _mm_storeu_si128((__m128i*)dst, half);
+        else _mm_maskstore_epi32(dst, _mm_cmpgt_epi32(_mm_set1_epi32(n), _mm_setr_epi32(0, 1, 2, 3)), half);
       }
     }
-    int32_t* out = dots + (size_t)p * C + (size_t)word * m * L.cpg_out + vb * 8;
-    for (int r = 0; r < ng; ++r)
-      for (int c = 0; c < nc; ++c) out[(size_t)r * L.cpg_out + c] = d[c * m + r];
   }
 }
 
