@@ -9,9 +9,14 @@ and runs :func:`binsr.cli.upscale.upscale_file`, the serial run's own code: the 
 same failure lines, the same no-replacing rule and atomic writes. Inputs and the output folder
 must therefore be on a file system every node sees, at the same path.
 
-Two files are in flight per actor: one is upscaled while the other is encoded and written
-(libdeflate, zlib and Pillow release the GIL), as in the serial run. Files are handed out largest
-first (:func:`largest_first`), so the run does not end on one worker's large image. A killed actor
+A worker of several threads has two files in flight: one is upscaled while the other is encoded
+and written (libdeflate, zlib and Pillow release the GIL) on its other reserved CPUs, as in the
+serial run. A worker of one thread has one: it holds no CPU for a second thread, and on two
+cores two such workers took 7.47-7.52 s for 24 Set14 HR images with one in flight against
+7.82-8.19 s with two (``benchmarks/upscale_ray.py``, AMD EPYC Zen 4). Each worker loads the model
+before it reports ready, so the images' time counts images only, as in the serial run. Files are
+handed out largest first (:func:`largest_first`), so the run does not end on one worker's large
+image. A killed actor
 is restarted and its files are run again (``max_restarts`` / ``max_task_retries``); its temporary
 file is removed by the next write of that name (:func:`binsr.files.remove_stale_temps`), so no
 partial output is left. An output found when a file starts (those that existed before the run are
@@ -47,8 +52,12 @@ __all__ = ["LOCAL", "upscale_on_ray", "packed_bytes", "largest_first"]
 LOCAL = "local"
 #: restarts of a killed worker, and runs of a file whose worker was killed
 RETRIES = 3
-#: files in flight per worker: one upscaled while the previous one is written
-IN_FLIGHT = 2
+
+
+def in_flight(threads: int) -> int:
+    """Files in flight per worker: two (one upscaled while the previous one is written) when the
+    worker holds CPUs for the writer too, else one."""
+    return 2 if threads > 1 else 1
 
 
 def _import_ray() -> Any:
@@ -78,8 +87,8 @@ def packed_bytes(up: Upscaler, model: Any) -> bytes:
 
 
 class UpscaleWorker:
-    """A Ray actor: the model loaded by its first file, then :meth:`run` per file (two at a time,
-    one upscaling)."""
+    """A Ray actor: the model loaded by :meth:`ready` (again by a restarted worker's first file),
+    then :meth:`run` per file (:func:`in_flight` at a time, one upscaling)."""
 
     def __init__(self, name: str, threads: int, opts: FileOptions, debug: bool) -> None:
         self.name, self.threads, self.opts, self.debug = name, threads, opts, debug
@@ -97,19 +106,20 @@ class UpscaleWorker:
             self.up = load_upscaler(path, None, "engine", self.threads)  # the engine reads it into memory
         self.up.name = self.name
 
-    def node(self) -> str:
-        """The Ray node this worker runs on (answered once it is ready)."""
+    def ready(self, packed: list) -> str:
+        """Load the model; the Ray node this worker runs on."""
         import ray
 
+        with self.engine:
+            if self.up is None:
+                self._load(packed)
         return ray.get_runtime_context().get_node_id()
 
     def run(self, packed: list, src: str, target: str) -> tuple[str | None, list[str], str | None]:
         """Upscale ``src`` to ``target``: (failure line or None, notes, traceback text with --debug)."""
         source, out = Path(src), Path(target)
         try:
-            with self.engine:
-                if self.up is None:
-                    self._load(packed)
+            self.ready(packed)  # a restarted worker loads the model again
             if self._published_before(source, out):
                 return None, [], None
             with self.engine:
@@ -180,22 +190,24 @@ def _connect(ray: Any, address: str, workers: int | None, threads: int) -> tuple
     return workers, started
 
 
-def _start_workers(ray: Any, args: argparse.Namespace, up: Upscaler, n_files: int, threads: int,
-                   opts: FileOptions) -> tuple[list[Any], bool, float, int]:
-    """Start or join Ray and wait for the workers (at most one per file): (actors, whether Ray was
-    started here, seconds until they were ready, the number of nodes they run on)."""
+def _start_workers(ray: Any, args: argparse.Namespace, up: Upscaler, packed: bytes, n_files: int, threads: int,
+                   opts: FileOptions) -> tuple[list[Any], Any, bool, float, int]:
+    """Start or join Ray, put the packed model in its object store and wait for the workers (at
+    most one per file) to load it: (actors, the model's reference, whether Ray was started here,
+    seconds until they were ready, the number of nodes they run on)."""
     clock = time.perf_counter()
     workers, started = _connect(ray, args.ray, args.workers, threads)
     actor = ray.remote(num_cpus=threads, max_restarts=RETRIES, max_task_retries=RETRIES,
-                       max_concurrency=IN_FLIGHT)(UpscaleWorker)
+                       max_concurrency=in_flight(threads))(UpscaleWorker)
     debug = getattr(args, "debug", False)
     actors = [actor.remote(up.name, threads, opts, debug) for _ in range(min(workers, n_files))]
     try:
-        nodes = ray.get([worker.node.remote() for worker in actors])
+        model = ray.put(packed)
+        nodes = ray.get([worker.ready.remote([model]) for worker in actors])
     except BaseException:
         _stop(ray, actors, started)
         raise
-    return actors, started, time.perf_counter() - clock, len(set(nodes))
+    return actors, model, started, time.perf_counter() - clock, len(set(nodes))
 
 
 def _stop(ray: Any, actors: list[Any], started: bool, unfinished: Iterable[Path] = ()) -> None:
@@ -227,11 +239,11 @@ def upscale_on_ray(args: argparse.Namespace, up: Upscaler, jobs: list[tuple[Path
         except BinsrError as exc:
             todo.remove((src, target))
             refused.append((src, failure_line(src, exc)))
-    actors, started, ready, nodes = _start_workers(ray, args, up, len(todo), threads, opts) if todo else ([], False, 0.0, 0)
+    actors, model, started, ready, nodes = (_start_workers(ray, args, up, packed, len(todo), threads, opts) if todo
+                                            else ([], None, False, 0.0, 0))
     tally = Tally(len(jobs), args.quiet, missing)  # images/s of the workers, after Ray's start-up
     for _, line in refused:
         tally.failed(line)
-    model = ray.put(packed) if actors else None
     queue = iter(largest_first(todo))
     pending: dict[Any, tuple[Any, Path, Path]] = {}
 
@@ -242,7 +254,7 @@ def upscale_on_ray(args: argparse.Namespace, up: Upscaler, jobs: list[tuple[Path
 
     try:
         for worker in actors:
-            for _ in range(IN_FLIGHT):
+            for _ in range(in_flight(threads)):
                 feed(worker)
         while pending:
             [ref], _ = ray.wait(list(pending), num_returns=1)
