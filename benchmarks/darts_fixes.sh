@@ -38,13 +38,7 @@ for name in warmup reg cells shrink skips; do
       run search --config "configs/search/srbnas_x${scale}.yaml" --out "$search" --threads 1 ${FIXES[$name]}
     fi
   fi
-  if [ ! -f "runs/$train/results.json" ]; then
-    if [ -f "runs/$train/last.pt" ]; then
-      run train --resume --out "runs/$train"
-    else
-      run train --config "configs/compare/search_vs_random_x${scale}.yaml" --set "name=$train" \
-        --set "model.kwargs.genotype=$search/genotype.json"
-    fi
-  fi
+  run train --config "configs/compare/search_vs_random_x${scale}.yaml" --set "name=$train" \
+    --set "model.kwargs.genotype=$search/genotype.json" --auto-resume
   echo "$name done $(date)"
 done

@@ -1,7 +1,8 @@
 """Searched cell against random cells of its size, as NAS reviewers ask (src/binsr/nas/README.md).
 
 ``commands CONFIG``: the ``binsr train`` commands of one comparison, one run per line, for a queue
-that runs them one after the other on one core. Every run is CONFIG (an SRBNAS config of
+that runs them one after the other on one core (``--auto-resume``: rerunning the queue continues
+an interrupted run and skips finished ones). Every run is CONFIG (an SRBNAS config of
 ``configs/compare/search_vs_random_*.yaml``: data, seed and steps shared by all rows) with
 ``--set`` overrides: the searched cell (CONFIG as it is), ``--cells`` random cells
 ``random_sized:K:<CONFIG's genotype>`` (K = 1..cells: the same node count, groups and conv
@@ -71,7 +72,8 @@ def commands(config: str, overrides: list[str], cells: int = 5, prefix: str = PR
              f"{e2fif['num_block']} blocks x {e2fif['num_feat']}: {e2fif_params / 1e3:.1f}K "
              f"({e2fif_params / params - 1:+.1%}); {cfg.train.steps} steps per run"]
     for row, sets in rows.items():
-        args = ["--config", config, *(a for s in [*overrides, f"name={cfg.name}_{row}", *sets] for a in ("--set", s))]
+        args = ["--config", config, *(a for s in [*overrides, f"name={cfg.name}_{row}", *sets] for a in ("--set", s)),
+                "--auto-resume"]
         lines.append(f"{prefix} {shlex.join(args)}")
     runs = " ".join(f"{cfg.log.root}/{cfg.name}_{row}" for row in rows)
     return lines + [f"# then: .venv/bin/python benchmarks/search_vs_random.py table {runs}"]

@@ -44,6 +44,25 @@ def test_train_resume_and_load_for_eval(data_root, tmp_path, capsys):
         build_for_eval("srresnet_small", 2, "e2fif", weights=str(out / "best.safetensors"))
 
 
+def test_auto_resume_starts_continues_and_skips(data_root, tmp_path, capsys):
+    """--auto-resume: a fresh folder starts, a stopped run continues (exactly where --resume would),
+    a finished run is left untouched; --resume and --auto-resume together are a usage error."""
+    config, out = tmp_path / "c.yaml", tmp_path / "run"
+    config.write_text(CONFIG)
+    argv = ["train", "--config", str(config), "--out", str(out), "--data-root", str(data_root), "--device", "cpu",
+            "--auto-resume"]
+    assert main(argv + ["--stop-after", "1e-9"]) == 0  # checkpoints at once and stops
+    assert "stopped at step" in capsys.readouterr().out and not (out / "results.json").exists()
+    assert main(argv) == 0
+    assert "cli_small: 3 steps" in capsys.readouterr().out
+    finished = (out / "results.json").read_bytes()
+    assert main(argv) == 0
+    assert "finished (3 steps)" in capsys.readouterr().out and (out / "results.json").read_bytes() == finished
+    with pytest.raises(SystemExit) as exc:
+        main(argv + ["--resume"])
+    assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--set", "train.lrr=1"], "unknown config key 'train.lrr'; valid keys in section 'train': steps, lr,"),
     (["--set", "model.name=nope"], "unknown model 'nope'; valid models: "),

@@ -6,12 +6,14 @@ Examples::
     binsr train --config configs/train/srresnet_fp_x4.yaml --set train.lr=1e-4 --set data.batch_size=32
     binsr train --resume --out runs/srresnet_e2fif_x4_small     # continue where the run stopped
     binsr train --resume --out runs/... --stop-after 9000        # checkpoint and stop after 2.5 h
+    binsr train --config configs/zoo/srbnas_x3.yaml --auto-resume  # start, continue or skip: for queues
     torchrun --standalone --nproc_per_node 2 -m binsr train --config ...   # see binsr.train.distributed
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from binsr.errors import UsageError
@@ -25,7 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.lr=1e-4 (repeatable)")
     p.add_argument("--out", help="run folder (default: <log.root>/<name>, i.e. runs/<name>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in the run folder from last.pt")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--resume", action="store_true", help="continue the run in the run folder from last.pt")
+    how.add_argument("--auto-resume", action="store_true",
+                     help="continue the run folder's run if it holds one (last.pt), else start it; a finished "
+                          "run (results.json at the config's steps) is left as it is (BasicSR's --auto_resume)")
     p.add_argument("--data-root", help="data folder (default: $BINSR_DATA, then ../shared/data)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto: CUDA when available (default)")
@@ -46,7 +52,15 @@ def run(args: argparse.Namespace) -> int:
     if args.stop_after is not None and not args.stop_after > 0:
         raise UsageError(f"--stop-after must be > 0 seconds, got {args.stop_after}")
     cfg = load_config(config, args.overrides)
-    result = train(cfg, args.out, resume=args.resume, device=args.device, data_root=args.data_root,
+    resume = args.resume
+    if args.auto_resume:
+        out = Path(args.out) if args.out else Path(cfg.log.root) / cfg.name
+        done = out / "results.json"
+        if done.is_file() and json.loads(done.read_text()).get("steps") == cfg.train.steps:
+            print(f"{cfg.name}: finished ({cfg.train.steps} steps) in {out}; nothing to do")
+            return 0
+        resume = (out / "last.pt").is_file()
+    result = train(cfg, args.out, resume=resume, device=args.device, data_root=args.data_root,
                    stop_after=args.stop_after)
     if result.get("stopped"):
         print(f"{result['name']}: stopped at step {result['steps']} of {cfg.train.steps} after "
