@@ -16,10 +16,9 @@ cores two such workers took 7.47-7.52 s for 24 Set14 HR images with one in fligh
 7.82-8.19 s with two (``benchmarks/upscale_ray.py``, AMD EPYC Zen 4). Each worker loads the model
 before it reports ready, so the images' time counts images only, as in the serial run. Files are
 handed out largest first (:func:`largest_first`), so the run does not end on one worker's large
-image. A killed actor
-is restarted and its files are run again (``max_restarts`` / ``max_task_retries``); its temporary
-file is removed by the next write of that name (:func:`binsr.files.remove_stale_temps`), so no
-partial output is left. An output found when a file starts (those that existed before the run are
+image. A killed actor is restarted and its files are run again (``max_restarts`` /
+``max_task_retries``); its temporary file is removed by the next write of that name
+(:func:`binsr.files.remove_stale_temps`), so no partial output is left. An output found when a file starts (those that existed before the run are
 refused by the driver) was published by a killed attempt just before it died, or made by another
 writer meanwhile: it is taken as this file's output only when a fresh upscale gives the same bytes,
 refused otherwise.
@@ -110,16 +109,20 @@ class UpscaleWorker:
         """Load the model; the Ray node this worker runs on."""
         import ray
 
+        self._loaded(packed)
+        return ray.get_runtime_context().get_node_id()
+
+    def _loaded(self, packed: list) -> None:
+        """Load the model unless it is (a restarted worker's first file loads it again)."""
         with self.engine:
             if self.up is None:
                 self._load(packed)
-        return ray.get_runtime_context().get_node_id()
 
     def run(self, packed: list, src: str, target: str) -> tuple[str | None, list[str], str | None]:
         """Upscale ``src`` to ``target``: (failure line or None, notes, traceback text with --debug)."""
         source, out = Path(src), Path(target)
         try:
-            self.ready(packed)  # a restarted worker loads the model again
+            self._loaded(packed)
             if self._published_before(source, out):
                 return None, [], None
             with self.engine:
