@@ -8,7 +8,7 @@ from binsr.errors import UsageError
 from binsr.train.config import apply_overrides, config_diff, config_from_dict, load_config
 
 _ROOT = Path(__file__).resolve().parents[2] / "configs"
-CONFIGS = sorted(p for folder in ("train", "zoo", "ab", "compare") for p in (_ROOT / folder).glob("*.yaml"))
+CONFIGS = sorted(p for folder in ("train", "zoo", "ab", "compare", "teacher") for p in (_ROOT / folder).glob("*.yaml"))
 
 
 def test_trainer_configs_are_shipped():

@@ -64,6 +64,17 @@ class SchedulerConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Output distillation from a trained teacher (issue 23's lever): the loss gains
+    ``weight * L1(student(lr), teacher(lr))`` (Hinton et al. 2015's soft targets, read for SR as an
+    L1 pull toward the teacher's image). ``teacher``: a binsr weights file or ``zoo:<name>`` of the
+    same scale; ``None`` = off."""
+
+    teacher: str | None = None
+    weight: float = 1.0
+
+
+@dataclass
 class TrainSection:
     steps: int = 100_000
     lr: float = 2e-4
@@ -77,6 +88,7 @@ class TrainSection:
     deterministic: bool = True  # deterministic kernels (needed for exact resume on GPU)
     precision: str = "auto"  # auto | bf16 | fp32: the binary convs' operand dtype (binsr.train.precision)
     compile: bool = False  # torch.compile the training step's forward (binsr.train.precision; ~1 min to compile)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 @dataclass
@@ -127,6 +139,7 @@ def _check(cfg: TrainConfig) -> None:
         if value <= 0:
             raise UsageError(f"config key {key!r} must be > 0, got {value}")
     nonneg = {"train.warmup": t.warmup, "train.grad_clip": t.grad_clip, "val.every": cfg.val.every,
+              "train.distill.weight": t.distill.weight,
               "data.num_workers": d.num_workers, "train.optimizer.weight_decay": t.optimizer.weight_decay}
     for key, value in nonneg.items():
         if value < 0:

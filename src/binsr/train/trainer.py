@@ -1,4 +1,4 @@
-"""The training loop: L1 loss, Adam, warm-up + schedule, clipping, EMA, validation, checkpoints, resume.
+"""The training loop: L1 loss (+ distillation), Adam, warm-up + schedule, clipping, EMA, validation, checkpoints, resume.
 
 Run folder (``runs/<name>`` or ``--out``)::
 
@@ -66,6 +66,23 @@ def _build_model(cfg: TrainConfig) -> nn.Module:
         raise UsageError(f"model.kwargs do not fit {cfg.model.name!r}: {exc}") from None
 
 
+def _build_teacher(cfg: TrainConfig) -> nn.Module | None:
+    """``train.distill.teacher`` in eval mode: ``zoo:<name>`` or a binsr weights file of ``cfg.scale``."""
+    from binsr.models import build_for_eval, from_weights
+
+    source = cfg.train.distill.teacher
+    if source is None:
+        return None
+    if source.startswith("zoo:"):
+        return build_for_eval(source, cfg.scale)
+    if not Path(source).is_file():
+        raise UsageError(f"train.distill.teacher: no such weights file {source!r}")
+    teacher = from_weights(source)
+    if teacher.signature["scale"] != cfg.scale:
+        raise UsageError(f"train.distill.teacher {source!r} is an x{teacher.signature['scale']} model, not x{cfg.scale}")
+    return teacher
+
+
 def _build_dataset(cfg: TrainConfig, data_root: str | None) -> Dataset:
     from binsr.data import TrainPatches
     from binsr.data.paths import data_root as find_data_root
@@ -91,7 +108,7 @@ def _default_evaluator(cfg: TrainConfig, data_root: str | None) -> Evaluator:
 class _Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path, env: distributed.DistEnv, resume: bool,
                  model: nn.Module | None, dataset: Dataset | None, evaluate: Evaluator | None,
-                 data_root: str | None) -> None:
+                 data_root: str | None, teacher: nn.Module | None = None) -> None:
         from binsr.nn import set_progress
 
         self.cfg, self.run_dir, self.env, self.set_progress = cfg, run_dir, env, set_progress
@@ -118,6 +135,11 @@ class _Trainer:
                      ", compiled" if t.compile else "", torch.get_num_threads(),
                      cpu_name() if env.device.type == "cpu" else env.device)
         self.ema = ModelEMA(self.module, t.ema) if t.ema > 0 else None
+        self.teacher = teacher if teacher is not None else _build_teacher(cfg)
+        if self.teacher is not None:  # frozen, eval mode, the student's binary dtype
+            self.teacher = prepare_model(self.teacher.to(env.device).eval().requires_grad_(False), self.precision)
+            if t.compile:
+                self.teacher = torch.compile(self.teacher)
         self.optimizer = build_optimizer([p for p in self.module.parameters() if p.requires_grad], t)
         self.scheduler = build_scheduler(self.optimizer, t)
         self.step, self.train_seconds, self.best = 0, 0.0, {"psnr": -math.inf}
@@ -196,7 +218,12 @@ class _Trainer:
         torch.manual_seed(mix_seed(cfg.seed, self.step, env.rank, 3))
         lr_img, hr_img = (x.to(env.device, non_blocking=True) for x in batch)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = F.l1_loss(self.net(lr_img), hr_img)
+        sr = self.net(lr_img)
+        loss = F.l1_loss(sr, hr_img)
+        if self.teacher is not None:  # train.distill: + weight * L1 to the teacher's image
+            with torch.no_grad():
+                target = self.teacher(lr_img)
+            loss = loss + cfg.train.distill.weight * F.l1_loss(sr, target)
         loss.backward()  # on every rank even if NaN, so that DDP's gradient all-reduce stays in step
         mean = loss.detach().clone()
         if env.enabled:
@@ -309,7 +336,8 @@ class _Trainer:
 
 def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool = False, device: str = "auto",
           data_root: str | None = None, model: nn.Module | None = None, dataset: Dataset | None = None,
-          evaluate: Evaluator | None = None, stop_after: float | None = None) -> dict[str, Any]:
+          evaluate: Evaluator | None = None, stop_after: float | None = None,
+          teacher: nn.Module | None = None) -> dict[str, Any]:
     """Train ``cfg`` into ``run_dir`` (default ``<log.root>/<name>``); returns ``results.json`` (rank 0),
     or ``{"name", "steps", "stopped": True, "run_dir"}`` when ``stop_after`` cut the run short.
 
@@ -326,6 +354,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
             ``binsr.evaluation.evaluate``.
         stop_after: seconds after which the run checkpoints and returns (``--resume`` continues
             it exactly: a checkpoint is a checkpoint, whenever it is written).
+        teacher: the distillation teacher instead of ``train.distill.teacher``'s model (used only
+            when ``train.distill.teacher`` is set or this is given).
     """
     run_dir = Path(run_dir) if run_dir is not None else Path(cfg.log.root) / cfg.name
     flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
@@ -336,7 +366,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
         torch.backends.cudnn.benchmark = False
     env = distributed.setup(device)
     try:
-        return _Trainer(cfg, run_dir, env, resume, model, dataset, evaluate, data_root).run(stop_after)
+        return _Trainer(cfg, run_dir, env, resume, model, dataset, evaluate, data_root, teacher).run(stop_after)
     finally:
         distributed.teardown(env)
         torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
