@@ -43,13 +43,13 @@ class BuildEngine(build_ext):
             self.compiler._compile = compile_one
 
 
-SOURCES = ["engine.cpp", "conv.cpp", "kernels_portable.cpp", "kernels_avx2.cpp", "kernels_avx512.cpp",
+SOURCES = ["engine.cpp", "conv.cpp", "chain.cpp", "kernels_portable.cpp", "kernels_avx2.cpp", "kernels_avx512.cpp",
            "kernels_amx.cpp", "kernels_neon.cpp"]
 engine = Pybind11Extension(
     "binsr.deploy._engine",
     [f"{CSRC}/{s}" for s in SOURCES],
     include_dirs=[CSRC],
-    depends=[f"{CSRC}/engine.h", f"{CSRC}/rows.inc"],
+    depends=[f"{CSRC}/engine.h", f"{CSRC}/rows.inc", f"{CSRC}/epilogue.inc"],
     cxx_std=17,
     extra_compile_args=["-O3", "-fno-math-errno", "-fno-trapping-math"],  # lets the FP helper loops vectorise
     extra_link_args=["-pthread"],

@@ -103,11 +103,11 @@ void parallel_range(size_t n, int threads, size_t grain, const std::function<voi
   for (auto& th : pool) th.join();
 }
 
-void* scratch(int slot, size_t bytes) {
+void* scratch(int slot, size_t bytes, bool zero) {
   thread_local std::vector<uint8_t, Aligned64<uint8_t>> buf[4];
   auto& b = buf[slot];
   if (b.size() < bytes) b.resize(bytes);
-  std::memset(b.data(), 0, bytes);
+  if (zero) std::memset(b.data(), 0, bytes);
   return b.data();
 }
 

@@ -95,9 +95,39 @@ static T* output(const std::optional<py::array>& given, std::vector<py::ssize_t>
   return (T*)a.mutable_data();
 }
 
-static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | py::array::forcecast> x,
-                     const std::string& path, int threads, const OptF& scale, const OptF& bias, const OptF& gate_bias,
-                     const OptF& pix,
+using UArr = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>;
+
+// The fused epilogue's parameters of a conv over npix output pixels (N images), checked; the
+// output and residual pointers are left to the caller.
+static Epilogue make_epilogue(const Layer& L, size_t npix, const OptF& scale, const OptF& bias, const OptF& gate_bias,
+                              const OptF& pix, const OptF& act_shift, const OptF& act_slope, const OptF& act_bias,
+                              bool act_first, size_t nres, const OptF& thr, float div, float post_scale,
+                              int post_after) {
+  const size_t C = L.cout;
+  const bool act = act_shift || act_slope || act_bias;
+  if (act && !(act_shift && act_slope && act_bias)) throw std::invalid_argument("activation needs shift, slope, bias");
+  Epilogue e0;
+  e0.scale = vec_ptr(scale, C, "scale");
+  e0.bias = vec_ptr(bias, C, "bias");
+  e0.gate_bias = vec_ptr(gate_bias, C, "gate_bias");
+  e0.act_shift = vec_ptr(act_shift, C, "act_shift");
+  e0.act_slope = vec_ptr(act_slope, C, "act_slope");
+  e0.act_bias = vec_ptr(act_bias, C, "act_bias");
+  e0.thr = vec_ptr(thr, C, "thr");
+  e0.pix = vec_ptr(pix, npix, "pix");
+  if (e0.gate_bias && !e0.pix) throw std::invalid_argument("gate_bias needs pix (the gate it is multiplied by)");
+  e0.act_first = act_first;
+  if (nres > 3) throw std::invalid_argument("at most 3 residuals");
+  if (post_after < 0 || post_after > (int)nres) throw std::invalid_argument("post_after must be in 0..len(res)");
+  e0.div = div;
+  e0.post_scale = post_scale;
+  e0.post_after = post_after;
+  e0.pwd = (L.cout + 63) / 64;
+  return e0;
+}
+
+static py::tuple run(const Layer& L, UArr x, const std::string& path, int threads, const OptF& scale,
+                     const OptF& bias, const OptF& gate_bias, const OptF& pix,
                      const OptF& act_shift, const OptF& act_slope, const OptF& act_bias, bool act_first,
                      const std::vector<FArr>& res, bool out_float, bool out_int, bool pack, const OptF& thr,
                      float div, float post_scale, int post_after, const std::optional<py::array>& out,
@@ -110,49 +140,93 @@ static py::tuple run(const Layer& L, py::array_t<uint64_t, py::array::c_style | 
   conv_out_size(L, H, W, Ho, Wo);
   if (Ho < 1 || Wo < 1) throw std::invalid_argument("input smaller than the dilated kernel");
   const size_t npix = (size_t)Ho * Wo, C = L.cout;
-  const bool act = act_shift || act_slope || act_bias;
-  if (act && !(act_shift && act_slope && act_bias)) throw std::invalid_argument("activation needs shift, slope, bias");
-
-  Epilogue e0;
-  e0.scale = vec_ptr(scale, C, "scale");
-  e0.bias = vec_ptr(bias, C, "bias");
-  e0.gate_bias = vec_ptr(gate_bias, C, "gate_bias");
-  e0.act_shift = vec_ptr(act_shift, C, "act_shift");
-  e0.act_slope = vec_ptr(act_slope, C, "act_slope");
-  e0.act_bias = vec_ptr(act_bias, C, "act_bias");
-  e0.thr = vec_ptr(thr, C, "thr");
-  const float* pix0 = vec_ptr(pix, N * npix, "pix");
-  if (e0.gate_bias && !pix0) throw std::invalid_argument("gate_bias needs pix (the gate it is multiplied by)");
-  e0.act_first = act_first;
-  if (res.size() > 3) throw std::invalid_argument("at most 3 residuals");
-  if (post_after < 0 || post_after > (int)res.size()) throw std::invalid_argument("post_after must be in 0..len(res)");
-  e0.div = div;
-  e0.post_scale = post_scale;
-  e0.post_after = post_after;
+  Epilogue e0 = make_epilogue(L, N * npix, scale, bias, gate_bias, pix, act_shift, act_slope, act_bias, act_first,
+                              res.size(), thr, div, post_scale, post_after);
   for (const FArr& r : res)
     if ((size_t)r.size() != N * npix * C) throw std::invalid_argument("residual has the wrong size");
 
   py::object of = py::none(), oi = py::none(), ob = py::none();
-  float* fptr = nullptr;
-  int32_t* iptr = nullptr;
-  uint64_t* bptr = nullptr;
-  if (out_float) fptr = output<float>(out, {N, Ho, Wo, (py::ssize_t)C}, "out", of);
+  if (out_float) e0.out = output<float>(out, {N, Ho, Wo, (py::ssize_t)C}, "out", of);
   e0.stream = npix * C * sizeof(float) > l3_bytes() / 2;
-  if (out_int) iptr = output<int32_t>(std::nullopt, {N, Ho, Wo, (py::ssize_t)C}, "out_int", oi);
-  if (pack) {
-    e0.pwd = (L.cout + 63) / 64;
-    bptr = output<uint64_t>(bits_out, {N, Ho, Wo, e0.pwd}, "bits_out", ob);
-  }
-  e0.pix = pix0;
+  if (out_int) e0.out_int = output<int32_t>(std::nullopt, {N, Ho, Wo, (py::ssize_t)C}, "out_int", oi);
+  if (pack) e0.bits = output<uint64_t>(bits_out, {N, Ho, Wo, e0.pwd}, "bits_out", ob);
   for (size_t r = 0; r < res.size(); ++r) e0.res[r] = res[r].data();
-  e0.out = fptr;
-  e0.out_int = iptr;
-  e0.bits = bptr;
   {
     py::gil_scoped_release nogil;
     conv_run(L, kern, x.data(), N, H, W, e0, threads);
   }
   return py::make_tuple(of, oi, ob);
+}
+
+// A chain of same-size binary convs on one H x W image, depth first (chain.cpp). Each step is a
+// dict: "layer", its epilogue's arguments as for run(), "src" (the step whose bits it reads, or
+// -1 with "x" the whole input map), "res" / "res_src" (per residual: a whole map, or None with the
+// step that makes it), "out" / "bits_out" (whole maps the caller keeps, or None) and "ring_out" /
+// "ring_bits" (outputs only later steps read: kept in rings). False when some step cannot run so.
+static bool run_chain(const py::list& spec, int H, int W, const std::string& path, int threads) {
+  std::vector<ChainStep> steps;
+  std::vector<py::object> keep;  // the arrays the pointers point into, alive until the end
+  const size_t npix = (size_t)H * W;
+  auto farr = [&](py::handle h) -> OptF {
+    if (h.is_none()) return std::nullopt;
+    FArr a = py::cast<FArr>(h);
+    keep.push_back(a);
+    return a;
+  };
+  for (py::handle item : spec) {
+    const py::dict d = py::reinterpret_borrow<py::dict>(item);
+    ChainStep s;
+    s.L = &py::cast<const Layer&>(d["layer"]);
+    const Layer& L = *s.L;
+    s.kern = select_kernel(path, L);
+    if (!chain_supported(s)) return false;
+    const py::list res = d["res"], res_src = d["res_src"];
+    s.e = make_epilogue(L, npix, farr(d["scale"]), farr(d["bias"]), farr(d["gate_bias"]), farr(d["pix"]),
+                        farr(d["act_shift"]), farr(d["act_slope"]), farr(d["act_bias"]), d["act_first"].cast<bool>(),
+                        res.size(), farr(d["thr"]), d["div"].cast<float>(), d["post_scale"].cast<float>(),
+                        d["post_after"].cast<int>());
+    s.src = d["src"].cast<int>();
+    if (s.src >= (int)steps.size()) throw std::invalid_argument("a step reads a later step");
+    if (s.src < 0) {
+      UArr x = py::cast<UArr>(d["x"]);
+      if (x.size() != (py::ssize_t)(npix * L.ps)) throw std::invalid_argument("input bits have the wrong size");
+      keep.push_back(x);
+      s.x = x.data();
+    } else if (steps[s.src].L->cout != L.cin || !(steps[s.src].ring_bits || steps[s.src].e.bits)) {
+      throw std::invalid_argument("a step reads bits its source does not make");
+    }
+    for (size_t r = 0; r < res.size(); ++r) {
+      s.res_src[r] = res_src[r].cast<int>();
+      if (s.res_src[r] >= (int)steps.size()) throw std::invalid_argument("a step reads a later step");
+      if (s.res_src[r] < 0) {
+        const OptF a = farr(res[r]);
+        if (!a || (size_t)a->size() != npix * L.cout) throw std::invalid_argument("residual has the wrong size");
+        s.e.res[r] = a->data();
+      } else if (steps[s.res_src[r]].L->cout != L.cout || !(steps[s.res_src[r]].ring_out || steps[s.res_src[r]].e.out)) {
+        throw std::invalid_argument("a residual its source step does not make");
+      } else {
+        s.e.res[r] = steps[s.res_src[r]].e.out;  // null for a ring: chain_run points it there
+      }
+    }
+    s.ring_out = d["ring_out"].cast<bool>();
+    s.ring_bits = d["ring_bits"].cast<bool>();
+    py::object holder;
+    if (!d["out"].is_none()) {
+      s.e.out = output<float>(py::cast<py::array>(d["out"]), {H, W, (py::ssize_t)L.cout}, "out", holder);
+      keep.push_back(holder);
+      s.e.stream = npix * L.cout * sizeof(float) > l3_bytes() / 2;
+    }
+    if (!d["bits_out"].is_none()) {
+      s.e.bits = output<uint64_t>(py::cast<py::array>(d["bits_out"]), {H, W, s.e.pwd}, "bits_out", holder);
+      keep.push_back(holder);
+    }
+    if ((s.ring_out && s.e.out) || (s.ring_bits && s.e.bits))
+      throw std::invalid_argument("an output is both a ring and a whole map");
+    steps.push_back(s);
+  }
+  py::gil_scoped_release nogil;
+  chain_run(steps, H, W, threads);
+  return true;
 }
 
 // ---------------------------------------------------------------- Winograd F(4x4, 3x3) transforms (FP convs)
@@ -698,6 +772,8 @@ PYBIND11_MODULE(_engine, m) {
   m.def("window_attention", &window_attention, py::arg("qkv"), py::arg("heads"), py::arg("ws"), py::arg("shift"),
         py::arg("biasT"), py::arg("scale"), py::arg("threads") = 1,
         "SwinIR (S)W-MSA before the projection: qkv (H, W, 3C), key-major bias (heads, N, N) -> (H, W, C).");
+  m.def("run_chain", &run_chain, py::arg("steps"), py::arg("H"), py::arg("W"), py::arg("path"), py::arg("threads") = 1,
+        "Same-size binary convs on one H x W image, depth first; False (nothing run) if a step cannot run so.");
   py::class_<Layer>(m, "BinaryConv")
       .def(py::init(&make_layer_py), py::arg("weights"), py::arg("cin"), py::arg("k"), py::arg("dilation"),
            py::arg("padding"), py::arg("groups"))

@@ -102,7 +102,9 @@ static inline uint64_t pack_word_scalar(const float* v, const float* thr, int n)
 // (as the std::vectors it replaces), reused from call to call. The kernel files, each compiled with its
 // own -m flags, use it instead of std containers: a container's out-of-line (weak) template code
 // compiled for AVX-512 there could be the copy the linker keeps for every file.
-void* scratch(int slot, size_t bytes);
+// zero = false: the caller writes every byte it reads (the dots and epilogue values of a row:
+// zeroing them cost as much traffic again, 80 KiB per 320-pixel row of 64 channels).
+void* scratch(int slot, size_t bytes, bool zero = true);
 
 using RowsFn = void (*)(const Job&, int, int);
 using PackFn = void (*)(const float*, const float*, uint64_t*, int, size_t, size_t);
@@ -158,6 +160,25 @@ Layer make_layer(const uint64_t* w, int cout, int cin, int k, int dil, int pad, 
 void conv_run(const Layer& L, const Kernel& kern, const uint64_t* x, int N, int H, int W, const Epilogue& e0,
               int threads);
 void conv_out_size(const Layer& L, int H, int W, int& Ho, int& Wo);
+
+// One conv of a depth-first chain (chain.cpp): its layer, kernel and epilogue (out, bits, res,
+// pix: whole maps of the chain's size, or null), and where its inputs come from: an earlier step
+// of the chain (src, res_src; -1: the whole map x / e.res). An output that only later steps read
+// (ring_out, ring_bits) is kept in a ring of bands that chain_run allocates.
+struct ChainStep {
+  const Layer* L = nullptr;
+  Kernel kern{};
+  Epilogue e;
+  const uint64_t* x = nullptr;
+  int src = -1;
+  int res_src[3] = {-1, -1, -1};
+  bool ring_out = false, ring_bits = false;
+};
+// Whether chain_run can run this step (a same-size conv whose kernel reads a padded window).
+bool chain_supported(const ChainStep& s);
+// Runs the steps (graph order, one image of H x W) band by band; bit-identical to running them one
+// after the other with conv_run. Throws std::invalid_argument for an unsupported step.
+void chain_run(std::vector<ChainStep>& steps, int H, int W, int threads);
 
 // Splits [0, n) over up to `threads` threads (at least `grain` items each) on persistent workers.
 void parallel_range(size_t n, int threads, size_t grain, const std::function<void(size_t, size_t)>& fn);

@@ -82,6 +82,80 @@ static inline void store_floats(float* dst, const float* v, int C, bool stream) 
 }
 static inline void stream_fence() { _mm_sfence(); }
 
+// epilogue.inc's fused epilogue in registers, 16 channels per zmm, for the usual case (channels a
+// multiple of 16; no per-pixel scale, gate or int32 output): the same float operations in the same
+// order as its scalar loops (fma for scale and bias, then RPReLU, / div, post_scale and residuals,
+// RPReLU), so the same bits, without the passes through the values buffer. False: not handled.
+static inline __m512 rprelu16(const float* sh, const float* sl, const float* ab, __m512 v, int o) {
+  const __m512 u = _mm512_sub_ps(v, _mm512_loadu_ps(sh + o)), zero = _mm512_setzero_ps();
+  const __m512 pos = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, zero, _CMP_GT_OQ), u);
+  const __m512 neg = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, zero, _CMP_LT_OQ), u);
+  return _mm512_add_ps(_mm512_add_ps(pos, _mm512_mul_ps(neg, _mm512_loadu_ps(sl + o))), _mm512_loadu_ps(ab + o));
+}
+
+static bool fast_epilogue(const Job& j, int y, int x0, int np, const int32_t* dots) {
+  const Epilogue& e = j.e;
+  const int C = j.L->cout;
+  // bits alone, or a few pixels a call (segment mode): the scalar loops were as fast or faster
+  if (C % 16 || e.pix || e.gate_bias || e.out_int || !e.out || np < 16) return false;
+  // everything in locals: the stores below could otherwise alias the epilogue's fields
+  const float* __restrict scale = e.scale;
+  const float* __restrict bias = e.bias;
+  const float* __restrict thr = e.thr;
+  const float* __restrict sh = e.act_shift;
+  const float* __restrict sl = e.act_slope;
+  const float* __restrict ab = e.act_bias;
+  const bool fma = scale && bias, act_first = sl && e.act_first, act_last = sl && !e.act_first;
+  const bool div = e.div != 1.f, post = e.post_scale != 1.f;
+  const __m512 divv = _mm512_set1_ps(e.div), postv = _mm512_set1_ps(e.post_scale);
+  const int post_after = e.post_after, pwd = e.pwd;
+  int nres = 0;
+  const float* res[3];
+  for (int r = 0; r < 3; ++r)
+    if (e.res[r]) res[nres++] = e.res[r];  // the epilogue adds them in this order, post_scale after the first post_after
+  float* const out0 = e.out;
+  uint64_t* const bits0 = e.bits;
+  const bool stream = e.stream;
+  for (int p = 0; p < np; ++p) {
+    const size_t pi = (size_t)y * j.Wo + x0 + p;
+    const int32_t* __restrict d = dots + (size_t)p * C;
+    float* __restrict out = out0 ? out0 + pi * C : nullptr;
+    const bool nt = out && stream && ((uintptr_t)out & 63) == 0;
+    uint64_t* __restrict bits = bits0 ? bits0 + pi * (size_t)pwd : nullptr;
+    uint64_t word = 0;
+    for (int o = 0; o < C; o += 16) {
+      __m512 v = _mm512_cvtepi32_ps(_mm512_loadu_si512((const void*)(d + o)));
+      if (fma) {
+        v = _mm512_fmadd_ps(v, _mm512_loadu_ps(scale + o), _mm512_loadu_ps(bias + o));
+      } else {
+        if (scale) v = _mm512_mul_ps(v, _mm512_loadu_ps(scale + o));
+        if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + o));
+      }
+      if (act_first) v = rprelu16(sh, sl, ab, v, o);
+      if (div) v = _mm512_div_ps(v, divv);
+      for (int r = 0; r < nres; ++r) {
+        if (post && r == post_after) v = _mm512_mul_ps(v, postv);
+        v = _mm512_add_ps(v, _mm512_loadu_ps(res[r] + pi * C + o));
+      }
+      if (post && post_after >= nres) v = _mm512_mul_ps(v, postv);
+      if (act_last) v = rprelu16(sh, sl, ab, v, o);
+      if (nt) _mm512_stream_ps(out + o, v);
+      else if (out) _mm512_storeu_ps(out + o, v);
+      if (bits) {
+        const __m512 t = thr ? _mm512_loadu_ps(thr + o) : _mm512_setzero_ps();
+        word |= (uint64_t)_mm512_cmp_ps_mask(v, t, _CMP_GE_OQ) << (o % 64);
+        if (o % 64 == 48 || o + 16 == C) {  // a word is full, or the last one (bits past C: 1)
+          const int n = o % 64 + 16;
+          bits[o / 64] = word | (n < 64 ? ~0ull << n : 0);
+          word = 0;
+        }
+      }
+    }
+  }
+  return true;
+}
+#define BINSR_FAST_EPILOGUE 1
+
 #include "epilogue.inc"
 #include "rows.inc"
 
