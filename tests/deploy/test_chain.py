@@ -106,3 +106,19 @@ def test_malformed_chains_are_refused() -> None:
     for steps, match in cases:
         with pytest.raises(ValueError, match=match):
             _engine.run_chain(steps, 4, 5, PATHS[-1], 1)
+
+
+def test_wide_maps_and_threads_run_conv_by_conv(monkeypatch) -> None:
+    """Rows wider than CHAIN_ROW_BYTES, and threaded runtimes, do not take the chain."""
+    from binsr.deploy import runtime
+
+    zoo = ZOO_DIR / "srresnet_lite16_e2fif_x4.bsr"
+    calls = []
+    monkeypatch.setattr(runtime._engine, "run_chain", lambda *a, **k: calls.append(a) or True)
+    rt = Runtime(zoo, threads=1)
+    assert rt._chains and not Runtime(zoo, threads=2)._chains
+    wide = runtime.CHAIN_ROW_BYTES // (64 * 4) + 1
+    monkeypatch.setattr(rt, "_run_bconv", lambda *a: (_ for _ in ()).throw(AssertionError("conv by conv")))
+    with pytest.raises(AssertionError, match="conv by conv"):
+        rt.run_hwc(np.zeros((2, wide, 3), np.float32))
+    assert not calls

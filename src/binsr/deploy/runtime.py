@@ -32,6 +32,11 @@ DEFAULTS: dict[str, Any] = {"pad": 0, "dil": 1, "groups": 1, "shuffle": 1, "act_
 #: zoo srresnet_lite16_e2fif_x4 1.2x / 1.15x faster so; zoo srbnas_x4's runs of 6 and 7 grouped
 #: convs 1.02x / 0.97x (their per-row calls cost what the caches save), so they run conv by conv
 MIN_CHAIN = 8
+#: the widest float row (bytes) a chain takes: a sweep touches a few rows of every conv, which
+#: must stay in the caches. Zen 4, 1 thread, zoo lite16 x4 at 180 rows: 1.19x at 320 px (80 KiB),
+#: 1.11x at 480, 0.99x at 640, 0.97x at 1000 px; wider maps (a whole large image, --tile 0) run
+#: conv by conv (binsr upscale's default 256-px tiles are 288 px wide)
+CHAIN_ROW_BYTES = 128 << 10
 
 
 class _Op(dict):
@@ -331,6 +336,8 @@ class Runtime:
         ops = self.graph["ops"]
         read = {n for op in ops[start:end] for n in (op["src"], *(op["res"] or []))}
         h, w = env[ops[start]["src"]].shape[:2]
+        if w * max(prep.conv.cout for prep in self._prepared[start:end]) * 4 > CHAIN_ROW_BYTES:
+            return False
         made_bits: dict[str, int] = {}
         made_out: dict[str, int] = {}
         steps, keep = [], {}
