@@ -164,7 +164,7 @@ void conv_out_size(const Layer& L, int H, int W, int& Ho, int& Wo);
 // One conv of a depth-first chain (chain.cpp): its layer, kernel and epilogue (out, bits, res,
 // pix: whole maps of the chain's size, or null), and where its inputs come from: an earlier step
 // of the chain (src, res_src; -1: the whole map x / e.res). An output that only later steps read
-// (ring_out, ring_bits) is kept in a ring of bands that chain_run allocates.
+// (ring_out, ring_bits) is kept in a ring of rows that chain_run allocates.
 struct ChainStep {
   const Layer* L = nullptr;
   Kernel kern{};
@@ -176,8 +176,9 @@ struct ChainStep {
 };
 // Whether chain_run can run this step (a same-size conv whose kernel reads a padded window).
 bool chain_supported(const ChainStep& s);
-// Runs the steps (graph order, one image of H x W) band by band; bit-identical to running them one
-// after the other with conv_run. Throws std::invalid_argument for an unsupported step.
+// Runs the steps (graph order, one image of H x W) in skewed row sweeps, each thread one row of
+// every step per sweep; bit-identical to running them one after the other with conv_run.
+// Throws std::invalid_argument for an unsupported step.
 void chain_run(std::vector<ChainStep>& steps, int H, int W, int threads);
 
 // Splits [0, n) over up to `threads` threads (at least `grain` items each) on persistent workers.
