@@ -1,11 +1,12 @@
 """Config schema: every shipped config loads; unknown keys, bad types and bad names are refused."""
 
+import copy
 from pathlib import Path
 
 import pytest
 
 from binsr.errors import UsageError
-from binsr.train.config import apply_overrides, config_diff, config_from_dict, load_config
+from binsr.train.config import apply_overrides, config_diff, config_from_dict, load_config, with_defaults
 
 _ROOT = Path(__file__).resolve().parents[2] / "configs"
 CONFIGS = sorted(p for folder in ("train", "zoo", "ab", "compare", "teacher") for p in (_ROOT / folder).glob("*.yaml"))
@@ -86,3 +87,13 @@ def test_config_diff_ignores_neutral_prefixes():
     a = config_from_dict({"name": "x"}, check_names=False).to_dict()
     b = config_from_dict({"name": "x", "train": {"lr": 1e-3}, "log": {"every": 5}}, check_names=False).to_dict()
     assert config_diff(a, b, ignore=("log.",)) == ["train.lr: 0.0002 -> 0.001"]
+
+
+def test_with_defaults_fills_keys_added_since_a_run_started():
+    new = config_from_dict({"name": "x"}, check_names=False).to_dict()
+    old = copy.deepcopy(new)
+    del old["train"]["distill"]  # a run started before train.distill existed
+    assert config_diff(old, new) != []
+    assert config_diff(with_defaults(old), new) == []
+    removed = {**new, "gone": 1}  # a key the schema no longer reads: kept, so the diff names it
+    assert config_diff(with_defaults(removed), new) == ["gone: 1 -> None"]

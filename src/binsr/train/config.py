@@ -222,6 +222,16 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def with_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the keys added since it was written set to their defaults, so that a run
+    started by an older binsr resumes; a config the schema no longer reads is returned as it is (the
+    diff then names the key)."""
+    try:
+        return config_from_dict(raw, check_names=False).to_dict()
+    except UsageError:
+        return raw
+
+
 def config_diff(old: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
     """``key: old -> new`` for each leaf that differs (keys starting with an ``ignore`` prefix skipped)."""
     a, b = _flatten(old), _flatten(new)

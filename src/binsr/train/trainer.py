@@ -42,7 +42,7 @@ from binsr.train import distributed
 from binsr.files import atomic_write
 from binsr.train.checkpoint import (init_weights, load_checkpoint, load_state, save_checkpoint, save_weights,
                                     signature_of)
-from binsr.train.config import RESUME_NEUTRAL, TrainConfig, config_diff
+from binsr.train.config import RESUME_NEUTRAL, TrainConfig, config_diff, with_defaults
 from binsr.train.ema import ModelEMA
 from binsr.train.optim import build_optimizer, build_scheduler
 from binsr.train.precision import float32_binary, prepare_model, resolve_precision
@@ -168,7 +168,7 @@ class _Trainer:
     def _read_state(self) -> dict[str, Any]:
         """``last.pt``, refused if the config differs in anything that changes the losses."""
         state = load_state(self.run_dir / "last.pt", map_location=self.env.device)
-        diffs = config_diff(state["config"], self.cfg.to_dict(), ignore=RESUME_NEUTRAL)
+        diffs = config_diff(with_defaults(state["config"]), self.cfg.to_dict(), ignore=RESUME_NEUTRAL)
         if diffs:
             raise UsageError(f"the config differs from the run being resumed ({'; '.join(diffs)}); "
                              "resume with the run's config.yaml or start a new run")
