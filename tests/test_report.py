@@ -203,16 +203,21 @@ def test_shipped_runs_leave_the_main_table_but_not_their_section(data_root, tmp_
 
 
 def test_compare_runs_get_their_own_sections(data_root, tmp_path):
-    for name, recipe in [("zoo_tiny", "e2fif"), ("compare_bnn", "bnn"), ("compare_estimator_ste_none", "lt_attn")]:
+    runs = [("zoo_tiny", "e2fif"), ("compare_bnn", "bnn"), ("compare_estimator_ste_none", "lt_attn"),
+            ("ablation_mu0.2_rho0.8_train", "e2fif"), ("darts_fix_x2_warmup", "e2fif")]
+    for name, recipe in runs:
         _fake_run(tmp_path / "runs", name, recipe)
     text = write_report(tmp_path / "runs", tmp_path / "docs" / "results.md", PUBLISHED, ["Set5"], str(data_root),
                         crop_image=("Set5", 2), zoo=tmp_path / "zoo").read_text()
     sections = [line for line in text.splitlines() if line.startswith("### x2")]
     assert sections == ["### x2", "### x2: same-budget comparison of the recipes (configs/compare)",
-                        "### x2: sign-derivative estimators with and without attention (configs/compare/estimator_*)"]
+                        "### x2: sign-derivative estimators with and without attention (configs/compare/estimator_*)",
+                        "### x2: the search's (mu, rho) ablation, Table 4 (benchmarks/ablation_x3.sh)",
+                        "### x2: DARTS fixes, each searched cell trained as the random cells (benchmarks/darts_fixes.sh)"]
     body = text.split("### x2")[1:]
-    assert "| zoo_tiny" in body[0] and "| compare_bnn" in body[1] and "| compare_estimator_ste_none" in body[2]
-    for tag in ("", "_compare", "_estimators"):
+    for section, (name, _) in zip(body, runs):
+        assert f"| {name}" in section
+    for tag in ("", "_compare", "_estimators", "_ablation", "_darts_fixes"):
         assert (tmp_path / "docs" / f"results_val_psnr{tag}.png").is_file()
         assert (tmp_path / "docs" / f"results_crops_x2{tag}.png").is_file()
 

@@ -29,8 +29,9 @@ It writes
 * ``<stem>_val_psnr[_<group>].png``: validation PSNR against step (``_zoo``: the cards' curves);
 * ``<stem>_crops_x<s>[_<group>].png``: one crop, bicubic | each model with weights | HR, per scale.
 
-Runs are grouped by name (:data:`GROUPS`): ``search_vs_random_*``, ``compare_estimator_*`` and
-``compare_*`` (the same-budget configs of ``configs/compare``) get their own tables, crops and plots.
+Runs are grouped by name (:data:`GROUPS`): ``darts_fix_*``, ``ablation_*`` (SRBNAS search
+attempts), ``search_vs_random_*``, ``compare_estimator_*`` and ``compare_*`` (the same-budget
+configs of ``configs/compare``) get their own tables, crops and plots.
 :func:`search_vs_random` tabulates one search-against-random comparison (random mean, sample std,
 the searched cell's rank), as ``benchmarks/search_vs_random.py`` prints it.
 
@@ -74,6 +75,9 @@ _FLOOR = ("SRBNAS",)
 _CROP = 96  # HR pixels of the comparison crop
 #: run-name prefix -> (section title, file-name tag), first match wins; other runs: the main table
 GROUPS = (
+    ("darts_fix_", "DARTS fixes, each searched cell trained as the random cells (benchmarks/darts_fixes.sh)",
+     "darts_fixes"),
+    ("ablation_", "the search's (mu, rho) ablation, Table 4 (benchmarks/ablation_x3.sh)", "ablation"),
     ("search_vs_random_", "searched cell against random cells of its size (configs/compare/search_vs_random_*)",
      "search_vs_random"),
     ("compare_estimator_", "sign-derivative estimators with and without attention (configs/compare/estimator_*)",
