@@ -74,6 +74,20 @@ def test_existing_run_needs_resume_and_the_same_config(data_root, tmp_path):
     assert result["steps"] == 4
 
 
+def test_run_started_before_a_config_key_existed_resumes(data_root, tmp_path):
+    """A checkpoint whose saved config lacks a key added to the schema later (as train.distill was)
+    resumes: the key takes its default on both sides of the comparison."""
+    out = tmp_path / "run"
+    _run(data_root, out, train={"steps": 4})
+    state = torch.load(out / "last.pt", weights_only=True)
+    del state["config"]["train"]["distill"]
+    torch.save(state, out / "last.pt")
+    result, _, _ = _run(data_root, out, resume=True, train={"steps": 4})
+    assert result["steps"] == 4
+    with pytest.raises(UsageError, match="train.lr: 0.01 -> 0.001"):  # a real difference is still refused
+        _run(data_root, out, resume=True, train={"steps": 4, "lr": 1e-3})
+
+
 class _Poison(torch.utils.data.Dataset):
     """NaN targets for the items of the given update steps."""
 
