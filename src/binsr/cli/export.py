@@ -20,9 +20,10 @@ initialised (for testing).
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("export", help="export a binary model to a packed .bsr file (or ONNX)",
                               description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="srresnet", help="model name (default: srresnet)")
+    p.add_argument("--model", help="model name or zoo:<name> (default: the --weights file's model, else srresnet)")
     p.add_argument("--recipe", help="binarization recipe (default: e2fif; a zoo:<name> or weights file brings its own)")
-    p.add_argument("--scale", type=int, default=4, help="upscaling factor (default: 4)")
+    p.add_argument("--scale", type=int,
+                   help="upscaling factor (default: the --weights file's or zoo model's, else 4)")
     p.add_argument("--weights", metavar="FILE", help="trained weights (safetensors); default: random init")
     p.add_argument("--out", metavar="FILE", required=True, help="output file (.bsr, or .onnx with --format onnx)")
     p.add_argument("--format", choices=["bsr", "onnx"], default="bsr",
@@ -56,7 +57,11 @@ def run(args: argparse.Namespace) -> int:
     from binsr.models import build_for_eval
 
     claim_output(args.out, args.overwrite)
-    model = build_for_eval(args.model, args.scale, args.recipe, args.weights, default_recipe="e2fif")
+    # a weights file or zoo model brings its own architecture and scale; --model / --scale, when
+    # given, must then agree with it (build_for_eval refuses a mismatch in one line)
+    name = args.model or (None if args.weights else "srresnet")
+    scale = args.scale or (None if args.weights or (name or "").startswith("zoo:") else 4)
+    model = build_for_eval(name, scale, args.recipe, args.weights, default_recipe="e2fif")
     if args.fp16_weights:
         round_fp16_(model)
     if args.format == "onnx":
@@ -66,6 +71,6 @@ def run(args: argparse.Namespace) -> int:
         fp_share = sizes["fp_bytes"] / max(1, sizes["binary_bytes"] + sizes["fp_bytes"])
         line = (f"wrote {args.out}: {sizes['file_bytes']:,} bytes (binary weights {sizes['binary_bytes']:,}, "
                 f"FP parts {sizes['fp_bytes']:,} = {fp_share:.0%} of the tensors)")
-    print(line + ("" if args.weights or args.model.startswith("zoo:") else "; random-init weights")
+    print(line + ("" if args.weights or (name or "").startswith("zoo:") else "; random-init weights")
           + ("; FP conv weights rounded to float16" if args.fp16_weights else ""))
     return 0

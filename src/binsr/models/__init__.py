@@ -24,18 +24,21 @@ def from_weights(path):
     return build_from_file(path)
 
 
-def build_for_eval(name: str, scale: int, recipe: str | None = None, weights: str | None = None,
+def build_for_eval(name: str | None, scale: int | None, recipe: str | None = None, weights: str | None = None,
                    default_recipe: str = "fp"):
     """Model ``name`` (a registry name, or ``zoo:<name>``) in eval mode with ``weights`` loaded.
 
-    ``recipe`` None means: the zoo model's own, the weights file's, else ``default_recipe``.
+    ``recipe`` None means: the zoo model's own, the weights file's, else ``default_recipe``;
+    ``name`` and ``scale`` None (with ``weights``): the file's.
     With ``weights``, the model is built with the kwargs saved in the file (``width``, ``res_scale``
     ...); a file of another architecture, recipe or scale is refused with a line naming what differs.
     """
-    if name.startswith(PREFIX):
+    if name is not None and name.startswith(PREFIX):
         if weights is not None or recipe is not None:
             raise UsageError("a zoo model brings its own recipe and weights: drop --recipe/--weights")
         return load_zoo(name, scale)
     if weights is None:
+        if name is None or scale is None:
+            raise UsageError("a model name and scale are needed without a weights file")
         return create(name, scale=scale, recipe=recipe or default_recipe).eval()
-    return build_from_file(weights, scale=int(scale), recipe=recipe, model=name)
+    return build_from_file(weights, scale=None if scale is None else int(scale), recipe=recipe, model=name)
