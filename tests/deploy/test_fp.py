@@ -21,13 +21,14 @@ def _torch_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, leaky: float | None
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.integers(1, 23), st.integers(1, 41), st.sampled_from([3, 8, 16]),
-       st.sampled_from([(12, 1), (64, 1), (80, 1), (48, 2), (27, 3)]),
+@given(st.integers(1, 23), st.integers(1, 41), st.sampled_from([3, 8, 16, 20, 64]),
+       st.sampled_from([(1, 1), (3, 1), (12, 1), (64, 1), (80, 1), (48, 2), (27, 3)]),
        st.sampled_from([None, 0.1]), st.integers(0, 2**31 - 1))
 def test_convs_match_torch_into_given_buffers(h: int, w: int, c: int, oc_shuffle: tuple[int, int],
                                               leaky: float | None, seed: int) -> None:
     """Odd sizes (partial 4x4 Winograd tiles), PixelShuffle, LeakyReLU, the head's 3 channels and
-    output channels past a 64-block (direct loops); the same buffer twice."""
+    output channels past a 64-block (direct loops), one output of many channels (SCALES' spatial
+    gate: the dot-product loops, channels past their 16 lanes too); the same buffer twice."""
     cout, r = oc_shuffle
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(h, w, c)).astype(np.float32)

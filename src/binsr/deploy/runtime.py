@@ -193,12 +193,14 @@ class Runtime:
         return None if name is None else self.tensors[name]
 
     def _wino(self, op: dict[str, Any]) -> np.ndarray | None:
-        """Winograd weights of a 3x3, padding-1 FP conv with at least 8 input channels, else None."""
+        """Winograd weights of a 3x3, padding-1 FP conv with at least 8 input and 16 output channels,
+        else None (with fewer outputs, e.g. SCALES' 64 -> 1 spatial gate, the input transform costs
+        more than the direct dot products: ``fp.conv3x3_direct``)."""
         if op["op"] != "conv" or op["pad"] != 1 or op["dil"] != 1:
             return None
         w = self.tensors[op["w"]]
         c = w.shape[0] // 9
-        return fp.winograd_weights(w, c) if w.shape[0] == 9 * c and c >= 8 else None
+        return fp.winograd_weights(w, c) if w.shape[0] == 9 * c and c >= 8 and w.shape[1] >= 16 else None
 
     def _prepare(self, op: dict[str, Any]) -> Any:
         """What an op computes once at load: a compiled binary conv with its scale and activation,

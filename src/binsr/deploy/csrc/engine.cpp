@@ -432,6 +432,60 @@ static void conv3x3_direct_rows(const float* __restrict x, const float* __restri
       }
 }
 
+// Direct 3x3 conv, zero padding 1, for few output channels on many input channels (SCALES' spatial
+// gates, 64 -> 1, where the 64-wide blocks above would compute 63 zero columns and Winograd's input
+// transform would cost more than the products): per pixel and output channel, the 9 * C products
+// accumulate in 4 vectors of 16 running sums (GCC vector extensions: one zmm, two ymm or scalars per
+// clone), channels 64 at a time, then 16 at a time into the first, the last C % 16 in one scalar;
+// the 4 vectors added pairwise, their lanes in a tree (lane l + half onto lane l), then bias and the
+// scalar. Four vectors: four independent chains.
+// wt: (O, 9 * C), rows in (ky, kx, c) order.
+constexpr int kDotLanes = 16;  // the lane tree below is written for 16
+typedef float DotVec __attribute__((vector_size(kDotLanes * sizeof(float))));
+static inline DotVec dot_load(const float* p) {
+  DotVec v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+BINSR_CLONES()
+static void conv3x3_dot_rows(const float* __restrict x, const float* __restrict wt, const float* __restrict b,
+                             float* __restrict y, int H, int W, int C, int O, float leaky, int y0, int y1) {
+  constexpr int L = kDotLanes;
+  for (int yy = y0; yy < y1; ++yy)
+    for (int xx = 0; xx < W; ++xx)
+      for (int o = 0; o < O; ++o) {
+        DotVec a0 = {}, a1 = {}, a2 = {}, a3 = {};
+        float rem = 0.f;
+        for (int ky = 0; ky < 3; ++ky) {
+          const int iy = yy + ky - 1;
+          if (iy < 0 || iy >= H) continue;
+          for (int kx = 0; kx < 3; ++kx) {
+            const int ix = xx + kx - 1;
+            if (ix < 0 || ix >= W) continue;
+            const float* xi = x + ((size_t)iy * W + ix) * C;
+            const float* wr = wt + ((size_t)o * 9 + ky * 3 + kx) * C;
+            int c = 0;
+            for (; c + 4 * L <= C; c += 4 * L) {
+              a0 += dot_load(xi + c) * dot_load(wr + c);
+              a1 += dot_load(xi + c + L) * dot_load(wr + c + L);
+              a2 += dot_load(xi + c + 2 * L) * dot_load(wr + c + 2 * L);
+              a3 += dot_load(xi + c + 3 * L) * dot_load(wr + c + 3 * L);
+            }
+            for (; c + L <= C; c += L) a0 += dot_load(xi + c) * dot_load(wr + c);
+            for (; c < C; ++c) rem += xi[c] * wr[c];
+          }
+        }
+        DotVec a = (a0 + a1) + (a2 + a3);  // lane l + half onto lane l, half = 8, 4, 2, 1
+        a += __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+        a += __builtin_shufflevector(a, a, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+        a += __builtin_shufflevector(a, a, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+        a += __builtin_shufflevector(a, a, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+        float v = (b ? b[o] : 0.f) + a[0] + rem;
+        if (leaky >= 0.f && v < 0.f) v *= leaky;
+        y[((size_t)yy * W + xx) * O + o] = v;
+      }
+}
+
 static void conv3x3_direct(const FArr& x, const FArr& w, py::array_t<float, py::array::c_style>& out,
                            const OptF& bias, float leaky, int threads) {
   if (x.ndim() != 3 || w.ndim() != 2) throw std::invalid_argument("x must be (H, W, C), w (9 * C, O)");
@@ -442,6 +496,17 @@ static void conv3x3_direct(const FArr& x, const FArr& w, py::array_t<float, py::
   const float* b = vec_ptr(bias, (size_t)O, "bias");
   const float* xp = x.data();
   float* yp = out.mutable_data();
+  if (O < kDotLanes && C >= kDotLanes) {  // few outputs of many channels: a dot product per output
+    std::vector<float> wt((size_t)O * 9 * C);
+    for (int r = 0; r < 9 * C; ++r)
+      for (int o = 0; o < O; ++o) wt[(size_t)o * 9 * C + r] = w.data()[(size_t)r * O + o];
+    const float* wp = wt.data();
+    py::gil_scoped_release nogil;
+    parallel_range((size_t)H, threads, 4, [=](size_t y0, size_t y1) {
+      conv3x3_dot_rows(xp, wp, b, yp, H, W, C, O, leaky, (int)y0, (int)y1);
+    });
+    return;
+  }
   const int Op = (O + kDirectOB - 1) / kDirectOB * kDirectOB;
   std::vector<float> wpad((size_t)9 * C * Op, 0.f);
   for (int r = 0; r < 9 * C; ++r) std::memcpy(wpad.data() + (size_t)r * Op, w.data() + (size_t)r * O, sizeof(float) * O);
