@@ -58,3 +58,17 @@ def test_wrong_buffer_is_refused() -> None:
     x = np.zeros((5, 6, 8), np.float32)
     with pytest.raises(ValueError, match="out must be"):
         fp.conv2d(x, np.zeros((72, 4), np.float32), None, 1, out=np.zeros((5, 6, 3), np.float32))
+
+
+@pytest.mark.skipif(_engine is None, reason="the compiled engine is not built")
+@pytest.mark.parametrize("c", [20, 64])
+def test_few_output_conv_values_do_not_depend_on_the_pixel_blocking(c: int) -> None:
+    """The dot-product loops take 4 pixels at a time inside the map and 1 at its borders; a pixel's
+    value is the same either way (bit for bit): column 1 of a 6-wide map is in a block of 4, of a
+    5-wide map (the same columns 0-2 around it) computed alone."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(7, 6, c)).astype(np.float32)
+    w = rng.normal(size=(9 * c, 1)).astype(np.float32)
+    b = rng.normal(size=1).astype(np.float32)
+    wide, narrow = fp.conv3x3_direct(x, w, b, 0.1), fp.conv3x3_direct(x[:, :5], w, b, 0.1)
+    assert np.array_equal(wide[:, :4], narrow[:, :4])

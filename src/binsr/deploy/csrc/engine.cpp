@@ -438,52 +438,78 @@ static void conv3x3_direct_rows(const float* __restrict x, const float* __restri
 // accumulate in 4 vectors of 16 running sums (GCC vector extensions: one zmm, two ymm or scalars per
 // clone), channels 64 at a time, then 16 at a time into the first, the last C % 16 in one scalar;
 // the 4 vectors added pairwise, their lanes in a tree (lane l + half onto lane l), then bias and the
-// scalar. Four vectors: four independent chains.
+// scalar. 4 pixels at a time share the weight loads: 16 independent chains.
 // wt: (O, 9 * C), rows in (ky, kx, c) order.
 constexpr int kDotLanes = 16;  // the lane tree below is written for 16
 typedef float DotVec __attribute__((vector_size(kDotLanes * sizeof(float))));
-static inline DotVec dot_load(const float* p) {
+__attribute__((always_inline)) static inline DotVec dot_load(const float* p) {
   DotVec v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
+// P pixels from (yy, xx) on, output channel o; P > 1 only where every tap of the P pixels is inside
+// the map in x (the taps, chunks and sums of a pixel are the same for every P: the same values).
+template <int P>
+__attribute__((always_inline)) static inline void dot_pixels(const float* __restrict x, const float* __restrict wo, float bias,
+                              float* __restrict y, int H, int W, int C, int O, int o, float leaky, int yy, int xx) {
+  constexpr int L = kDotLanes;
+  DotVec a[P][4] = {};
+  float rem[P] = {};
+  for (int ky = 0; ky < 3; ++ky) {
+    const int iy = yy + ky - 1;
+    if (iy < 0 || iy >= H) continue;
+    for (int kx = 0; kx < 3; ++kx) {
+      if (P == 1 && (xx + kx - 1 < 0 || xx + kx - 1 >= W)) continue;
+      const float* xi = x + ((size_t)iy * W + xx + kx - 1) * C;
+      const float* wr = wo + (size_t)(ky * 3 + kx) * C;
+      int c = 0;
+      for (; c + 4 * L <= C; c += 4 * L) {
+        const DotVec w0 = dot_load(wr + c), w1 = dot_load(wr + c + L);
+        const DotVec w2 = dot_load(wr + c + 2 * L), w3 = dot_load(wr + c + 3 * L);
+#pragma GCC unroll 4
+        for (int p = 0; p < P; ++p) {
+          const float* xp = xi + (size_t)p * C + c;
+          a[p][0] += dot_load(xp) * w0;
+          a[p][1] += dot_load(xp + L) * w1;
+          a[p][2] += dot_load(xp + 2 * L) * w2;
+          a[p][3] += dot_load(xp + 3 * L) * w3;
+        }
+      }
+      for (; c + L <= C; c += L) {
+        const DotVec w0 = dot_load(wr + c);
+#pragma GCC unroll 4
+        for (int p = 0; p < P; ++p) a[p][0] += dot_load(xi + (size_t)p * C + c) * w0;
+      }
+      for (; c < C; ++c)
+        for (int p = 0; p < P; ++p) rem[p] += xi[(size_t)p * C + c] * wr[c];
+    }
+  }
+  for (int p = 0; p < P; ++p) {
+    DotVec v = (a[p][0] + a[p][1]) + (a[p][2] + a[p][3]);  // lane l + half onto lane l, half = 8, 4, 2, 1
+    v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    float r = bias + v[0] + rem[p];
+    if (leaky >= 0.f && r < 0.f) r *= leaky;
+    y[((size_t)yy * W + xx + p) * O + o] = r;
+  }
+}
+
 BINSR_CLONES()
 static void conv3x3_dot_rows(const float* __restrict x, const float* __restrict wt, const float* __restrict b,
                              float* __restrict y, int H, int W, int C, int O, float leaky, int y0, int y1) {
-  constexpr int L = kDotLanes;
+  constexpr int P = 4;  // pixels sharing each weight load, 4 x 4 running vectors
   for (int yy = y0; yy < y1; ++yy)
-    for (int xx = 0; xx < W; ++xx)
-      for (int o = 0; o < O; ++o) {
-        DotVec a0 = {}, a1 = {}, a2 = {}, a3 = {};
-        float rem = 0.f;
-        for (int ky = 0; ky < 3; ++ky) {
-          const int iy = yy + ky - 1;
-          if (iy < 0 || iy >= H) continue;
-          for (int kx = 0; kx < 3; ++kx) {
-            const int ix = xx + kx - 1;
-            if (ix < 0 || ix >= W) continue;
-            const float* xi = x + ((size_t)iy * W + ix) * C;
-            const float* wr = wt + ((size_t)o * 9 + ky * 3 + kx) * C;
-            int c = 0;
-            for (; c + 4 * L <= C; c += 4 * L) {
-              a0 += dot_load(xi + c) * dot_load(wr + c);
-              a1 += dot_load(xi + c + L) * dot_load(wr + c + L);
-              a2 += dot_load(xi + c + 2 * L) * dot_load(wr + c + 2 * L);
-              a3 += dot_load(xi + c + 3 * L) * dot_load(wr + c + 3 * L);
-            }
-            for (; c + L <= C; c += L) a0 += dot_load(xi + c) * dot_load(wr + c);
-            for (; c < C; ++c) rem += xi[c] * wr[c];
-          }
-        }
-        DotVec a = (a0 + a1) + (a2 + a3);  // lane l + half onto lane l, half = 8, 4, 2, 1
-        a += __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
-        a += __builtin_shufflevector(a, a, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
-        a += __builtin_shufflevector(a, a, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
-        a += __builtin_shufflevector(a, a, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
-        float v = (b ? b[o] : 0.f) + a[0] + rem;
-        if (leaky >= 0.f && v < 0.f) v *= leaky;
-        y[((size_t)yy * W + xx) * O + o] = v;
-      }
+    for (int o = 0; o < O; ++o) {
+      const float* wo = wt + (size_t)o * 9 * C;
+      const float bias = b ? b[o] : 0.f;
+      int xx = 0;
+      for (; xx < W && (xx < 1 || xx + P > W - 1); ++xx)  // left border (and maps too narrow for P)
+        dot_pixels<1>(x, wo, bias, y, H, W, C, O, o, leaky, yy, xx);
+      for (; xx + P <= W - 1; xx += P) dot_pixels<P>(x, wo, bias, y, H, W, C, O, o, leaky, yy, xx);
+      for (; xx < W; ++xx) dot_pixels<1>(x, wo, bias, y, H, W, C, O, o, leaky, yy, xx);
+    }
 }
 
 static void conv3x3_direct(const FArr& x, const FArr& w, py::array_t<float, py::array::c_style>& out,
