@@ -72,3 +72,20 @@ def test_few_output_conv_values_do_not_depend_on_the_pixel_blocking(c: int) -> N
     b = rng.normal(size=1).astype(np.float32)
     wide, narrow = fp.conv3x3_direct(x, w, b, 0.1), fp.conv3x3_direct(x[:, :5], w, b, 0.1)
     assert np.array_equal(wide[:, :4], narrow[:, :4])
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 13), st.integers(1, 17), st.sampled_from([1, 5, 64]), st.sampled_from([3, 5]),
+       st.integers(0, 2**31 - 1))
+def test_channel_gate_matches_torch(h: int, w: int, c: int, k: int, seed: int) -> None:
+    """SCALES' channel gate, sigmoid(Conv1d_k(GAP(x))), against binsr.nn.ChannelGate: pixel counts
+    that are and are not multiples of the 8 interleaved sums."""
+    from binsr.nn import ChannelGate
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(h, w, c)).astype(np.float32)
+    gate = ChannelGate(k).eval()
+    with torch.no_grad():
+        gate.conv.weight.copy_(torch.from_numpy(rng.normal(size=(1, 1, k)).astype(np.float32)))
+        want = gate(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()))[0, :, 0, 0].numpy()
+    np.testing.assert_allclose(fp.channel_gate(x, gate.conv.weight[0, 0].detach().numpy(), c), want, rtol=1e-5, atol=1e-6)
