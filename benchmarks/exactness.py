@@ -6,12 +6,16 @@ largest difference (the Deployment issue's bar: >= 99.9% equal, never more than 
 
 (W: e.g. ``runs/srresnet_lite16_e2fif_x4/best.safetensors`` from ``configs/zoo/srresnet_lite16_e2fif_x4.yaml``.)
 
+``--fp64`` adds, per image, PyTorch float32 against PyTorch float64 of the same weights: how far the
+float32 forward is itself defined (SCALES' gated bodies: see docs/CONVENTIONS.md).
+
 LR images: MATLAB-bicubic downscaling of the set's HR images (as ``binsr eval``).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 from pathlib import Path
 
@@ -37,10 +41,12 @@ def main() -> None:
     p.add_argument("--fp16-weights", action="store_true", help="round the FP conv weights to float16 first")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-root", help="benchmark data root (else $BINSR_DATA, else ../shared/data)")
+    p.add_argument("--fp64", action="store_true", help="also compare PyTorch float32 with float64")
     args = p.parse_args()
     model = build_for_eval(args.model, args.scale, None, args.weights, default_recipe="e2fif")
     if args.fp16_weights:
         round_fp16_(model)
+    model64 = copy.deepcopy(model).double() if args.fp64 else None
     with tempfile.TemporaryDirectory() as tmp:
         packed = Path(tmp) / "m.bsr"
         export_packed(model, packed, fp16=args.fp16_weights)
@@ -55,7 +61,12 @@ def main() -> None:
             with torch.no_grad():
                 ref = _uint8(model(torch.from_numpy(x)).numpy())
             diff = np.abs(_uint8(rt(x)) - ref)
-            print(f"{f.name}: {100 * (diff == 0).mean():.4f}% equal, max diff {diff.max():.0f}")
+            line = f"{f.name}: {100 * (diff == 0).mean():.4f}% equal, max diff {diff.max():.0f}"
+            if model64 is not None:
+                with torch.no_grad():
+                    d64 = np.abs(_uint8(model64(torch.from_numpy(x).double()).numpy()) - ref)
+                line += f"; PyTorch float64 vs float32: {100 * (d64 == 0).mean():.4f}% equal, max diff {d64.max():.0f}"
+            print(line)
             equal, total, worst = equal + int((diff == 0).sum()), total + diff.size, max(worst, float(diff.max()))
     print(f"{args.model} on {args.dataset} x{s}{' (fp16 weights)' if args.fp16_weights else ''}: "
           f"{100 * equal / total:.4f}% of {total} uint8 values equal, max difference {worst:.0f}")
