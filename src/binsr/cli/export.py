@@ -54,13 +54,14 @@ def _onnx(args: argparse.Namespace, model) -> str:
 def run(args: argparse.Namespace) -> int:
     from binsr.deploy import export_packed, round_fp16_
     from binsr.files import claim_output
-    from binsr.models import build_for_eval
+    from binsr.models import PREFIX, build_for_eval
 
     claim_output(args.out, args.overwrite)
     # a weights file or zoo model brings its own architecture and scale; --model / --scale, when
     # given, must then agree with it (build_for_eval refuses a mismatch in one line)
-    name = args.model or (None if args.weights else "srresnet")
-    scale = args.scale or (None if args.weights or (name or "").startswith("zoo:") else 4)
+    zoo = args.model is not None and args.model.startswith(PREFIX)
+    name = args.model if args.model is not None or args.weights else "srresnet"
+    scale = args.scale if args.scale is not None or args.weights or zoo else 4
     model = build_for_eval(name, scale, args.recipe, args.weights, default_recipe="e2fif")
     if args.fp16_weights:
         round_fp16_(model)
@@ -71,6 +72,6 @@ def run(args: argparse.Namespace) -> int:
         fp_share = sizes["fp_bytes"] / max(1, sizes["binary_bytes"] + sizes["fp_bytes"])
         line = (f"wrote {args.out}: {sizes['file_bytes']:,} bytes (binary weights {sizes['binary_bytes']:,}, "
                 f"FP parts {sizes['fp_bytes']:,} = {fp_share:.0%} of the tensors)")
-    print(line + ("" if args.weights or (name or "").startswith("zoo:") else "; random-init weights")
+    print(line + ("" if args.weights or zoo else "; random-init weights")
           + ("; FP conv weights rounded to float16" if args.fp16_weights else ""))
     return 0
