@@ -56,6 +56,7 @@ def main() -> None:
         equal = total = worst = 0
         for f in sorted(folder.glob("*_HR.png")):
             hr = read_image(f)
+            hr = np.repeat(hr[..., None], 3, axis=2) if hr.ndim == 2 else hr  # a gray image as RGB, as binsr eval
             lr = imresize(hr[: hr.shape[0] // s * s, : hr.shape[1] // s * s], 1 / s)
             x = (lr.astype(np.float32) / 255).transpose(2, 0, 1)[None].copy()
             with torch.no_grad():

@@ -4,8 +4,9 @@ channels permuted and the rows flipped. The rest of the network is binsr's float
 
     taskset -c 0 .venv/bin/python benchmarks/gates_fp64.py WEIGHTS.safetensors [DATA_ROOT]
 
-Issue 23 (docs/CONVENTIONS.md, "Not met for SCALES bodies"): with float32 gates the engine and
-PyTorch agree on 92-99% of Set5's uint8 values; this is the evidence for the fix.
+Issue 23 (docs/CONVENTIONS.md, "Packed engine vs PyTorch"): with float32 gates the engine and
+PyTorch agreed on 92-99% of Set5's uint8 values; this was the evidence for the fix that
+binsr.nn.exact now makes (the script swaps the gates' forward for its own, in either dtype).
 """
 
 import glob

@@ -84,7 +84,7 @@ def test_random_nets_chains_are_bit_identical(nets, net, path, threads, h, w, se
 
 
 def _step(layer, **kw) -> dict:
-    step = dict(layer=layer, src=-1, x=None, scale=None, bias=None, gate_bias=None, pix=None, act_shift=None,
+    step = dict(layer=layer, src=-1, x=None, scale=None, bias=None, gate_bias=None, pix=None, chan=None, act_shift=None,
                 act_slope=None, act_bias=None, act_first=False, thr=None, div=1.0, post_scale=1.0, post_after=0,
                 res=[], res_src=[], out=None, bits_out=None, ring_out=False, ring_bits=False)
     return {**step, **kw}
@@ -102,6 +102,7 @@ def test_malformed_chains_are_refused() -> None:
         ([_step(conv, x=x, ring_out=True), _step(conv, x=x, res=[None], res_src=[1], out=out)], "reads a later step"),
         ([_step(conv, x=x, res=[np.zeros(7, np.float32)], res_src=[-1], out=out)], "residual has the wrong size"),
         ([_step(conv, x=x, out=out, ring_out=True)], "both a ring and a whole map"),
+        ([_step(conv, x=x, chan=np.ones(63, np.float32), out=out)], "chan"),
     ]
     for steps, match in cases:
         with pytest.raises(ValueError, match=match):

@@ -78,8 +78,8 @@ def test_few_output_conv_values_do_not_depend_on_the_pixel_blocking(c: int) -> N
 @given(st.integers(1, 13), st.integers(1, 17), st.sampled_from([1, 5, 64]), st.sampled_from([3, 5]),
        st.integers(0, 2**31 - 1))
 def test_channel_gate_matches_torch(h: int, w: int, c: int, k: int, seed: int) -> None:
-    """SCALES' channel gate, sigmoid(Conv1d_k(GAP(x))), against binsr.nn.ChannelGate: pixel counts
-    that are and are not multiples of the 8 interleaved sums."""
+    """SCALES' channel gate, sigmoid(Conv1d_k(GAP(x))), equals binsr.nn.ChannelGate's at inference bit
+    for bit: both in float64, rounded once."""
     from binsr.nn import ChannelGate
 
     rng = np.random.default_rng(seed)
@@ -88,4 +88,49 @@ def test_channel_gate_matches_torch(h: int, w: int, c: int, k: int, seed: int) -
     with torch.no_grad():
         gate.conv.weight.copy_(torch.from_numpy(rng.normal(size=(1, 1, k)).astype(np.float32)))
         want = gate(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()))[0, :, 0, 0].numpy()
-    np.testing.assert_allclose(fp.channel_gate(x, gate.conv.weight[0, 0].detach().numpy(), c), want, rtol=1e-5, atol=1e-6)
+    weight = gate.conv.weight[0, 0].detach().numpy()
+    assert np.array_equal(fp.channel_gate(x, weight, c), want)
+    assert np.array_equal(fp.channel_gate(x, weight, c, compiled=False), want)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 13), st.integers(1, 17), st.sampled_from([1, 7, 16, 64, 80]), st.sampled_from([(3, 1), (3, 2), (5, 1)]),
+       st.booleans(), st.integers(0, 2**31 - 1))
+def test_spatial_gate_matches_torch(h: int, w: int, c: int, kd: tuple[int, int], bias: bool, seed: int) -> None:
+    """SCALES' spatial gate sigmoid(conv(x) + b): the compiled 3x3 loops (double sums in another
+    order), the NumPy reference and binsr.nn.SpatialGate at inference give the same float32s."""
+    from binsr.nn import SpatialGate
+
+    k, dil = kd
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(h, w, c)).astype(np.float32)
+    gate = SpatialGate(c, k, dilation=dil).eval()
+    with torch.no_grad():
+        if not bias:
+            gate.conv.bias = None
+        want = gate(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()))[0, 0].numpy()
+    wt = gate.conv.weight.detach().numpy().transpose(2, 3, 1, 0).reshape(-1, 1).copy()
+    b = None if gate.conv.bias is None else gate.conv.bias.detach().numpy()
+    pad = gate.conv.padding[0]
+    assert np.array_equal(fp.spatial_gate(x, wt, b, pad, dil, compiled=False), want)
+    assert np.array_equal(fp.spatial_gate(x, wt, b, pad, dil, threads=2), want)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 11), st.integers(1, 13), st.sampled_from([1, 3, 8]), st.sampled_from([1, 8, 70]),
+       st.sampled_from([None, 0.1]), st.integers(0, 2**31 - 1))
+def test_fp64_conv_is_torch_float64_rounded_once(h: int, w: int, c: int, o: int, leaky: float | None, seed: int) -> None:
+    """The head conv with ``fp64`` (binsr.nn.ExactConv2d): the compiled direct loops and the NumPy
+    dgemm reference both equal torch's float64 conv rounded once, then the float32 LeakyReLU."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(h, w, c)).astype(np.float32)
+    wt = rng.normal(size=(o, c, 3, 3)).astype(np.float32)
+    b = rng.normal(size=o).astype(np.float32)
+    want = F.conv2d(torch.from_numpy(x.transpose(2, 0, 1))[None].double(), torch.from_numpy(wt).double(),
+                    torch.from_numpy(b).double(), padding=1).float()
+    if leaky is not None:
+        want = F.leaky_relu(want, leaky)
+    want = want[0].permute(1, 2, 0).numpy()
+    w2 = wt.transpose(2, 3, 1, 0).reshape(-1, o).copy()
+    assert np.array_equal(fp.conv3x3_direct(x, w2, b, leaky, threads=2, fp64=True), want)
+    assert np.array_equal(fp.conv2d(x, w2, b, 1, 1, leaky, fp64=True), want)

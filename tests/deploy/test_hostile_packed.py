@@ -84,8 +84,8 @@ def _cases():
     """(model, op kind, field): every field of every op kind, on the first op of that kind that
     sets the field (else the first of that kind)."""
     return [(model, kind, field) for model, kinds in (
-        ("srresnet_small", ("conv", "pack", "bconv", "sigmoid", "channel_gate", "bilinear_add")),
-        ("swinir_light", ("linear", "layernorm", "gelu", "window_attention", "pad_window", "affine", "crop")),
+        ("srresnet_small", ("conv", "pack", "bconv", "spatial_gate", "channel_gate", "bilinear_add")),
+        ("swinir_light", ("linear", "sigmoid", "layernorm", "gelu", "window_attention", "pad_window", "affine", "crop")),
         ("srbnas", ("concat", "add")),
     ) for kind in kinds for field in FIELDS[kind]]
 

@@ -61,9 +61,15 @@ def test_runtime_matches_torch(tmp_path, name: str, recipe: str, kwargs: dict) -
     assert diff.max() <= 1 and (diff == 0).mean() >= 0.999
 
 
-@pytest.mark.parametrize("recipe,kwargs", [("bbcu", {}), ("bbcu", {"block": "outer_skip", "res_scale": 0.5}), ("e2fif", {}), ("e2fif", {"block": "outer_skip", "res_scale": 0.2})])
+@pytest.mark.parametrize("recipe,kwargs", [
+    ("bbcu", {}), ("bbcu", {"block": "outer_skip", "res_scale": 0.5}), ("e2fif", {}),
+    ("e2fif", {"block": "outer_skip", "res_scale": 0.2}), ("scales", {}),
+    ("scales", {"block": "outer_skip", "res_scale": 0.3}), ("scales", {"recipe_kwargs": {"spatial": False}}),
+    ("scales", {"recipe_kwargs": {"channel": False}}),
+])
 def test_body_is_bit_exact(assert_body_exact, recipe: str, kwargs: dict) -> None:
-    """Random BN statistics, thresholds and RPReLU shifts; BBCU's RPReLU(v) / 130 divides as torch does."""
+    """Random BN statistics, thresholds and RPReLU shifts; BBCU's RPReLU(v) / 130 divides as torch does;
+    SCALES' gates in float64 rounded once on both sides, multiplied in torch's order."""
     assert_body_exact(_random_model("srresnet_small", recipe, **kwargs))
 
 

@@ -8,6 +8,7 @@ from binsr import models
 from binsr.errors import UsageError
 from binsr.models.complexity import has_binary_weights, is_binary
 from binsr.nn.recipes import linear_recipe_names, recipe_names
+from binsr.nn.exact import ExactConv2d
 
 SMALL = {  # shrink the big backbones so the full grid stays fast on 2 cores
     "srresnet": dict(num_feat=16, num_block=2),
@@ -189,7 +190,7 @@ DIV2K_MEAN = torch.tensor([0.4488, 0.4371, 0.4040]).view(1, 3, 1, 1)  # EDSR's /
 
 def _conv(layer: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
     """A full-precision conv, zero padded to the same size, from the layer's own weight and bias."""
-    assert type(layer) is torch.nn.Conv2d and layer.stride == (1, 1) and layer.dilation == (1, 1)
+    assert type(layer) in (torch.nn.Conv2d, ExactConv2d) and layer.stride == (1, 1) and layer.dilation == (1, 1)
     return F.conv2d(h, layer.weight, layer.bias, padding=layer.kernel_size[0] // 2)
 
 

@@ -8,7 +8,7 @@ VPOPCNTDQ kernel instead (``_engine.cpu_features()["amx"]`` tells which one runs
 ``dot = C_in_per_group * k * k - 2 * popcount(x ^ w)`` (exact int32), input padded with +1 (all-ones
 words), stride 1. A fused epilogue turns dots into the next tensor, in this order::
 
-    v = dot * scale[o] * pix[p] + bias[o]                 (one fused multiply-add without pix)
+    v = ((dot * scale[o]) * pix[p]) * chan[o] + bias[o]   (one fused multiply-add without pix, chan)
     v = v + residual_0[p, o] + ...                        (up to 3 residuals)
     v = v + pix[p] * gate_bias[o]                         (SCALES' gated linear bias; product rounded first)
     v = PReLU_slope(v - act_shift[o]) + act_bias[o]      (RPReLU; before the residuals if act_first)
@@ -135,7 +135,7 @@ class BinaryConv:
     def __call__(self, x: np.ndarray, *, path: str = "auto", threads: int = 1,
                  scale: np.ndarray | None = None, bias: np.ndarray | None = None,
                  gate_bias: np.ndarray | None = None, pix: np.ndarray | None = None,
-                 act: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, act_first: bool = False,
+                 chan: np.ndarray | None = None, act: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, act_first: bool = False,
                  residual: tuple[np.ndarray, ...] = (), out_float: bool = True, out_int: bool = False,
                  pack: bool = False, thr: np.ndarray | None = None, div: float = 1.0, post_scale: float = 1.0,
                  post_after: int = 0, out: np.ndarray | None = None,
@@ -145,6 +145,8 @@ class BinaryConv:
         ``out`` / ``bits_out``: C-contiguous float32 / uint64 arrays of the output's shape to write
         the float map / the packed bits into (a runtime reusing its activation memory: a fresh
         map costs a page fault per 4 KiB on its first write, about as long as the layer itself).
+        ``pix``: a spatial gate per output pixel, (N, Ho, Wo); ``chan``: a channel gate per image,
+        (N, Cout) (SCALES' re-scaling, multiplied in this order after the scale).
         """
         path = resolve_path(path)
         x = np.ascontiguousarray(x, dtype=np.uint64)
@@ -153,7 +155,8 @@ class BinaryConv:
             raise ValueError(f"post_after {post_after} is not in 0..{len(residual)} (the residuals)")
         if gate_bias is not None and pix is None:
             raise ValueError("gate_bias needs pix (the gate it is multiplied by)")
-        args = dict(scale=_vec(scale), bias=_vec(bias), gate_bias=_vec(gate_bias), pix=_vec(pix), act_shift=_vec(shift),
+        args = dict(scale=_vec(scale), bias=_vec(bias), gate_bias=_vec(gate_bias), pix=_vec(pix), chan=_vec(chan),
+                    act_shift=_vec(shift),
                     act_slope=_vec(slope), act_bias=_vec(abias), act_first=act_first,
                     res=[_vec(r) for r in residual],
                     out_float=out_float, out_int=out_int, pack=pack, thr=_vec(thr), div=float(div),
@@ -163,7 +166,7 @@ class BinaryConv:
             return ConvOutput(_into(out, v, "out"), dots, _into(bits_out, bits, "bits_out"), path)
         return ConvOutput(*self._layer.run(x, path, threads, out=out, bits_out=bits_out, **args), path)
 
-    def _numpy(self, x: np.ndarray, *, scale, bias, gate_bias, pix, act_shift, act_slope, act_bias, act_first, res,
+    def _numpy(self, x: np.ndarray, *, scale, bias, gate_bias, pix, chan, act_shift, act_slope, act_bias, act_first, res,
                out_float, out_int, pack, thr, div, post_scale, post_after):
         n, h, w, _ = x.shape
         p, d, k, g = self.padding, self.dilation, self.k, self.groups
@@ -178,7 +181,7 @@ class BinaryConv:
                     a = xs[:, ky * d:ky * d + ho, kx * d:kx * d + wo, gi * cpi:(gi + 1) * cpi]
                     acc[..., gi * cpo:(gi + 1) * cpo] += a @ ws[gi * cpo:(gi + 1) * cpo, :, ky, kx].T
         dots = acc.astype(np.int32)
-        if scale is not None and bias is not None and pix is None:  # fused multiply-add, exact in float64
+        if scale is not None and bias is not None and pix is None and chan is None:  # fused multiply-add, exact in float64
             v = (dots * scale.astype(np.float64) + bias).astype(np.float32)
         else:
             v = dots.astype(np.float32)
@@ -186,6 +189,8 @@ class BinaryConv:
                 v *= scale
             if pix is not None:
                 v *= pix.reshape(n, ho, wo, 1)
+            if chan is not None:
+                v *= chan.reshape(n, 1, 1, self.cout)
             if bias is not None:
                 v += bias
         if act_slope is not None and act_first:

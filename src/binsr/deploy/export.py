@@ -27,6 +27,7 @@ from binsr.deploy.bitpack import pack_weights
 from binsr.deploy.runtime import DEFAULTS, FORMAT, VERSION
 from binsr.errors import BinsrError
 from binsr.files import atomic_write
+from binsr.nn.exact import ExactConv2d
 
 __all__ = ["export_packed", "round_fp16_"]
 
@@ -36,7 +37,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def round_fp16_(model: nn.Module) -> nn.Module:
-    """Round the weights of the model's FP convs (plain ``nn.Conv2d``: head, tail, upsampler,
+    """Round the weights of the model's FP convs (plain ``nn.Conv2d`` and ``ExactConv2d``: head, tail, upsampler,
     spatial gates; not the binary convs' latent weights, not biases) to float16 values, in place.
 
     The packed file of the rounded model stores those weights in 2 bytes each without loss
@@ -46,7 +47,7 @@ def round_fp16_(model: nn.Module) -> nn.Module:
     """
     with torch.no_grad():
         for m in model.modules():
-            if type(m) is nn.Conv2d:
+            if type(m) in (nn.Conv2d, ExactConv2d):
                 m.weight.copy_(m.weight.half().float())
     return model
 
@@ -72,7 +73,9 @@ class _Writer:
         return f"{stem}{self._n}"
 
     def fp_conv(self, name: str, conv: nn.Conv2d, src: str, dst: str, leaky: float | None = None,
-                shuffle: int = 1) -> None:
+                shuffle: int = 1, gate: bool = False) -> None:
+        """An FP conv op; ``gate``: SCALES' spatial gate op instead (the 1-channel conv and its sigmoid,
+        computed in float64 as :class:`binsr.nn.SpatialGate` does)."""
         if conv.stride != (1, 1) or conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise BinsrError(f"{name}: only stride-1, ungrouped, zero-padded FP convs are exported")
         if conv.padding[0] != conv.padding[1] or conv.dilation[0] != conv.dilation[1]:
@@ -84,9 +87,14 @@ class _Writer:
                 raise BinsrError(f"{name}: weights are not float16 values; round the model with "
                                  "binsr.deploy.round_fp16_(model) first (binsr export --fp16-weights does)")
             w = w16
-        self.ops.append({"op": "conv", "src": src, "dst": dst, "w": self.tensor(f"{name}.w", w),
-                         "b": self.tensor(f"{name}.b", None if conv.bias is None else _np(conv.bias)),
-                         "pad": conv.padding[0], "dil": conv.dilation[0], "leaky": leaky, "shuffle": shuffle})
+        op = {"op": "conv", "src": src, "dst": dst, "w": self.tensor(f"{name}.w", w),
+              "b": self.tensor(f"{name}.b", None if conv.bias is None else _np(conv.bias)),
+              "pad": conv.padding[0], "dil": conv.dilation[0], "leaky": leaky, "shuffle": shuffle,
+              "fp64": isinstance(conv, ExactConv2d)}
+        if gate:
+            op.update(op="spatial_gate")
+            del op["leaky"], op["shuffle"], op["fp64"]
+        self.ops.append(op)
 
 
 def _leaky_slope(act: nn.Module) -> float | None:
@@ -174,8 +182,7 @@ def _binary_unit(wr: _Writer, name: str, unit: nn.Module, src: str, extra_res: l
     pix = chan = None
     if parts.get("spatial") is not None:
         pix = wr.fresh("gate")
-        wr.fp_conv(f"{name}.spatial", parts["spatial"].conv, src, pix)
-        wr.ops.append({"op": "sigmoid", "src": pix, "dst": pix})
+        wr.fp_conv(f"{name}.spatial", parts["spatial"].conv, src, pix, gate=True)
     if parts.get("channel") is not None:
         chan = wr.fresh("gate")
         ch = parts["channel"]

@@ -15,7 +15,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from binsr.deploy.engine import _engine, check_buffer
 
 __all__ = ["set_blas_threads", "conv2d", "winograd_weights", "conv3x3_winograd", "conv3x3_direct", "output_shape",
-           "conv_output_shape", "leaky_relu", "sigmoid", "channel_gate", "bilinear_add"]
+           "conv_output_shape", "leaky_relu", "sigmoid", "spatial_gate", "channel_gate", "bilinear_add"]
 
 _TILE_BYTES = 2 << 20  # im2col patch matrix per tile (fits L2 with the weights)
 
@@ -65,9 +65,11 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 def _emit(out: np.ndarray, y0: int, y1: int, t: np.ndarray, bias: np.ndarray | None, leaky: float | None,
           shuffle: int) -> None:
-    """Bias, LeakyReLU and PixelShuffle of output rows ``y0:y1`` (``t``: (rows, W, O)) into ``out``."""
+    """Bias, LeakyReLU and PixelShuffle of output rows ``y0:y1`` (``t``: (rows, W, O)) into ``out``;
+    a float64 ``t`` is rounded to float32 after the bias, before the LeakyReLU."""
     if bias is not None:
         t += bias
+    t = t.astype(np.float32, copy=False)
     if leaky is not None:
         leaky_relu(t, leaky)
     r = shuffle
@@ -117,17 +119,20 @@ def _scratch_array(slot: str, shape: tuple[int, ...]) -> np.ndarray:
 
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, padding: int = 0,
            dilation: int = 1, leaky: float | None = None, shuffle: int = 1, threads: int = 1,
-           out: np.ndarray | None = None) -> np.ndarray:
+           out: np.ndarray | None = None, fp64: bool = False) -> np.ndarray:
     """Zero-padded stride-1 conv of ``x`` (H, W, C) with ``weight`` (k*k*C, O) in (ky, kx, c) row
     order (im2col + sgemm); optional LeakyReLU and PixelShuffle(``shuffle``) fused per row tile;
-    written into ``out`` when given."""
+    written into ``out`` when given. ``fp64``: summed in float64 (dgemm), rounded once before the
+    LeakyReLU (:class:`binsr.nn.ExactConv2d`)."""
+    if fp64:
+        x, weight = x.astype(np.float64), weight.astype(np.float64)
     kkc, cout = weight.shape
     span, ho, wo = _geometry(x.shape, weight.shape, padding, dilation)
     xp = np.pad(x, ((padding, padding), (padding, padding), (0, 0))) if padding else x
     win = sliding_window_view(xp, (span + 1, span + 1), axis=(0, 1))[..., ::dilation, ::dilation]
     win = win.transpose(0, 1, 3, 4, 2)  # (ho, wo, ky, kx, c)
     out = _output(output_shape(ho, wo, cout, shuffle), out)
-    rows = max(1, _TILE_BYTES // max(1, wo * kkc * 4))
+    rows = max(1, _TILE_BYTES // max(1, wo * kkc * x.itemsize))
 
     def tile(y0: int) -> None:
         y1 = min(ho, y0 + rows)
@@ -175,43 +180,58 @@ def conv3x3_winograd(x: np.ndarray, u: np.ndarray, bias: np.ndarray | None = Non
 
 
 def conv3x3_direct(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, leaky: float | None = None,
-                   threads: int = 1, out: np.ndarray | None = None) -> np.ndarray:
+                   threads: int = 1, out: np.ndarray | None = None, fp64: bool = False) -> np.ndarray:
     """:func:`conv2d` for a 3x3 kernel, padding 1, dilation 1, no shuffle, as direct compiled loops:
     for few input channels (the head conv's 3), where im2col + sgemm has K = 27."""
     h, w, _ = x.shape
     out = _output(output_shape(h, w, weight.shape[1], 1), out)
     if _engine is None:
-        return conv2d(x, weight, bias, 1, 1, leaky, 1, threads, out=out)
+        return conv2d(x, weight, bias, 1, 1, leaky, 1, threads, out=out, fp64=fp64)
     _engine.conv3x3_direct(np.ascontiguousarray(x, dtype=np.float32), weight, out, bias,
-                           -1.0 if leaky is None else leaky, threads)
+                           -1.0 if leaky is None else leaky, threads, fp64)
     return out
 
 
-def spatial_gate(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, padding: int, dilation: int) -> np.ndarray:
-    """``sigmoid(conv(x))`` with one output channel: (H', W') float32; ``weight`` (k*k*C, 1)."""
-    return sigmoid(conv2d(x, weight, bias, padding, dilation)[..., 0])
+def spatial_gate(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, padding: int, dilation: int,
+                 threads: int = 1, out: np.ndarray | None = None, compiled: bool = True) -> np.ndarray:
+    """SCALES' spatial gate ``sigmoid(conv(x) + b)``, one output channel, (H', W') float32: summed and
+    squashed in float64 and rounded once, as :class:`binsr.nn.SpatialGate` does at inference (so
+    any sum order gives the same float32). ``weight``: (k*k*C, 1). Compiled direct loops for a 3x3
+    with padding 1 (unless ``compiled`` is False), else this NumPy reference: one float64
+    matrix-vector product per tap."""
+    span, ho, wo = _geometry(x.shape, weight.shape, padding, dilation)
+    out = _output((ho, wo, 1), None if out is None else out[..., None])[..., 0]
+    c = x.shape[2]
+    if compiled and _engine is not None and weight.shape[0] == 9 * c and padding == 1 and dilation == 1:
+        _engine.spatial_gate3x3(np.ascontiguousarray(x, dtype=np.float32), weight[:, 0], bias, out, threads)
+        return out
+    xp = np.pad(x.astype(np.float64), ((padding, padding), (padding, padding), (0, 0)))
+    k = span // dilation + 1
+    w = weight[:, 0].astype(np.float64).reshape(k, k, c)
+    z = np.full((ho, wo), 0.0 if bias is None else float(bias[0]))
+    for ky in range(k):
+        for kx in range(k):
+            z += xp[ky * dilation:ky * dilation + ho, kx * dilation:kx * dilation + wo] @ w[ky, kx]
+    with np.errstate(over="ignore"):  # exp(-z) = inf for z < -709: the gate is 0, as in torch
+        out[...] = 1 / (1 + np.exp(-z))
+    return out
 
 
-def _channel_mean(x: np.ndarray) -> np.ndarray:
-    """Per-channel mean of an HWC map: 8 interleaved running sums over rows of 8 pixels (one NumPy
-    reduction over 8 * C columns, 2.7x faster than ``x.mean(axis=(0, 1))``'s over C), the rest, / n."""
-    flat = x.reshape(-1, x.shape[-1])
-    n, c = flat.shape
-    k = n // 8 * 8
-    total = np.add.reduce(flat[:k].reshape(-1, 8 * c), axis=0).reshape(8, c).sum(axis=0)
-    if k < n:
-        total = total + flat[k:].sum(axis=0)
-    return total / np.float32(n)
-
-
-def channel_gate(x: np.ndarray, weight: np.ndarray, out_channels: int) -> np.ndarray:
-    """``sigmoid(Conv1d_k(GAP(x)))`` (zero padding k//2, no bias), nearest-resized to ``out_channels``."""
-    pooled = _channel_mean(x)
+def channel_gate(x: np.ndarray, weight: np.ndarray, out_channels: int, compiled: bool = True) -> np.ndarray:
+    """``sigmoid(Conv1d_k(GAP(x)))`` (zero padding k//2, no bias), nearest-resized to ``out_channels``:
+    in float64, rounded once to float32, as :class:`binsr.nn.ChannelGate` does at inference. The
+    sums are compiled loops (unless ``compiled`` is False), else NumPy's float64 reduction."""
+    if compiled and _engine is not None:
+        total = _engine.channel_sums(np.ascontiguousarray(x, dtype=np.float32))
+    else:
+        total = np.add.reduce(x.reshape(-1, x.shape[-1]), axis=0, dtype=np.float64)
+    pooled = total / (x.shape[0] * x.shape[1])
     k = weight.shape[0]
-    g = np.convolve(np.pad(pooled, k // 2), weight[::-1], mode="valid").astype(np.float32)
+    g = np.convolve(np.pad(pooled, k // 2), weight[::-1].astype(np.float64), mode="valid")
     if g.shape[0] != out_channels:
         g = g[(np.arange(out_channels) * g.shape[0]) // out_channels]
-    return sigmoid(g)
+    with np.errstate(over="ignore"):
+        return (1 / (1 + np.exp(-g))).astype(np.float32)
 
 
 def _bilinear_axis(n_in: int, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -38,13 +38,15 @@ MAX_CHANNELS = 1 << 16
 MAP, DST, TENSOR, TENSORS, MAPS, INT, NUM, FLAG = "map", "dst", "tensor", "tensors", "maps", "int", "number", "flag"
 #: per op: its fields and their kinds; REQUIRED: the fields that must be present (not null)
 FIELDS: dict[str, dict[str, str]] = {
-    "conv": {"src": MAP, "dst": DST, "w": TENSOR, "b": TENSOR, "pad": INT, "dil": INT, "leaky": NUM, "shuffle": INT},
+    "conv": {"src": MAP, "dst": DST, "w": TENSOR, "b": TENSOR, "pad": INT, "dil": INT, "leaky": NUM, "shuffle": INT,
+             "fp64": FLAG},
     "pack": {"src": MAP, "dst": DST, "thr": TENSOR},
     "bconv": {"src": MAP, "dst": DST, "dst_bits": DST, "cin": INT, "k": INT, "dil": INT, "pad": INT, "groups": INT,
               "w": TENSOR, "scale": TENSOR, "shift": TENSOR, "bias": TENSOR, "pix": MAP, "chan": MAP, "act": TENSORS,
               "leaky": NUM, "act_first": FLAG, "div": NUM, "res": MAPS, "post_scale": NUM, "post_after": INT,
               "thr": TENSOR, "gate_bias": TENSOR},
     "sigmoid": {"src": MAP, "dst": DST},
+    "spatial_gate": {"src": MAP, "dst": DST, "w": TENSOR, "b": TENSOR, "pad": INT, "dil": INT},
     "channel_gate": {"src": MAP, "dst": DST, "w": TENSOR, "out_channels": INT},
     "bilinear_add": {"src": MAP, "add": MAP, "dst": DST, "scale": INT},
     "linear": {"src": MAP, "dst": DST, "w": TENSOR, "b": TENSOR},
@@ -60,7 +62,8 @@ FIELDS: dict[str, dict[str, str]] = {
 }
 REQUIRED: dict[str, set[str]] = {
     "conv": {"src", "dst", "w"}, "pack": {"src", "dst"}, "bconv": {"src", "cin", "k", "w"},
-    "sigmoid": {"src", "dst"}, "channel_gate": {"src", "dst", "w", "out_channels"},
+    "sigmoid": {"src", "dst"}, "spatial_gate": {"src", "dst", "w"},
+    "channel_gate": {"src", "dst", "w", "out_channels"},
     "bilinear_add": {"src", "add", "dst", "scale"}, "linear": {"src", "dst", "w", "b"},
     "layernorm": {"src", "dst", "w", "b", "eps"}, "gelu": {"src", "dst"},
     "window_attention": {"src", "dst", "heads", "window", "shift", "scale", "table"},
@@ -182,15 +185,7 @@ class _Checker:
 
     # -- ops -----------------------------------------------------------------------------------
     def conv(self, op: dict) -> None:
-        src = self.read(op, "src", FLOAT)
-        w = self.tensor(op, "w", ndim=2)
-        kk, cout = w.shape
-        k = math.isqrt(kk // src.channels) if kk % src.channels == 0 else 0
-        if k < 1 or k * k * src.channels != kk:
-            raise _Bad(f"w {w.shape} is not (k*k*{src.channels}, out) for the {src.channels}-channel src")
-        dil = _int(op, "dil", 1, MAX_SPAN)
-        span = self.span(op, k, dil)
-        self.tensor(op, "b", (cout,))
+        src, cout, span = self.conv_shape(op)
         if op["leaky"] is not None:
             _num(op, "leaky")
         r = _int(op, "shuffle", 1, MAX_FACTOR)
@@ -198,6 +193,18 @@ class _Checker:
             raise _Bad(f"shuffle {r} needs out channels ({cout}) divisible by {r * r}")
         off = src.size.off + 2 * op["pad"] - span
         self.write(op, "dst", Map(FLOAT, cout // (r * r), Size(src.size.base, src.size.mult * r, off * r)))
+
+    def conv_shape(self, op: dict) -> tuple[Map, int, int]:
+        """(src, out channels, span) of a conv's ``src``, ``w`` (k*k*C, out), ``b``, ``dil``, ``pad``."""
+        src = self.read(op, "src", FLOAT)
+        w = self.tensor(op, "w", ndim=2)
+        kk, cout = w.shape
+        k = math.isqrt(kk // src.channels) if kk % src.channels == 0 else 0
+        if k < 1 or k * k * src.channels != kk:
+            raise _Bad(f"w {w.shape} is not (k*k*{src.channels}, out) for the {src.channels}-channel src")
+        span = self.span(op, k, _int(op, "dil", 1, MAX_SPAN))
+        self.tensor(op, "b", (cout,))
+        return src, cout, span
 
     def span(self, op: dict, k: int, dil: int) -> int:
         span = dil * (k - 1)
@@ -265,6 +272,12 @@ class _Checker:
     def sigmoid(self, op: dict) -> None:
         src = self.read(op, "src", FLOAT, 1)
         self.write(op, "dst", Map(GATE, 1, src.size))
+
+    def spatial_gate(self, op: dict) -> None:
+        src, cout, span = self.conv_shape(op)
+        if cout != 1:
+            raise _Bad(f"a spatial gate has 1 output channel, w has {cout}")
+        self.write(op, "dst", Map(GATE, 1, Size(src.size.base, src.size.mult, src.size.off + 2 * op["pad"] - span)))
 
     def channel_gate(self, op: dict) -> None:
         self.read(op, "src", FLOAT)

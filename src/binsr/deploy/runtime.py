@@ -25,7 +25,7 @@ __all__ = ["Runtime", "DEFAULTS", "FORMAT", "VERSION"]
 FORMAT, VERSION = "binsr.packed", 2
 #: op fields the exporter leaves out when they hold these values
 DEFAULTS: dict[str, Any] = {"pad": 0, "dil": 1, "groups": 1, "shuffle": 1, "act_first": False, "div": 1.0,
-                            "post_scale": 1.0, "post_after": 0}
+                            "post_scale": 1.0, "post_after": 0, "fp64": False}
 
 
 #: the shortest run of bconvs executed depth first. Zen 4, 1 / 2 threads, 320x180: the 32 convs of
@@ -194,9 +194,9 @@ class Runtime:
 
     def _wino(self, op: dict[str, Any]) -> np.ndarray | None:
         """Winograd weights of a 3x3, padding-1 FP conv with at least 8 input and 16 output channels,
-        else None (with fewer outputs, e.g. SCALES' 64 -> 1 spatial gate, the input transform costs
+        else None (with fewer outputs, e.g. the tail's 64 -> 3 conv, the input transform costs
         more than the direct dot products: ``fp.conv3x3_direct``)."""
-        if op["op"] != "conv" or op["pad"] != 1 or op["dil"] != 1:
+        if op["op"] != "conv" or op["pad"] != 1 or op["dil"] != 1 or op["fp64"]:
             return None
         w = self.tensors[op["w"]]
         c = w.shape[0] // 9
@@ -257,6 +257,12 @@ class Runtime:
                     env[op["dst"]] = self._pack(env[op["src"]], self._t(op["thr"]))
                 elif kind == "sigmoid":
                     env[op["dst"]] = fp.sigmoid(env[op["src"]][..., 0])
+                elif kind == "spatial_gate":
+                    src = env[op["src"]]
+                    out = self._arena.take(fp.conv_output_shape(src.shape, self.tensors[op["w"]].shape, op["pad"],
+                                                                op["dil"], 1)[:2], np.float32)
+                    env[op["dst"]] = self._arena.own(fp.spatial_gate(src, self.tensors[op["w"]], self._t(op["b"]),
+                                                                     op["pad"], op["dil"], self.threads, out))
                 elif kind == "channel_gate":
                     env[op["dst"]] = fp.channel_gate(env[op["src"]], self.tensors[op["w"]], op["out_channels"])
                 elif kind == "bilinear_add":
@@ -305,8 +311,8 @@ class Runtime:
         return env[self.graph["output"]]
 
     def _run_conv(self, op: dict[str, Any], wino: np.ndarray | None, env: dict[str, np.ndarray]) -> None:
-        """An FP conv (Winograd where prepared, direct loops for a 3x3 on few channels, else
-        im2col + sgemm) into an arena buffer."""
+        """An FP conv (Winograd where prepared, direct loops for a 3x3 on few channels or in float64,
+        else im2col + sgemm) into an arena buffer."""
         src = env[op["src"]]
         w = self.tensors[op["w"]]
         out = self._arena.take(fp.conv_output_shape(src.shape, w.shape, op["pad"], op["dil"], op["shuffle"]),
@@ -314,9 +320,10 @@ class Runtime:
         if wino is not None:
             fp.conv3x3_winograd(src, wino, self._t(op["b"]), op["leaky"], op["shuffle"], self.threads, out=out)
         elif w.shape[0] == 9 * src.shape[2] and op["pad"] == 1 and op["dil"] == 1 and op["shuffle"] == 1:
-            fp.conv3x3_direct(src, w, self._t(op["b"]), op["leaky"], self.threads, out=out)
+            fp.conv3x3_direct(src, w, self._t(op["b"]), op["leaky"], self.threads, out=out, fp64=op["fp64"])
         else:
-            fp.conv2d(src, w, self._t(op["b"]), op["pad"], op["dil"], op["leaky"], op["shuffle"], self.threads, out=out)
+            fp.conv2d(src, w, self._t(op["b"]), op["pad"], op["dil"], op["leaky"], op["shuffle"], self.threads, out=out,
+                      fp64=op["fp64"])
         env[op["dst"]] = self._arena.own(out)
 
     def _pack(self, x: np.ndarray, thr: np.ndarray | None) -> np.ndarray:
@@ -324,12 +331,6 @@ class Runtime:
         if self.path == "numpy" or _engine is None:
             return pack_bits(x if thr is None else x - thr)
         return _engine.pack_signs(x, thr, self.threads)
-
-    def _scale(self, op: dict[str, Any], prep: _BConv, env: dict[str, np.ndarray]) -> np.ndarray | None:
-        """A bconv's per-channel scale, times its channel gate when it has one."""
-        if op["chan"] is None:
-            return prep.scale
-        return env[op["chan"]] if prep.scale is None else prep.scale * env[op["chan"]]
 
     def _run_chain(self, start: int, env: dict[str, np.ndarray]) -> bool:
         """The bconvs of the chain at ``start`` depth first; False (nothing run) where the engine
@@ -348,8 +349,9 @@ class Runtime:
             shift, slope, abias = prep.act if prep.act is not None else (None, None, None)
             src = made_bits.get(op["src"], -1)
             step = dict(layer=prep.conv._layer, src=src, x=env[op["src"]] if src < 0 else None,
-                        scale=self._scale(op, prep, env), bias=self._t(op["bias"]), gate_bias=self._t(op["gate_bias"]),
-                        pix=None if op["pix"] is None else env[op["pix"]], act_shift=shift, act_slope=slope,
+                        scale=prep.scale, bias=self._t(op["bias"]), gate_bias=self._t(op["gate_bias"]),
+                        pix=None if op["pix"] is None else env[op["pix"]],
+                        chan=None if op["chan"] is None else env[op["chan"]], act_shift=shift, act_slope=slope,
                         act_bias=abias, act_first=op["act_first"], thr=self._t(op["thr"]), div=float(op["div"]),
                         post_scale=float(op["post_scale"]), post_after=int(op["post_after"]),
                         res=[None if r in made_out else env[r] for r in op["res"] or []],
@@ -375,10 +377,11 @@ class Runtime:
         return True
 
     def _run_bconv(self, op: dict[str, Any], prep: _BConv, env: dict[str, np.ndarray]) -> None:
-        conv, scale = prep.conv, self._scale(op, prep, env)
+        conv = prep.conv
         shape = (1,) + conv.output_size(env[op["src"]].shape[:2])
-        res = conv(env[op["src"]][None], path=self.path, threads=self.threads, scale=scale,
+        res = conv(env[op["src"]][None], path=self.path, threads=self.threads, scale=prep.scale,
                    bias=self._t(op["bias"]), pix=None if op["pix"] is None else env[op["pix"]],
+                   chan=None if op["chan"] is None else env[op["chan"]],
                    act=prep.act, act_first=op["act_first"],
                    residual=tuple(env[r][None] for r in op["res"]), gate_bias=self._t(op["gate_bias"]),
                    out_float=op["dst"] is not None, pack=op["dst_bits"] is not None, thr=self._t(op["thr"]),

@@ -14,6 +14,7 @@ from torch import nn
 
 from binsr.models._common import ResidualBlock, Upsampler, check_scale, get_recipe
 from binsr.models._registry import register_model
+from binsr.nn.exact import ExactConv2d
 
 __all__ = ["EDSR"]
 
@@ -47,7 +48,7 @@ class EDSR(nn.Module):
         rec = get_recipe(recipe, recipe_kwargs)
         self.block = block
         self.register_buffer("mean", torch.tensor(rgb_mean).view(1, 3, 1, 1))
-        self.conv_first = nn.Conv2d(3, num_feat, 3, 1, 1)
+        self.conv_first = ExactConv2d(3, num_feat, 3, 1, 1)
         self.body = nn.Sequential(*(ResidualBlock(num_feat, rec, res_scale=res_scale, block=block) for _ in range(num_block)))
         self.conv_after_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.upsample = Upsampler(scale, num_feat, rec)

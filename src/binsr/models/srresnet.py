@@ -23,6 +23,7 @@ from torch import nn
 from binsr.errors import UsageError
 from binsr.models._common import ResidualBlock, Upsampler, check_scale, get_recipe, zero_last_conv
 from binsr.models._registry import register_model
+from binsr.nn.exact import ExactConv2d
 
 __all__ = ["SRResNet"]
 
@@ -71,7 +72,7 @@ class SRResNet(nn.Module):
         self.scale = check_scale(scale, (2, 3, 4))
         rec = get_recipe(recipe, recipe_kwargs)
         self.block = block
-        self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
+        self.conv_first = ExactConv2d(num_in_ch, num_feat, 3, 1, 1)
         self.body = nn.Sequential(*(ResidualBlock(num_feat, rec, res_scale=res_scale, block=block) for _ in range(num_block)))
         self.lrelu = nn.LeakyReLU(0.1, inplace=True)
         if tail == "msrresnet":

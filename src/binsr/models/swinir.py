@@ -41,6 +41,7 @@ from torch import nn
 from binsr.errors import UsageError
 from binsr.models._common import Upsampler, check_scale, get_recipe
 from binsr.models._registry import register_model
+from binsr.nn.exact import ExactConv2d
 from binsr.nn.recipes import Recipe, linear_recipe_names
 
 __all__ = [
@@ -344,7 +345,7 @@ class SwinIR(nn.Module):
         self.window_size, self.img_range = int(window_size), float(img_range)
         mean = DIV2K_RGB_MEAN if num_in_ch == 3 else (0.0,) * num_in_ch
         self.register_buffer("mean", torch.tensor(mean).view(1, num_in_ch, 1, 1), persistent=False)
-        self.conv_first = nn.Conv2d(num_in_ch, embed_dim, 3, 1, 1)
+        self.conv_first = ExactConv2d(num_in_ch, embed_dim, 3, 1, 1)
         self.body = SwinIRBody(embed_dim, list(depths), list(num_heads), self.window_size, mlp_ratio, rec,
                                drop_path_rate, qkv_bias, patch_norm)
         if upsampler == "pixelshuffledirect":

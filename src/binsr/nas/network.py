@@ -22,6 +22,7 @@ from torch import nn
 
 from binsr.nas.genotype import Genotype
 from binsr.nas.ops import ConvFactory, make_op, srbnas_conv
+from binsr.nn.exact import ExactConv2d
 
 __all__ = ["SRBNASBackbone", "Cell"]
 
@@ -62,7 +63,7 @@ class SRBNASBackbone(nn.Module):
     def __init__(self, cells: list[nn.Module], num_feat: int, scale: int, num_in_ch: int = 3) -> None:
         super().__init__()
         self.scale = scale
-        self.head = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
+        self.head = ExactConv2d(num_in_ch, num_feat, 3, 1, 1)
         self.body = nn.ModuleList(cells)  # "body": the binarized part (binsr.models.profile totals("body."))
         self.tail = nn.Sequential(nn.Conv2d(num_feat, num_in_ch * scale * scale, 3, 1, 1), nn.PixelShuffle(scale))
 

@@ -1,4 +1,9 @@
-"""Light full-precision gates computed from the FP activation (SCALES re-scaling, LT-attn)."""
+"""Light full-precision gates computed from the FP activation (SCALES re-scaling, LT-attn).
+
+Outside training a gate is computed in float64 and rounded once, as :mod:`binsr.nn.exact` says why:
+the gates multiply binary conv outputs inside the body, so the packed engine's gates must equal
+PyTorch's bit for bit.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from binsr.nn.binary_conv import same_padding
+from binsr.nn.exact import fp64_at_inference
 
 __all__ = ["ChannelGate", "SpatialGate"]
 
@@ -34,11 +40,15 @@ class ChannelGate(nn.Module):
         self.conv = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = fp64_at_inference(self, x, self._gate, self.conv.weight, self.conv.bias)
+        return gate.transpose(1, 2).unsqueeze(-1)  # (N, C_out, 1, 1)
+
+    def _gate(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         pooled = x.mean(dim=(2, 3)).unsqueeze(1)  # (N, 1, C_in)
-        gate = self.conv(pooled)
+        gate = F.conv1d(pooled, weight, bias, padding=self.conv.padding)
         if self.out_channels is not None and self.out_channels != gate.shape[-1]:
             gate = F.interpolate(gate, size=self.out_channels, mode="nearest")
-        return torch.sigmoid(gate).transpose(1, 2).unsqueeze(-1)  # (N, C_out, 1, 1)
+        return torch.sigmoid(gate)
 
 
 class SpatialGate(nn.Module):
@@ -63,4 +73,7 @@ class SpatialGate(nn.Module):
         self.conv = nn.Conv2d(in_channels, 1, kernel_size, stride, padding, dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.conv(x))
+        return fp64_at_inference(self, x, self._gate, self.conv.weight, self.conv.bias)
+
+    def _gate(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return torch.sigmoid(self.conv._conv_forward(x, weight, bias))

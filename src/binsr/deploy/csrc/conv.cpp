@@ -291,6 +291,7 @@ void conv_run(const Layer& L, const Kernel& kern, const uint64_t* x, int N, int 
       j.tapoff.push_back(j.tappix.back() * (std::ptrdiff_t)ps);
     }
     if (e0.pix) j.e.pix = e0.pix + n * npix;
+    if (e0.chan) j.e.chan = e0.chan + n * C;
     for (int r = 0; r < 3; ++r)
       if (e0.res[r]) j.e.res[r] = e0.res[r] + n * npix * C;
     if (e0.out) j.e.out = e0.out + n * npix * C;

@@ -97,10 +97,10 @@ static T* output(const std::optional<py::array>& given, std::vector<py::ssize_t>
 
 using UArr = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>;
 
-// The fused epilogue's parameters of a conv over npix output pixels (N images), checked; the
-// output and residual pointers are left to the caller.
-static Epilogue make_epilogue(const Layer& L, size_t npix, const OptF& scale, const OptF& bias, const OptF& gate_bias,
-                              const OptF& pix, const OptF& act_shift, const OptF& act_slope, const OptF& act_bias,
+// The fused epilogue's parameters of a conv over npix output pixels of nimg images, checked (pix:
+// npix values, chan: nimg * cout); the output and residual pointers are left to the caller.
+static Epilogue make_epilogue(const Layer& L, size_t nimg, size_t npix, const OptF& scale, const OptF& bias,
+                              const OptF& gate_bias, const OptF& pix, const OptF& chan, const OptF& act_shift, const OptF& act_slope, const OptF& act_bias,
                               bool act_first, size_t nres, const OptF& thr, float div, float post_scale,
                               int post_after) {
   const size_t C = L.cout;
@@ -115,6 +115,7 @@ static Epilogue make_epilogue(const Layer& L, size_t npix, const OptF& scale, co
   e0.act_bias = vec_ptr(act_bias, C, "act_bias");
   e0.thr = vec_ptr(thr, C, "thr");
   e0.pix = vec_ptr(pix, npix, "pix");
+  e0.chan = vec_ptr(chan, nimg * C, "chan");
   if (e0.gate_bias && !e0.pix) throw std::invalid_argument("gate_bias needs pix (the gate it is multiplied by)");
   e0.act_first = act_first;
   if (nres > 3) throw std::invalid_argument("at most 3 residuals");
@@ -127,7 +128,7 @@ static Epilogue make_epilogue(const Layer& L, size_t npix, const OptF& scale, co
 }
 
 static py::tuple run(const Layer& L, UArr x, const std::string& path, int threads, const OptF& scale,
-                     const OptF& bias, const OptF& gate_bias, const OptF& pix,
+                     const OptF& bias, const OptF& gate_bias, const OptF& pix, const OptF& chan,
                      const OptF& act_shift, const OptF& act_slope, const OptF& act_bias, bool act_first,
                      const std::vector<FArr>& res, bool out_float, bool out_int, bool pack, const OptF& thr,
                      float div, float post_scale, int post_after, const std::optional<py::array>& out,
@@ -140,7 +141,7 @@ static py::tuple run(const Layer& L, UArr x, const std::string& path, int thread
   conv_out_size(L, H, W, Ho, Wo);
   if (Ho < 1 || Wo < 1) throw std::invalid_argument("input smaller than the dilated kernel");
   const size_t npix = (size_t)Ho * Wo, C = L.cout;
-  Epilogue e0 = make_epilogue(L, N * npix, scale, bias, gate_bias, pix, act_shift, act_slope, act_bias, act_first,
+  Epilogue e0 = make_epilogue(L, N, N * npix, scale, bias, gate_bias, pix, chan, act_shift, act_slope, act_bias, act_first,
                               res.size(), thr, div, post_scale, post_after);
   for (const FArr& r : res)
     if ((size_t)r.size() != N * npix * C) throw std::invalid_argument("residual has the wrong size");
@@ -181,7 +182,7 @@ static bool run_chain(const py::list& spec, int H, int W, const std::string& pat
     s.kern = select_kernel(path, L);
     if (!chain_supported(s)) return false;
     const py::list res = d["res"], res_src = d["res_src"];
-    s.e = make_epilogue(L, npix, farr(d["scale"]), farr(d["bias"]), farr(d["gate_bias"]), farr(d["pix"]),
+    s.e = make_epilogue(L, 1, npix, farr(d["scale"]), farr(d["bias"]), farr(d["gate_bias"]), farr(d["pix"]), farr(d["chan"]),
                         farr(d["act_shift"]), farr(d["act_slope"]), farr(d["act_bias"]), d["act_first"].cast<bool>(),
                         res.size(), farr(d["thr"]), d["div"].cast<float>(), d["post_scale"].cast<float>(),
                         d["post_after"].cast<int>());
@@ -395,18 +396,21 @@ static void bilinear_add(const FArr& x, py::array_t<float, py::array::c_style>& 
 
 // Direct 3x3 conv, zero padding 1, for few input channels (the head conv, C = 3, where the Winograd
 // GEMMs would have K = 3): per pixel, 64 output channels at a time accumulate the 9 * C input
-// values times the weight rows (ky, kx, c) in registers; + bias, LeakyReLU when leaky >= 0.
-// w: (9 * C, Op) with Op = O rounded up to 64 (zero columns), so every block is a whole one.
+// values times the weight rows (ky, kx, c) in registers of T; + bias in T, rounded to float, then
+// LeakyReLU when leaky >= 0. T = double: the head conv that the binary body binarizes, the same
+// float in any sum order (binsr.nn.exact). w: (9 * C, Op) with Op = O rounded up to 64 (zero
+// columns), so every block is a whole one.
 constexpr int kDirectOB = 64;
-BINSR_CLONES()
-static void conv3x3_direct_rows(const float* __restrict x, const float* __restrict w, const float* __restrict b,
-                                float* __restrict y, int H, int W, int C, int O, float leaky, int y0, int y1) {
+template <typename T>
+__attribute__((always_inline)) static inline void direct_rows(const float* __restrict x, const T* __restrict w,
+                                                              const float* __restrict b, float* __restrict y, int H,
+                                                              int W, int C, int O, float leaky, int y0, int y1) {
   constexpr int OB = kDirectOB;
   const int Op = (O + OB - 1) / OB * OB;
   for (int yy = y0; yy < y1; ++yy)
     for (int xx = 0; xx < W; ++xx)
       for (int o0 = 0; o0 < O; o0 += OB) {
-        float acc[OB] = {};
+        T acc[OB] = {};
         const int n = std::min(OB, O - o0);
         for (int ky = 0; ky < 3; ++ky) {
           const int iy = yy + ky - 1;
@@ -415,105 +419,216 @@ static void conv3x3_direct_rows(const float* __restrict x, const float* __restri
             const int ix = xx + kx - 1;
             if (ix < 0 || ix >= W) continue;
             const float* xi = x + ((size_t)iy * W + ix) * C;
-            const float* wr = w + (size_t)((ky * 3 + kx) * C) * Op + o0;
+            const T* wr = w + (size_t)((ky * 3 + kx) * C) * Op + o0;
             for (int c = 0; c < C; ++c) {
-              const float v = xi[c];
-              const float* wc = wr + (size_t)c * Op;
+              const T v = xi[c];
+              const T* wc = wr + (size_t)c * Op;
               for (int o = 0; o < OB; ++o) acc[o] += v * wc[o];
             }
           }
         }
         float* out = y + ((size_t)yy * W + xx) * O + o0;
         for (int o = 0; o < n; ++o) {
-          float v = acc[o] + (b ? b[o0 + o] : 0.f);
+          float v = (float)(acc[o] + (T)(b ? b[o0 + o] : 0.f));
           if (leaky >= 0.f && v < 0.f) v *= leaky;
           out[o] = v;
         }
       }
 }
 
-// Direct 3x3 conv, zero padding 1, for few output channels on many input channels (SCALES' spatial
-// gates, 64 -> 1, where the 64-wide blocks above would compute 63 zero columns and Winograd's input
-// transform would cost more than the products): per pixel and output channel, the 9 * C products
-// accumulate in 4 vectors of 16 running sums (GCC vector extensions: one zmm, two ymm or scalars per
-// clone), channels 64 at a time, then 16 at a time into the first, the last C % 16 in one scalar;
-// the 4 vectors added pairwise, their lanes in a tree (lane l + half onto lane l), then bias and the
-// scalar. 4 pixels at a time share the weight loads: 16 independent chains.
-// wt: (O, 9 * C), rows in (ky, kx, c) order.
-constexpr int kDotLanes = 16;  // the lane tree below is written for 16
-typedef float DotVec __attribute__((vector_size(kDotLanes * sizeof(float))));
-__attribute__((always_inline)) static inline DotVec dot_load(const float* p) {
-  DotVec v;
+BINSR_CLONES()
+static void conv3x3_direct_rows(const float* __restrict x, const float* __restrict w, const float* __restrict b,
+                                float* __restrict y, int H, int W, int C, int O, float leaky, int y0, int y1) {
+  direct_rows<float>(x, w, b, y, H, W, C, O, leaky, y0, y1);
+}
+
+BINSR_CLONES()
+static void conv3x3_direct_rows_fp64(const float* __restrict x, const double* __restrict w, const float* __restrict b,
+                                     float* __restrict y, int H, int W, int C, int O, float leaky, int y0, int y1) {
+  direct_rows<double>(x, w, b, y, H, W, C, O, leaky, y0, y1);
+}
+
+// Direct 3x3 conv, zero padding 1, for few output channels on many input channels (the tail's
+// 64 -> 3 conv, where the 64-wide blocks above would compute 61 zero columns and Winograd's input
+// transform would cost more than the products), and SCALES' spatial gates (64 -> 1, in double):
+// per pixel and output channel, the 9 * C products accumulate in 4 vectors of L running sums of T
+// (GCC vector extensions, 64 bytes: one zmm, two ymm or scalars per clone; L = 16 floats or 8
+// doubles), channels 4L at a time, then L at a time into the first, the last C % L in one scalar;
+// the 4 vectors added pairwise, their lanes in a tree (lane l + half onto lane l), then bias and
+// the scalar. P pixels at a time share the weight loads: 4P independent chains. x and wt are of T
+// (the gate widens strips of x to double first); wt: (O, 9 * C), rows in (ky, kx, c) order.
+constexpr int kDotLanes = 16;  // float lanes
+template <typename T> struct Dot;
+template <> struct Dot<float> {
+  static constexpr int L = kDotLanes;
+  typedef float V __attribute__((vector_size(64)));
+  __attribute__((always_inline)) static inline float sum(V v) {
+    v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    return v[0];
+  }
+};
+template <> struct Dot<double> {
+  static constexpr int L = 8;
+  typedef double V __attribute__((vector_size(64)));
+  __attribute__((always_inline)) static inline double sum(V v) {
+    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+    v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
+    return v[0];
+  }
+};
+template <typename T>
+__attribute__((always_inline)) static inline typename Dot<T>::V dot_load(const T* p) {
+  typename Dot<T>::V v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
 // P pixels from (yy, xx) on, output channel o; P > 1 only where every tap of the P pixels is inside
 // the map in x (the taps, chunks and sums of a pixel are the same for every P: the same values).
-template <int P>
-__attribute__((always_inline)) static inline void dot_pixels(const float* __restrict x, const float* __restrict wo, float bias,
+// Gate: y = (float)sigmoid(sum) computed in T (rounded once), else LeakyReLU when leaky >= 0.
+template <typename T, int P, bool Gate>
+__attribute__((always_inline)) static inline void dot_pixels(const T* __restrict x, const T* __restrict wo, float bias,
                               float* __restrict y, int H, int W, int C, int O, int o, float leaky, int yy, int xx) {
-  constexpr int L = kDotLanes;
-  DotVec a[P][4] = {};
-  float rem[P] = {};
+  constexpr int L = Dot<T>::L;
+  typedef typename Dot<T>::V V;
+  V a[P][4] = {};
+  T rem[P] = {};
   for (int ky = 0; ky < 3; ++ky) {
     const int iy = yy + ky - 1;
     if (iy < 0 || iy >= H) continue;
     for (int kx = 0; kx < 3; ++kx) {
       if (P == 1 && (xx + kx - 1 < 0 || xx + kx - 1 >= W)) continue;
-      const float* xi = x + ((size_t)iy * W + xx + kx - 1) * C;
-      const float* wr = wo + (size_t)(ky * 3 + kx) * C;
+      const T* xi = x + ((size_t)iy * W + xx + kx - 1) * C;
+      const T* wr = wo + (size_t)(ky * 3 + kx) * C;
       int c = 0;
       for (; c + 4 * L <= C; c += 4 * L) {
-        const DotVec w0 = dot_load(wr + c), w1 = dot_load(wr + c + L);
-        const DotVec w2 = dot_load(wr + c + 2 * L), w3 = dot_load(wr + c + 3 * L);
+        const V w0 = dot_load<T>(wr + c), w1 = dot_load<T>(wr + c + L);
+        const V w2 = dot_load<T>(wr + c + 2 * L), w3 = dot_load<T>(wr + c + 3 * L);
 #pragma GCC unroll 4
         for (int p = 0; p < P; ++p) {
-          const float* xp = xi + (size_t)p * C + c;
-          a[p][0] += dot_load(xp) * w0;
-          a[p][1] += dot_load(xp + L) * w1;
-          a[p][2] += dot_load(xp + 2 * L) * w2;
-          a[p][3] += dot_load(xp + 3 * L) * w3;
+          const T* xp = xi + (size_t)p * C + c;
+          a[p][0] += dot_load<T>(xp) * w0;
+          a[p][1] += dot_load<T>(xp + L) * w1;
+          a[p][2] += dot_load<T>(xp + 2 * L) * w2;
+          a[p][3] += dot_load<T>(xp + 3 * L) * w3;
         }
       }
       for (; c + L <= C; c += L) {
-        const DotVec w0 = dot_load(wr + c);
+        const V w0 = dot_load<T>(wr + c);
 #pragma GCC unroll 4
-        for (int p = 0; p < P; ++p) a[p][0] += dot_load(xi + (size_t)p * C + c) * w0;
+        for (int p = 0; p < P; ++p) a[p][0] += dot_load<T>(xi + (size_t)p * C + c) * w0;
       }
       for (; c < C; ++c)
         for (int p = 0; p < P; ++p) rem[p] += xi[(size_t)p * C + c] * wr[c];
     }
   }
   for (int p = 0; p < P; ++p) {
-    DotVec v = (a[p][0] + a[p][1]) + (a[p][2] + a[p][3]);  // lane l + half onto lane l, half = 8, 4, 2, 1
-    v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
-    v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
-    v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
-    v += __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
-    float r = bias + v[0] + rem[p];
-    if (leaky >= 0.f && r < 0.f) r *= leaky;
-    y[((size_t)yy * W + xx + p) * O + o] = r;
+    T r = (T)bias + Dot<T>::sum((a[p][0] + a[p][1]) + (a[p][2] + a[p][3])) + rem[p];
+    if (Gate) r = (T)1 / ((T)1 + std::exp(-r));
+    else if (leaky >= 0.f && r < 0) r *= (T)leaky;
+    y[((size_t)yy * W + xx + p) * O + o] = (float)r;
   }
 }
 
-BINSR_CLONES()
-static void conv3x3_dot_rows(const float* __restrict x, const float* __restrict wt, const float* __restrict b,
-                             float* __restrict y, int H, int W, int C, int O, float leaky, int y0, int y1) {
-  constexpr int P = 4;  // pixels sharing each weight load, 4 x 4 running vectors
+template <typename T, int P, bool Gate>
+__attribute__((always_inline)) static inline void dot_rows(const T* __restrict x, const T* __restrict wt,
+                                                           const float* __restrict b, float* __restrict y, int H, int W,
+                                                           int C, int O, float leaky, int y0, int y1) {
   for (int yy = y0; yy < y1; ++yy)
     for (int o = 0; o < O; ++o) {
-      const float* wo = wt + (size_t)o * 9 * C;
+      const T* wo = wt + (size_t)o * 9 * C;
       const float bias = b ? b[o] : 0.f;
       int xx = 0;
       for (; xx < W && (xx < 1 || xx + P > W - 1); ++xx)  // left border (and maps too narrow for P)
-        dot_pixels<1>(x, wo, bias, y, H, W, C, O, o, leaky, yy, xx);
-      for (; xx + P <= W - 1; xx += P) dot_pixels<P>(x, wo, bias, y, H, W, C, O, o, leaky, yy, xx);
-      for (; xx < W; ++xx) dot_pixels<1>(x, wo, bias, y, H, W, C, O, o, leaky, yy, xx);
+        dot_pixels<T, 1, Gate>(x, wo, bias, y, H, W, C, O, o, leaky, yy, xx);
+      for (; xx + P <= W - 1; xx += P) dot_pixels<T, P, Gate>(x, wo, bias, y, H, W, C, O, o, leaky, yy, xx);
+      for (; xx < W; ++xx) dot_pixels<T, 1, Gate>(x, wo, bias, y, H, W, C, O, o, leaky, yy, xx);
     }
 }
 
+BINSR_CLONES()  // float sums, 4 pixels sharing each weight load: 4 x 4 running vectors
+static void conv3x3_dot_rows(const float* __restrict x, const float* __restrict wt, const float* __restrict b,
+                             float* __restrict y, int H, int W, int C, int O, float leaky, int y0, int y1) {
+  dot_rows<float, 4, false>(x, wt, b, y, H, W, C, O, leaky, y0, y1);
+}
+
+// The gate's rows y0..y1 in strips of R output rows: the strip's R + 2 input rows widened to double
+// once (each input value serves 9 taps), sized to stay in the L2, then the double dot products.
+BINSR_CLONES()
+static void gate3x3_dot_rows(const float* __restrict x, const double* __restrict w, const float* __restrict b,
+                             float* __restrict y, int H, int W, int C, int y0, int y1) {
+  const size_t row = (size_t)W * C;
+  const int R = std::max(1, (int)((size_t)(512 << 10) / (row * sizeof(double))) - 2);
+  std::vector<double> strip((size_t)(R + 2) * row);
+  double* __restrict s = strip.data();
+  for (int r0 = y0; r0 < y1; r0 += R) {
+    const int r1 = std::min(y1, r0 + R), s0 = std::max(0, r0 - 1), s1 = std::min(H, r1 + 1);
+    const float* __restrict src = x + (size_t)s0 * row;
+    for (size_t i = 0, n = (size_t)(s1 - s0) * row; i < n; ++i) s[i] = src[i];  // exact
+    dot_rows<double, 4, true>(s, w, b, y + (size_t)s0 * W, s1 - s0, W, C, 1, -1.f, r0 - s0, r1 - s0);
+  }
+}
+
+// Per-channel sums of an (n, C) float map in double, 8 pixels' worth of interleaved running sums
+// (the same double, to far below a float ulp, in any order): SCALES' channel gate average.
+BINSR_CLONES()
+static void channel_sums_rows(const float* __restrict x, double* __restrict acc, size_t n, int C) {
+  constexpr int K = 8;
+  const size_t n8 = n / K * K;
+  for (size_t p = 0; p < n8; p += K)
+    for (int k = 0; k < K; ++k) {
+      const float* __restrict xp = x + (p + k) * C;
+      double* __restrict a = acc + (size_t)k * C;
+      for (int c = 0; c < C; ++c) a[c] += (double)xp[c];
+    }
+  for (size_t p = n8; p < n; ++p)
+    for (int c = 0; c < C; ++c) acc[c] += (double)x[p * C + c];
+}
+
+static py::array_t<double> channel_sums(const FArr& x) {
+  if (x.ndim() != 3) throw std::invalid_argument("x must be (H, W, C)");
+  const int C = (int)x.shape(2);
+  const size_t n = (size_t)x.shape(0) * x.shape(1);
+  std::vector<double> acc((size_t)8 * C, 0.0);
+  {
+    py::gil_scoped_release nogil;
+    channel_sums_rows(x.data(), acc.data(), n, C);
+  }
+  py::array_t<double> out(C);
+  double* o = out.mutable_data();
+  for (int c = 0; c < C; ++c) {
+    double s = 0.0;
+    for (int k = 0; k < 8; ++k) s += acc[(size_t)k * C + c];
+    o[c] = s;
+  }
+  return out;
+}
+
+// SCALES' spatial gate sigmoid(conv3x3(x) + b), 1 output channel, zero padding 1, summed and squashed
+// in double and rounded once to float (binsr.nn.attention: the same float in any sum order, so
+// PyTorch's gate and this one agree bit for bit). w: (9 * C,) in (ky, kx, c) order; out: (H, W).
+static void spatial_gate3x3(const FArr& x, const FArr& w, const OptF& bias, py::array_t<float, py::array::c_style>& out,
+                            int threads) {
+  if (x.ndim() != 3 || w.ndim() != 1) throw std::invalid_argument("x must be (H, W, C), w (9 * C,)");
+  const int H = (int)x.shape(0), W = (int)x.shape(1), C = (int)x.shape(2);
+  if (w.shape(0) != 9 * C) throw std::invalid_argument("w must be (9 * C,) in (ky, kx, c) order");
+  if (out.ndim() != 2 || out.shape(0) != H || out.shape(1) != W) throw std::invalid_argument("out must be (H, W)");
+  const float* b = vec_ptr(bias, 1, "bias");
+  const float* xp = x.data();
+  const std::vector<double> wd(w.data(), w.data() + 9 * (size_t)C);
+  const double* wp = wd.data();
+  float* yp = out.mutable_data();
+  py::gil_scoped_release nogil;
+  parallel_range((size_t)H, threads, 4, [=](size_t y0, size_t y1) {
+    gate3x3_dot_rows(xp, wp, b, yp, H, W, C, (int)y0, (int)y1);
+  });
+}
+
 static void conv3x3_direct(const FArr& x, const FArr& w, py::array_t<float, py::array::c_style>& out,
-                           const OptF& bias, float leaky, int threads) {
+                           const OptF& bias, float leaky, int threads, bool fp64) {
   if (x.ndim() != 3 || w.ndim() != 2) throw std::invalid_argument("x must be (H, W, C), w (9 * C, O)");
   const int H = (int)x.shape(0), W = (int)x.shape(1), C = (int)x.shape(2), O = (int)w.shape(1);
   if (w.shape(0) != 9 * C) throw std::invalid_argument("w must be (9 * C, O) in (ky, kx, c) row order");
@@ -522,7 +637,7 @@ static void conv3x3_direct(const FArr& x, const FArr& w, py::array_t<float, py::
   const float* b = vec_ptr(bias, (size_t)O, "bias");
   const float* xp = x.data();
   float* yp = out.mutable_data();
-  if (O < kDotLanes && C >= kDotLanes) {  // few outputs of many channels: a dot product per output
+  if (O < kDotLanes && C >= kDotLanes && !fp64) {  // few outputs of many channels: a dot product per output
     std::vector<float> wt((size_t)O * 9 * C);
     for (int r = 0; r < 9 * C; ++r)
       for (int o = 0; o < O; ++o) wt[(size_t)o * 9 * C + r] = w.data()[(size_t)r * O + o];
@@ -534,9 +649,24 @@ static void conv3x3_direct(const FArr& x, const FArr& w, py::array_t<float, py::
     return;
   }
   const int Op = (O + kDirectOB - 1) / kDirectOB * kDirectOB;
-  std::vector<float> wpad((size_t)9 * C * Op, 0.f);
-  for (int r = 0; r < 9 * C; ++r) std::memcpy(wpad.data() + (size_t)r * Op, w.data() + (size_t)r * O, sizeof(float) * O);
-  const float* wp = wpad.data();
+  // the weights in the sums' type, padded to whole blocks of outputs (zero columns)
+  auto padded = [&](auto zero) {
+    std::vector<decltype(zero)> wp((size_t)9 * C * Op, zero);
+    for (int r = 0; r < 9 * C; ++r)
+      for (int o = 0; o < O; ++o) wp[(size_t)r * Op + o] = w.data()[(size_t)r * O + o];
+    return wp;
+  };
+  if (fp64) {
+    const std::vector<double> wd = padded(0.0);
+    const double* wp = wd.data();
+    py::gil_scoped_release nogil;
+    parallel_range((size_t)H, threads, 4, [=](size_t y0, size_t y1) {
+      conv3x3_direct_rows_fp64(xp, wp, b, yp, H, W, C, O, leaky, (int)y0, (int)y1);
+    });
+    return;
+  }
+  const std::vector<float> wf = padded(0.f);
+  const float* wp = wf.data();
   py::gil_scoped_release nogil;
   parallel_range((size_t)H, threads, 4, [=](size_t y0, size_t y1) {
     conv3x3_direct_rows(xp, wp, b, yp, H, W, C, O, leaky, (int)y0, (int)y1);
@@ -847,9 +977,13 @@ PYBIND11_MODULE(_engine, m) {
   }, "Which compiled paths this CPU can run.");
   m.def("wino_in", &wino_in, py::arg("x"), py::arg("r0"), py::arg("r1"), py::arg("out") = py::none(),
         "Winograd F(4x4,3x3) input transform of tile rows [r0, r1): (H, W, C) -> (36, tiles, C) (into out if given).");
+  m.def("channel_sums", &channel_sums, py::arg("x"), "Per-channel sums of an (H, W, C) float map, in double.");
+  m.def("spatial_gate3x3", &spatial_gate3x3, py::arg("x"), py::arg("w"), py::arg("bias").none(true),
+        py::arg("out").noconvert(), py::arg("threads") = 1);
   m.def("conv3x3_direct", &conv3x3_direct, py::arg("x"), py::arg("w"), py::arg("out").noconvert(),
-        py::arg("bias") = py::none(), py::arg("leaky") = -1.f, py::arg("threads") = 1,
-        "Direct 3x3 conv (zero padding 1) of (H, W, C) with (9 * C, O) weights into out (H, W, O), + bias, LeakyReLU.");
+        py::arg("bias") = py::none(), py::arg("leaky") = -1.f, py::arg("threads") = 1, py::arg("fp64") = false,
+        "Direct 3x3 conv (zero padding 1) of (H, W, C) with (9 * C, O) weights into out (H, W, O), + bias, LeakyReLU; "
+        "fp64: summed in double, rounded once before the LeakyReLU.");
   m.def("wino_out", &wino_out, py::arg("m"), py::arg("out").noconvert(), py::arg("r0"), py::arg("r1"), py::arg("H"), py::arg("W"),
         py::arg("bias") = py::none(), py::arg("leaky") = -1.f, py::arg("shuffle") = 1,
         "Winograd output transform + bias + LeakyReLU + PixelShuffle into out (H*r, W*r, O/r^2).");
@@ -875,7 +1009,7 @@ PYBIND11_MODULE(_engine, m) {
       .def_readonly("padding", &Layer::pad)
       .def_readonly("groups", &Layer::groups)
       .def("run", &run, py::arg("x"), py::arg("path"), py::arg("threads") = 1, py::arg("scale") = py::none(),
-           py::arg("bias") = py::none(), py::arg("gate_bias") = py::none(), py::arg("pix") = py::none(), py::arg("act_shift") = py::none(),
+           py::arg("bias") = py::none(), py::arg("gate_bias") = py::none(), py::arg("pix") = py::none(), py::arg("chan") = py::none(), py::arg("act_shift") = py::none(),
            py::arg("act_slope") = py::none(), py::arg("act_bias") = py::none(), py::arg("act_first") = false,
            py::arg("res") = std::vector<FArr>{},
            py::arg("out_float") = true, py::arg("out_int") = false, py::arg("pack") = false,

@@ -53,13 +53,14 @@ struct Layer {
   std::vector<int32_t> bsum;       // [nb16 * 16]: sum of s over taps and channels
 };
 
-// Fused epilogue: v = dot * scale[o] * pix[p] + bias[o]; then the residuals res[0..2] are added
+// Fused epilogue: v = ((dot * scale[o]) * pix[p]) * chan[o] + bias[o]; then the residuals res[0..2] are added
 // and an optional RPReLU ((v - shift) -> PReLU(slope) -> + abias) applied, the RPReLU before the
 // residuals when act_first (then v / div); then float out and/or sign bits (v >= thr).
 struct Epilogue {
   const float* scale = nullptr;
   const float* bias = nullptr;
   const float* pix = nullptr;
+  const float* chan = nullptr;  // SCALES' channel gate: v *= chan[o] after pix, before the bias
   const float* act_shift = nullptr;
   const float* act_slope = nullptr;
   const float* act_bias = nullptr;

@@ -42,7 +42,7 @@ __attribute__((always_inline)) static inline void epi16(
   float* const of = e.out;
   const float* const pix = e.pix;
   const float* const res[3] = {e.res[0], e.res[1], e.res[2]};
-  const bool fl = of || e.bits, fma = e.scale && e.bias && !pix, act = e.act_slope, af = e.act_first;
+  const bool fl = of || e.bits, fma = e.scale && e.bias && !pix && !e.chan, act = e.act_slope, af = e.act_first;
   const bool sc_on = e.scale, bi_on = e.bias;
   const __m512 zero = _mm512_setzero_ps();
   __m512 sc = zero, bi = zero, ash = zero, asl = zero, abi = zero, th = zero;
@@ -83,6 +83,11 @@ __attribute__((always_inline)) static inline void epi16(
     if (pix)
 #pragma GCC unroll 16
       for (int p = 0; p < 16; ++p) v[p] = _mm512_mul_round_ps(v[p], _mm512_set1_ps(p < np ? pix[pi + p] : 0.f), RN);
+    if (e.chan) {
+      const __m512 ch = _mm512_maskz_loadu_ps(m, e.chan + o0);
+#pragma GCC unroll 16
+      for (int p = 0; p < 16; ++p) v[p] = _mm512_mul_round_ps(v[p], ch, RN);
+    }
     if (bi_on)
 #pragma GCC unroll 16
       for (int p = 0; p < 16; ++p) v[p] = _mm512_add_round_ps(v[p], bi, RN);

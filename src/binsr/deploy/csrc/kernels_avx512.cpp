@@ -97,7 +97,7 @@ static bool fast_epilogue(const Job& j, int y, int x0, int np, const int32_t* do
   const Epilogue& e = j.e;
   const int C = j.L->cout;
   // bits alone, or a few pixels a call (segment mode): the scalar loops were as fast or faster
-  if (C % 16 || e.pix || e.gate_bias || e.out_int || !e.out || np < 16) return false;
+  if (C % 16 || e.pix || e.chan || e.gate_bias || e.out_int || !e.out || np < 16) return false;
   // everything in locals: the stores below could otherwise alias the epilogue's fields
   const float* __restrict scale = e.scale;
   const float* __restrict bias = e.bias;

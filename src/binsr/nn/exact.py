@@ -1,0 +1,42 @@
+"""Full-precision layers that feed binarized ones, computed at inference in float64 and rounded once.
+
+A binary layer reads the sign of its float input, so an ulp of difference in that input can flip a
+sign, and the flip spreads through every layer after it. A float32 sum depends on its order (by an
+ulp, often), and oneDNN and the packed engine sum in different orders. In float64 a sum of float32
+products is off by far less than a float32 ulp, so rounded once it gives the same float32 in any
+order: PyTorch's eval forward and any engine then agree bit for bit (``docs/CONVENTIONS.md``,
+``benchmarks/gates_fp64.py``; without this, SCALES' zoo model matched the engine on 92-99% of
+Set5's uint8 values). Training is untouched: there the layers run in the input's dtype (and under
+autocast) as every other layer does; so is a graph being exported (ONNX), which other runtimes
+run in their own float32 order anyway.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["ExactConv2d", "fp64_at_inference"]
+
+
+def fp64_at_inference(module: nn.Module, x: torch.Tensor, fn: Callable[..., torch.Tensor],
+                      weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``fn(x, weight, bias)``: as it is while ``module`` trains or is exported, else in float64 with
+    autocast off, rounded once to ``x.dtype``."""
+    if module.training or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
+        return fn(x, weight, bias)
+    off = torch.autocast(x.device.type, enabled=False) if torch.is_autocast_enabled(x.device.type) else nullcontext()
+    with off:
+        return fn(x.double(), weight.double(), None if bias is None else bias.double()).to(x.dtype)
+
+
+class ExactConv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose eval forward sums in float64 and rounds once (the module docstring says
+    why): the head conv whose features the binary body binarizes. The packed engine computes it the
+    same way (the ``fp64`` flag of a ``conv`` op, docs/PACKED_FORMAT.md)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fp64_at_inference(self, x, self._conv_forward, self.weight, self.bias)
