@@ -556,13 +556,15 @@ static void conv3x3_dot_rows(const float* __restrict x, const float* __restrict 
 }
 
 // The gate's rows y0..y1 in strips of R output rows: the strip's R + 2 input rows widened to double
-// once (each input value serves 9 taps), sized to stay in the L2, then the double dot products.
+// once (each input value serves 9 taps), sized to stay in the L2, then the double dot products
+// (this thread's strip buffer is kept from call to call).
 BINSR_CLONES()
 static void gate3x3_dot_rows(const float* __restrict x, const double* __restrict w, const float* __restrict b,
                              float* __restrict y, int H, int W, int C, int y0, int y1) {
   const size_t row = (size_t)W * C;
   const int R = std::max(1, (int)((size_t)(512 << 10) / (row * sizeof(double))) - 2);
-  std::vector<double> strip((size_t)(R + 2) * row);
+  thread_local std::vector<double, Aligned64<double>> strip;  // reused: no page faults per call
+  if (strip.size() < (size_t)(R + 2) * row) strip.resize((size_t)(R + 2) * row);
   double* __restrict s = strip.data();
   for (int r0 = y0; r0 < y1; r0 += R) {
     const int r1 = std::min(y1, r0 + R), s0 = std::max(0, r0 - 1), s1 = std::min(H, r1 + 1);
