@@ -398,54 +398,72 @@ static void bilinear_add(const FArr& x, py::array_t<float, py::array::c_style>& 
 // GEMMs would have K = 3): per pixel, 64 output channels at a time accumulate the 9 * C input
 // values times the weight rows (ky, kx, c) in registers of T; + bias in T, rounded to float, then
 // LeakyReLU when leaky >= 0. T = double: the head conv that the binary body binarizes, the same
-// float in any sum order (binsr.nn.exact). w: (9 * C, Op) with Op = O rounded up to 64 (zero
-// columns), so every block is a whole one.
+// float in any sum order (binsr.nn.exact). P pixels side by side share each weight load (P > 1
+// only where all their taps are inside the map in x; each pixel's sums are the same for any P).
+// w: (9 * C, Op) with Op = O rounded up to 64 (zero columns), so every block is a whole one.
 constexpr int kDirectOB = 64;
-template <typename T>
+template <typename T, int P>
+__attribute__((always_inline)) static inline void direct_pixels(const float* __restrict x, const T* __restrict w,
+                                                                const float* __restrict b, float* __restrict y, int H,
+                                                                int W, int C, int O, float leaky, int yy, int xx) {
+  constexpr int OB = kDirectOB;
+  const int Op = (O + OB - 1) / OB * OB;
+  for (int o0 = 0; o0 < O; o0 += OB) {
+    T acc[P][OB] = {};
+    const int n = std::min(OB, O - o0);
+    for (int ky = 0; ky < 3; ++ky) {
+      const int iy = yy + ky - 1;
+      if (iy < 0 || iy >= H) continue;
+      for (int kx = 0; kx < 3; ++kx) {
+        const int ix = xx + kx - 1;
+        if (P == 1 && (ix < 0 || ix >= W)) continue;
+        const float* xi = x + ((size_t)iy * W + ix) * C;
+        const T* wr = w + (size_t)((ky * 3 + kx) * C) * Op + o0;
+        for (int c = 0; c < C; ++c) {
+          T v[P];
+          for (int p = 0; p < P; ++p) v[p] = xi[(size_t)p * C + c];
+          const T* wc = wr + (size_t)c * Op;
+          for (int o = 0; o < OB; ++o) {
+            const T wo = wc[o];
+#pragma GCC unroll 4
+            for (int p = 0; p < P; ++p) acc[p][o] += v[p] * wo;
+          }
+        }
+      }
+    }
+    for (int p = 0; p < P; ++p) {
+      float* out = y + ((size_t)yy * W + xx + p) * O + o0;
+      for (int o = 0; o < n; ++o) {
+        float v = (float)(acc[p][o] + (T)(b ? b[o0 + o] : 0.f));
+        if (leaky >= 0.f && v < 0.f) v *= leaky;
+        out[o] = v;
+      }
+    }
+  }
+}
+
+template <typename T, int P>
 __attribute__((always_inline)) static inline void direct_rows(const float* __restrict x, const T* __restrict w,
                                                               const float* __restrict b, float* __restrict y, int H,
                                                               int W, int C, int O, float leaky, int y0, int y1) {
-  constexpr int OB = kDirectOB;
-  const int Op = (O + OB - 1) / OB * OB;
-  for (int yy = y0; yy < y1; ++yy)
-    for (int xx = 0; xx < W; ++xx)
-      for (int o0 = 0; o0 < O; o0 += OB) {
-        T acc[OB] = {};
-        const int n = std::min(OB, O - o0);
-        for (int ky = 0; ky < 3; ++ky) {
-          const int iy = yy + ky - 1;
-          if (iy < 0 || iy >= H) continue;
-          for (int kx = 0; kx < 3; ++kx) {
-            const int ix = xx + kx - 1;
-            if (ix < 0 || ix >= W) continue;
-            const float* xi = x + ((size_t)iy * W + ix) * C;
-            const T* wr = w + (size_t)((ky * 3 + kx) * C) * Op + o0;
-            for (int c = 0; c < C; ++c) {
-              const T v = xi[c];
-              const T* wc = wr + (size_t)c * Op;
-              for (int o = 0; o < OB; ++o) acc[o] += v * wc[o];
-            }
-          }
-        }
-        float* out = y + ((size_t)yy * W + xx) * O + o0;
-        for (int o = 0; o < n; ++o) {
-          float v = (float)(acc[o] + (T)(b ? b[o0 + o] : 0.f));
-          if (leaky >= 0.f && v < 0.f) v *= leaky;
-          out[o] = v;
-        }
-      }
+  for (int yy = y0; yy < y1; ++yy) {
+    int xx = 0;
+    for (; xx < W && (xx < 1 || xx + P > W - 1); ++xx) direct_pixels<T, 1>(x, w, b, y, H, W, C, O, leaky, yy, xx);
+    for (; xx + P <= W - 1; xx += P) direct_pixels<T, P>(x, w, b, y, H, W, C, O, leaky, yy, xx);
+    for (; xx < W; ++xx) direct_pixels<T, 1>(x, w, b, y, H, W, C, O, leaky, yy, xx);
+  }
 }
 
 BINSR_CLONES()
 static void conv3x3_direct_rows(const float* __restrict x, const float* __restrict w, const float* __restrict b,
                                 float* __restrict y, int H, int W, int C, int O, float leaky, int y0, int y1) {
-  direct_rows<float>(x, w, b, y, H, W, C, O, leaky, y0, y1);
+  direct_rows<float, 4>(x, w, b, y, H, W, C, O, leaky, y0, y1);
 }
 
 BINSR_CLONES()
 static void conv3x3_direct_rows_fp64(const float* __restrict x, const double* __restrict w, const float* __restrict b,
                                      float* __restrict y, int H, int W, int C, int O, float leaky, int y0, int y1) {
-  direct_rows<double>(x, w, b, y, H, W, C, O, leaky, y0, y1);
+  direct_rows<double, 2>(x, w, b, y, H, W, C, O, leaky, y0, y1);
 }
 
 // Direct 3x3 conv, zero padding 1, for few output channels on many input channels (the tail's
