@@ -37,6 +37,8 @@ def _both(rt: Runtime, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("zoo", ZOO, ids=[p.stem for p in ZOO])
 def test_zoo_chains_are_bit_identical(zoo, path, threads) -> None:
     rt = Runtime(zoo, threads=threads, path_isa=path)
+    if not rt._find_chains(min_length=2) and any(op["op"] == "spatial_gate" for op in rt.graph["ops"]):
+        pytest.skip("no chain to compare: SCALES' gates read each bconv's whole input map first")
     rng = np.random.default_rng(0)
     for h, w in ((29, 41), (5, 7)):  # 5 rows: fewer than the body's skew (one row per conv)
         a, b = _both(rt, rng.random((h, w, 3), dtype=np.float32))

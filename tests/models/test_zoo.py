@@ -11,14 +11,17 @@ from binsr.cli import main
 from binsr.errors import UsageError
 from binsr.models import build_for_eval, load_zoo, profile, zoo_card, zoo_names
 from binsr.models.complexity import is_binary
-from binsr.nn import BinaryConv2d
+from binsr.nn import BinaryConv2d, SpatialGate
 from binsr.pretrained import packed_file
 
 
 def _conv_operands(model, x):
-    """Input and weight tensors each body conv hands to ``F.conv2d`` during ``model(x)``."""
+    """Input and weight tensors each body conv hands to ``F.conv2d`` during ``model(x)``; SCALES'
+    spatial gates (FP by the method: a 64 -> 1 conv and a sigmoid per binary conv) are left out."""
     seen, current = {}, []
-    convs = {n: m for n, m in model.named_modules() if n.startswith("body.") and isinstance(m, torch.nn.Conv2d)}
+    gates = {f"{n}.conv" for n, m in model.named_modules() if isinstance(m, SpatialGate)}
+    convs = {n: m for n, m in model.named_modules()
+             if n.startswith("body.") and isinstance(m, torch.nn.Conv2d) and n not in gates}
     hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: current.append(n)) for n, m in convs.items()]
     real = F.conv2d
 
@@ -40,8 +43,11 @@ def _conv_operands(model, x):
 
 @pytest.mark.parametrize("name", zoo_names())
 def test_zoo_model_body_convs_see_only_plus_minus_one(name):
+    """Every body conv but SCALES' spatial gates is a binary conv fed +-1 operands; a gate has one
+    output channel (its FLOPs are in the card's OPs)."""
     card = zoo_card(name)
     model = load_zoo(name)
+    assert all(m.conv.out_channels == 1 for m in model.modules() if isinstance(m, SpatialGate))
     convs, seen = _conv_operands(model, torch.rand(1, 3, 13, 11))
     assert convs and set(seen) == set(convs)
     for conv_name, conv in convs.items():

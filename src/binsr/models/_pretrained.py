@@ -91,7 +91,7 @@ def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root:
         "weights": f"{weights}.safetensors",
         "config": config,
         "train_data": (config or {}).get("data", {}).get("train_sets"),
-        "steps": results.get("steps", meta.get("step")),
+        "steps": results.get("steps", int(meta["step"]) if "step" in meta else None),  # a run still training: its step
         "weights_step": int(meta["step"]) if "step" in meta else None,
         "train_seconds": results.get("train_seconds"),
         "params_k": round(prof.params / 1e3, 2),
