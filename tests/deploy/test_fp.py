@@ -90,6 +90,7 @@ def test_channel_gate_matches_torch(h: int, w: int, c: int, k: int, seed: int) -
         want = gate(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()))[0, :, 0, 0].numpy()
     weight = gate.conv.weight[0, 0].detach().numpy()
     assert np.array_equal(fp.channel_gate(x, weight, c), want)
+    assert np.array_equal(fp.channel_gate(x, weight, c, threads=3), want)
     assert np.array_equal(fp.channel_gate(x, weight, c, compiled=False), want)
 
 

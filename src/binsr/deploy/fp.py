@@ -217,12 +217,13 @@ def spatial_gate(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, pad
     return out
 
 
-def channel_gate(x: np.ndarray, weight: np.ndarray, out_channels: int, compiled: bool = True) -> np.ndarray:
+def channel_gate(x: np.ndarray, weight: np.ndarray, out_channels: int, compiled: bool = True,
+                 threads: int = 1) -> np.ndarray:
     """``sigmoid(Conv1d_k(GAP(x)))`` (zero padding k//2, no bias), nearest-resized to ``out_channels``:
     in float64, rounded once to float32, as :class:`binsr.nn.ChannelGate` does at inference. The
     sums are compiled loops (unless ``compiled`` is False), else NumPy's float64 reduction."""
     if compiled and _engine is not None:
-        total = _engine.channel_sums(np.ascontiguousarray(x, dtype=np.float32))
+        total = _engine.channel_sums(np.ascontiguousarray(x, dtype=np.float32), threads)
     else:
         total = np.add.reduce(x.reshape(-1, x.shape[-1]), axis=0, dtype=np.float64)
     pooled = total / (x.shape[0] * x.shape[1])

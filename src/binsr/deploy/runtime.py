@@ -264,7 +264,8 @@ class Runtime:
                     env[op["dst"]] = self._arena.own(fp.spatial_gate(src, self.tensors[op["w"]], self._t(op["b"]),
                                                                      op["pad"], op["dil"], self.threads, out))
                 elif kind == "channel_gate":
-                    env[op["dst"]] = fp.channel_gate(env[op["src"]], self.tensors[op["w"]], op["out_channels"])
+                    env[op["dst"]] = fp.channel_gate(env[op["src"]], self.tensors[op["w"]], op["out_channels"],
+                                                     threads=self.threads)
                 elif kind == "bilinear_add":
                     env[op["dst"]] = fp.bilinear_add(env[op["src"]], env[op["add"]], op["scale"], self.threads)
                 elif kind == "linear":

@@ -608,20 +608,28 @@ static void channel_sums_rows(const float* __restrict x, double* __restrict acc,
     for (int c = 0; c < C; ++c) acc[c] += (double)x[p * C + c];
 }
 
-static py::array_t<double> channel_sums(const FArr& x) {
+static py::array_t<double> channel_sums(const FArr& x, int threads) {
   if (x.ndim() != 3) throw std::invalid_argument("x must be (H, W, C)");
   const int C = (int)x.shape(2);
   const size_t n = (size_t)x.shape(0) * x.shape(1);
-  std::vector<double> acc((size_t)8 * C, 0.0);
+  const int parts = std::max(1, threads);  // one set of running sums per part of the pixels
+  std::vector<double> acc((size_t)parts * 8 * C, 0.0);
   {
+    const float* xp = x.data();
+    double* ap = acc.data();
     py::gil_scoped_release nogil;
-    channel_sums_rows(x.data(), acc.data(), n, C);
+    parallel_range((size_t)parts, threads, 1, [=](size_t p0, size_t p1) {
+      for (size_t p = p0; p < p1; ++p) {
+        const size_t m0 = n * p / parts, m1 = n * (p + 1) / parts;
+        channel_sums_rows(xp + m0 * C, ap + p * 8 * C, m1 - m0, C);
+      }
+    });
   }
   py::array_t<double> out(C);
   double* o = out.mutable_data();
   for (int c = 0; c < C; ++c) {
     double s = 0.0;
-    for (int k = 0; k < 8; ++k) s += acc[(size_t)k * C + c];
+    for (size_t k = 0; k < (size_t)parts * 8; ++k) s += acc[k * C + c];
     o[c] = s;
   }
   return out;
@@ -997,7 +1005,8 @@ PYBIND11_MODULE(_engine, m) {
   }, "Which compiled paths this CPU can run.");
   m.def("wino_in", &wino_in, py::arg("x"), py::arg("r0"), py::arg("r1"), py::arg("out") = py::none(),
         "Winograd F(4x4,3x3) input transform of tile rows [r0, r1): (H, W, C) -> (36, tiles, C) (into out if given).");
-  m.def("channel_sums", &channel_sums, py::arg("x"), "Per-channel sums of an (H, W, C) float map, in double.");
+  m.def("channel_sums", &channel_sums, py::arg("x"), py::arg("threads") = 1,
+        "Per-channel sums of an (H, W, C) float map, in double.");
   m.def("spatial_gate3x3", &spatial_gate3x3, py::arg("x"), py::arg("w"), py::arg("bias").none(true),
         py::arg("out").noconvert(), py::arg("threads") = 1);
   m.def("conv3x3_direct", &conv3x3_direct, py::arg("x"), py::arg("w"), py::arg("out").noconvert(),
