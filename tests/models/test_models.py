@@ -88,6 +88,17 @@ def test_profile_counts_binary_macs():
     assert prof.binary_params + prof.fp_params == n_params
 
 
+def test_profile_counts_scales_gates():
+    """SCALES' gates compute their convs functionally (float64 at inference): their FLOPs still count,
+    a 16 -> 1 3x3 conv per pixel and a 5-tap Conv1d over 16 pooled values per binary conv."""
+    kwargs = dict(scale=2, num_feat=16, num_block=1)
+    h, w = 10, 12
+    e2fif = models.profile(models.create("srresnet", recipe="e2fif", **kwargs), (h, w))
+    scales = models.profile(models.create("srresnet", recipe="scales", **kwargs), (h, w))
+    assert scales.bops == e2fif.bops
+    assert scales.flops - e2fif.flops == 2 * (h * w * 16 * 9 + 16 * 5)
+
+
 def test_profile_counts_weight_only_as_binary_params_and_flops():
     """Binary weights with FP activations: 1 bit per weight, but FP MACs (no XNOR-popcount)."""
     model = models.create("srresnet", scale=2, recipe="weight_only", num_feat=16, num_block=1)

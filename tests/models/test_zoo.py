@@ -57,6 +57,7 @@ def test_zoo_model_body_convs_see_only_plus_minus_one(name):
         assert set(weight.unique().tolist()) <= {-1.0, 1.0}, conv_name
     prof = profile(model, (180, 320))
     assert round(prof.params / 1e3, 2) == card["params_k"] and prof.params <= 100_000
+    assert round(prof.ops / 1e9, 3) == card["ops_g_320x180"]
     assert card["scale"] == model.signature["scale"] and card["recipe"] == model.signature["recipe"]
 
 

@@ -118,6 +118,19 @@ def _macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
     return out.numel() * (module.in_channels // module.groups) * k
 
 
+def _gate_macs(gate: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
+    """MACs of a gate's conv, which the gate runs functionally (in float64 at inference,
+    :mod:`binsr.nn.exact`), so the conv module's own hook never fires."""
+    from binsr.nn import SpatialGate
+
+    k = 1
+    for s in gate.conv.kernel_size:
+        k *= s
+    if isinstance(gate, SpatialGate):
+        return out.numel() * gate.conv.in_channels * k  # one output channel
+    return inp.shape[0] * inp.shape[1] * k  # ChannelGate: a 1 -> 1 Conv1d over the C_in pooled values
+
+
 def profile(model: nn.Module, lr_size: tuple[int, int] = (320, 180), in_ch: int = 3) -> Profile:
     """Run one forward pass on a zero LR image of ``lr_size`` (H, W) and count every layer.
 
@@ -138,6 +151,11 @@ def profile(model: nn.Module, lr_size: tuple[int, int] = (320, 180), in_ch: int 
             row.flops += 0 if binary else macs
         return fn
 
+    def gate_hook(name):
+        def fn(module, inputs, output):
+            rows[name].flops += _gate_macs(module, inputs[0], output)
+        return fn
+
     counted_params: set[int] = set()
     for name, m in model.named_modules():
         if isinstance(m, _COUNTED):
@@ -146,6 +164,11 @@ def profile(model: nn.Module, lr_size: tuple[int, int] = (320, 180), in_ch: int 
             rows[name] = LayerCost(name, type(m).__name__, is_binary(m), w, other, 0, 0)
             counted_params.update(id(p) for p in m.parameters())
             hooks.append(m.register_forward_hook(hook(name)))
+    from binsr.nn import ChannelGate, SpatialGate
+
+    for name, m in model.named_modules():
+        if isinstance(m, (SpatialGate, ChannelGate)):
+            hooks.append(m.register_forward_hook(gate_hook(f"{name}.conv")))
     was_training = model.training
     model.eval()
     try:
