@@ -135,7 +135,8 @@ class BinaryConv:
     def __call__(self, x: np.ndarray, *, path: str = "auto", threads: int = 1,
                  scale: np.ndarray | None = None, bias: np.ndarray | None = None,
                  gate_bias: np.ndarray | None = None, pix: np.ndarray | None = None,
-                 chan: np.ndarray | None = None, act: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, act_first: bool = False,
+                 chan: np.ndarray | None = None, act: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                 act_first: bool = False,
                  residual: tuple[np.ndarray, ...] = (), out_float: bool = True, out_int: bool = False,
                  pack: bool = False, thr: np.ndarray | None = None, div: float = 1.0, post_scale: float = 1.0,
                  post_after: int = 0, out: np.ndarray | None = None,
@@ -156,8 +157,7 @@ class BinaryConv:
         if gate_bias is not None and pix is None:
             raise ValueError("gate_bias needs pix (the gate it is multiplied by)")
         args = dict(scale=_vec(scale), bias=_vec(bias), gate_bias=_vec(gate_bias), pix=_vec(pix), chan=_vec(chan),
-                    act_shift=_vec(shift),
-                    act_slope=_vec(slope), act_bias=_vec(abias), act_first=act_first,
+                    act_shift=_vec(shift), act_slope=_vec(slope), act_bias=_vec(abias), act_first=act_first,
                     res=[_vec(r) for r in residual],
                     out_float=out_float, out_int=out_int, pack=pack, thr=_vec(thr), div=float(div),
                     post_scale=float(post_scale), post_after=int(post_after))
@@ -166,8 +166,8 @@ class BinaryConv:
             return ConvOutput(_into(out, v, "out"), dots, _into(bits_out, bits, "bits_out"), path)
         return ConvOutput(*self._layer.run(x, path, threads, out=out, bits_out=bits_out, **args), path)
 
-    def _numpy(self, x: np.ndarray, *, scale, bias, gate_bias, pix, chan, act_shift, act_slope, act_bias, act_first, res,
-               out_float, out_int, pack, thr, div, post_scale, post_after):
+    def _numpy(self, x: np.ndarray, *, scale, bias, gate_bias, pix, chan, act_shift, act_slope, act_bias, act_first,
+               res, out_float, out_int, pack, thr, div, post_scale, post_after):
         n, h, w, _ = x.shape
         p, d, k, g = self.padding, self.dilation, self.k, self.groups
         xs = np.pad(unpack_bits(x, self.cin), ((0, 0), (p, p), (p, p), (0, 0)), constant_values=1.0)
@@ -181,7 +181,7 @@ class BinaryConv:
                     a = xs[:, ky * d:ky * d + ho, kx * d:kx * d + wo, gi * cpi:(gi + 1) * cpi]
                     acc[..., gi * cpo:(gi + 1) * cpo] += a @ ws[gi * cpo:(gi + 1) * cpo, :, ky, kx].T
         dots = acc.astype(np.int32)
-        if scale is not None and bias is not None and pix is None and chan is None:  # fused multiply-add, exact in float64
+        if scale is not None and bias is not None and pix is None and chan is None:  # one FMA, exact in float64
             v = (dots * scale.astype(np.float64) + bias).astype(np.float32)
         else:
             v = dots.astype(np.float32)

@@ -185,17 +185,17 @@ class _Checker:
 
     # -- ops -----------------------------------------------------------------------------------
     def conv(self, op: dict) -> None:
-        src, cout, span = self.conv_shape(op)
+        src, cout, off = self.conv_shape(op)
         if op["leaky"] is not None:
             _num(op, "leaky")
         r = _int(op, "shuffle", 1, MAX_FACTOR)
         if cout % (r * r):
             raise _Bad(f"shuffle {r} needs out channels ({cout}) divisible by {r * r}")
-        off = src.size.off + 2 * op["pad"] - span
         self.write(op, "dst", Map(FLOAT, cout // (r * r), Size(src.size.base, src.size.mult * r, off * r)))
 
     def conv_shape(self, op: dict) -> tuple[Map, int, int]:
-        """(src, out channels, span) of a conv's ``src``, ``w`` (k*k*C, out), ``b``, ``dil``, ``pad``."""
+        """(src, out channels, the output's size ``off``) of a stride-1 conv's ``src``, ``w`` (k*k*C,
+        out), ``b``, ``dil`` and ``pad``."""
         src = self.read(op, "src", FLOAT)
         w = self.tensor(op, "w", ndim=2)
         kk, cout = w.shape
@@ -204,7 +204,7 @@ class _Checker:
             raise _Bad(f"w {w.shape} is not (k*k*{src.channels}, out) for the {src.channels}-channel src")
         span = self.span(op, k, _int(op, "dil", 1, MAX_SPAN))
         self.tensor(op, "b", (cout,))
-        return src, cout, span
+        return src, cout, src.size.off + 2 * op["pad"] - span
 
     def span(self, op: dict, k: int, dil: int) -> int:
         span = dil * (k - 1)
@@ -274,10 +274,10 @@ class _Checker:
         self.write(op, "dst", Map(GATE, 1, src.size))
 
     def spatial_gate(self, op: dict) -> None:
-        src, cout, span = self.conv_shape(op)
+        src, cout, off = self.conv_shape(op)
         if cout != 1:
             raise _Bad(f"a spatial gate has 1 output channel, w has {cout}")
-        self.write(op, "dst", Map(GATE, 1, Size(src.size.base, src.size.mult, src.size.off + 2 * op["pad"] - span)))
+        self.write(op, "dst", Map(GATE, 1, Size(src.size.base, src.size.mult, off)))
 
     def channel_gate(self, op: dict) -> None:
         self.read(op, "src", FLOAT)

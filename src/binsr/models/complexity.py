@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from binsr.nn.attention import ChannelGate, SpatialGate
+
 _COUNTED = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
 
@@ -118,19 +120,6 @@ def _macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
     return out.numel() * (module.in_channels // module.groups) * k
 
 
-def _gate_macs(gate: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
-    """MACs of a gate's conv, which the gate runs functionally (in float64 at inference,
-    :mod:`binsr.nn.exact`), so the conv module's own hook never fires."""
-    from binsr.nn import SpatialGate
-
-    k = 1
-    for s in gate.conv.kernel_size:
-        k *= s
-    if isinstance(gate, SpatialGate):
-        return out.numel() * gate.conv.in_channels * k  # one output channel
-    return inp.shape[0] * inp.shape[1] * k  # ChannelGate: a 1 -> 1 Conv1d over the C_in pooled values
-
-
 def profile(model: nn.Module, lr_size: tuple[int, int] = (320, 180), in_ch: int = 3) -> Profile:
     """Run one forward pass on a zero LR image of ``lr_size`` (H, W) and count every layer.
 
@@ -152,8 +141,13 @@ def profile(model: nn.Module, lr_size: tuple[int, int] = (320, 180), in_ch: int 
         return fn
 
     def gate_hook(name):
+        """A gate runs its conv functionally (in float64 at inference, :mod:`binsr.nn.exact`), so the
+        conv's own hook never fires: its MACs from the conv's output, the gate map itself (spatial)
+        or a Conv1d over the C_in pooled values (channel)."""
         def fn(module, inputs, output):
-            rows[name].flops += _gate_macs(module, inputs[0], output)
+            x = inputs[0]
+            conv_out = output if isinstance(module, SpatialGate) else x.new_empty(x.shape[0], 1, x.shape[1])
+            rows[name].flops += _macs(module.conv, x, conv_out)
         return fn
 
     counted_params: set[int] = set()
@@ -164,8 +158,6 @@ def profile(model: nn.Module, lr_size: tuple[int, int] = (320, 180), in_ch: int 
             rows[name] = LayerCost(name, type(m).__name__, is_binary(m), w, other, 0, 0)
             counted_params.update(id(p) for p in m.parameters())
             hooks.append(m.register_forward_hook(hook(name)))
-    from binsr.nn import ChannelGate, SpatialGate
-
     for name, m in model.named_modules():
         if isinstance(m, (SpatialGate, ChannelGate)):
             hooks.append(m.register_forward_hook(gate_hook(f"{name}.conv")))

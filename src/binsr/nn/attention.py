@@ -78,7 +78,8 @@ class SpatialGate(nn.Module):
     def _gate(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if x.dtype != torch.float64:
             return torch.sigmoid(self.conv._conv_forward(x, weight, bias))
-        return torch.sigmoid(_taps_conv(x, weight, bias, self.conv.stride[0], self.conv.padding[0], self.conv.dilation[0]))
+        conv = self.conv
+        return torch.sigmoid(_taps_conv(x, weight, bias, conv.stride[0], conv.padding[0], conv.dilation[0]))
 
 
 def _taps_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, padding: int,
@@ -93,7 +94,9 @@ def _taps_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     taps = F.pad(taps, (padding,) * 4)
     ho = (h + 2 * padding - dilation * (k - 1) - 1) // stride + 1
     wo = (w + 2 * padding - dilation * (k - 1) - 1) // stride + 1
-    out = torch.zeros(n, 1, ho, wo, dtype=x.dtype, device=x.device) if bias is None else bias.view(1, 1, 1, 1).expand(n, 1, ho, wo).clone()
+    out = x.new_zeros(n, 1, ho, wo)
+    if bias is not None:
+        out += bias.view(1, 1, 1, 1)
     for t in range(k * k):
         y0, x0 = (t // k) * dilation, (t % k) * dilation
         out += taps[:, t:t + 1, y0:y0 + (ho - 1) * stride + 1:stride, x0:x0 + (wo - 1) * stride + 1:stride]

@@ -100,8 +100,8 @@ using UArr = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>;
 // The fused epilogue's parameters of a conv over npix output pixels of nimg images, checked (pix:
 // npix values, chan: nimg * cout); the output and residual pointers are left to the caller.
 static Epilogue make_epilogue(const Layer& L, size_t nimg, size_t npix, const OptF& scale, const OptF& bias,
-                              const OptF& gate_bias, const OptF& pix, const OptF& chan, const OptF& act_shift, const OptF& act_slope, const OptF& act_bias,
-                              bool act_first, size_t nres, const OptF& thr, float div, float post_scale,
+                              const OptF& gate_bias, const OptF& pix, const OptF& chan, const OptF& act_shift,
+                              const OptF& act_slope, const OptF& act_bias, bool act_first, size_t nres, const OptF& thr, float div, float post_scale,
                               int post_after) {
   const size_t C = L.cout;
   const bool act = act_shift || act_slope || act_bias;
@@ -141,8 +141,8 @@ static py::tuple run(const Layer& L, UArr x, const std::string& path, int thread
   conv_out_size(L, H, W, Ho, Wo);
   if (Ho < 1 || Wo < 1) throw std::invalid_argument("input smaller than the dilated kernel");
   const size_t npix = (size_t)Ho * Wo, C = L.cout;
-  Epilogue e0 = make_epilogue(L, N, N * npix, scale, bias, gate_bias, pix, chan, act_shift, act_slope, act_bias, act_first,
-                              res.size(), thr, div, post_scale, post_after);
+  Epilogue e0 = make_epilogue(L, N, N * npix, scale, bias, gate_bias, pix, chan, act_shift, act_slope, act_bias,
+                              act_first, res.size(), thr, div, post_scale, post_after);
   for (const FArr& r : res)
     if ((size_t)r.size() != N * npix * C) throw std::invalid_argument("residual has the wrong size");
 
@@ -182,8 +182,8 @@ static bool run_chain(const py::list& spec, int H, int W, const std::string& pat
     s.kern = select_kernel(path, L);
     if (!chain_supported(s)) return false;
     const py::list res = d["res"], res_src = d["res_src"];
-    s.e = make_epilogue(L, 1, npix, farr(d["scale"]), farr(d["bias"]), farr(d["gate_bias"]), farr(d["pix"]), farr(d["chan"]),
-                        farr(d["act_shift"]), farr(d["act_slope"]), farr(d["act_bias"]), d["act_first"].cast<bool>(),
+    s.e = make_epilogue(L, 1, npix, farr(d["scale"]), farr(d["bias"]), farr(d["gate_bias"]), farr(d["pix"]),
+                        farr(d["chan"]), farr(d["act_shift"]), farr(d["act_slope"]), farr(d["act_bias"]), d["act_first"].cast<bool>(),
                         res.size(), farr(d["thr"]), d["div"].cast<float>(), d["post_scale"].cast<float>(),
                         d["post_after"].cast<int>());
     s.src = d["src"].cast<int>();
@@ -677,28 +677,22 @@ static void conv3x3_direct(const FArr& x, const FArr& w, py::array_t<float, py::
     return;
   }
   const int Op = (O + kDirectOB - 1) / kDirectOB * kDirectOB;
-  // the weights in the sums' type, padded to whole blocks of outputs (zero columns)
-  auto padded = [&](auto zero) {
-    std::vector<decltype(zero)> wp((size_t)9 * C * Op, zero);
+  // the weights in the sums' type (zero: 0.f or 0.0), padded to whole blocks of outputs (zero
+  // columns), then the rows of that type on the threads
+  auto run = [&](auto zero, auto rows) {
+    std::vector<decltype(zero)> wv((size_t)9 * C * Op, zero);
     for (int r = 0; r < 9 * C; ++r)
-      for (int o = 0; o < O; ++o) wp[(size_t)r * Op + o] = w.data()[(size_t)r * O + o];
-    return wp;
-  };
-  if (fp64) {
-    const std::vector<double> wd = padded(0.0);
-    const double* wp = wd.data();
+      for (int o = 0; o < O; ++o) wv[(size_t)r * Op + o] = w.data()[(size_t)r * O + o];
+    const decltype(zero)* wp = wv.data();
     py::gil_scoped_release nogil;
     parallel_range((size_t)H, threads, 4, [=](size_t y0, size_t y1) {
-      conv3x3_direct_rows_fp64(xp, wp, b, yp, H, W, C, O, leaky, (int)y0, (int)y1);
+      rows(xp, wp, b, yp, H, W, C, O, leaky, (int)y0, (int)y1);
     });
-    return;
-  }
-  const std::vector<float> wf = padded(0.f);
-  const float* wp = wf.data();
-  py::gil_scoped_release nogil;
-  parallel_range((size_t)H, threads, 4, [=](size_t y0, size_t y1) {
-    conv3x3_direct_rows(xp, wp, b, yp, H, W, C, O, leaky, (int)y0, (int)y1);
-  });
+  };
+  if (fp64)
+    run(0.0, conv3x3_direct_rows_fp64);
+  else
+    run(0.f, conv3x3_direct_rows);
 }
 
 // ---------------------------------------------------------------- SwinIR window attention (FP)
