@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from binsr.deploy import fp
-from binsr.deploy.engine import _engine
+from binsr.deploy.engine import _engine, available_paths
+
+COMPILED = [p for p in available_paths() if p != "numpy"]
 
 
 def _torch_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, leaky: float | None, shuffle: int) -> np.ndarray:
@@ -95,11 +97,12 @@ def test_channel_gate_matches_torch(h: int, w: int, c: int, k: int, seed: int) -
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.integers(1, 13), st.integers(1, 17), st.sampled_from([1, 7, 16, 64, 80]), st.sampled_from([(3, 1), (3, 2), (5, 1)]),
-       st.booleans(), st.integers(0, 2**31 - 1))
+@given(st.integers(1, 13), st.integers(1, 29), st.sampled_from([1, 7, 16, 20, 64, 80]),
+       st.sampled_from([(3, 1), (3, 2), (5, 1)]), st.booleans(), st.integers(0, 2**31 - 1))
 def test_spatial_gate_matches_torch(h: int, w: int, c: int, kd: tuple[int, int], bias: bool, seed: int) -> None:
-    """SCALES' spatial gate sigmoid(conv(x) + b): the compiled 3x3 loops (double sums in another
-    order), the NumPy reference and binsr.nn.SpatialGate at inference give the same float32s."""
+    """SCALES' spatial gate sigmoid(conv(x) + b): the compiled 3x3 loops of every path here (the
+    AVX-512 kernel's 8-pixel blocks and edges, the portable loops; double sums in other orders), the
+    NumPy reference and binsr.nn.SpatialGate at inference give the same float32s."""
     from binsr.nn import SpatialGate
 
     k, dil = kd
@@ -114,7 +117,8 @@ def test_spatial_gate_matches_torch(h: int, w: int, c: int, kd: tuple[int, int],
     b = None if gate.conv.bias is None else gate.conv.bias.detach().numpy()
     pad = gate.conv.padding[0]
     assert np.array_equal(fp.spatial_gate(x, wt, b, pad, dil, compiled=False), want)
-    assert np.array_equal(fp.spatial_gate(x, wt, b, pad, dil, threads=2), want)
+    for path in COMPILED:
+        assert np.array_equal(fp.spatial_gate(x, wt, b, pad, dil, threads=2, path=path), want), path
 
 
 @settings(max_examples=20, deadline=None)

@@ -193,17 +193,19 @@ def conv3x3_direct(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = 
 
 
 def spatial_gate(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, padding: int, dilation: int,
-                 threads: int = 1, out: np.ndarray | None = None, compiled: bool = True) -> np.ndarray:
+                 threads: int = 1, out: np.ndarray | None = None, compiled: bool = True,
+                 path: str = "auto") -> np.ndarray:
     """SCALES' spatial gate ``sigmoid(conv(x) + b)``, one output channel, (H', W') float32: summed and
     squashed in float64 and rounded once, as :class:`binsr.nn.SpatialGate` does at inference (so
     any sum order gives the same float32). ``weight``: (k*k*C, 1). Compiled direct loops for a 3x3
-    with padding 1 (unless ``compiled`` is False), else this NumPy reference: one float64
-    matrix-vector product per tap."""
+    with padding 1 (unless ``compiled`` is False): the AVX-512 kernel where ``path`` is "auto" or
+    "avx512" and the CPU has it, else the portable loops; otherwise this NumPy reference, one
+    float64 matrix-vector product per tap."""
     span, ho, wo = _geometry(x.shape, weight.shape, padding, dilation)
     out = _output((ho, wo, 1), None if out is None else out[..., None])[..., 0]
     c = x.shape[2]
     if compiled and _engine is not None and weight.shape[0] == 9 * c and padding == 1 and dilation == 1:
-        _engine.spatial_gate3x3(np.ascontiguousarray(x, dtype=np.float32), weight[:, 0], bias, out, threads)
+        _engine.spatial_gate3x3(np.ascontiguousarray(x, dtype=np.float32), weight[:, 0], bias, out, threads, path)
         return out
     xp = np.pad(x.astype(np.float64), ((padding, padding), (padding, padding), (0, 0)))
     k = span // dilation + 1

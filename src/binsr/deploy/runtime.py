@@ -262,7 +262,8 @@ class Runtime:
                     out = self._arena.take(fp.conv_output_shape(src.shape, self.tensors[op["w"]].shape, op["pad"],
                                                                 op["dil"], 1)[:2], np.float32)
                     env[op["dst"]] = self._arena.own(fp.spatial_gate(src, self.tensors[op["w"]], self._t(op["b"]),
-                                                                     op["pad"], op["dil"], self.threads, out))
+                                                                     op["pad"], op["dil"], self.threads, out,
+                                                                     self.path != "numpy", self.path))
                 elif kind == "channel_gate":
                     env[op["dst"]] = fp.channel_gate(env[op["src"]], self.tensors[op["w"]], op["out_channels"],
                                                      threads=self.threads)

@@ -638,8 +638,9 @@ static py::array_t<double> channel_sums(const FArr& x, int threads) {
 // SCALES' spatial gate sigmoid(conv3x3(x) + b), 1 output channel, zero padding 1, summed and squashed
 // in double and rounded once to float (binsr.nn.attention: the same float in any sum order, so
 // PyTorch's gate and this one agree bit for bit). w: (9 * C,) in (ky, kx, c) order; out: (H, W).
+// path: "avx512" (kernels_avx512.cpp), "auto" (it where the CPU has it), else the loops above.
 static void spatial_gate3x3(const FArr& x, const FArr& w, const OptF& bias, py::array_t<float, py::array::c_style>& out,
-                            int threads) {
+                            int threads, const std::string& path) {
   if (x.ndim() != 3 || w.ndim() != 1) throw std::invalid_argument("x must be (H, W, C), w (9 * C,)");
   const int H = (int)x.shape(0), W = (int)x.shape(1), C = (int)x.shape(2);
   if (w.shape(0) != 9 * C) throw std::invalid_argument("w must be (9 * C,) in (ky, kx, c) order");
@@ -649,10 +650,13 @@ static void spatial_gate3x3(const FArr& x, const FArr& w, const OptF& bias, py::
   const std::vector<double> wd(w.data(), w.data() + 9 * (size_t)C);
   const double* wp = wd.data();
   float* yp = out.mutable_data();
+  auto rows = gate3x3_dot_rows;
+#if defined(__x86_64__)
+  if (path == "avx512" && !cpu_avx512()) throw std::runtime_error("avx512 path requested but this CPU lacks AVX-512");
+  if ((path == "auto" || path == "avx512") && cpu_avx512()) rows = avx512::gate3x3_rows;
+#endif
   py::gil_scoped_release nogil;
-  parallel_range((size_t)H, threads, 4, [=](size_t y0, size_t y1) {
-    gate3x3_dot_rows(xp, wp, b, yp, H, W, C, (int)y0, (int)y1);
-  });
+  parallel_range((size_t)H, threads, 4, [=](size_t y0, size_t y1) { rows(xp, wp, b, yp, H, W, C, (int)y0, (int)y1); });
 }
 
 static void conv3x3_direct(const FArr& x, const FArr& w, py::array_t<float, py::array::c_style>& out,
@@ -1002,7 +1006,7 @@ PYBIND11_MODULE(_engine, m) {
   m.def("channel_sums", &channel_sums, py::arg("x"), py::arg("threads") = 1,
         "Per-channel sums of an (H, W, C) float map, in double.");
   m.def("spatial_gate3x3", &spatial_gate3x3, py::arg("x"), py::arg("w"), py::arg("bias").none(true),
-        py::arg("out").noconvert(), py::arg("threads") = 1);
+        py::arg("out").noconvert(), py::arg("threads") = 1, py::arg("path") = "auto");
   m.def("conv3x3_direct", &conv3x3_direct, py::arg("x"), py::arg("w"), py::arg("out").noconvert(),
         py::arg("bias") = py::none(), py::arg("leaky") = -1.f, py::arg("threads") = 1, py::arg("fp64") = false,
         "Direct 3x3 conv (zero padding 1) of (H, W, C) with (9 * C, O) weights into out (H, W, O), + bias, LeakyReLU; "

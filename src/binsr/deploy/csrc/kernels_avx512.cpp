@@ -251,5 +251,69 @@ void rows_seg(const Job& j, int y0, int y1) {
   else rows_seg_t<32>(j, y0, y1);
   stream_fence();
 }
+
+// SCALES' spatial gate sigmoid(conv3x3(x) + b), one output channel, zero padding 1, in double
+// (engine.cpp spatial_gate3x3; binsr.nn.SpatialGate). P output pixels of a row at a time: each of
+// the P + 2 input pixels of a tap row is widened to double in registers once per 8 channels
+// (vcvtps2pd, exact) and multiplied by the 3 taps' weights it meets, one running sum of 8 doubles
+// per output pixel. Edge: P = 1 with the taps outside the map skipped (the portable loops widen
+// strips of rows in memory first, which cost more than the products).
+template <int P, bool Edge>
+__attribute__((always_inline)) static inline void gate_pixels(const float* __restrict x, const double* __restrict w,
+                                                              double bias, float* __restrict y, int H, int W, int C,
+                                                              int yy, int xx) {
+  __m512d a[P];
+  double rem[P];
+  for (int p = 0; p < P; ++p) {
+    a[p] = _mm512_setzero_pd();
+    rem[p] = 0.0;
+  }
+  const int C8 = C / 8 * 8;
+  for (int ky = 0; ky < 3; ++ky) {
+    const int iy = yy + ky - 1;
+    if (iy < 0 || iy >= H) continue;
+    const float* xr = x + ((size_t)iy * W + xx - 1) * C;  // input pixel j of the block: xr + j * C
+    const double* wr = w + (size_t)ky * 3 * C;            // tap (ky, kx): wr + kx * C
+    for (int c = 0; c < C8; c += 8) {
+      const __m512d w0 = _mm512_loadu_pd(wr + c), w1 = _mm512_loadu_pd(wr + C + c), w2 = _mm512_loadu_pd(wr + 2 * C + c);
+#pragma GCC unroll 16
+      for (int j = 0; j < P + 2; ++j) {
+        if (Edge && (xx - 1 + j < 0 || xx - 1 + j >= W)) continue;
+        const __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(xr + (size_t)j * C + c));
+        if (j < P) a[j] = _mm512_fmadd_pd(v, w0, a[j]);
+        if (j >= 1 && j - 1 < P) a[j - 1] = _mm512_fmadd_pd(v, w1, a[j - 1]);
+        if (j >= 2) a[j - 2] = _mm512_fmadd_pd(v, w2, a[j - 2]);
+      }
+    }
+    for (int c = C8; c < C; ++c)
+      for (int j = 0; j < P + 2; ++j) {
+        if (Edge && (xx - 1 + j < 0 || xx - 1 + j >= W)) continue;
+        const double v = xr[(size_t)j * C + c];
+        for (int kx = 0; kx < 3; ++kx)
+          if (j - kx >= 0 && j - kx < P) rem[j - kx] += v * wr[(size_t)kx * C + c];
+      }
+  }
+  for (int p = 0; p < P; ++p) {
+    const double r = bias + _mm512_reduce_add_pd(a[p]) + rem[p];
+    y[(size_t)yy * W + xx + p] = (float)(1.0 / (1.0 + std::exp(-r)));
+  }
+}
+
+void gate3x3_rows(const float* x, const double* w, const float* b, float* y, int H, int W, int C, int y0, int y1) {
+  constexpr int P = 8;
+  const double bias = b ? b[0] : 0.0;
+  for (int yy = y0; yy < y1; ++yy) {
+    int xx = 0;
+    for (; xx < W && (xx < 1 || xx + P > W - 1); ++xx) gate_pixels<1, true>(x, w, bias, y, H, W, C, yy, xx);
+    for (; xx + P <= W - 1; xx += P) {
+      if (yy + 3 < H) {  // the next row's new input row, whose lines the hardware prefetcher fetches too late
+        const char* nx = (const char*)(x + ((size_t)(yy + 3) * W + xx) * C);
+        for (size_t o = 0; o < (size_t)P * C * sizeof(float); o += 64) _mm_prefetch(nx + o, _MM_HINT_T1);
+      }
+      gate_pixels<P, false>(x, w, bias, y, H, W, C, yy, xx);
+    }
+    for (; xx < W; ++xx) gate_pixels<1, true>(x, w, bias, y, H, W, C, yy, xx);
+  }
+}
 }  // namespace binsr::avx512
 #endif
