@@ -59,21 +59,24 @@ def pack_signs(v: np.ndarray, thr: np.ndarray | None) -> np.ndarray:
     return words.view("<u8")[..., 0]
 
 
-def reference_epilogue(dots: np.ndarray, *, scale=None, bias=None, pix=None, act=None, act_first=False,
+def reference_epilogue(dots: np.ndarray, *, scale=None, bias=None, pix=None, chan=None, act=None, act_first=False,
                        residual=(), gate_bias=None, div=1.0, post_scale=1.0, post_after=0,
                        thr=None) -> tuple[np.ndarray, np.ndarray]:
     """(float32 output, packed sign bits) of integer dots (N, H, W, C) through the fused epilogue:
-    v = dot * scale * pix + bias (one rounding, d * s + b, without pix: folded BN); RPReLU here when
-    act_first; v / div; v * post_scale once the first post_after residuals are in, each residual
-    added; + pix * gate_bias (product rounded); RPReLU here otherwise; bits of v >= thr."""
+    v = dot * scale * pix * chan + bias (each product rounded; one rounding, d * s + b, without pix
+    and chan: folded BN); RPReLU here when act_first; v / div; v * post_scale once the first
+    post_after residuals are in, each residual added; + pix * gate_bias (product rounded); RPReLU
+    here otherwise; bits of v >= thr. pix: (N, H, W); chan: (N, C)."""
     v = dots.astype(f32)
-    if scale is not None and bias is not None and pix is None:
+    if scale is not None and bias is not None and pix is None and chan is None:
         v = fma_f32(v, scale, bias)
     else:
         if scale is not None:
             v = v * scale
         if pix is not None:
             v = v * pix[..., None]
+        if chan is not None:
+            v = v * chan[:, None, None, :]
         if bias is not None:
             v = v + bias
     if act is not None and act_first:

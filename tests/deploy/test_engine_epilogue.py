@@ -1,7 +1,8 @@
-"""Every kernel's dots and fused epilogue (scale, bias, pix, div, post_scale, RPReLU, residuals,
-gated bias, threshold packing) equal ONE independent NumPy formula (engine_reference.py), bit for
-bit: each path against the formula, never against another path. NEON: ``make test-arm`` runs the
-same formula's values under qemu."""
+"""Every kernel's dots and fused epilogue (scale, bias, pix, chan, div, post_scale, RPReLU,
+residuals, gated bias, threshold packing) equal ONE independent NumPy formula (engine_reference.py),
+bit for bit: each path against the formula, never against another path, with and without the int32
+dots out (without them, the AVX-512 kernels' vector epilogue runs where it applies). NEON: ``make
+test-arm`` runs the same formula's values under qemu."""
 
 from __future__ import annotations
 
@@ -47,11 +48,11 @@ def epilogues(draw):
     """A conv (3x3 or 1x1, grouped or not, 40 / 64 / 130 input channels) and a random epilogue."""
     k, groups = draw(st.sampled_from([(3, 1), (1, 1), (3, 2)]))
     cin = draw(st.sampled_from([40, 64, 130])) if groups == 1 else 64
-    cout = groups * draw(st.sampled_from([3, 32, 50, 65]))
+    cout = groups * draw(st.sampled_from([3, 32, 50, 64, 65]))
     width = draw(st.sampled_from([7, 45]))
     nres = draw(st.integers(0, 3))
     flags = draw(st.fixed_dictionaries({k: st.booleans() for k in
-                                        ("scale", "bias", "pix", "act", "act_first", "gate", "thr")}))
+                                        ("scale", "bias", "pix", "chan", "act", "act_first", "gate", "thr")}))
     return dict(k=k, groups=groups, cin=cin, cout=cout, width=width, nres=nres, flags=flags,
                 div=draw(st.sampled_from([1.0, 3.0, 0.7, 130.0])), post_scale=draw(st.sampled_from([1.0, 0.5, 0.2])),
                 post_after=draw(st.integers(0, nres)), seed=draw(st.integers(0, 2**31 - 1)))
@@ -64,7 +65,8 @@ def _case(c: dict):
     wt = _signs(rng, (cout, c["cin"] // c["groups"], c["k"], c["k"]))
     vec = lambda: rng.normal(size=cout).astype(np.float32)  # noqa: E731
     pix = rng.random((n, h, w)).astype(np.float32) if f["pix"] or f["gate"] else None
-    kw = dict(scale=np.abs(vec()) if f["scale"] else None, bias=vec() if f["bias"] else None, pix=pix,
+    chan = rng.random((n, cout)).astype(np.float32) if f["chan"] else None
+    kw = dict(scale=np.abs(vec()) if f["scale"] else None, bias=vec() if f["bias"] else None, pix=pix, chan=chan,
               act=(vec(), np.abs(vec()), vec()) if f["act"] else None, act_first=f["act_first"],
               residual=tuple(rng.normal(size=(n, h, w, cout)).astype(np.float32) for _ in range(c["nres"])),
               gate_bias=vec() if f["gate"] else None, thr=vec() if f["thr"] else None,
@@ -82,20 +84,21 @@ def test_kernel_equals_the_reference_formula(kernel: str, case: dict) -> None:
     with pytest.MonkeyPatch.context() as mp:
         path = _kernel_or_skip(kernel, mp)
         conv, xb, kw, dots, out, bits = _case(case)
-        for threads in (1, 2):
+        for threads, out_int in ((1, True), (2, True), (1, False), (2, False)):
             if path == "numpy":
-                got = conv(xb, path=path, out_int=True, pack=True, **kw)
+                got = conv(xb, path=path, out_int=out_int, pack=True, **kw)
                 got = (got.out, got.dots, got.bits)
             else:  # the layer itself: "avx512-vpopcnt" bypasses AMX where the CPU has it
-                args = dict(scale=kw["scale"], bias=kw["bias"], pix=kw["pix"], gate_bias=kw["gate_bias"],
-                            act_first=kw["act_first"], res=list(kw["residual"]), thr=kw["thr"], div=kw["div"],
-                            post_scale=kw["post_scale"], post_after=kw["post_after"])
+                args = dict(scale=kw["scale"], bias=kw["bias"], pix=kw["pix"], chan=kw["chan"],
+                            gate_bias=kw["gate_bias"], act_first=kw["act_first"], res=list(kw["residual"]),
+                            thr=kw["thr"], div=kw["div"], post_scale=kw["post_scale"], post_after=kw["post_after"])
                 if kw["act"] is not None:
                     args.update(act_shift=kw["act"][0], act_slope=kw["act"][1], act_bias=kw["act"][2])
-                got = conv._layer.run(xb, path, threads, out_int=True, pack=True, **args)
-            np.testing.assert_array_equal(got[1], dots, err_msg=f"{kernel} dots")
-            np.testing.assert_array_equal(got[0], out, err_msg=f"{kernel} float output")
-            np.testing.assert_array_equal(got[2], bits, err_msg=f"{kernel} bits")
+                got = conv._layer.run(xb, path, threads, out_int=out_int, pack=True, **args)
+            if out_int:
+                np.testing.assert_array_equal(got[1], dots, err_msg=f"{kernel} dots")
+            np.testing.assert_array_equal(got[0], out, err_msg=f"{kernel} float output (out_int={out_int})")
+            np.testing.assert_array_equal(got[2], bits, err_msg=f"{kernel} bits (out_int={out_int})")
 
 
 def test_reference_formula_checks() -> None:

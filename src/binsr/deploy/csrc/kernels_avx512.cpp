@@ -83,9 +83,10 @@ static inline void store_floats(float* dst, const float* v, int C, bool stream) 
 static inline void stream_fence() { _mm_sfence(); }
 
 // epilogue.inc's fused epilogue in registers, 16 channels per zmm, for the usual case (channels a
-// multiple of 16; no per-pixel scale, gate or int32 output): the same float operations in the same
-// order as its scalar loops (fma for scale and bias, then RPReLU, / div, post_scale and residuals,
-// RPReLU), so the same bits, without the passes through the values buffer. False: not handled.
+// multiple of 16; no gated bias or int32 output): the same float operations in the same order as
+// its scalar loops (fma for scale and bias, or with SCALES' gates scale, pixel gate, channel gate
+// and bias one at a time; then RPReLU, / div, post_scale and residuals, RPReLU), so the same bits,
+// without the passes through the values buffer. False: not handled.
 static inline __m512 rprelu16(const float* sh, const float* sl, const float* ab, __m512 v, int o) {
   const __m512 u = _mm512_sub_ps(v, _mm512_loadu_ps(sh + o)), zero = _mm512_setzero_ps();
   const __m512 pos = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, zero, _CMP_GT_OQ), u);
@@ -97,7 +98,7 @@ static bool fast_epilogue(const Job& j, int y, int x0, int np, const int32_t* do
   const Epilogue& e = j.e;
   const int C = j.L->cout;
   // bits alone, or a few pixels a call (segment mode): the scalar loops were as fast or faster
-  if (C % 16 || e.pix || e.chan || e.gate_bias || e.out_int || !e.out || np < 16) return false;
+  if (C % 16 || e.gate_bias || e.out_int || !e.out || np < 16) return false;
   // everything in locals: the stores below could otherwise alias the epilogue's fields
   const float* __restrict scale = e.scale;
   const float* __restrict bias = e.bias;
@@ -105,7 +106,9 @@ static bool fast_epilogue(const Job& j, int y, int x0, int np, const int32_t* do
   const float* __restrict sh = e.act_shift;
   const float* __restrict sl = e.act_slope;
   const float* __restrict ab = e.act_bias;
-  const bool fma = scale && bias, act_first = sl && e.act_first, act_last = sl && !e.act_first;
+  const float* __restrict pix = e.pix;
+  const float* __restrict chan = e.chan;
+  const bool fma = scale && bias && !pix && !chan, act_first = sl && e.act_first, act_last = sl && !e.act_first;
   const bool div = e.div != 1.f, post = e.post_scale != 1.f;
   const __m512 divv = _mm512_set1_ps(e.div), postv = _mm512_set1_ps(e.post_scale);
   const int post_after = e.post_after, pwd = e.pwd;
@@ -123,12 +126,15 @@ static bool fast_epilogue(const Job& j, int y, int x0, int np, const int32_t* do
     const bool nt = out && stream && ((uintptr_t)out & 63) == 0;
     uint64_t* __restrict bits = bits0 ? bits0 + pi * (size_t)pwd : nullptr;
     uint64_t word = 0;
+    const __m512 pixv = _mm512_set1_ps(pix ? pix[pi] : 1.f);
     for (int o = 0; o < C; o += 16) {
       __m512 v = _mm512_cvtepi32_ps(_mm512_loadu_si512((const void*)(d + o)));
       if (fma) {
         v = _mm512_fmadd_ps(v, _mm512_loadu_ps(scale + o), _mm512_loadu_ps(bias + o));
       } else {
         if (scale) v = _mm512_mul_ps(v, _mm512_loadu_ps(scale + o));
+        if (pix) v = _mm512_mul_ps(v, pixv);
+        if (chan) v = _mm512_mul_ps(v, _mm512_loadu_ps(chan + o));
         if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + o));
       }
       if (act_first) v = rprelu16(sh, sl, ab, v, o);
