@@ -77,11 +77,12 @@ def test_few_output_conv_values_do_not_depend_on_the_pixel_blocking(c: int) -> N
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.integers(1, 13), st.integers(1, 17), st.sampled_from([1, 5, 64]), st.sampled_from([3, 5]),
+@given(st.integers(1, 13), st.integers(1, 29), st.sampled_from([1, 5, 20, 64]), st.sampled_from([3, 5]),
        st.integers(0, 2**31 - 1))
 def test_channel_gate_matches_torch(h: int, w: int, c: int, k: int, seed: int) -> None:
     """SCALES' channel gate, sigmoid(Conv1d_k(GAP(x))), equals binsr.nn.ChannelGate's at inference bit
-    for bit: both in float64, rounded once."""
+    for bit: both in float64, rounded once; also with the sums that the spatial gate of the same map
+    returns on every path (the AVX-512 kernel's, summed as it reads the map)."""
     from binsr.nn import ChannelGate
 
     rng = np.random.default_rng(seed)
@@ -94,6 +95,12 @@ def test_channel_gate_matches_torch(h: int, w: int, c: int, k: int, seed: int) -
     assert np.array_equal(fp.channel_gate(x, weight, c), want)
     assert np.array_equal(fp.channel_gate(x, weight, c, threads=3), want)
     assert np.array_equal(fp.channel_gate(x, weight, c, compiled=False), want)
+    w3 = rng.normal(size=(9 * c, 1)).astype(np.float32)
+    for compiled, path in [(False, "numpy")] + [(True, p) for p in COMPILED]:
+        for threads in (1, 3):
+            sums = np.empty(c)
+            fp.spatial_gate(x, w3, None, 1, 1, threads, compiled=compiled, path=path, sums=sums)
+            assert np.array_equal(fp.channel_gate(x, weight, c, sums=sums), want), (path, threads)
 
 
 @settings(max_examples=20, deadline=None)

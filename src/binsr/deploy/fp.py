@@ -15,7 +15,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from binsr.deploy.engine import _engine, check_buffer
 
 __all__ = ["set_blas_threads", "conv2d", "winograd_weights", "conv3x3_winograd", "conv3x3_direct", "output_shape",
-           "conv_output_shape", "leaky_relu", "sigmoid", "spatial_gate", "channel_gate", "bilinear_add"]
+           "conv_output_shape", "leaky_relu", "sigmoid", "spatial_gate", "channel_sums", "channel_gate",
+           "bilinear_add"]
 
 _TILE_BYTES = 2 << 20  # im2col patch matrix per tile (fits L2 with the weights)
 
@@ -194,19 +195,24 @@ def conv3x3_direct(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = 
 
 def spatial_gate(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, padding: int, dilation: int,
                  threads: int = 1, out: np.ndarray | None = None, compiled: bool = True,
-                 path: str = "auto") -> np.ndarray:
+                 path: str = "auto", sums: np.ndarray | None = None) -> np.ndarray:
     """SCALES' spatial gate ``sigmoid(conv(x) + b)``, one output channel, (H', W') float32: summed and
     squashed in float64 and rounded once, as :class:`binsr.nn.SpatialGate` does at inference (so
     any sum order gives the same float32). ``weight``: (k*k*C, 1). Compiled direct loops for a 3x3
     with padding 1 (unless ``compiled`` is False): the AVX-512 kernel where ``path`` is "auto" or
     "avx512" and the CPU has it, else the portable loops; otherwise this NumPy reference, one
-    float64 matrix-vector product per tap."""
+    float64 matrix-vector product per tap. ``sums``: a (C,) float64 array that receives the
+    per-channel sums of ``x`` for :func:`channel_gate` of the same map (the AVX-512 kernel sums the
+    values as it reads them)."""
     span, ho, wo = _geometry(x.shape, weight.shape, padding, dilation)
     out = _output((ho, wo, 1), None if out is None else out[..., None])[..., 0]
     c = x.shape[2]
     if compiled and _engine is not None and weight.shape[0] == 9 * c and padding == 1 and dilation == 1:
-        _engine.spatial_gate3x3(np.ascontiguousarray(x, dtype=np.float32), weight[:, 0], bias, out, threads, path)
+        _engine.spatial_gate3x3(np.ascontiguousarray(x, dtype=np.float32), weight[:, 0], bias, out, threads, path,
+                                sums)
         return out
+    if sums is not None:
+        sums[...] = channel_sums(x, compiled, threads)
     xp = np.pad(x.astype(np.float64), ((padding, padding), (padding, padding), (0, 0)))
     k = span // dilation + 1
     w = weight[:, 0].astype(np.float64).reshape(k, k, c)
@@ -219,15 +225,21 @@ def spatial_gate(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, pad
     return out
 
 
+def channel_sums(x: np.ndarray, compiled: bool = True, threads: int = 1) -> np.ndarray:
+    """Per-channel sums of an (H, W, C) float32 map in float64 (C,): compiled loops (unless
+    ``compiled`` is False), else NumPy's float64 reduction; the same float32 means in any order."""
+    if compiled and _engine is not None:
+        return _engine.channel_sums(np.ascontiguousarray(x, dtype=np.float32), threads)
+    return np.add.reduce(x.reshape(-1, x.shape[-1]), axis=0, dtype=np.float64)
+
+
 def channel_gate(x: np.ndarray, weight: np.ndarray, out_channels: int, compiled: bool = True,
-                 threads: int = 1) -> np.ndarray:
+                 threads: int = 1, sums: np.ndarray | None = None) -> np.ndarray:
     """``sigmoid(Conv1d_k(GAP(x)))`` (zero padding k//2, no bias), nearest-resized to ``out_channels``:
     in float64, rounded once to float32, as :class:`binsr.nn.ChannelGate` does at inference. The
-    sums are compiled loops (unless ``compiled`` is False), else NumPy's float64 reduction."""
-    if compiled and _engine is not None:
-        total = _engine.channel_sums(np.ascontiguousarray(x, dtype=np.float32), threads)
-    else:
-        total = np.add.reduce(x.reshape(-1, x.shape[-1]), axis=0, dtype=np.float64)
+    sums: ``sums`` where given (from :func:`spatial_gate` of the same map), else
+    :func:`channel_sums`."""
+    total = channel_sums(x, compiled, threads) if sums is None else sums
     pooled = total / (x.shape[0] * x.shape[1])
     k = weight.shape[0]
     g = np.convolve(np.pad(pooled, k // 2), weight[::-1].astype(np.float64), mode="valid")

@@ -240,6 +240,7 @@ class Runtime:
         env: dict[str, np.ndarray] = {self.graph["input"]: x}
         self._arena.begin(recycle=keep is None)
         ops, skip_to = self.graph["ops"], 0
+        sums: dict[str, np.ndarray] = {}  # a map's channel sums, from its spatial gate for its channel gate
         try:
             for i, (op, prep, dead) in enumerate(zip(ops, self._prepared, self._free)):
                 t0 = time.perf_counter() if profile else 0.0
@@ -261,12 +262,16 @@ class Runtime:
                     src = env[op["src"]]
                     out = self._arena.take(fp.conv_output_shape(src.shape, self.tensors[op["w"]].shape, op["pad"],
                                                                 op["dil"], 1)[:2], np.float32)
+                    after = ops[i + 1] if i + 1 < len(ops) else {}
+                    if after.get("op") == "channel_gate" and after["src"] == op["src"]:  # SCALES: both gates of a map
+                        sums[op["src"]] = np.empty(src.shape[-1])
                     env[op["dst"]] = self._arena.own(fp.spatial_gate(src, self.tensors[op["w"]], self._t(op["b"]),
                                                                      op["pad"], op["dil"], self.threads, out,
-                                                                     self.path != "numpy", self.path))
+                                                                     self.path != "numpy", self.path,
+                                                                     sums.get(op["src"])))
                 elif kind == "channel_gate":
                     env[op["dst"]] = fp.channel_gate(env[op["src"]], self.tensors[op["w"]], op["out_channels"],
-                                                     threads=self.threads)
+                                                     self.path != "numpy", self.threads, sums.pop(op["src"], None))
                 elif kind == "bilinear_add":
                     env[op["dst"]] = fp.bilinear_add(env[op["src"]], env[op["add"]], op["scale"], self.threads)
                 elif kind == "linear":

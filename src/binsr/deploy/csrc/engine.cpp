@@ -608,30 +608,33 @@ static void channel_sums_rows(const float* __restrict x, double* __restrict acc,
     for (int c = 0; c < C; ++c) acc[c] += (double)x[p * C + c];
 }
 
-static py::array_t<double> channel_sums(const FArr& x, int threads) {
-  if (x.ndim() != 3) throw std::invalid_argument("x must be (H, W, C)");
-  const int C = (int)x.shape(2);
-  const size_t n = (size_t)x.shape(0) * x.shape(1);
-  const int parts = std::max(1, threads);  // one set of running sums per part of the pixels
+// Per-channel sums of n pixels x C channels into out (C doubles), on the threads: one set of 8
+// interleaved running sums per part of the pixels, the parts added in order.
+static void channel_sums_into(const float* xp, size_t n, int C, int threads, double* out) {
+  const int parts = std::max(1, threads);
   std::vector<double> acc((size_t)parts * 8 * C, 0.0);
-  {
-    const float* xp = x.data();
-    double* ap = acc.data();
-    py::gil_scoped_release nogil;
-    parallel_range((size_t)parts, threads, 1, [=](size_t p0, size_t p1) {
-      for (size_t p = p0; p < p1; ++p) {
-        const size_t m0 = n * p / parts, m1 = n * (p + 1) / parts;
-        channel_sums_rows(xp + m0 * C, ap + p * 8 * C, m1 - m0, C);
-      }
-    });
-  }
-  py::array_t<double> out(C);
-  double* o = out.mutable_data();
+  double* ap = acc.data();
+  parallel_range((size_t)parts, threads, 1, [=](size_t p0, size_t p1) {
+    for (size_t p = p0; p < p1; ++p) {
+      const size_t m0 = n * p / parts, m1 = n * (p + 1) / parts;
+      channel_sums_rows(xp + m0 * C, ap + p * 8 * C, m1 - m0, C);
+    }
+  });
   for (int c = 0; c < C; ++c) {
     double s = 0.0;
     for (size_t k = 0; k < (size_t)parts * 8; ++k) s += acc[k * C + c];
-    o[c] = s;
+    out[c] = s;
   }
+}
+
+static py::array_t<double> channel_sums(const FArr& x, int threads) {
+  if (x.ndim() != 3) throw std::invalid_argument("x must be (H, W, C)");
+  const int C = (int)x.shape(2);
+  py::array_t<double> out(C);
+  const float* xp = x.data();
+  double* o = out.mutable_data();
+  py::gil_scoped_release nogil;
+  channel_sums_into(xp, (size_t)x.shape(0) * x.shape(1), C, threads, o);
   return out;
 }
 
@@ -639,8 +642,12 @@ static py::array_t<double> channel_sums(const FArr& x, int threads) {
 // in double and rounded once to float (binsr.nn.attention: the same float in any sum order, so
 // PyTorch's gate and this one agree bit for bit). w: (9 * C,) in (ky, kx, c) order; out: (H, W).
 // path: "avx512" (kernels_avx512.cpp), "auto" (it where the CPU has it), else the loops above.
+// sums: (C,) float64 or None: filled with the per-channel sums of x, for the channel gate of the
+// same map (the AVX-512 kernel adds each pixel's widened values as it reads them; the other loops
+// run channel_sums_into).
 static void spatial_gate3x3(const FArr& x, const FArr& w, const OptF& bias, py::array_t<float, py::array::c_style>& out,
-                            int threads, const std::string& path) {
+                            int threads, const std::string& path,
+                            std::optional<py::array_t<double, py::array::c_style>> sums) {
   if (x.ndim() != 3 || w.ndim() != 1) throw std::invalid_argument("x must be (H, W, C), w (9 * C,)");
   const int H = (int)x.shape(0), W = (int)x.shape(1), C = (int)x.shape(2);
   if (w.shape(0) != 9 * C) throw std::invalid_argument("w must be (9 * C,) in (ky, kx, c) order");
@@ -650,13 +657,36 @@ static void spatial_gate3x3(const FArr& x, const FArr& w, const OptF& bias, py::
   const std::vector<double> wd(w.data(), w.data() + 9 * (size_t)C);
   const double* wp = wd.data();
   float* yp = out.mutable_data();
-  auto rows = gate3x3_dot_rows;
+  if (sums && (sums->ndim() != 1 || sums->shape(0) != C)) throw std::invalid_argument("sums must be (C,) float64");
+  double* sp = sums ? sums->mutable_data() : nullptr;
+  bool fast = false;
 #if defined(__x86_64__)
   if (path == "avx512" && !cpu_avx512()) throw std::runtime_error("avx512 path requested but this CPU lacks AVX-512");
-  if ((path == "auto" || path == "avx512") && cpu_avx512()) rows = avx512::gate3x3_rows;
+  fast = (path == "auto" || path == "avx512") && cpu_avx512();
 #endif
   py::gil_scoped_release nogil;
-  parallel_range((size_t)H, threads, 4, [=](size_t y0, size_t y1) { rows(xp, wp, b, yp, H, W, C, (int)y0, (int)y1); });
+  if (!fast) {
+    parallel_range((size_t)H, threads, 4, [=](size_t y0, size_t y1) {
+      gate3x3_dot_rows(xp, wp, b, yp, H, W, C, (int)y0, (int)y1);
+    });
+    if (sp) channel_sums_into(xp, (size_t)H * W, C, threads, sp);
+    return;
+  }
+#if defined(__x86_64__)
+  const int parts = std::max(1, std::min(threads, H / 4));  // rows in parts, each with its own sums
+  std::vector<double> acc(sp ? (size_t)parts * C : 0, 0.0);
+  double* ap = acc.data();
+  parallel_range((size_t)parts, threads, 1, [=](size_t p0, size_t p1) {
+    for (size_t p = p0; p < p1; ++p)
+      avx512::gate3x3_rows(xp, wp, b, yp, H, W, C, (int)(H * p / parts), (int)(H * (p + 1) / parts),
+                           sp ? ap + p * C : nullptr);
+  });
+  for (int c = 0; sp && c < C; ++c) {
+    double t = 0.0;
+    for (int p = 0; p < parts; ++p) t += acc[(size_t)p * C + c];
+    sp[c] = t;
+  }
+#endif
 }
 
 static void conv3x3_direct(const FArr& x, const FArr& w, py::array_t<float, py::array::c_style>& out,
@@ -1006,7 +1036,8 @@ PYBIND11_MODULE(_engine, m) {
   m.def("channel_sums", &channel_sums, py::arg("x"), py::arg("threads") = 1,
         "Per-channel sums of an (H, W, C) float map, in double.");
   m.def("spatial_gate3x3", &spatial_gate3x3, py::arg("x"), py::arg("w"), py::arg("bias").none(true),
-        py::arg("out").noconvert(), py::arg("threads") = 1, py::arg("path") = "auto");
+        py::arg("out").noconvert(), py::arg("threads") = 1, py::arg("path") = "auto",
+        py::arg("sums").noconvert() = py::none());
   m.def("conv3x3_direct", &conv3x3_direct, py::arg("x"), py::arg("w"), py::arg("out").noconvert(),
         py::arg("bias") = py::none(), py::arg("leaky") = -1.f, py::arg("threads") = 1, py::arg("fp64") = false,
         "Direct 3x3 conv (zero padding 1) of (H, W, C) with (9 * C, O) weights into out (H, W, O), + bias, LeakyReLU; "

@@ -126,7 +126,8 @@ namespace avx512 {
 void rows(const Job& j, int y0, int y1);
 void rows_seg(const Job& j, int y0, int y1);
 void pack_range(const float* x, const float* thr, uint64_t* out, int C, size_t m0, size_t m1);
-void gate3x3_rows(const float* x, const double* w, const float* b, float* y, int H, int W, int C, int y0, int y1);
+void gate3x3_rows(const float* x, const double* w, const float* b, float* y, int H, int W, int C, int y0, int y1,
+                  double* sums);
 }
 namespace amx { void rows(const Job& j, int y0, int y1); }
 #endif
