@@ -608,6 +608,15 @@ static void channel_sums_rows(const float* __restrict x, double* __restrict acc,
     for (int c = 0; c < C; ++c) acc[c] += (double)x[p * C + c];
 }
 
+// out[c] = the k slices' acc[i * C + c] added in order.
+static void add_slices(const double* acc, size_t k, int C, double* out) {
+  for (int c = 0; c < C; ++c) {
+    double s = 0.0;
+    for (size_t i = 0; i < k; ++i) s += acc[i * C + c];
+    out[c] = s;
+  }
+}
+
 // Per-channel sums of n pixels x C channels into out (C doubles), on the threads: one set of 8
 // interleaved running sums per part of the pixels, the parts added in order.
 static void channel_sums_into(const float* xp, size_t n, int C, int threads, double* out) {
@@ -620,11 +629,7 @@ static void channel_sums_into(const float* xp, size_t n, int C, int threads, dou
       channel_sums_rows(xp + m0 * C, ap + p * 8 * C, m1 - m0, C);
     }
   });
-  for (int c = 0; c < C; ++c) {
-    double s = 0.0;
-    for (size_t k = 0; k < (size_t)parts * 8; ++k) s += acc[k * C + c];
-    out[c] = s;
-  }
+  add_slices(acc.data(), (size_t)parts * 8, C, out);
 }
 
 static py::array_t<double> channel_sums(const FArr& x, int threads) {
@@ -681,11 +686,7 @@ static void spatial_gate3x3(const FArr& x, const FArr& w, const OptF& bias, py::
       avx512::gate3x3_rows(xp, wp, b, yp, H, W, C, (int)(H * p / parts), (int)(H * (p + 1) / parts),
                            sp ? ap + p * C : nullptr);
   });
-  for (int c = 0; sp && c < C; ++c) {
-    double t = 0.0;
-    for (int p = 0; p < parts; ++p) t += acc[(size_t)p * C + c];
-    sp[c] = t;
-  }
+  if (sp) add_slices(ap, (size_t)parts, C, sp);
 #endif
 }
 

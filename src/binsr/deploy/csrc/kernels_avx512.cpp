@@ -263,9 +263,9 @@ void rows_seg(const Job& j, int y0, int y1) {
 // the P + 2 input pixels of a tap row is widened to double in registers once per 8 channels
 // (vcvtps2pd, exact) and multiplied by the 3 taps' weights it meets, one running sum of 8 doubles
 // per output pixel. Edge: P = 1 with the taps outside the map skipped (the portable loops widen
-// strips of rows in memory first, which cost more than the products). cs (or null): the block's
-// own pixels (the middle tap row's j = 1..P) are added to these per-channel sums as they are read.
-template <int P, bool Edge>
+// strips of rows in memory first, which cost more than the products). Sum: the block's own pixels
+// (the middle tap row's j = 1..P) are added to the per-channel sums cs as they are read.
+template <int P, bool Edge, bool Sum>
 __attribute__((always_inline)) static inline void gate_pixels(const float* __restrict x, const double* __restrict w,
                                                               double bias, float* __restrict y, int H, int W, int C,
                                                               int yy, int xx, double* __restrict cs) {
@@ -281,7 +281,7 @@ __attribute__((always_inline)) static inline void gate_pixels(const float* __res
     if (iy < 0 || iy >= H) continue;
     const float* xr = x + ((size_t)iy * W + xx - 1) * C;  // input pixel j of the block: xr + j * C
     const double* wr = w + (size_t)ky * 3 * C;            // tap (ky, kx): wr + kx * C
-    const bool sum = cs && ky == 1;
+    const bool sum = Sum && ky == 1;
     for (int c = 0; c < C8; c += 8) {
       const __m512d w0 = _mm512_loadu_pd(wr + c), w1 = _mm512_loadu_pd(wr + C + c), w2 = _mm512_loadu_pd(wr + 2 * C + c);
       __m512d own = _mm512_setzero_pd();  // the block's own pixels, summed in order
@@ -292,7 +292,7 @@ __attribute__((always_inline)) static inline void gate_pixels(const float* __res
         if (j < P) a[j] = _mm512_fmadd_pd(v, w0, a[j]);
         if (j >= 1 && j - 1 < P) a[j - 1] = _mm512_fmadd_pd(v, w1, a[j - 1]);
         if (j >= 2) a[j - 2] = _mm512_fmadd_pd(v, w2, a[j - 2]);
-        if (j >= 1 && j <= P) own = _mm512_add_pd(own, v);
+        if (Sum && j >= 1 && j <= P) own = _mm512_add_pd(own, v);
       }
       if (sum) _mm512_storeu_pd(cs + c, _mm512_add_pd(_mm512_loadu_pd(cs + c), own));
     }
@@ -311,22 +311,29 @@ __attribute__((always_inline)) static inline void gate_pixels(const float* __res
   }
 }
 
-void gate3x3_rows(const float* x, const double* w, const float* b, float* y, int H, int W, int C, int y0, int y1,
-                  double* sums) {
+template <bool Sum>
+static void gate3x3_rows_t(const float* x, const double* w, double bias, float* y, int H, int W, int C, int y0, int y1,
+                           double* sums) {
   constexpr int P = 8;
-  const double bias = b ? b[0] : 0.0;
   for (int yy = y0; yy < y1; ++yy) {
     int xx = 0;
-    for (; xx < W && (xx < 1 || xx + P > W - 1); ++xx) gate_pixels<1, true>(x, w, bias, y, H, W, C, yy, xx, sums);
+    for (; xx < W && (xx < 1 || xx + P > W - 1); ++xx) gate_pixels<1, true, Sum>(x, w, bias, y, H, W, C, yy, xx, sums);
     for (; xx + P <= W - 1; xx += P) {
       if (yy + 3 < H) {  // the next row's new input row, whose lines the hardware prefetcher fetches too late
         const char* nx = (const char*)(x + ((size_t)(yy + 3) * W + xx) * C);
         for (size_t o = 0; o < (size_t)P * C * sizeof(float); o += 64) _mm_prefetch(nx + o, _MM_HINT_T1);
       }
-      gate_pixels<P, false>(x, w, bias, y, H, W, C, yy, xx, sums);
+      gate_pixels<P, false, Sum>(x, w, bias, y, H, W, C, yy, xx, sums);
     }
-    for (; xx < W; ++xx) gate_pixels<1, true>(x, w, bias, y, H, W, C, yy, xx, sums);
+    for (; xx < W; ++xx) gate_pixels<1, true, Sum>(x, w, bias, y, H, W, C, yy, xx, sums);
   }
+}
+
+void gate3x3_rows(const float* x, const double* w, const float* b, float* y, int H, int W, int C, int y0, int y1,
+                  double* sums) {
+  const double bias = b ? b[0] : 0.0;
+  if (sums) gate3x3_rows_t<true>(x, w, bias, y, H, W, C, y0, y1, sums);
+  else gate3x3_rows_t<false>(x, w, bias, y, H, W, C, y0, y1, nullptr);
 }
 }  // namespace binsr::avx512
 #endif
