@@ -8,6 +8,7 @@ import io
 import json
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ import binsr
 from binsr.cli import main
 from binsr.data import read_image, read_image_alpha
 from binsr.data.io import read_image_info
-from binsr.errors import UsageError
+from binsr.errors import BinsrError, UsageError
 from binsr.infer import load_upscaler, upscale_array
 
 RNG = np.random.default_rng(7)
@@ -377,6 +378,49 @@ def test_tiles_cover_odd_sizes_and_seams_blend(model):
     for tile, overlap in [(8, 10), (16, 10), (20, 12), (36, 9)]:
         tiled = upscale_array(up, img, tile=tile, overlap=overlap)
         assert np.abs(tiled.astype(int) - full).max() <= 1, (tile, overlap)
+
+
+def test_engine_threads_run_tiles_side_by_side_on_lanes(model):
+    """With several threads the engine runs tiles at once, one per one-thread lane (Upscaler.map):
+    the output is one thread's, bit for bit; lanes are made on first use; an error in a lane is the
+    call's error and leaves no lane thread behind."""
+    img = RNG.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    one = load_upscaler(model, backend="engine", threads=1)
+    two = load_upscaler(model, backend="engine", threads=2)
+    assert one.lane is None and two.lanes == 2 and two._made == 0
+    make, together, first = two.lane, threading.Barrier(2, timeout=20), [2]
+    lock = threading.Lock()
+
+    def lane():
+        f = make()
+
+        def forward(x):
+            with lock:
+                wait, first[0] = first[0] > 0, first[0] - 1
+            if wait:  # the first two tiles are in flight together (run one by one, this times out)
+                together.wait()
+            return f(x)
+
+        return forward
+
+    two.lane = lane
+    for pixels, alpha in ((img, None), (img[..., 0], None), (img, img[..., 1])):
+        for tile in (16, None):
+            np.testing.assert_array_equal(upscale_array(two, pixels, alpha, tile=tile, overlap=6),
+                                          upscale_array(one, pixels, alpha, tile=tile, overlap=6))
+    assert two._made == 2
+
+    def broken():
+        def forward(x):
+            raise BinsrError("lane failed")
+
+        return forward
+
+    bad = load_upscaler(model, backend="engine", threads=2)
+    bad.lane = broken
+    with pytest.raises(BinsrError, match="lane failed"):
+        upscale_array(bad, img, tile=16, overlap=6)
+    assert not [t for t in threading.enumerate() if t.name.startswith("binsr-lane")]
 
 
 def test_streamed_png_matches_the_whole_image_encoding(tmp_path, weights, capsys, monkeypatch):

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from binsr.deploy import Runtime, export_packed, round_fp16_
 from binsr.deploy.runtime import DEFAULTS, VERSION
 from binsr.errors import BinsrError
 from binsr.models import create
+from binsr.pretrained import packed_file
 
 
 def _random_model(name: str, recipe: str, seed: int = 0, **kwargs) -> torch.nn.Module:
@@ -113,6 +115,32 @@ def test_reused_maps_give_the_same_output(tmp_path) -> None:
         np.testing.assert_array_equal(rt(a), first)
         other = rt(b)
     np.testing.assert_array_equal(other, Runtime(tmp_path / "m.bsr")(b))
+
+
+def test_lanes_run_side_by_side_with_the_same_output() -> None:
+    """Runtime.lane: a one-thread twin sharing the weights, with its own maps and chains; two lanes
+    in two Python threads give, call for call, what the two-thread Runtime gives."""
+    rt = Runtime(packed_file("srresnet_lite_e2fif_x4"), threads=2)
+    lanes = [rt.lane(), rt.lane()]
+    assert not rt._chains and rt.threads == 2
+    for lane in lanes:
+        assert lane.threads == 1 and lane._chains and lane.tensors is rt.tensors and lane._arena is not rt._arena
+    rng = np.random.default_rng(1)
+    xs = [rng.random((1, 3, 24 + 3 * i, 40), np.float32) for i in range(6)]
+    want = [rt(x) for x in xs]
+    got: list = [None] * len(xs)
+
+    def work(k: int) -> None:
+        for i in range(k, len(xs), 2):
+            got[i] = lanes[k](xs[i])
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
 
 
 def test_packed_file_layout(tmp_path) -> None:

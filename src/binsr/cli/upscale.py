@@ -174,7 +174,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from binsr.errors import BinsrError, UsageError
+    from binsr.errors import UsageError
     from binsr.infer import check_tiling
 
     check_tiling(args.tile or None, args.tile_overlap)

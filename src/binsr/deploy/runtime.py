@@ -3,6 +3,7 @@ parts, the compiled bit-packed kernels for the binary convs."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -149,6 +150,16 @@ class Runtime:
         self._arena = _Arena()
         #: seconds per op kind of the last call when ``profile=True``
         self.timings: dict[str, float] = {}
+
+    def lane(self) -> Runtime:
+        """A one-thread Runtime of the same model for another Python thread: it shares this one's
+        tensors and prepared layers (only read while running; the kernels' scratch is per thread)
+        and has its own activation memory and depth-first chains. ``binsr.infer`` runs tiles on
+        such lanes side by side rather than one call's convs on several threads."""
+        twin = copy.copy(self)
+        twin.threads, twin._arena, twin.timings = 1, _Arena(), {}
+        twin._chains = self._chains if self.threads == 1 else twin._find_chains()
+        return twin
 
     def _last_uses(self) -> list[list[str]]:
         """Per op, the activations no later op reads: freed after it, so that memory holds only the

@@ -20,15 +20,24 @@ at least ``overlap - overlap // 2`` LR pixels from a tile edge that is not an im
 tiled output equals the untiled one (up to float rounding) whenever that distance covers the
 model's receptive radius (``srresnet_lite`` with B blocks: 2B + 2 LR pixels). The output is
 preallocated at the input's dtype and filled tile by tile; only two bands of float rows (the
-seams still waiting for their second tile row) are kept, so memory is the output plus O(tile).
+seams still waiting for their second tile row) are kept, so memory is the output plus O(tile) per thread.
+
+Threads: an engine :class:`Upscaler` of N threads runs up to N tiles at once, each on a one-thread
+lane (:meth:`Upscaler.map`), so memory holds up to N tiles' activations; an image of one tile runs
+on all N threads, each layer's rows split over them.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import queue
 import tempfile
-from collections.abc import Callable
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -108,9 +117,51 @@ class Upscaler:
     #: one line explaining a fallback from the engine to torch (or None)
     notice: str | None = None
     module: Any = field(default=None, repr=False)
+    #: engine on several threads: makes a one-thread ``forward`` of the same model (a lane), and
+    #: how many lanes may run at once (:meth:`map`)
+    lane: Callable[[], Callable[[np.ndarray], np.ndarray]] | None = field(default=None, repr=False)
+    lanes: int = 1
+    _free: queue.SimpleQueue = field(default_factory=queue.SimpleQueue, init=False, repr=False)
+    _made: int = field(default=0, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        out = self.forward(x)
+        return self._checked(x, self.forward(x))
+
+    def map(self, make: Callable[[int], np.ndarray], n: int) -> Iterator[np.ndarray]:
+        """``self(make(k))`` for k = 0 .. n - 1, in order. With lanes (engine, several threads) and
+        several inputs, up to ``lanes`` inputs run at once, each on a one-thread lane with its own
+        depth-first chains, instead of one input at a time on all threads (which split each conv's
+        rows and run conv by conv). Lanes are made on first use and kept; calls from several
+        Python threads share them. ``make`` runs in the caller's thread."""
+        width = min(self.lanes, n) if self.lane is not None else 1
+        if width < 2:
+            for k in range(n):
+                yield self(make(k))
+            return
+
+        def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            with self._lock:
+                fresh = self._free.empty() and self._made < self.lanes
+                self._made += fresh
+            f = self.lane() if fresh else self._free.get()
+            try:
+                return x, f(x)
+            finally:
+                self._free.put(f)
+
+        pool = ThreadPoolExecutor(width, thread_name_prefix="binsr-lane")
+        try:
+            pending = deque(pool.submit(run, make(k)) for k in range(width))
+            for k in range(width, n + width):
+                x, out = pending.popleft().result()
+                if k < n:
+                    pending.append(pool.submit(run, make(k)))
+                yield self._checked(x, out)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _checked(self, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         _heap.release_if_grown()
         h, w = x.shape[:2]
         if out.shape != (h * self.scale, w * self.scale, 3):
@@ -144,7 +195,14 @@ def open_packed(path: str | os.PathLike, threads: int | None = None) -> Any:
 
 def _packed_upscaler(path: str | Path, name: str, scale: int | None, threads: int | None) -> Upscaler:
     rt = open_packed(path, threads)
-    return Upscaler(_engine_forward(rt), _check_scale(name, rt.scale, scale), "engine", name)
+    return _engine_upscaler(rt, name, _check_scale(name, rt.scale, scale))
+
+
+def _engine_upscaler(rt: Any, name: str, scale: int, module: Any = None) -> Upscaler:
+    """An engine Upscaler: with several threads, tiles run side by side on one-thread lanes
+    (:meth:`binsr.deploy.Runtime.lane`)."""
+    lane = (lambda: _engine_forward(rt.lane())) if rt.threads > 1 else None
+    return Upscaler(_engine_forward(rt), scale, "engine", name, module=module, lane=lane, lanes=rt.threads)
 
 
 def _check_scale(name: str, own: int, scale: int | None) -> int:
@@ -242,7 +300,7 @@ def load_upscaler(model: Any = None, scale: int | None = None, backend: str = "e
                 packed = Path(tmp) / "model.bsr"
                 export_packed(module, packed)
                 rt = Runtime(packed, threads=threads or default_threads())  # tensors are read into memory
-            return Upscaler(_engine_forward(rt), own, "engine", name, module=module)
+            return _engine_upscaler(rt, name, own, module)
         except BinsrError as exc:
             notice = f"the packed engine cannot run {name} ({exc}); using the PyTorch backend"
     if threads is not None:
@@ -366,44 +424,50 @@ def upscale_array(up: Upscaler, pixels: np.ndarray, alpha: np.ndarray | None = N
     by = min(overlap // 2, min(np.diff(ys)) // 2) if ny > 1 else 0
     bx = min(overlap // 2, min(np.diff(xs)) // 2) if nx > 1 else 0
     band_h, band_w = 2 * by * s, 2 * bx * s
-    prev_band: np.ndarray | None = None  # HR rows around seam ys[i], waiting for tile row i
-    for i in range(ny):
-        ry = _span(ys, i, by, overlap, H, s)
-        top = 0 if ry.first else band_h
-        bot = 0 if ry.last else band_h
-        cur_band = None if ry.last else np.zeros((band_h, W * s, colour), np.float32)
-        carry: np.ndarray | None = None  # HR columns around seam xs[j], waiting for tile j
-        for j in range(nx):
-            rx = _span(xs, j, bx, overlap, W, s)
-            x = _to_float(pixels[ry.i0 : ry.i1, rx.i0 : rx.i1], peak)
-            res = up(np.repeat(x[..., None], 3, axis=2) if gray else x)
-            res = res[(ry.u0 - ry.i0) * s : (ry.u1 - ry.i0) * s, (rx.u0 - rx.i0) * s : (rx.u1 - rx.i0) * s]
-            res = res.mean(axis=2, keepdims=True, dtype=np.float32) if gray else res.astype(np.float32, copy=True)
-            res *= ry.weights[:, None, None]
-            res *= rx.weights[None, :, None]
-            if carry is not None:
-                res[:, :band_w] += carry
-            keep = res.shape[1] - (0 if rx.last else band_w)
-            carry = None if rx.last else res[:, keep:].copy()
-            done = res[:, :keep]
-            c0, c1 = rx.u0 * s, rx.u0 * s + keep
-            if top:
-                prev_band[:, c0:c1] += done[:top]
-            out[ry.u0 * s + top : ry.u1 * s - bot, c0:c1, :colour] = _quantize(done[top : done.shape[0] - bot],
-                                                                               out_dtype)
-            if bot:
-                cur_band[:, c0:c1] = done[done.shape[0] - bot :]
-            if alpha is not None:
-                a0, a1 = max(0, ry.c0 - _ALPHA_CONTEXT), min(H, ry.c1 + _ALPHA_CONTEXT)
-                b0, b1 = max(0, rx.c0 - _ALPHA_CONTEXT), min(W, rx.c1 + _ALPHA_CONTEXT)
-                a = _resize_alpha(alpha[a0:a1, b0:b1], s)
-                out[ry.c0 * s : ry.c1 * s, rx.c0 * s : rx.c1 * s, colour] = a[(ry.c0 - a0) * s : (ry.c1 - a0) * s,
-                                                                              (rx.c0 - b0) * s : (rx.c1 - b0) * s]
-            if progress is not None:
-                progress(1)
-        if prev_band is not None:
-            out[(ry.c0 - by) * s : (ry.c0 + by) * s, :, :colour] = _quantize(prev_band, out_dtype)
-        prev_band = cur_band
+    rys = [_span(ys, i, by, overlap, H, s) for i in range(ny)]
+    rxs = [_span(xs, j, bx, overlap, W, s) for j in range(nx)]
+
+    def tile(k: int) -> np.ndarray:  # the model's input for tile k, row by row
+        ry, rx = rys[k // nx], rxs[k % nx]
+        x = _to_float(pixels[ry.i0 : ry.i1, rx.i0 : rx.i1], peak)
+        return np.repeat(x[..., None], 3, axis=2) if gray else x
+
+    with closing(up.map(tile, ny * nx)) as results:  # the tiles' outputs, in row order
+        prev_band: np.ndarray | None = None  # HR rows around seam ys[i], waiting for tile row i
+        for ry in rys:
+            top = 0 if ry.first else band_h
+            bot = 0 if ry.last else band_h
+            cur_band = None if ry.last else np.zeros((band_h, W * s, colour), np.float32)
+            carry: np.ndarray | None = None  # HR columns around seam xs[j], waiting for tile j
+            for rx in rxs:
+                res = next(results)
+                res = res[(ry.u0 - ry.i0) * s : (ry.u1 - ry.i0) * s, (rx.u0 - rx.i0) * s : (rx.u1 - rx.i0) * s]
+                res = res.mean(axis=2, keepdims=True, dtype=np.float32) if gray else res.astype(np.float32, copy=True)
+                res *= ry.weights[:, None, None]
+                res *= rx.weights[None, :, None]
+                if carry is not None:
+                    res[:, :band_w] += carry
+                keep = res.shape[1] - (0 if rx.last else band_w)
+                carry = None if rx.last else res[:, keep:].copy()
+                done = res[:, :keep]
+                c0, c1 = rx.u0 * s, rx.u0 * s + keep
+                if top:
+                    prev_band[:, c0:c1] += done[:top]
+                out[ry.u0 * s + top : ry.u1 * s - bot, c0:c1, :colour] = _quantize(done[top : done.shape[0] - bot],
+                                                                                   out_dtype)
+                if bot:
+                    cur_band[:, c0:c1] = done[done.shape[0] - bot :]
+                if alpha is not None:
+                    a0, a1 = max(0, ry.c0 - _ALPHA_CONTEXT), min(H, ry.c1 + _ALPHA_CONTEXT)
+                    b0, b1 = max(0, rx.c0 - _ALPHA_CONTEXT), min(W, rx.c1 + _ALPHA_CONTEXT)
+                    a = _resize_alpha(alpha[a0:a1, b0:b1], s)
+                    out[ry.c0 * s : ry.c1 * s, rx.c0 * s : rx.c1 * s, colour] = a[(ry.c0 - a0) * s : (ry.c1 - a0) * s,
+                                                                                  (rx.c0 - b0) * s : (rx.c1 - b0) * s]
+                if progress is not None:
+                    progress(1)
+            if prev_band is not None:
+                out[(ry.c0 - by) * s : (ry.c0 + by) * s, :, :colour] = _quantize(prev_band, out_dtype)
+            prev_band = cur_band
     return out.reshape(H * s, W * s) if out.shape[2] == 1 else out
 
 
