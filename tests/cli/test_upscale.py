@@ -422,6 +422,16 @@ def test_engine_threads_run_tiles_side_by_side_on_lanes(model):
         upscale_array(bad, img, tile=16, overlap=6)
     assert not [t for t in threading.enumerate() if t.name.startswith("binsr-lane")]
 
+    def unmakeable():
+        raise MemoryError("no room for a lane")
+
+    short = load_upscaler(model, backend="engine", threads=2)
+    short.lane = unmakeable
+    for _ in range(2):  # a lane that could not be made is not counted: the next call tries again
+        with pytest.raises(MemoryError):
+            upscale_array(short, img, tile=16, overlap=6)
+        assert short._made == 0  # (counted, the next call would wait for it forever)
+
 
 def test_streamed_png_matches_the_whole_image_encoding(tmp_path, weights, capsys, monkeypatch):
     """Large PNGs are encoded in row blocks (no copy of the output); same pixels and ICC."""

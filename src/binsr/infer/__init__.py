@@ -144,7 +144,12 @@ class Upscaler:
             with self._lock:
                 fresh = self._free.empty() and self._made < self.lanes
                 self._made += fresh
-            f = self.lane() if fresh else self._free.get()
+            try:
+                f = self.lane() if fresh else self._free.get()
+            except BaseException:
+                with self._lock:  # not made: a later call makes it (never waits for a lane that is not there)
+                    self._made -= fresh
+                raise
             try:
                 return x, f(x)
             finally:
