@@ -132,24 +132,21 @@ class Upscaler:
         """``self(make(k))`` for k = 0 .. n - 1, in order. With lanes (engine, several threads) and
         several inputs, up to ``lanes`` inputs run at once, each on a one-thread lane with its own
         depth-first chains, instead of one input at a time on all threads (which split each conv's
-        rows and run conv by conv). Lanes are made on first use and kept; calls from several
-        Python threads share them. ``make`` runs in the caller's thread."""
+        rows and run conv by conv). Lanes are made on first use, in the caller's thread, and kept;
+        calls from several Python threads share them. ``make`` runs in the caller's thread."""
         width = min(self.lanes, n) if self.lane is not None else 1
         if width < 2:
             for k in range(n):
                 yield self(make(k))
             return
 
+        with self._lock:  # lanes are cheap to make (no file read); one that fails is not counted
+            while self._made < width:
+                self._free.put(self.lane())
+                self._made += 1
+
         def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            with self._lock:
-                fresh = self._free.empty() and self._made < self.lanes
-                self._made += fresh
-            try:
-                f = self.lane() if fresh else self._free.get()
-            except BaseException:
-                with self._lock:  # not made: a later call makes it (never waits for a lane that is not there)
-                    self._made -= fresh
-                raise
+            f = self._free.get()
             try:
                 return x, f(x)
             finally:
