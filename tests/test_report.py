@@ -64,8 +64,9 @@ def test_report_without_runs_or_zoo_is_a_usage_error(tmp_path, capsys):
         assert "no zoo cards" in capsys.readouterr().err and not out.exists()
 
 
-def _fake_card(zoo, name, source_run, curve=None, steps=1234):
-    """A zoo entry (tiny x2 weights and a card of made-up numbers, ``val_curve`` when ``curve``)."""
+def _fake_card(zoo, name, source_run, curve=None, steps=1234, note=None):
+    """A zoo entry (tiny x2 weights and a card of made-up numbers, ``val_curve`` when ``curve``,
+    ``note`` when ``note``)."""
     zoo.mkdir(exist_ok=True)
     torch.manual_seed(0)
     save_weights(zoo / f"{name}.safetensors",
@@ -75,6 +76,8 @@ def _fake_card(zoo, name, source_run, curve=None, steps=1234):
             "metrics": {"Set5": {"psnr": 36.0, "ssim": 0.95}}}
     if curve:
         card.update(val_dataset="Set5", val_curve=curve)
+    if note:
+        card["note"] = note
     (zoo / f"{name}.json").write_text(json.dumps(card))
 
 
@@ -90,7 +93,7 @@ def test_report_takes_zoo_cards_first_without_evaluating_them(data_root, tmp_pat
     a card names as source_run (same steps) is not listed (nor evaluated) a second time."""
     _no_evaluation(monkeypatch)
     zoo, out = tmp_path / "zoo", tmp_path / "docs" / "results.md"
-    _fake_card(zoo, "tiny_x2", "tiny_run", curve=[[500, 35.1], [1000, 35.8]])
+    _fake_card(zoo, "tiny_x2", "tiny_run", curve=[[500, 35.1], [1000, 35.8]], note="warm-started from a snapshot")
     _fake_card(zoo, "old_x2", "gone_run")
     text = write_report(tmp_path / "no_runs", out, PUBLISHED, ["Set5"], str(data_root), crop_image=("Set5", 2),
                         zoo=zoo).read_text()
@@ -101,6 +104,7 @@ def test_report_takes_zoo_cards_first_without_evaluating_them(data_root, tmp_pat
                    "SRResNet-E2FIF: Set5 -1.50 |")  # SCALES Table III, x2: 37.50
     zoo_table = text.split("### x2: zoo models")[1].split("![crops")[0]
     assert "| zoo:old_x2 " in zoo_table and "*SRResNet-E2FIF* (SCALES, published)" in zoo_table
+    assert "\n- zoo:tiny_x2: warm-started from a snapshot\n" in zoo_table and "- zoo:old_x2:" not in zoo_table
     assert "zoo:old_x2: curve not recorded (run folder not kept)." in text
     assert "zoo:tiny_x2: curve not recorded" not in text
     assert (tmp_path / "docs" / "results_val_psnr_zoo.png").stat().st_size > 1000

@@ -205,7 +205,8 @@ def _write_archive(path: Path, recs: list[dict[str, Any]]) -> None:
 
 def collect_zoo(zoo: str | Path | None = None) -> list[dict[str, Any]]:
     """One record per zoo card in ``zoo`` (default: the package's zoo), run ``zoo:<name>``, with the
-    card's numbers: nothing is evaluated; ``val_curve`` is None where the card has none."""
+    card's numbers: nothing is evaluated; ``val_curve`` is None where the card has none; the card's
+    ``note`` (``binsr zoo --add --note``) is listed under its table."""
     zoo = pretrained.ZOO_DIR if zoo is None else Path(zoo)
     records = []
     for name in pretrained.zoo_names(zoo):
@@ -215,7 +216,8 @@ def collect_zoo(zoo: str | Path | None = None) -> list[dict[str, Any]]:
                         "kwargs": card.get("kwargs") or {}, "scale": int(card["scale"]), "steps": card["steps"],
                         "train_seconds": card.get("train_seconds"), "params_k": card["params_k"],
                         "ops_g": card["ops_g_320x180"], "metrics": card["metrics"],
-                        "val_curve": card.get("val_curve"), "val_dataset": card.get("val_dataset")})
+                        "val_curve": card.get("val_curve"), "val_dataset": card.get("val_dataset"),
+                        "note": card.get("note")})
     return records
 
 
@@ -412,6 +414,8 @@ def _group_lines(tag: str, title: str, group: list[dict], out: Path, archive: Pa
     for scale in sorted({r["scale"] for r in group}):
         at = [r for r in group if r["scale"] == scale]
         lines += _table(f"### x{scale}" + (f": {title}" if title else ""), scale, at, pub, datasets)
+        if notes := [f"- {r['run']}: {r['note']}" for r in at if r.get("note")]:
+            lines += [*notes, ""]
         if dates := sorted({r["measured"] for r in at if r["weights"] is None}):
             lines += [f"† run folder not on this machine: numbers from the archive ({archive}), measured "
                       + ", ".join(dates) + ".", ""]

@@ -148,6 +148,12 @@ def test_add_to_zoo_writes_card_weights_and_packed_file(tmp_path, monkeypatch, d
     with pytest.raises(UsageError, match="exists"):
         add_to_zoo(run, "tiny_x2", data_root=str(data_root), datasets=("Set5",))
     assert add_to_zoo(run, "tiny_x2", data_root=str(data_root), datasets=("Set5",), overwrite=True) == card
+    noted = add_to_zoo(run, "tiny_x2", data_root=str(data_root), datasets=("Set5",), overwrite=True,
+                       note="10000 steps before this run")
+    assert noted == {**card, "note": "10000 steps before this run"} and zoo_card("tiny_x2") == noted
+    assert main(["zoo", "--note", "x", "--name", "tiny_x2"]) == 2  # --note without --add
+    assert "--note goes with --add" in capsys.readouterr().err
+    add_to_zoo(run, "tiny_x2", data_root=str(data_root), datasets=("Set5",), overwrite=True)
     old = {k: v for k, v in card.items() if k not in ("val_dataset", "val_curve")}  # a card from before curves
     (tmp_path / "zoo" / "tiny_x2.json").write_text(json.dumps(old))
     shutil.copytree(run, tmp_path / "other")

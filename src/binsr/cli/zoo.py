@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repack", action="store_true",
                    help="(maintainers) rewrite every entry's packed .bsr file (after a packed-format change)")
     p.add_argument("--name", help="zoo entry name for --add and --curve")
+    p.add_argument("--note", help="(maintainers) with --add: a line for the card on how the model was trained where "
+                                   "the run folder does not tell (warm starts, earlier pieces and their hours)")
     p.add_argument("--weights", default="best", choices=["best", "last"], help="which checkpoint --add takes")
     p.add_argument("--data-root", help="benchmark data root (else $BINSR_DATA, else ../shared/data)")
     p.set_defaults(func=run)
@@ -39,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if (args.add or args.curve) and not args.name:
         raise UsageError(f"{'--add' if args.add else '--curve'} needs --name")
+    if args.note and not args.add:
+        raise UsageError("--note goes with --add")
     if args.add:
-        card = add_to_zoo(args.add, args.name, args.weights, args.data_root, overwrite=args.overwrite)
+        card = add_to_zoo(args.add, args.name, args.weights, args.data_root, overwrite=args.overwrite, note=args.note)
         print(json.dumps(_row(card), indent=2))
         return 0
     if args.curve:

@@ -56,7 +56,8 @@ def _write_card(card: dict[str, Any]) -> None:
 
 
 def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root: str | None = None,
-               datasets: tuple[str, ...] = ("Set5", "Set14", "B100"), overwrite: bool = False) -> dict[str, Any]:
+               datasets: tuple[str, ...] = ("Set5", "Set14", "B100"), overwrite: bool = False,
+               note: str | None = None) -> dict[str, Any]:
     """Copy a run's weights into the zoo and write its card with freshly measured metrics and the
     run's validation curve (``val_dataset``, ``val_curve``: [step, PSNR] pairs of its ``log.csv``).
 
@@ -67,6 +68,8 @@ def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root:
         data_root: benchmark data root (flag / env / default as everywhere).
         datasets: benchmark sets to measure (MATLAB-bicubic LR, Y channel, border = scale).
         overwrite: replace an existing entry of that name (else :class:`UsageError`).
+        note: the card's ``note``, how the model was trained where the run folder does not tell
+            (a warm start from a snapshot, earlier pieces, the steps and hours before this run).
     """
     from binsr.evaluation import evaluate
     from binsr.models import profile
@@ -99,6 +102,7 @@ def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root:
         "metrics": {},
         "measured": time.strftime("%Y-%m-%d"),
         **_curve(run_dir, config),
+        **({"note": note} if note else {}),
     })
     for ds in datasets:
         r = evaluate(model, ds, card["scale"], data_root=data_root)
