@@ -123,8 +123,8 @@ def test_zoo_model_body_is_bit_exact_on_the_engine(name, assert_body_exact):
 
 def test_add_to_zoo_writes_card_weights_and_packed_file(tmp_path, monkeypatch, data_root, capsys):
     """binsr zoo --add: weights copied, card with measured metrics and the run's validation curve,
-    the packed file written; an existing name is refused without --overwrite. binsr zoo --curve
-    restores the curve of an older card from its own run only."""
+    the packed file written; an existing name is refused without --overwrite; --note adds the card's
+    note. binsr zoo --curve restores the curve of an older card from its own run only."""
     import shutil
 
     from binsr import pretrained
@@ -153,7 +153,6 @@ def test_add_to_zoo_writes_card_weights_and_packed_file(tmp_path, monkeypatch, d
     assert noted == {**card, "note": "10000 steps before this run"} and zoo_card("tiny_x2") == noted
     assert main(["zoo", "--note", "x", "--name", "tiny_x2"]) == 2  # --note without --add
     assert "--note goes with --add" in capsys.readouterr().err
-    add_to_zoo(run, "tiny_x2", data_root=str(data_root), datasets=("Set5",), overwrite=True)
     old = {k: v for k, v in card.items() if k not in ("val_dataset", "val_curve")}  # a card from before curves
     (tmp_path / "zoo" / "tiny_x2.json").write_text(json.dumps(old))
     shutil.copytree(run, tmp_path / "other")
