@@ -1,4 +1,5 @@
-"""Every shipped zoo model is truly binary, loads by name, and its card agrees with its weights."""
+"""Every shipped zoo model is truly binary (weight-only recipes: binary weights, FP activations),
+loads by name, and its card agrees with its weights."""
 
 import json
 
@@ -41,19 +42,27 @@ def _conv_operands(model, x):
     return convs, seen
 
 
+# recipes whose method keeps the activations full precision (binary weights only): their body
+# convs see FP inputs, and the packed engine cannot run them (no .bsr; inference runs PyTorch)
+FP_ACTIVATIONS = {"weight_only"}
+PACKED = [n for n in zoo_names() if packed_file(n) is not None]
+
+
 @pytest.mark.parametrize("name", zoo_names())
 def test_zoo_model_body_convs_see_only_plus_minus_one(name):
     """Every body conv but SCALES' spatial gates is a binary conv fed +-1 operands; a gate has one
-    output channel (its FLOPs are in the card's OPs)."""
+    output channel (its FLOPs are in the card's OPs). A weight-only recipe's convs get +-1 weights
+    and FP inputs (Ma et al. 2019), and its MACs count as FLOPs."""
     card = zoo_card(name)
     model = load_zoo(name)
+    fp_inputs = card["recipe"] in FP_ACTIVATIONS
     assert all(m.conv.out_channels == 1 for m in model.modules() if isinstance(m, SpatialGate))
     convs, seen = _conv_operands(model, torch.rand(1, 3, 13, 11))
     assert convs and set(seen) == set(convs)
     for conv_name, conv in convs.items():
-        assert isinstance(conv, BinaryConv2d) and is_binary(conv), conv_name
+        assert isinstance(conv, BinaryConv2d) and is_binary(conv) != fp_inputs, conv_name
         inp, weight = seen[conv_name]
-        assert set(inp.unique().tolist()) <= {-1.0, 1.0}, conv_name  # scales are applied after the conv
+        assert (set(inp.unique().tolist()) <= {-1.0, 1.0}) != fp_inputs, conv_name  # scales come after the conv
         assert set(weight.unique().tolist()) <= {-1.0, 1.0}, conv_name
     prof = profile(model, (180, 320))
     assert round(prof.params / 1e3, 2) == card["params_k"] and prof.params <= 100_000
@@ -80,7 +89,7 @@ def test_zoo_cli_lists_every_model(capsys, tmp_path):
     assert "unknown zoo model" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", zoo_names())
+@pytest.mark.parametrize("name", PACKED)
 def test_zoo_model_on_the_engine_matches_torch(name, tmp_path):
     """The Deployment issue's bar on a real picture: the packed engine's output equals the PyTorch
     eval forward on >= 99.9% of uint8 values, never more than 1 apart."""
@@ -105,16 +114,25 @@ def test_zoo_model_on_the_engine_matches_torch(name, tmp_path):
 
 @pytest.mark.parametrize("name", zoo_names())
 def test_shipped_packed_file_is_a_fresh_export(name, tmp_path):
-    """Every zoo entry ships its .bsr, byte for byte what export_packed writes today (after a
-    packed-format change: binsr zoo --repack)."""
+    """Every zoo entry the engine runs ships its .bsr, byte for byte what export_packed writes today
+    (after a packed-format change: binsr zoo --repack); one with FP activations ships none, the
+    exporter refuses it, and ``binsr upscale`` runs it in PyTorch with a one-line notice."""
     from binsr.deploy import export_packed
+    from binsr.errors import BinsrError
+    from binsr.infer import load_upscaler
 
+    if zoo_card(name)["recipe"] in FP_ACTIVATIONS:
+        with pytest.raises(BinsrError, match="full-precision activations"):
+            export_packed(load_zoo(f"zoo:{name}"), tmp_path / "m.bsr")
+        up = load_upscaler(f"zoo:{name}", backend="engine")
+        assert packed_file(name) is None and up.notice and "PyTorch" in up.notice
+        return
     export_packed(load_zoo(f"zoo:{name}"), tmp_path / "m.bsr")
     assert packed_file(name) is not None, f"{name}.bsr missing: run binsr zoo --repack"
     assert packed_file(name).read_bytes() == (tmp_path / "m.bsr").read_bytes(), "stale: run binsr zoo --repack"
 
 
-@pytest.mark.parametrize("name", zoo_names())
+@pytest.mark.parametrize("name", PACKED)
 def test_zoo_model_body_is_bit_exact_on_the_engine(name, assert_body_exact):
     """BN folded with PyTorch's single rounding, residual scaling in PyTorch's order: every map
     the body binarizes is bit-identical (see the ``assert_body_exact`` fixture)."""
