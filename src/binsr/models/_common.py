@@ -56,7 +56,10 @@ class ResidualBlock(nn.Module):
     zoo up to issue 20): the outer path as well as the units' skips, ``x + conv2(act(conv1(x)))
     * res_scale`` for every recipe. At initialisation each block then returns about
     ``(1 + res_scale) x`` (E2FIF, 16 blocks at res_scale 1: body std / head std 1.9e5, against 20
-    for the published block).
+    for the published block). Which trains better depends on the recipe (``benchmarks/README.md``,
+    the A/B of issue 20): ``outer_skip`` at res_scale 0.2 for E2FIF (+0.14 dB Set5 at 3000 steps)
+    and IR-Net (16 x 64 at x4: Set5 30.20 against 28.42 at step 4000), the published block for
+    BBCU (+0.22 dB).
     """
 
     def __init__(self, num_feat: int, recipe: Recipe, kernel_size: int = 3, res_scale: float = 1.0,
