@@ -329,3 +329,19 @@ def test_search_vs_random_commands_load_and_match_the_params(setting, tmp_path):
     x3 = str(ROOT / "configs" / "compare" / "search_vs_random_x3.yaml")
     lines = script.commands(x3, [f"model.kwargs.genotype={tmp_path / 'g.json'}"], cells=1)
     assert f"model.kwargs.genotype=random_sized:1:{tmp_path / 'g.json'}" in lines[2]
+
+
+def test_bbcu_and_irnet_rows_are_held_to_srresnet_bnn():
+    """Issue 23's bar: an SRResNet run of a recipe without a published row of its own there (BBCU,
+    IR-Net) gets the difference to SRResNet-BNN (SRBNAS Table 5, x4: 29.33 dB Set5) beside the floor."""
+    from binsr.report import _published, _table
+
+    pub = _published(PUBLISHED)
+    for recipe in ("bbcu", "irnet"):
+        rec = {"run": f"{recipe}_x4", "model": "srresnet_lite16", "recipe": recipe, "params_k": 70.0, "ops_g": 2.75,
+               "metrics": {"Set5": {"psnr": 30.5, "ssim": 0.86}}, "steps": 10, "train_seconds": 60.0, "weights": "w"}
+        text = "\n".join(_table("### x4", 4, [rec], pub, ["Set5"]))
+        row = next(line for line in text.splitlines() if line.startswith(f"| {recipe}_x4"))
+        assert "SRResNet-BNN: Set5 +1.17" in row and "SRBNAS: Set5" in row
+        assert "*SRResNet-BNN* (SRBNAS, published)" in text
+

@@ -54,7 +54,7 @@ from binsr import pretrained
 from binsr.errors import UsageError
 
 __all__ = ["collect_runs", "collect_zoo", "load_archive", "run_record", "write_report", "random_baseline",
-           "search_vs_random", "PUBLISHED_NAMES"]
+           "search_vs_random", "PUBLISHED_NAMES", "BARS"]
 
 #: (model family, recipe) -> the method name of that row in the published tables
 PUBLISHED_NAMES = {
@@ -70,6 +70,9 @@ PUBLISHED_NAMES = {
     ("swinir", "scales"): "SwinIR-SCALES",
     ("swinir", "bibert"): "SwinIR-BiBERT",
 }
+#: (model family, recipe) -> the published row a recipe is held to where the tables have none of its
+#: own on that backbone: issue 23's bar for BBCU and IR-Net on SRResNet, Ma et al.'s SRResNet-BNN
+BARS = {("srresnet", "bbcu"): "SRResNet-BNN", ("srresnet", "irnet"): "SRResNet-BNN"}
 #: binary rows every binary run is also compared with (the floor the project set: SRBNAS, x3/x4)
 _FLOOR = ("SRBNAS",)
 _CROP = 96  # HR pixels of the comparison crop
@@ -242,7 +245,8 @@ def _table(title: str, scale: int, recs: list[dict], published: list[dict[str, s
     rows_pub = {r["method"]: r for r in published if r["scale"] == str(scale)}
     shown = []
     for r in sorted(recs, key=lambda r: r["run"]):
-        own = PUBLISHED_NAMES.get((_family(r["model"]), r["recipe"]))
+        key = (_family(r["model"]), r["recipe"])
+        own = PUBLISHED_NAMES.get(key, BARS.get(key))
         diffs = []
         for name in dict.fromkeys([own, *(_FLOOR if r["recipe"] != "fp" else ())]):
             pub = rows_pub.get(name) if name else None
