@@ -23,6 +23,13 @@ def test_auto_follows_the_cpu(monkeypatch):
     assert cpu.cpu_name()
 
 
+def test_cast_conv_count_takes_binary_by_binary_convs_only():
+    """bf16 casts the two binary convs of each block; weight_only's convs (FP inputs) stay float32."""
+    for recipe, expect in (("e2fif", 6), ("weight_only", 0), ("fp", 0)):
+        model = models.create("srresnet_lite", scale=2, recipe=recipe, num_feat=8, num_block=3)
+        assert prec.cast_conv_count(model) == expect, recipe
+
+
 def test_unknown_precision_is_one_line(tmp_path):
     with pytest.raises(UsageError, match="train.precision 'fp8'; valid: auto, bf16, fp32"):
         config_from_dict(raw_config(tmp_path, train={"precision": "fp8"}), check_names=False)

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from binsr.cpu import has_fast_bf16
-from binsr.nn import set_binary_dtype
+from binsr.models.complexity import is_binary
+from binsr.nn import BinaryConv2d, set_binary_dtype
 
-__all__ = ["PRECISIONS", "resolve_precision", "prepare_model", "float32_binary"]
+__all__ = ["PRECISIONS", "resolve_precision", "prepare_model", "float32_binary", "cast_conv_count"]
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -45,6 +46,12 @@ def prepare_model(model: nn.Module, precision: str) -> nn.Module:
     if precision == "bf16" and next(model.parameters()).device.type == "cpu":
         model.to(memory_format=torch.channels_last)
     return model
+
+
+def cast_conv_count(model: nn.Module) -> int:
+    """How many convs ``bf16`` casts: the binary-by-binary :class:`~binsr.nn.BinaryConv2d` (a
+    weight-only conv, FP inputs with binary weights, stays float32)."""
+    return sum(isinstance(m, BinaryConv2d) and is_binary(m) for m in model.modules())
 
 
 @contextmanager
