@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from _trainkit import evaluate, raw_config
 from binsr import cpu, models
 from binsr.errors import UsageError
-from binsr.nn import BinaryConv2d, set_binary_dtype
+from binsr.nn import BinaryConv2d, BinaryLinear, set_binary_dtype
 from binsr.train import config_from_dict, train
 from binsr.train import precision as prec
 
@@ -23,11 +23,15 @@ def test_auto_follows_the_cpu(monkeypatch):
     assert cpu.cpu_name()
 
 
-def test_cast_conv_count_takes_binary_by_binary_convs_only():
-    """bf16 casts the two binary convs of each block; weight_only's convs (FP inputs) stay float32."""
-    for recipe, expect in (("e2fif", 6), ("weight_only", 0), ("fp", 0)):
+def test_cast_summary_takes_binary_by_binary_convs_and_linears_only():
+    """bf16 casts the two binary convs of each block; weight_only's convs (FP inputs) stay float32;
+    SwinIR casts its RSTB convs and the four linears of every layer."""
+    for recipe, expect in (("e2fif", "6 binary convs in bfloat16"), ("weight_only", "every conv and linear in float32"),
+                           ("fp", "every conv and linear in float32")):
         model = models.create("srresnet_lite", scale=2, recipe=recipe, num_feat=8, num_block=3)
-        assert prec.cast_conv_count(model) == expect, recipe
+        assert prec.cast_summary(model) == expect, recipe
+    swin = models.create("swinir_light", scale=2, recipe="scales", embed_dim=12, depths=(2, 2), num_heads=(2, 2))
+    assert prec.cast_summary(swin) == "3 binary convs, 16 binary linears in bfloat16"
 
 
 def test_unknown_precision_is_one_line(tmp_path):
@@ -48,6 +52,21 @@ def test_bf16_binary_conv_is_exact_up_to_256_and_keeps_float32():
     (g,) = torch.autograd.grad(out.square().sum(), x)
     set_binary_dtype(conv, None)
     (g_ref,) = torch.autograd.grad(conv(x).square().sum(), x)
+    assert torch.allclose(g, g_ref, rtol=2e-2, atol=2e-2 * g_ref.abs().max().item())
+
+
+def test_bf16_binary_linear_is_exact_and_keeps_float32():
+    """The linear counterpart: 120 +-1 products (SwinIR-light's widest input) sum exactly in bfloat16."""
+    torch.manual_seed(0)
+    lin = BinaryLinear(120, 60, act_quant="scales_act", weight_quant="xnor")
+    x = torch.randn(2, 64, 120, requires_grad=True)
+    ref = lin(x)
+    set_binary_dtype(lin, torch.bfloat16)
+    out = lin(x)
+    assert out.dtype == torch.float32 and torch.equal(out, ref)
+    (g,) = torch.autograd.grad(out.square().sum(), x)
+    set_binary_dtype(lin, None)
+    (g_ref,) = torch.autograd.grad(lin(x).square().sum(), x)
     assert torch.allclose(g, g_ref, rtol=2e-2, atol=2e-2 * g_ref.abs().max().item())
 
 

@@ -173,7 +173,8 @@ class BinaryConv2d(nn.Conv2d):
 
 
 def set_binary_dtype(model: nn.Module, dtype: torch.dtype | None) -> None:
-    """Set ``binary_dtype`` of every :class:`BinaryConv2d` in ``model`` (None: compute in the input's dtype)."""
+    """Set ``binary_dtype`` of every :class:`BinaryConv2d` and :class:`~binsr.nn.BinaryLinear` in
+    ``model`` (None: compute in the input's dtype)."""
     for m in model.modules():
-        if isinstance(m, BinaryConv2d):
+        if hasattr(m, "binary_dtype"):
             m.binary_dtype = dtype

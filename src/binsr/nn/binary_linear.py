@@ -63,6 +63,7 @@ class BinaryLinear(nn.Linear):
             raise ValueError(
                 f"weight_quant must be a weight binarizer (sign, xnor, libra_pb), got {self.weight_quant.name!r}"
             )
+        self.binary_dtype: torch.dtype | None = None  # binsr.nn.set_binary_dtype
 
     def binarize_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(signs, scale)`` of the activation quantizer on tokens (..., C), channels last."""
@@ -76,11 +77,14 @@ class BinaryLinear(nn.Linear):
         a_scale = None
         if self.act_quant.precision == 1:
             inp, a_scale = self.binarize_input(x)
+            dt = self.binary_dtype if self.weight_quant.precision == 1 else None
+            if dt is not None:  # +-1 operands are exact in bfloat16, as BinaryConv2d's
+                inp, w = inp.to(dt), w.to(dt)
         else:
             inp = self.act_quant(x)
             if w_scale is None:
                 return F.linear(inp, w, self.bias)
-        y = F.linear(inp, w)
+        y = F.linear(inp, w).to(x.dtype)
         scale = None if w_scale is None else w_scale.reshape(-1)
         if a_scale is not None:
             scale = a_scale.reshape(()) if scale is None else a_scale.reshape(()) * scale

@@ -1,8 +1,8 @@
-"""``train.precision``: the dtype of the binary convolutions' +-1 operands during training.
+"""``train.precision``: the dtype of the binary convs' and linears' +-1 operands during training.
 
 ``fp32`` computes everything in float32. ``bf16`` casts the operands of every binary-by-binary
-conv to bfloat16 (exact: they are +-1), lets oneDNN accumulate in float32 and returns float32
-(``binsr.nn.set_binary_dtype``), and trains in channels_last; everything else (head, tail, BN,
+conv and linear to bfloat16 (exact: they are +-1), lets oneDNN accumulate in float32 and returns
+the sums (exact up to 256 in magnitude) as float32 (``binsr.nn.set_binary_dtype``), and trains in channels_last; everything else (head, tail, BN,
 the FP skips, the loss, the optimizer) stays float32, so the full-precision information flow of
 E2FIF-style bodies is untouched and checkpoints stay float32. ``auto`` is ``bf16`` on CUDA and on
 CPUs with AVX-512 BF16 or AMX, else ``fp32``. Validation always runs in float32 (the packed
@@ -19,9 +19,9 @@ from torch import nn
 
 from binsr.cpu import has_fast_bf16
 from binsr.models.complexity import is_binary
-from binsr.nn import BinaryConv2d, set_binary_dtype
+from binsr.nn import BinaryConv2d, BinaryLinear, set_binary_dtype
 
-__all__ = ["PRECISIONS", "resolve_precision", "prepare_model", "float32_binary", "cast_conv_count"]
+__all__ = ["PRECISIONS", "resolve_precision", "prepare_model", "float32_binary", "cast_summary"]
 
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -48,10 +48,14 @@ def prepare_model(model: nn.Module, precision: str) -> nn.Module:
     return model
 
 
-def cast_conv_count(model: nn.Module) -> int:
-    """How many convs ``bf16`` casts: the binary-by-binary :class:`~binsr.nn.BinaryConv2d` (a
-    weight-only conv, FP inputs with binary weights, stays float32)."""
-    return sum(isinstance(m, BinaryConv2d) and is_binary(m) for m in model.modules())
+def cast_summary(model: nn.Module) -> str:
+    """What ``bf16`` casts, for the log: the binary-by-binary :class:`~binsr.nn.BinaryConv2d` and
+    :class:`~binsr.nn.BinaryLinear` (e.g. "32 binary convs in bfloat16", "5 binary convs, 96 binary
+    linears in bfloat16"); a weight-only layer (FP inputs, binary weights) stays float32."""
+    counts = [(sum(isinstance(m, kind) and is_binary(m) for m in model.modules()), name)
+              for kind, name in ((BinaryConv2d, "convs"), (BinaryLinear, "linears"))]
+    parts = [f"{n} binary {name}" for n, name in counts if n]
+    return ", ".join(parts) + " in bfloat16" if parts else "every conv and linear in float32"
 
 
 @contextmanager

@@ -45,7 +45,7 @@ from binsr.train.checkpoint import (init_weights, load_checkpoint, load_state, s
 from binsr.train.config import RESUME_NEUTRAL, TrainConfig, config_diff, with_defaults
 from binsr.train.ema import ModelEMA
 from binsr.train.optim import build_optimizer, build_scheduler
-from binsr.train.precision import cast_conv_count, float32_binary, prepare_model, resolve_precision
+from binsr.train.precision import cast_summary, float32_binary, prepare_model, resolve_precision
 from binsr.train.runlog import RunLog
 from binsr.train.sampling import make_loader, mix_seed
 
@@ -131,9 +131,8 @@ class _Trainer:
         self.precision = resolve_precision(t.precision, env.device)
         prepare_model(self.module, self.precision)
         if env.is_main:
-            cast = cast_conv_count(self.module) if self.precision == "bf16" else 0
-            log.info("precision %s (train.precision %s; %s)%s, %d threads, %s", self.precision, t.precision,
-                     f"{cast} binary convs in bfloat16" if cast else "every conv in float32",
+            cast = cast_summary(self.module) if self.precision == "bf16" else "every conv and linear in float32"
+            log.info("precision %s (train.precision %s; %s)%s, %d threads, %s", self.precision, t.precision, cast,
                      ", compiled" if t.compile else "", torch.get_num_threads(),
                      cpu_name() if env.device.type == "cpu" else env.device)
         self.ema = ModelEMA(self.module, t.ema) if t.ema > 0 else None
