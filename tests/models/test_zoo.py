@@ -12,34 +12,38 @@ from binsr.cli import main
 from binsr.errors import UsageError
 from binsr.models import build_for_eval, load_zoo, profile, zoo_card, zoo_names
 from binsr.models.complexity import is_binary
-from binsr.nn import BinaryConv2d, SpatialGate
+from binsr.nn import BinaryConv2d, BinaryLinear, SpatialGate, TokenGate
 from binsr.pretrained import packed_file
 
 
-def _conv_operands(model, x):
-    """Input and weight tensors each body conv hands to ``F.conv2d`` during ``model(x)``; SCALES'
-    spatial gates (FP by the method: a 64 -> 1 conv and a sigmoid per binary conv) are left out."""
+def _body_operands(model, x):
+    """Input and weight tensors each body conv and linear hands to ``F.conv2d`` / ``F.linear``
+    during ``model(x)``; SCALES' spatial gates (FP by the method: a C -> 1 conv or linear and a
+    sigmoid per binary layer) are left out."""
     seen, current = {}, []
     gates = {f"{n}.conv" for n, m in model.named_modules() if isinstance(m, SpatialGate)}
-    convs = {n: m for n, m in model.named_modules()
-             if n.startswith("body.") and isinstance(m, torch.nn.Conv2d) and n not in gates}
-    hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: current.append(n)) for n, m in convs.items()]
-    real = F.conv2d
+    gates |= {f"{n}.fc" for n, m in model.named_modules() if isinstance(m, TokenGate)}
+    layers = {n: m for n, m in model.named_modules()
+              if n.startswith("body.") and isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and n not in gates}
+    hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: current.append(n)) for n, m in layers.items()]
+    real = {"conv2d": F.conv2d, "linear": F.linear}
 
-    def spy(inp, weight, *args, **kwargs):
-        if current:
-            seen[current.pop()] = (inp.detach(), weight.detach())
-        return real(inp, weight, *args, **kwargs)
+    def spy(op):
+        def call(inp, weight, *args, **kwargs):
+            if current:
+                seen[current.pop()] = (inp.detach(), weight.detach())
+            return real[op](inp, weight, *args, **kwargs)
+        return call
 
     try:
-        F.conv2d = spy
+        F.conv2d, F.linear = spy("conv2d"), spy("linear")
         with torch.no_grad():
             model(x)
     finally:
-        F.conv2d = real
+        F.conv2d, F.linear = real["conv2d"], real["linear"]
         for h in hooks:
             h.remove()
-    return convs, seen
+    return layers, seen
 
 
 # recipes whose method keeps the activations full precision (binary weights only): their body
@@ -50,22 +54,25 @@ PACKED = [n for n in zoo_names() if packed_file(n) is not None]
 
 @pytest.mark.parametrize("name", zoo_names())
 def test_zoo_model_body_convs_see_only_plus_minus_one(name):
-    """Every body conv but SCALES' spatial gates is a binary conv fed +-1 operands; a gate has one
-    output channel (its FLOPs are in the card's OPs). A weight-only recipe's convs get +-1 weights
-    and FP inputs (Ma et al. 2019), and its MACs count as FLOPs."""
+    """Every body conv and linear but SCALES' spatial gates is binary and fed +-1 operands; a gate
+    has one output channel (its FLOPs are in the card's OPs). A weight-only recipe's convs get +-1
+    weights and FP inputs (Ma et al. 2019), and its MACs count as FLOPs. At most 100K parameters,
+    SwinIR's relative position bias tables left out as the papers' counts do (SCALES Table IV)."""
     card = zoo_card(name)
     model = load_zoo(name)
     fp_inputs = card["recipe"] in FP_ACTIVATIONS
     assert all(m.conv.out_channels == 1 for m in model.modules() if isinstance(m, SpatialGate))
-    convs, seen = _conv_operands(model, torch.rand(1, 3, 13, 11))
-    assert convs and set(seen) == set(convs)
-    for conv_name, conv in convs.items():
-        assert isinstance(conv, BinaryConv2d) and is_binary(conv) != fp_inputs, conv_name
-        inp, weight = seen[conv_name]
-        assert (set(inp.unique().tolist()) <= {-1.0, 1.0}) != fp_inputs, conv_name  # scales come after the conv
-        assert set(weight.unique().tolist()) <= {-1.0, 1.0}, conv_name
+    assert all(m.fc.out_features == 1 for m in model.modules() if isinstance(m, TokenGate))
+    layers, seen = _body_operands(model, torch.rand(1, 3, 13, 11))
+    assert layers and set(seen) == set(layers)
+    for layer_name, layer in layers.items():
+        assert isinstance(layer, (BinaryConv2d, BinaryLinear)) and is_binary(layer) != fp_inputs, layer_name
+        inp, weight = seen[layer_name]
+        assert (set(inp.unique().tolist()) <= {-1.0, 1.0}) != fp_inputs, layer_name  # scales come after
+        assert set(weight.unique().tolist()) <= {-1.0, 1.0}, layer_name
     prof = profile(model, (180, 320))
-    assert round(prof.params / 1e3, 2) == card["params_k"] and prof.params <= 100_000
+    bias_tables = sum(p.numel() for n, p in model.named_parameters() if n.endswith("relative_position_bias_table"))
+    assert round(prof.params / 1e3, 2) == card["params_k"] and prof.params - bias_tables <= 100_000
     assert round(prof.ops / 1e9, 3) == card["ops_g_320x180"]
     assert card["scale"] == model.signature["scale"] and card["recipe"] == model.signature["recipe"]
 
@@ -132,10 +139,12 @@ def test_shipped_packed_file_is_a_fresh_export(name, tmp_path):
     assert packed_file(name).read_bytes() == (tmp_path / "m.bsr").read_bytes(), "stale: run binsr zoo --repack"
 
 
-@pytest.mark.parametrize("name", PACKED)
+@pytest.mark.parametrize("name", [n for n in PACKED if not zoo_card(n)["model"].startswith("swinir")])
 def test_zoo_model_body_is_bit_exact_on_the_engine(name, assert_body_exact):
     """BN folded with PyTorch's single rounding, residual scaling in PyTorch's order: every map
-    the body binarizes is bit-identical (see the ``assert_body_exact`` fixture)."""
+    the body binarizes is bit-identical (see the ``assert_body_exact`` fixture). SwinIR's
+    attention, LayerNorms and GELU run in NumPy on the engine, equal to PyTorch's within float32
+    rounding only: its entries are held to the 99.9% / max-1 bar above."""
     assert_body_exact(load_zoo(f"zoo:{name}").eval())
 
 
