@@ -25,13 +25,15 @@ def test_auto_follows_the_cpu(monkeypatch):
 
 def test_cast_summary_takes_binary_by_binary_convs_and_linears_only():
     """bf16 casts the two binary convs of each block; weight_only's convs (FP inputs) stay float32;
-    SwinIR casts its RSTB convs and the four linears of every layer."""
+    SwinIR casts its RSTB convs and the four linears of every layer; fp32 casts nothing."""
     for recipe, expect in (("e2fif", "6 binary convs in bfloat16"), ("weight_only", "every conv and linear in float32"),
                            ("fp", "every conv and linear in float32")):
         model = models.create("srresnet_lite", scale=2, recipe=recipe, num_feat=8, num_block=3)
-        assert prec.cast_summary(model) == expect, recipe
+        assert prec.cast_summary(model, "bf16") == expect, recipe
+    e2fif = models.create("srresnet_lite", scale=2, recipe="e2fif", num_feat=8, num_block=3)
+    assert prec.cast_summary(e2fif, "fp32") == "every conv and linear in float32"
     swin = models.create("swinir_light", scale=2, recipe="scales", embed_dim=12, depths=(2, 2), num_heads=(2, 2))
-    assert prec.cast_summary(swin) == "3 binary convs, 16 binary linears in bfloat16"
+    assert prec.cast_summary(swin, "bf16") == "3 binary convs, 16 binary linears in bfloat16"
 
 
 def test_unknown_precision_is_one_line(tmp_path):

@@ -2,8 +2,8 @@
 
 ``fp32`` computes everything in float32. ``bf16`` casts the operands of every binary-by-binary
 conv and linear to bfloat16 (exact: they are +-1), lets oneDNN accumulate in float32 and returns
-the sums (exact up to 256 in magnitude) as float32 (``binsr.nn.set_binary_dtype``), and trains in channels_last; everything else (head, tail, BN,
-the FP skips, the loss, the optimizer) stays float32, so the full-precision information flow of
+the sums (exact up to 256 in magnitude) as float32 (``binsr.nn.set_binary_dtype``), and trains in
+channels_last; everything else (head, tail, BN, the FP skips, the loss, the optimizer) stays float32, so the full-precision information flow of
 E2FIF-style bodies is untouched and checkpoints stay float32. ``auto`` is ``bf16`` on CUDA and on
 CPUs with AVX-512 BF16 or AMX, else ``fp32``. Validation always runs in float32 (the packed
 engine's exact maths). Measured by ``benchmarks/train_speed.py``.
@@ -48,10 +48,13 @@ def prepare_model(model: nn.Module, precision: str) -> nn.Module:
     return model
 
 
-def cast_summary(model: nn.Module) -> str:
-    """What ``bf16`` casts, for the log: the binary-by-binary :class:`~binsr.nn.BinaryConv2d` and
-    :class:`~binsr.nn.BinaryLinear` (e.g. "32 binary convs in bfloat16", "5 binary convs, 96 binary
-    linears in bfloat16"); a weight-only layer (FP inputs, binary weights) stays float32."""
+def cast_summary(model: nn.Module, precision: str) -> str:
+    """What a resolved ``precision`` casts, for the log: under ``bf16`` the binary-by-binary
+    :class:`~binsr.nn.BinaryConv2d` and :class:`~binsr.nn.BinaryLinear` (e.g. "32 binary convs in
+    bfloat16", "5 binary convs, 96 binary linears in bfloat16"); a weight-only layer (FP inputs,
+    binary weights) stays float32."""
+    if precision != "bf16":
+        return "every conv and linear in float32"
     counts = [(sum(isinstance(m, kind) and is_binary(m) for m in model.modules()), name)
               for kind, name in ((BinaryConv2d, "convs"), (BinaryLinear, "linears"))]
     parts = [f"{n} binary {name}" for n, name in counts if n]
@@ -60,7 +63,7 @@ def cast_summary(model: nn.Module) -> str:
 
 @contextmanager
 def float32_binary(model: nn.Module, precision: str) -> Iterator[nn.Module]:
-    """``model`` with float32 binary convs inside the block (validation), ``precision``'s after."""
+    """``model`` with float32 binary convs and linears inside the block (validation), ``precision``'s after."""
     set_binary_dtype(model, None)
     try:
         yield model

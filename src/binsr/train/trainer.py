@@ -131,8 +131,8 @@ class _Trainer:
         self.precision = resolve_precision(t.precision, env.device)
         prepare_model(self.module, self.precision)
         if env.is_main:
-            cast = cast_summary(self.module) if self.precision == "bf16" else "every conv and linear in float32"
-            log.info("precision %s (train.precision %s; %s)%s, %d threads, %s", self.precision, t.precision, cast,
+            log.info("precision %s (train.precision %s; %s)%s, %d threads, %s", self.precision, t.precision,
+                     cast_summary(self.module, self.precision),
                      ", compiled" if t.compile else "", torch.get_num_threads(),
                      cpu_name() if env.device.type == "cpu" else env.device)
         self.ema = ModelEMA(self.module, t.ema) if t.ema > 0 else None
