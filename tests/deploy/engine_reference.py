@@ -64,9 +64,9 @@ def reference_epilogue(dots: np.ndarray, *, scale=None, bias=None, pix=None, cha
                        thr=None) -> tuple[np.ndarray, np.ndarray]:
     """(float32 output, packed sign bits) of integer dots (N, H, W, C) through the fused epilogue:
     v = dot * scale * pix * chan + bias (each product rounded; one rounding, d * s + b, without pix
-    and chan: folded BN); RPReLU here when act_first; v / div; v * post_scale once the first
-    post_after residuals are in, each residual added; + pix * gate_bias (product rounded); RPReLU
-    here otherwise; bits of v >= thr. pix: (N, H, W); chan: (N, C)."""
+    and chan: folded BN); + pix * gate_bias (product rounded); RPReLU here when act_first; v / div;
+    v * post_scale once the first post_after residuals are in, each residual added; RPReLU here
+    otherwise; bits of v >= thr. pix: (N, H, W); chan: (N, C)."""
     v = dots.astype(f32)
     if scale is not None and bias is not None and pix is None and chan is None:
         v = fma_f32(v, scale, bias)
@@ -79,6 +79,8 @@ def reference_epilogue(dots: np.ndarray, *, scale=None, bias=None, pix=None, cha
             v = v * chan[:, None, None, :]
         if bias is not None:
             v = v + bias
+    if gate_bias is not None:
+        v = v + pix[..., None] * gate_bias
     if act is not None and act_first:
         v = _rprelu(v, *act)
     if div != 1.0:
@@ -88,8 +90,6 @@ def reference_epilogue(dots: np.ndarray, *, scale=None, bias=None, pix=None, cha
             v = v * f32(post_scale)
         if r < len(residual):
             v = v + residual[r]
-    if gate_bias is not None:
-        v = v + pix[..., None] * gate_bias
     if act is not None and not act_first:
         v = _rprelu(v, *act)
     return v.astype(f32), pack_signs(v, thr)

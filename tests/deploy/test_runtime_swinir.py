@@ -107,3 +107,114 @@ def test_compiled_pack_and_layer_norm_match_numpy(channels: int, pixels: int, th
                                             torch.from_numpy(b), 1e-5).numpy()
     for compiled in (False, True):
         assert np.abs(transformer.layer_norm(x, w, b, 1e-5, threads, compiled) - expect).max() < 1e-4
+
+
+def _paths() -> list[str]:
+    from binsr.deploy import available_paths
+
+    return available_paths()
+
+
+@pytest.mark.parametrize("recipe", ["scales", "bibert"])
+def test_swinir_body_is_bit_exact_on_every_path(tmp_path, recipe: str) -> None:
+    """With the FP ops in float64 (``fp64``) and SCALES' gated linears in one order, the packed body's
+    output (``deep``: conv_after_body plus the head features) equals PyTorch's bit for bit, on every
+    path; only the float32 tail conv may differ by an ulp."""
+    model = _swinir(recipe, 2, window=4, seed=3)
+    export_packed(model, tmp_path / "m.bsr")
+    x = torch.rand(1, 3, 13, 18, generator=torch.Generator().manual_seed(9))
+    cap = {}
+    model.body.register_forward_hook(lambda m, i, o: cap.__setitem__("body", o))
+    model.conv_first.register_forward_hook(lambda m, i, o: cap.__setitem__("feat", o))
+    with torch.no_grad():
+        model(x)
+    want = (cap["body"] + cap["feat"])[0].permute(1, 2, 0).numpy()
+    for path in _paths():
+        keep: dict[str, np.ndarray] = {}
+        Runtime(tmp_path / "m.bsr", threads=2, path_isa=path).run_hwc(np.ascontiguousarray(x[0].permute(1, 2, 0).numpy()),
+                                                                       keep=keep)
+        assert np.array_equal(keep["deep"].reshape(want.shape), want), path
+
+
+@settings(max_examples=12, deadline=None)
+@given(tokens=st.integers(1, 300), channels=st.sampled_from([1, 7, 60, 120]), spread=st.sampled_from([0.3, 1.0, 4.0]),
+       threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**31 - 1))
+def test_fp64_layer_norm_gelu_and_token_gate_are_torch_float64_rounded_once(tokens: int, channels: int, spread: float,
+                                                                            threads: int, seed: int) -> None:
+    """The ``fp64`` LayerNorm, GELU (its erf: scripts/erf_coefficients.py), linear and sigmoid, compiled
+    and NumPy, equal binsr.nn's Exact modules / TokenGate in eval, bit for bit."""
+    from binsr.deploy import fp
+    from binsr.nn import ExactGELU, ExactLayerNorm, TokenGate
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(tokens, channels, generator=gen) * spread
+    norm, gate = ExactLayerNorm(channels).eval(), TokenGate(channels).eval()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5, generator=gen)
+        norm.bias.normal_(0, 0.1, generator=gen)
+        want_norm, want_gelu, want_gate = norm(x).numpy(), ExactGELU().eval()(x).numpy(), gate(x).numpy()[:, 0]
+    xn, w, b = x.numpy(), norm.weight.detach().numpy(), norm.bias.detach().numpy()
+    gw, gb = gate.fc.weight.detach().numpy().T.copy(), gate.fc.bias.detach().numpy()
+    for compiled in (False, True):
+        assert np.array_equal(transformer.layer_norm(xn, w, b, norm.eps, threads, compiled, fp64=True), want_norm)
+        assert np.array_equal(transformer.gelu(xn, threads, compiled, fp64=True), want_gelu)
+        logits = fp.linear(xn, gw, gb, fp64=True, threads=threads, compiled=compiled)
+        assert np.array_equal(fp.sigmoid(logits[:, 0], fp64=True), want_gate)
+
+
+def test_fp64_gelu_over_its_whole_range() -> None:
+    """Both erf pieces and the tails: 1.2 M float32 inputs from -12 to 12, and the special values."""
+    x = torch.cat([torch.linspace(-12, 12, 1_200_001), torch.tensor([0.0, -0.0, 1e-30, -1e-30, 3e38, -3e38])])
+    want = torch.nn.functional.gelu(x.double()).float().numpy()
+    for threads in (1, 2):
+        got = transformer.gelu(x.numpy(), threads, True, fp64=True)
+        assert np.array_equal(got, want) or (got != want).mean() < 1e-6  # an ulp of erf near a tie, at most
+
+
+@settings(max_examples=10, deadline=None)
+@given(heads=st.sampled_from([1, 2, 6]), window=st.sampled_from([2, 4, 8]), rows=st.integers(1, 3),
+       cols=st.integers(1, 3), shifted=st.booleans(), threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**31 - 1))
+def test_fp64_window_attention_is_torch_float64_rounded_once(heads: int, window: int, rows: int, cols: int,
+                                                             shifted: bool, threads: int, seed: int) -> None:
+    """The ``fp64`` window attention, compiled and NumPy, equals ``WindowAttention``'s eval products and
+    softmax (float64, rounded once) bit for bit, shifted windows and their mask included."""
+    from binsr.models.swinir import WindowAttention, window_partition, window_reverse
+    from binsr.nn import fp64_at_inference, get_recipe
+
+    gen = torch.Generator().manual_seed(seed)
+    h, w, n, d = rows * window, cols * window, window * window, 5
+    attn = WindowAttention(heads * d, window, heads, get_recipe("fp")).eval()
+    shift = window // 2 if shifted and window > 1 else 0
+    qkv = torch.randn(h, w, 3 * heads * d, generator=gen)
+    with torch.no_grad():
+        attn.relative_position_bias_table.normal_(0, 1, generator=gen)
+        bias = attn.relative_position_bias_table[attn.relative_position_index.reshape(-1)].view(n, n, -1).permute(2, 0, 1)
+        t = torch.roll(qkv[None], (-shift, -shift), (1, 2)) if shift else qkv[None]
+        mask = shifted_window_mask(h, w, window, shift) if shift else None
+        out = window_reverse(fp64_at_inference(attn, window_partition(t, window), attn._attend, bias, mask), window, h, w)
+        want = (torch.roll(out, (shift, shift), (1, 2)) if shift else out)[0].numpy()
+    idx = transformer.relative_position_index(window)
+    bias_t = np.ascontiguousarray(attn.relative_position_bias_table.detach().numpy()[idx].transpose(2, 1, 0))
+    for compiled in (False, True):
+        got = transformer.window_attention(qkv.numpy(), heads, window, shift, bias_t, attn.scale, threads, compiled,
+                                           fp64=True)
+        assert np.array_equal(got, want), compiled
+
+
+def test_engine_erf_coefficients_are_the_scripts() -> None:
+    """The erf coefficients in engine.cpp are what scripts/erf_coefficients.py computes (mpmath)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    printed = subprocess.run([sys.executable, str(root / "scripts" / "erf_coefficients.py")], capture_output=True,
+                             text=True, check=True).stdout
+    source = (root / "src" / "binsr" / "deploy" / "csrc" / "engine.cpp").read_text()
+    arrays = re.findall(r"static constexpr double kErf\w+\[\d+\] = \{[^}]*\};", printed)
+    assert len(arrays) == 3 and all(a in source for a in arrays)
+
+
+def test_assert_body_exact_takes_a_swinir(assert_body_exact) -> None:
+    assert_body_exact(_swinir("scales", 3, window=4, seed=4))

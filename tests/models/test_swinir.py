@@ -97,7 +97,10 @@ def test_binarized_operands_are_signs_times_the_declared_scale(recipe):
         else:
             assert a is None and torch.equal(signs, torch.where(x >= 0, 1.0, -1.0))
         scale = alpha.reshape(-1) * (1.0 if a is None else a.reshape(()))
-        expected = F.linear(signs, ws) * scale + module.bias
+        gate = inputs[1] if len(inputs) > 1 else None  # SCALES' token gate multiplies output and bias
+        expected = F.linear(signs, ws) * scale + module.bias if gate is None else \
+            F.linear(signs, ws) * scale * gate + module.bias * gate
+        assert (gate is not None) == (recipe == "scales")
         assert torch.allclose(output, expected, atol=1e-5)
         seen.append(module)
 

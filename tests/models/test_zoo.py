@@ -139,12 +139,11 @@ def test_shipped_packed_file_is_a_fresh_export(name, tmp_path):
     assert packed_file(name).read_bytes() == (tmp_path / "m.bsr").read_bytes(), "stale: run binsr zoo --repack"
 
 
-@pytest.mark.parametrize("name", [n for n in PACKED if not zoo_card(n)["model"].startswith("swinir")])
+@pytest.mark.parametrize("name", PACKED)
 def test_zoo_model_body_is_bit_exact_on_the_engine(name, assert_body_exact):
-    """BN folded with PyTorch's single rounding, residual scaling in PyTorch's order: every map
-    the body binarizes is bit-identical (see the ``assert_body_exact`` fixture). SwinIR's
-    attention, LayerNorms and GELU run in NumPy on the engine, equal to PyTorch's within float32
-    rounding only: its entries are held to the 99.9% / max-1 bar above."""
+    """BN folded with PyTorch's single rounding, residual scaling in PyTorch's order, the FP layers
+    that feed binary ones in float64: every map the body binarizes is bit-identical (see the
+    ``assert_body_exact`` fixture)."""
     assert_body_exact(load_zoo(f"zoo:{name}").eval())
 
 

@@ -64,6 +64,23 @@ def test_scales_linear_token_gate():
     assert isinstance(TokenGate(8).fc, nn.Linear)
 
 
+def test_scales_linear_rounds_as_the_packed_engine():
+    """``y_nb * g + bias * g``, each product rounded, then the sum (the bconv epilogue's gate_bias);
+    at inference the token gate's linear and sigmoid are each float64 rounded once."""
+    torch.manual_seed(1)
+    m = ScalesLinear(8, 6).eval()
+    with torch.no_grad():
+        m.linear.bias.normal_()
+        x = torch.randn(3, 5, 8)
+        fc = m.spatial.fc
+        gate = torch.sigmoid(F.linear(x.double(), fc.weight.double(), fc.bias.double()).float().double()).float()
+        assert torch.equal(m.spatial(x), gate)
+        bias, m.linear.bias = m.linear.bias, None
+        y_nb = m.linear(x)
+        m.linear.bias = bias
+        assert torch.equal(m(x), y_nb * gate + bias * gate)
+
+
 def test_recipe_linears():
     kinds = {n: get_recipe(n).linear(8, 4) for n in linear_recipe_names()}
     assert type(kinds["fp"]) is nn.Linear

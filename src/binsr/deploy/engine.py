@@ -9,8 +9,8 @@ VPOPCNTDQ kernel instead (``_engine.cpu_features()["amx"]`` tells which one runs
 words), stride 1. A fused epilogue turns dots into the next tensor, in this order::
 
     v = ((dot * scale[o]) * pix[p]) * chan[o] + bias[o]   (one fused multiply-add without pix, chan)
-    v = v + residual_0[p, o] + ...                        (up to 3 residuals)
     v = v + pix[p] * gate_bias[o]                         (SCALES' gated linear bias; product rounded first)
+    v = v + residual_0[p, o] + ...                        (up to 3 residuals)
     v = PReLU_slope(v - act_shift[o]) + act_bias[o]      (RPReLU; before the residuals if act_first)
     v = v / div                                           (BBCU's residual alignment, after an act_first RPReLU)
 
@@ -193,6 +193,8 @@ class BinaryConv:
                 v *= chan.reshape(n, 1, 1, self.cout)
             if bias is not None:
                 v += bias
+        if gate_bias is not None:
+            v += pix.reshape(n, ho, wo, 1) * gate_bias  # the float32 product, then the sum
         if act_slope is not None and act_first:
             v = _rprelu(v, act_shift, act_slope, act_bias)
         if div != 1.0:
@@ -203,8 +205,6 @@ class BinaryConv:
             v += r.reshape(v.shape)
         if post_after == len(res) and post_scale != 1.0:
             v *= np.float32(post_scale)
-        if gate_bias is not None:
-            v += pix.reshape(n, ho, wo, 1) * gate_bias  # the float32 product, then the sum
         if act_slope is not None and not act_first:
             v = _rprelu(v, act_shift, act_slope, act_bias)
         bits = pack_bits(np.where(v >= (0 if thr is None else thr), 1.0, -1.0)) if pack else None

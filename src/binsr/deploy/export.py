@@ -27,7 +27,7 @@ from binsr.deploy.bitpack import pack_weights
 from binsr.deploy.runtime import DEFAULTS, FORMAT, VERSION
 from binsr.errors import BinsrError
 from binsr.files import atomic_write
-from binsr.nn.exact import ExactConv2d
+from binsr.nn.exact import ExactConv2d, ExactGELU, ExactLayerNorm
 
 __all__ = ["export_packed", "round_fp16_"]
 
@@ -261,8 +261,8 @@ def _binary_linear(wr: _Writer, name: str, unit: nn.Module, src: str, dst: str, 
     if gate is not None:
         pix = wr.fresh("gate")
         wr.ops.append({"op": "linear", "src": src, "dst": pix, "w": wr.tensor(f"{name}.gate.w", _np(gate.fc.weight).T),
-                       "b": wr.tensor(f"{name}.gate.b", _np(gate.fc.bias))})
-        wr.ops.append({"op": "sigmoid", "src": pix, "dst": pix})
+                       "b": wr.tensor(f"{name}.gate.b", _np(gate.fc.bias)), "fp64": True})
+        wr.ops.append({"op": "sigmoid", "src": pix, "dst": pix, "fp64": True})
     signs = w.signs.numpy().reshape(lin.out_features, lin.in_features, 1, 1)
     wr.ops.append({
         "op": "bconv", "src": f"{src}.bits", "dst": dst, "dst_bits": None, "cin": lin.in_features, "k": 1, "dil": 1,
@@ -280,7 +280,8 @@ def _layer_norm(wr: _Writer, name: str, norm: nn.Module, src: str) -> str:
         return src
     dst = wr.fresh("n")
     wr.ops.append({"op": "layernorm", "src": src, "dst": dst, "w": wr.tensor(f"{name}.w", _np(norm.weight)),
-                   "b": wr.tensor(f"{name}.b", _np(norm.bias)), "eps": float(norm.eps)})
+                   "b": wr.tensor(f"{name}.b", _np(norm.bias)), "eps": float(norm.eps),
+                   "fp64": isinstance(norm, ExactLayerNorm)})
     return dst
 
 
@@ -311,12 +312,12 @@ def _swinir(wr: _Writer, model: nn.Module) -> None:
             table = _np(layer.attn.relative_position_bias_table)
             wr.ops.append({"op": "window_attention", "src": qkv, "dst": att, "heads": layer.attn.num_heads,
                            "window": ws, "shift": layer.shift, "scale": float(layer.attn.scale),
-                           "table": wr.tensor(f"{name}.bias_table", table)})
+                           "table": wr.tensor(f"{name}.bias_table", table), "fp64": True})
             _binary_linear(wr, f"{name}.proj", layer.attn.proj, att, y1, [y])
             hid, act, y2 = (wr.fresh(s) for s in ("fc", "gelu", "y"))
             n2 = _layer_norm(wr, f"{name}.norm2", layer.norm2, y1)
             _binary_linear(wr, f"{name}.fc1", layer.mlp.fc1, n2, hid, [])
-            wr.ops.append({"op": "gelu", "src": hid, "dst": act})
+            wr.ops.append({"op": "gelu", "src": hid, "dst": act, "fp64": isinstance(layer.mlp.act, ExactGELU)})
             _binary_linear(wr, f"{name}.fc2", layer.mlp.fc2, act, y2, [y1])
             y = y2
         t_new = wr.fresh("t")

@@ -15,7 +15,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from binsr.deploy.engine import _engine, check_buffer
 
 __all__ = ["set_blas_threads", "conv2d", "winograd_weights", "conv3x3_winograd", "conv3x3_direct", "output_shape",
-           "conv_output_shape", "leaky_relu", "sigmoid", "spatial_gate", "channel_sums", "channel_gate",
+           "conv_output_shape", "leaky_relu", "sigmoid", "linear", "spatial_gate", "channel_sums", "channel_gate",
            "bilinear_add"]
 
 _TILE_BYTES = 2 << 20  # im2col patch matrix per tile (fits L2 with the weights)
@@ -56,12 +56,27 @@ def leaky_relu(x: np.ndarray, slope: float) -> np.ndarray:
     return np.maximum(x, x * np.float32(slope), out=x)
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """In-place logistic function."""
+def sigmoid(x: np.ndarray, fp64: bool = False) -> np.ndarray:
+    """The logistic function, in place; ``fp64``: computed in float64 and rounded once, into a new
+    array (the ``fp64`` flag of a ``sigmoid`` op, ``binsr.nn.exact``)."""
+    if fp64:
+        return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
     np.negative(x, out=x)
     np.exp(x, out=x)
     x += 1
     return np.reciprocal(x, out=x)
+
+
+def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray, fp64: bool = False, threads: int = 1,
+           compiled: bool = True) -> np.ndarray:
+    """``x @ w + b`` over the last axis of a channel-last map, ``w`` (in, out); ``fp64``: summed in
+    float64 and rounded once (the ``fp64`` flag of a ``linear`` op, ``binsr.nn.exact``), by
+    ``_engine.linear_fp64`` when ``compiled`` and built."""
+    if fp64 and compiled and _engine is not None:
+        return _engine.linear_fp64(x, w, b, threads)
+    flat = x.reshape(-1, x.shape[-1])
+    y = flat.astype(np.float64) @ w.astype(np.float64) + b if fp64 else flat @ w + b
+    return y.astype(np.float32, copy=False).reshape(*x.shape[:-1], -1)
 
 
 def _emit(out: np.ndarray, y0: int, y1: int, t: np.ndarray, bias: np.ndarray | None, leaky: float | None,

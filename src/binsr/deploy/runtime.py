@@ -268,7 +268,7 @@ class Runtime:
                 elif kind == "pack":
                     env[op["dst"]] = self._pack(env[op["src"]], self._t(op["thr"]))
                 elif kind == "sigmoid":
-                    env[op["dst"]] = fp.sigmoid(env[op["src"]][..., 0])
+                    env[op["dst"]] = fp.sigmoid(env[op["src"]][..., 0], op["fp64"])
                 elif kind == "spatial_gate":
                     src = env[op["src"]]
                     out = self._arena.take(fp.conv_output_shape(src.shape, self.tensors[op["w"]].shape, op["pad"],
@@ -286,19 +286,18 @@ class Runtime:
                 elif kind == "bilinear_add":
                     env[op["dst"]] = fp.bilinear_add(env[op["src"]], env[op["add"]], op["scale"], self.threads)
                 elif kind == "linear":
-                    src = env[op["src"]]
-                    y = src.reshape(-1, src.shape[-1]) @ self.tensors[op["w"]] + self.tensors[op["b"]]
-                    env[op["dst"]] = y.reshape(*src.shape[:-1], -1)
+                    env[op["dst"]] = fp.linear(env[op["src"]], self.tensors[op["w"]], self.tensors[op["b"]],
+                                               op["fp64"], self.threads, self.path != "numpy")
                 elif kind == "layernorm":
                     env[op["dst"]] = transformer.layer_norm(env[op["src"]], self.tensors[op["w"]],
                                                             self.tensors[op["b"]], op["eps"], self.threads,
-                                                            self.path != "numpy")
+                                                            self.path != "numpy", op["fp64"])
                 elif kind == "gelu":
-                    env[op["dst"]] = transformer.gelu(env[op["src"]], self.threads, self.path != "numpy")
+                    env[op["dst"]] = transformer.gelu(env[op["src"]], self.threads, self.path != "numpy", op["fp64"])
                 elif kind == "window_attention":
                     env[op["dst"]] = transformer.window_attention(env[op["src"]], op["heads"], op["window"],
                                                                   op["shift"], prep, op["scale"], self.threads,
-                                                                  self.path != "numpy")
+                                                                  self.path != "numpy", op["fp64"])
                 elif kind == "pad_window":
                     env[op["dst"]] = transformer.pad_to_multiple(env[op["src"]], op["multiple"])
                 elif kind == "affine":

@@ -8,6 +8,8 @@ this module holds what stays FP (``binsr.models.swinir`` module docstring).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from binsr.deploy.engine import _engine
@@ -16,11 +18,17 @@ __all__ = ["layer_norm", "gelu", "window_attention", "relative_position_index", 
 
 
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, threads: int = 1,
-               compiled: bool = True) -> np.ndarray:
+               compiled: bool = True, fp64: bool = False) -> np.ndarray:
     """LayerNorm over the last axis (``nn.LayerNorm``: biased variance, ``eps`` inside the root);
-    ``compiled``: one C++ pass per token (``_engine.layer_norm``, sums in double) where built."""
+    ``compiled``: one C++ pass per token (``_engine.layer_norm``, sums in double) where built;
+    ``fp64``: the whole norm in float64, rounded once (``binsr.nn.ExactLayerNorm``)."""
     if compiled and _engine is not None:
-        return _engine.layer_norm(x, weight, bias, eps, threads)
+        return _engine.layer_norm(x, weight, bias, eps, threads, fp64)
+    if fp64:
+        x64 = x.astype(np.float64)
+        y64 = x64 - x64.mean(axis=-1, keepdims=True)
+        y64 /= np.sqrt(np.mean(np.square(y64), axis=-1, keepdims=True) + eps)
+        return (y64 * weight + bias).astype(np.float32)
     mean = x.mean(axis=-1, keepdims=True, dtype=np.float32)
     y = x - mean
     var = np.mean(np.square(y), axis=-1, keepdims=True, dtype=np.float32)
@@ -39,11 +47,18 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return np.copysign(1.0 - poly * np.exp(-a * a), x).astype(np.float32)
 
 
-def gelu(x: np.ndarray, threads: int = 1, compiled: bool = True) -> np.ndarray:
+_erf64 = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def gelu(x: np.ndarray, threads: int = 1, compiled: bool = True, fp64: bool = False) -> np.ndarray:
     """``nn.GELU()`` (the exact form ``x / 2 * (1 + erf(x / sqrt 2))``); ``compiled``: the C++
-    loop (``_engine.gelu``, same formula) where built, else NumPy."""
+    loop (``_engine.gelu``, same formula) where built, else NumPy; ``fp64``: in float64 (the
+    libm's ``erf``; element by element in NumPy), rounded once (``binsr.nn.ExactGELU``)."""
     if compiled and _engine is not None:
-        return _engine.gelu(x, threads)
+        return _engine.gelu(x, threads, fp64)
+    if fp64:
+        x64 = x.astype(np.float64)
+        return (x64 * 0.5 * (1.0 + _erf64(x64 * 2 ** -0.5))).astype(np.float32)
     return (np.float32(0.5) * x * (1.0 + _erf(x * np.float32(2 ** -0.5)))).astype(np.float32)
 
 
@@ -78,7 +93,7 @@ def _shift_mask(h: int, w: int, ws: int, shift: int) -> np.ndarray:
 
 
 def window_attention(qkv: np.ndarray, heads: int, window: int, shift: int, bias_t: np.ndarray, scale: float,
-                     threads: int = 1, compiled: bool = True) -> np.ndarray:
+                     threads: int = 1, compiled: bool = True, fp64: bool = False) -> np.ndarray:
     """SwinIR's (S)W-MSA before its output projection, on the ``qkv`` token map.
 
     ``qkv``: (H, W, 3C) with channels ordered (q|k|v, head, d) as ``WindowAttention.qkv``;
@@ -87,18 +102,20 @@ def window_attention(qkv: np.ndarray, heads: int, window: int, shift: int, bias_
     ``softmax(q k^T * scale + bias + mask) v`` per window and head, merged and rolled back:
     (H, W, C). Rolling the token map before the (token-wise) qkv linear or after it is the same,
     as is rolling back before the projection. ``compiled``: the fused C++ kernel
-    (``_engine.window_attention``, threads over windows) where built, else NumPy.
+    (``_engine.window_attention``, threads over windows) where built, else NumPy. ``fp64``: from
+    the float32 ``qkv`` on, all in float64, rounded once (``binsr.models.swinir.WindowAttention``).
     """
     if compiled and _engine is not None:
-        return _engine.window_attention(qkv, heads, window, shift, bias_t, scale, threads)
+        return _engine.window_attention(qkv, heads, window, shift, bias_t, scale, threads, fp64)
     h, w, c3 = qkv.shape
     c, d = c3 // 3, c3 // 3 // heads
+    dt = np.float64 if fp64 else np.float32
     if shift:
         qkv = np.roll(qkv, (-shift, -shift), axis=(0, 1))
-    win = _windows(qkv, window)  # nW, N, 3C
+    win = _windows(qkv, window).astype(dt)  # nW, N, 3C
     nw, n = win.shape[:2]
     win = win.reshape(nw, n, 3, heads, d).transpose(2, 0, 3, 1, 4)  # 3, nW, heads, N, d
-    q, k, v = win[0] * np.float32(scale), win[1], win[2]
+    q, k, v = win[0] * dt(scale), win[1], win[2]
     attn = q @ k.transpose(0, 1, 3, 2)  # nW, heads, N, N
     attn += bias_t.transpose(0, 2, 1)[None]
     if shift:
@@ -106,7 +123,7 @@ def window_attention(qkv: np.ndarray, heads: int, window: int, shift: int, bias_
     attn -= attn.max(axis=-1, keepdims=True)
     np.exp(attn, out=attn)
     attn /= attn.sum(axis=-1, keepdims=True)
-    out = (attn @ v).transpose(0, 2, 1, 3).reshape(nw, n, c)
+    out = (attn @ v).transpose(0, 2, 1, 3).reshape(nw, n, c).astype(np.float32, copy=False)
     out = _unwindows(out, window, h, w)
     return np.roll(out, (shift, shift), axis=(0, 1)) if shift else np.ascontiguousarray(out)
 

@@ -41,7 +41,7 @@ from torch import nn
 from binsr.errors import UsageError
 from binsr.models._common import Upsampler, check_scale, get_recipe
 from binsr.models._registry import register_model
-from binsr.nn.exact import ExactConv2d
+from binsr.nn.exact import ExactConv2d, ExactGELU, ExactLayerNorm, fp64_at_inference
 from binsr.nn.recipes import Recipe, linear_recipe_names
 
 __all__ = [
@@ -143,19 +143,25 @@ class WindowAttention(nn.Module):
         self.proj = recipe.linear(dim, dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B * nW, N, C) windows; mask: (nW, N, N) or None."""
-        bw, n, c = x.shape
-        qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        attn = (q * self.scale) @ k.transpose(-2, -1)
+        """x: (B * nW, N, C) windows; mask: (nW, N, N) or None. The products and the softmax run
+        in float64 at inference, rounded once (:mod:`binsr.nn.exact`), as the packed engine's
+        ``window_attention`` op with its ``fp64`` flag."""
+        n = x.shape[1]
         bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]
-        attn = attn + bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+        bias = bias.view(n, n, -1).permute(2, 0, 1)
+        return self.proj(fp64_at_inference(self, self.qkv(x), self._attend, bias, mask))
+
+    def _attend(self, qkv: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """``softmax(q k^T * scale + bias + mask) v`` of the (B * nW, N, 3C) ``qkv``, as (B * nW, N, C)."""
+        bw, n, c = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+        q, k, v = qkv.reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = (q * self.scale) @ k.transpose(-2, -1) + bias.unsqueeze(0)
         if mask is not None:
             nw = mask.shape[0]
             attn = attn.view(bw // nw, nw, self.num_heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
             attn = attn.view(-1, self.num_heads, n, n)
         attn = attn.softmax(dim=-1)
-        return self.proj((attn @ v).transpose(1, 2).reshape(bw, n, c))
+        return (attn @ v).transpose(1, 2).reshape(bw, n, c)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
@@ -167,7 +173,7 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int, recipe: Recipe) -> None:
         super().__init__()
         self.fc1 = recipe.linear(dim, hidden)
-        self.act = nn.GELU()
+        self.act = ExactGELU()
         self.fc2 = recipe.linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -197,10 +203,10 @@ class SwinTransformerLayer(nn.Module):
         if not 0 <= shift < window_size:
             raise UsageError(f"shift {shift} must be in [0, window_size {window_size})")
         self.window_size, self.shift = window_size, shift
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = ExactLayerNorm(dim)
         self.attn = WindowAttention(dim, window_size, num_heads, recipe, qkv_bias)
         self.drop_path = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = ExactLayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), recipe)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int], mask: torch.Tensor | None) -> torch.Tensor:
@@ -269,7 +275,7 @@ class SwinIRBody(nn.Module):
         if len(depths) != len(num_heads):
             raise UsageError(f"SwinIR depths {list(depths)} and num_heads {list(num_heads)} differ in length")
         self.window_size = window_size
-        self.norm_in = nn.LayerNorm(dim) if patch_norm else nn.Identity()
+        self.norm_in = ExactLayerNorm(dim) if patch_norm else nn.Identity()
         total = sum(depths)
         rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         self.blocks = nn.ModuleList()
@@ -278,7 +284,7 @@ class SwinIRBody(nn.Module):
             rate = rates[start:start + depth]
             self.blocks.append(RSTB(dim, depth, heads, window_size, mlp_ratio, recipe, rate, qkv_bias))
             start += depth
-        self.norm_out = nn.LayerNorm(dim)
+        self.norm_out = ExactLayerNorm(dim)
         self.conv_after_body = recipe.conv(dim, dim, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

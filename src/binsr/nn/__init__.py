@@ -9,7 +9,7 @@ from binsr.nn.attention import ChannelGate, SpatialGate
 from binsr.nn.bias_act import LearnableBias, RPReLU
 from binsr.nn.binary_conv import BinaryConv2d, BinaryConvExport, same_padding, set_binary_dtype
 from binsr.nn.binary_linear import BinaryLinear, ScalesLinear, TokenGate
-from binsr.nn.exact import ExactConv2d, fp64_at_inference
+from binsr.nn.exact import ExactConv2d, ExactGELU, ExactLayerNorm, ExactLinear, fp64_at_inference
 from binsr.nn.blocks import (
     BBCUConv,
     E2FIFConv,
@@ -37,6 +37,9 @@ __all__ = [
     "ChannelGate",
     "SpatialGate",
     "ExactConv2d",
+    "ExactGELU",
+    "ExactLayerNorm",
+    "ExactLinear",
     "fp64_at_inference",
     "FPSkip",
     "same_binary_conv",

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from binsr import quant
+from binsr.nn.exact import ExactLinear, fp64_at_inference
 from binsr.quant import ActivationQuantizer, WeightQuantizer
 
 __all__ = ["BinaryLinear", "TokenGate", "ScalesLinear", "fp_linear", "binary_linear"]
@@ -72,7 +73,10 @@ class BinaryLinear(nn.Linear):
             raise ValueError("BinaryLinear needs a layer-wise (single-valued) activation scale")
         return signs.reshape(x.shape), scale
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
+        """``y`` as the class doc says; with a token ``gate`` (..., 1), ``y_nb * gate + bias * gate``
+        (``y_nb`` without the bias; each product rounded, then the sum: the packed engine's order
+        for SCALES' gated linears, its ``gate_bias``)."""
         w, w_scale = self.weight_quant.binarize(self.weight)
         a_scale = None
         if self.act_quant.precision == 1:
@@ -82,7 +86,7 @@ class BinaryLinear(nn.Linear):
                 inp, w = inp.to(dt), w.to(dt)
         else:
             inp = self.act_quant(x)
-            if w_scale is None:
+            if w_scale is None and gate is None:
                 return F.linear(inp, w, self.bias)
         y = F.linear(inp, w).to(x.dtype)
         scale = None if w_scale is None else w_scale.reshape(-1)
@@ -90,8 +94,12 @@ class BinaryLinear(nn.Linear):
             scale = a_scale.reshape(()) if scale is None else a_scale.reshape(()) * scale
         if scale is not None:
             y = y * scale
-        if self.bias is not None:
-            y = y + self.bias
+        bias = self.bias
+        if gate is not None:
+            y = y * gate
+            bias = None if bias is None else bias * gate
+        if bias is not None:
+            y = y + bias
         return y
 
     def extra_repr(self) -> str:
@@ -111,10 +119,12 @@ class TokenGate(nn.Module):
 
     def __init__(self, in_features: int) -> None:
         super().__init__()
-        self.fc = nn.Linear(in_features, 1)
+        self.fc = ExactLinear(in_features, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.fc(x))
+        """At inference the linear and then the sigmoid each run in float64 and round once
+        (:mod:`binsr.nn.exact`), as the packed engine's ``linear`` and ``sigmoid`` ops with ``fp64``."""
+        return fp64_at_inference(self, self.fc(x), torch.sigmoid)
 
 
 class ScalesLinear(nn.Module):
@@ -125,8 +135,9 @@ class ScalesLinear(nn.Module):
     the FP input. No channel-wise re-scaling (Sec. III-B/IV-C: LayerNorm removes the
     channel-to-channel variation in Transformers) and no skip (Sec. IV-C adds one for convolutions
     only). The gate multiplies the whole output including the FP bias (the paper re-scales "the
-    output of binary ... linear layer"; it does not say where a bias goes). Backward: SCALES
-    Eqs. (2)-(3) for ``alpha``, ``beta`` (``ScalesAct``), autograd for the rest. Wei et al.,
+    output of binary ... linear layer"; it does not say where a bias goes), computed as
+    ``y_nb * S + bias * S`` (:meth:`BinaryLinear.forward`'s order, the packed engine's). Backward:
+    SCALES Eqs. (2)-(3) for ``alpha``, ``beta`` (``ScalesAct``), autograd for the rest. Wei et al.,
     "SCALES", arXiv:2303.12270, Sec. IV.
 
     Args:
@@ -150,8 +161,7 @@ class ScalesLinear(nn.Module):
         self.spatial = TokenGate(in_features) if spatial else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.linear(x)
-        return y if self.spatial is None else y * self.spatial(x)
+        return self.linear(x, None if self.spatial is None else self.spatial(x))
 
 
 def fp_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Linear:

@@ -8,7 +8,8 @@ order: PyTorch's eval forward and any engine then agree bit for bit (``docs/CONV
 ``benchmarks/gates_fp64.py``; without this, SCALES' zoo model matched the engine on 92-99% of
 Set5's uint8 values). Training is untouched: there the layers run in the input's dtype (and under
 autocast) as every other layer does; so is a graph being exported (ONNX), which other runtimes
-run in their own float32 order anyway.
+run in their own float32 order anyway. SwinIR's FP parts (LayerNorm, GELU, the window attention,
+the SCALES token gates) follow the same rule.
 """
 
 from __future__ import annotations
@@ -17,20 +18,21 @@ from contextlib import nullcontext
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ExactConv2d", "fp64_at_inference"]
+__all__ = ["ExactConv2d", "ExactGELU", "ExactLayerNorm", "ExactLinear", "fp64_at_inference"]
 
 
 def fp64_at_inference(module: nn.Module, x: torch.Tensor, fn: Callable[..., torch.Tensor],
-                      weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``fn(x, weight, bias)``: as it is while ``module`` trains or is exported, else in float64 with
-    autocast off, rounded once to ``x.dtype``."""
+                      *params: torch.Tensor | None) -> torch.Tensor:
+    """``fn(x, *params)``: as it is while ``module`` trains or is exported, else in float64 with
+    autocast off (``params`` too; ``None`` passes through), rounded once to ``x.dtype``."""
     if module.training or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
-        return fn(x, weight, bias)
+        return fn(x, *params)
     off = torch.autocast(x.device.type, enabled=False) if torch.is_autocast_enabled(x.device.type) else nullcontext()
     with off:
-        return fn(x.double(), weight.double(), None if bias is None else bias.double()).to(x.dtype)
+        return fn(x.double(), *(None if p is None else p.double() for p in params)).to(x.dtype)
 
 
 class ExactConv2d(nn.Conv2d):
@@ -40,3 +42,30 @@ class ExactConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return fp64_at_inference(self, x, self._conv_forward, self.weight, self.bias)
+
+
+class ExactLinear(nn.Linear):
+    """``nn.Linear`` whose eval forward sums in float64 and rounds once: SCALES' token gate in
+    SwinIR (``binsr.nn.TokenGate``; the ``fp64`` flag of a ``linear`` op)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fp64_at_inference(self, x, F.linear, self.weight, self.bias)
+
+
+class ExactLayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` whose eval forward runs in float64 and rounds once: SwinIR's norms, whose
+    outputs the binary linears binarize (the ``fp64`` flag of a ``layernorm`` op)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fp64_at_inference(self, x, self._norm, self.weight, self.bias)
+
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+        return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
+
+
+class ExactGELU(nn.GELU):
+    """``nn.GELU`` whose eval forward runs in float64 and rounds once (the ``fp64`` flag of a
+    ``gelu`` op): SwinIR's MLP activation, which the second MLP linear binarizes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fp64_at_inference(self, x, super().forward)

@@ -28,6 +28,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "engine.h"
 
@@ -750,6 +751,29 @@ static inline float exp_nonpos(float x) {
   return p * two_n;
 }
 
+// e^x for x <= 0 in double: x = n ln2 + r with ln2 in two parts (n ln2_hi exact), |r| <= ln2 / 2,
+// the Taylor series to r^13 (truncation below 1e-18), ~1 ulp; 0 below -708. No calls, so that the
+// loops using it vectorize (the fp64 attention, erf64).
+static inline double exp_nonpos(double x) {
+  static constexpr double inv_fact[14] = {1., 1., 1. / 2, 1. / 6, 1. / 24, 1. / 120, 1. / 720, 1. / 5040, 1. / 40320,
+                                          1. / 362880, 1. / 3628800, 1. / 39916800, 1. / 479001600, 1. / 6227020800.};
+  x = std::max(x, -708.0);
+  const double n = std::floor(x * 1.4426950408889634 + 0.5);
+  const double r = (x - n * 0.6931471803691238) - n * 1.9082149292705877e-10;
+  double p = inv_fact[13];
+#pragma GCC unroll 16
+  for (int k = 12; k >= 0; --k) p = p * r + inv_fact[k];
+  // 2^n without a double -> int64 conversion (none in AVX2 or plain AVX-512F): n + 1023 in [1, 1023]
+  // is the low mantissa of 2^52 + n + 1023, and shifting those bits up by 52 drops the rest
+  const double biased = n + (4503599627370496.0 + 1023.0);
+  uint64_t e;
+  std::memcpy(&e, &biased, sizeof e);
+  e <<= 52;
+  double two_n;
+  std::memcpy(&two_n, &e, sizeof two_n);
+  return p * two_n;
+}
+
 // Windows [w0, w1) of softmax(q k^T * scale + bias + mask) v per head (see
 // binsr/deploy/transformer.py::window_attention). Scores are kept key-major (S[j][i], i the query)
 // so every inner loop runs over the N queries of a window. NT: N known at compile time (SwinIR's
@@ -830,14 +854,17 @@ __attribute__((target("avx512f"))) static int values64_avx512(int d, const float
 }
 #endif
 
-template <int NT>
+// T: float, or double for an op with the fp64 flag (binsr.nn.exact: from the float32 qkv on, all in
+// double, rounded once into out); the AVX-512 forms above are float only.
+template <typename T, int NT>
 __attribute__((always_inline)) static inline void attn_core(const float* __restrict qkv, float* __restrict out, int H,
                                                             int W, int C, int heads, int ws, int shift,
-                                                            const float* __restrict biasT, float scale, int w0, int w1,
+                                                            const float* __restrict biasT, T scale, int w0, int w1,
                                                             bool wide) {
   const int N = NT ? NT : ws * ws, d = C / heads, nwx = W / ws;
-  std::vector<float> qT((size_t)d * N), kk((size_t)N * d), vv((size_t)N * d), S((size_t)N * N), m(N), sum(N), lab(N),
+  std::vector<T> qT((size_t)d * N), kk((size_t)N * d), vv((size_t)N * d), S((size_t)N * N), m(N), sum(N),
       obuf(NT ? 0 : N);
+  std::vector<float> lab(N);
   std::vector<size_t> tok(N);
   auto region = [shift, ws](int v, int n) { return v < n - ws ? 0.f : (v < n - shift ? 1.f : 2.f); };
   for (int wi = w0; wi < w1; ++wi) {
@@ -853,42 +880,43 @@ __attribute__((always_inline)) static inline void attn_core(const float* __restr
       for (int p = 0; p < N; ++p) {
         const float* t = qkv + tok[p] * 3 * C + h * d;
         for (int c = 0; c < d; ++c) {
-          qT[(size_t)c * N + p] = t[c] * scale;
+          qT[(size_t)c * N + p] = (T)t[c] * scale;
           kk[(size_t)p * d + c] = t[C + c];
           vv[(size_t)p * d + c] = t[2 * C + c];
         }
       }
       const float* bT = biasT + (size_t)h * N * N;
 #if defined(__x86_64__)
-      if (NT == 64 && wide) {
-        scores64_avx512(d, kk.data(), qT.data(), bT, masked ? lab.data() : nullptr, S.data(), m.data());
+      if (std::is_same_v<T, float> && NT == 64 && wide) {
+        scores64_avx512(d, (const float*)kk.data(), (const float*)qT.data(), bT, masked ? lab.data() : nullptr,
+                        (float*)S.data(), (float*)m.data());
       } else
 #endif
       {
       for (int i = 0; i < N; ++i) m[i] = -INFINITY;
       for (int j = 0; j < N; ++j) {  // S[j] = bias + sum_c k[j][c] q[c] (+ mask), and the running max
-        float acc[NT ? NT : 1];
-        float* __restrict row = NT ? acc : S.data() + (size_t)j * N;
+        T acc[NT ? NT : 1];
+        T* __restrict row = NT ? acc : S.data() + (size_t)j * N;
         for (int i = 0; i < N; ++i) row[i] = bT[(size_t)j * N + i];
         for (int c = 0; c < d; ++c) {
-          const float kv = kk[(size_t)j * d + c];
-          const float* __restrict q = qT.data() + (size_t)c * N;
+          const T kv = kk[(size_t)j * d + c];
+          const T* __restrict q = qT.data() + (size_t)c * N;
           for (int i = 0; i < N; ++i) row[i] += kv * q[i];
         }
         if (masked) {
           const float lj = lab[j];
-          for (int i = 0; i < N; ++i) row[i] += lab[i] != lj ? -100.f : 0.f;
+          for (int i = 0; i < N; ++i) row[i] += lab[i] != lj ? (T)-100 : (T)0;
         }
-        float* __restrict srow = S.data() + (size_t)j * N;
+        T* __restrict srow = S.data() + (size_t)j * N;
         for (int i = 0; i < N; ++i) {
           m[i] = std::max(m[i], row[i]);
           srow[i] = row[i];
         }
       }
       }
-      std::fill(sum.begin(), sum.end(), 0.f);
+      std::fill(sum.begin(), sum.end(), (T)0);
       for (int j = 0; j < N; ++j) {
-        float* __restrict row = S.data() + (size_t)j * N;
+        T* __restrict row = S.data() + (size_t)j * N;
         for (int i = 0; i < N; ++i) {
           row[i] = exp_nonpos(row[i] - m[i]);
           sum[i] += row[i];
@@ -896,18 +924,20 @@ __attribute__((always_inline)) static inline void attn_core(const float* __restr
       }
       int c = 0;
 #if defined(__x86_64__)
-      if (NT == 64 && wide) c = values64_avx512(d, vv.data(), S.data(), sum.data(), tok.data(), out + h * d, C);
+      if (std::is_same_v<T, float> && NT == 64 && wide)
+        c = values64_avx512(d, (const float*)vv.data(), (const float*)S.data(), (const float*)sum.data(), tok.data(),
+                            out + h * d, C);
 #endif
       for (; c < d; ++c) {  // O[c] = sum_j v[j][c] S[j], then / sum, into the token map
-        float acc[NT ? NT : 1];
-        float* __restrict o = NT ? acc : obuf.data();
-        for (int i = 0; i < N; ++i) o[i] = 0.f;
+        T acc[NT ? NT : 1];
+        T* __restrict o = NT ? acc : obuf.data();
+        for (int i = 0; i < N; ++i) o[i] = 0;
         for (int j = 0; j < N; ++j) {
-          const float vj = vv[(size_t)j * d + c];
-          const float* __restrict row = S.data() + (size_t)j * N;
+          const T vj = vv[(size_t)j * d + c];
+          const T* __restrict row = S.data() + (size_t)j * N;
           for (int i = 0; i < N; ++i) o[i] += vj * row[i];
         }
-        for (int i = 0; i < N; ++i) out[tok[i] * C + h * d + c] = o[i] * (1.f / sum[i]);
+        for (int i = 0; i < N; ++i) out[tok[i] * C + h * d + c] = (float)(o[i] * ((T)1 / sum[i]));
       }
     }
   }
@@ -916,8 +946,15 @@ __attribute__((always_inline)) static inline void attn_core(const float* __restr
 BINSR_CLONES()
 static void attn_windows(const float* __restrict qkv, float* __restrict out, int H, int W, int C, int heads, int ws,
                          int shift, const float* __restrict biasT, float scale, int w0, int w1) {
-  if (ws == 8) attn_core<64>(qkv, out, H, W, C, heads, ws, shift, biasT, scale, w0, w1, cpu_avx512());
-  else attn_core<0>(qkv, out, H, W, C, heads, ws, shift, biasT, scale, w0, w1, false);
+  if (ws == 8) attn_core<float, 64>(qkv, out, H, W, C, heads, ws, shift, biasT, scale, w0, w1, cpu_avx512());
+  else attn_core<float, 0>(qkv, out, H, W, C, heads, ws, shift, biasT, scale, w0, w1, false);
+}
+
+BINSR_CLONES()
+static void attn_windows_fp64(const float* __restrict qkv, float* __restrict out, int H, int W, int C, int heads,
+                              int ws, int shift, const float* __restrict biasT, double scale, int w0, int w1) {
+  if (ws == 8) attn_core<double, 64>(qkv, out, H, W, C, heads, ws, shift, biasT, scale, w0, w1, false);
+  else attn_core<double, 0>(qkv, out, H, W, C, heads, ws, shift, biasT, scale, w0, w1, false);
 }
 
 // nn.GELU() = x / 2 * (1 + erf(x / sqrt 2)); erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
@@ -932,23 +969,134 @@ static void gelu_range(const float* __restrict x, float* __restrict y, size_t n)
   }
 }
 
-static py::array_t<float> gelu(const FArr& x, int threads) {
+// erf in double, within 1.4 ulp, branch-free so that the loops calling it vectorize. |z| < 1: z P1(z^2)
+// by Horner (erf64_small); erf64, everywhere: |z| < 2: z P(z^2 / 2 - 1), else the sign of z times
+// 1 - exp(-z^2) R((min(|z|, 6) - 4) / 2), Chebyshev series by Clenshaw. Coefficients:
+// scripts/erf_coefficients.py (which also checks the error).
+static constexpr double kErfP1[13] = {
+    1.1283791670955126,
+    -0.3761263890318375,
+    0.11283791670954882,
+    -0.026866170645077334,
+    0.005223977624823223,
+    -0.0008548326981129666,
+    0.00012055331122299266,
+    -1.4925595519506043e-05,
+    1.6461004480962034e-06,
+    -1.6350354461959655e-07,
+    1.4660051998394848e-08,
+    -1.1373902296430911e-09,
+    5.958930743134941e-11};
+static constexpr double kErfP[19] = {
+    0.7415552820424018,
+    -0.30107107338659495,
+    0.06899483068983156,
+    -0.013916271264722188,
+    0.0024207995224334636,
+    -0.0003658639685848086,
+    4.862098443231905e-05,
+    -5.749256558035685e-06,
+    6.113243578434765e-07,
+    -5.8991015312958435e-08,
+    5.2070090920686485e-09,
+    -4.2329758799655433e-10,
+    3.188113506649175e-11,
+    -2.2361550188326843e-12,
+    1.467329847991085e-13,
+    -9.044001985381747e-15,
+    5.254813715470919e-16,
+    -2.887426122284945e-17,
+    1.5047851875576326e-18};
+static constexpr double kErfcR[26] = {
+    0.15454893254411423,
+    -0.07674006034821483,
+    0.01849487416970198,
+    -0.004337233595514166,
+    0.0009916839077238056,
+    -0.00022144890703087983,
+    4.836760032122529e-05,
+    -1.034609832664543e-05,
+    2.1698719431920526e-06,
+    -4.4664937548784355e-07,
+    9.031674382673662e-08,
+    -1.7955339488870227e-08,
+    3.5120800624763815e-09,
+    -6.763532420163472e-10,
+    1.2831846446281688e-10,
+    -2.3997023709710498e-11,
+    4.425938010116817e-12,
+    -8.054583827182102e-13,
+    1.446990739131772e-13,
+    -2.5671711791155715e-14,
+    4.4996611900036674e-15,
+    -7.794698095368683e-16,
+    1.3349408666512418e-16,
+    -2.261037766442396e-17,
+    3.7885091975244464e-18,
+    -6.281565255937608e-19};
+
+template <int K>
+static inline double clenshaw(const double (&c)[K], double t) {
+  double b1 = 0., b2 = 0.;
+#pragma GCC unroll 32  // unrolled whole, so that the calling loop vectorizes
+  for (int k = K - 1; k >= 1; --k) {
+    const double b = 2. * t * b1 - b2 + c[k];
+    b2 = b1;
+    b1 = b;
+  }
+  return t * b1 - b2 + c[0];
+}
+
+static inline double erf64_small(double z) {
+  const double u = z * z;
+  double p = kErfP1[12];
+#pragma GCC unroll 16
+  for (int k = 11; k >= 0; --k) p = p * u + kErfP1[k];
+  return z * p;
+}
+
+static inline double erf64(double z) {
+  const double a = std::fabs(z);
+  const double small = z * clenshaw(kErfP, std::min(z * z, 4.) * 0.5 - 1.);
+  const double tail = 1. - exp_nonpos(-z * z) * clenshaw(kErfcR, (std::min(std::max(a, 2.), 6.) - 4.) * 0.5);
+  return a < 2. ? small : std::copysign(tail, z);
+}
+
+// The fp64 GELU: PyTorch's float64 formula x * 0.5 * (1 + erf(x * M_SQRT1_2)), rounded once. A
+// vectorized pass with erf64_small, then the few |x| >= sqrt 2 again with erf64 (in the zoo SwinIR,
+// 1% of the inputs have |x| >= sqrt 2 and none |x| >= 2 sqrt 2).
+BINSR_CLONES()
+static void gelu_range_fp64(const float* __restrict x, float* __restrict y, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const double v = x[i];
+    y[i] = (float)(v * 0.5 * (1. + erf64_small(v * 0.7071067811865476)));
+  }
+  for (size_t i = 0; i < n; ++i)
+    if (std::fabs(x[i]) >= 1.4142135623730951f) {
+      const double v = x[i];
+      y[i] = (float)(v * 0.5 * (1. + erf64(v * 0.7071067811865476)));
+    }
+}
+
+static py::array_t<float> gelu(const FArr& x, int threads, bool fp64) {
   py::array_t<float> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
   const float* xp = x.data();
   float* yp = y.mutable_data();
   const size_t n = (size_t)x.size();
   py::gil_scoped_release nogil;
-  parallel_range(n, threads, 1 << 16, [=](size_t i0, size_t i1) { gelu_range(xp + i0, yp + i0, i1 - i0); });
+  const auto range = fp64 ? gelu_range_fp64 : gelu_range;
+  parallel_range(n, threads, 1 << 16, [=](size_t i0, size_t i1) { range(xp + i0, yp + i0, i1 - i0); });
   return y;
 }
 
 // LayerNorm over the last axis of (M, C): biased variance, eps inside the root; sums in double.
 // Tokens [m0, m1): each token's mean and variance summed in double, channel by channel, then
-// (x - mean) * inv * w + b in float. T tokens at a time: their T independent running sums overlap
-// (one token's sum is a chain of dependent adds); each token's sums keep their order.
+// (x - mean) * inv * w + b in float, or with fp64 in double, rounded once. T tokens at a time: their
+// T independent running sums overlap (one token's sum is a chain of dependent adds); each token's
+// sums keep their order.
 BINSR_CLONES() __attribute__((optimize("fp-contract=off")))
 static void layer_norm_range(const float* __restrict x, float* __restrict y, const float* __restrict w,
-                             const float* __restrict b, int C, float eps, size_t m0, size_t m1) {
+                             const float* __restrict b, int C, double eps, bool fp64, size_t m0, size_t m1) {
   constexpr size_t T = 8;
   for (size_t m = m0; m < m1; m += T) {
     const size_t n = std::min(T, m1 - m);
@@ -960,22 +1108,69 @@ static void layer_norm_range(const float* __restrict x, float* __restrict y, con
       for (size_t k = 0; k < n; ++k) { const double d = x[(m + k) * C + c] - mean[k]; q[k] += d * d; }
     for (size_t k = 0; k < n; ++k) {
       const float* __restrict r = x + (m + k) * C;
-      const float inv = (float)(1.0 / std::sqrt(q[k] / C + (double)eps)), mu = (float)mean[k];
       float* __restrict o = y + (m + k) * C;
-      for (int c = 0; c < C; ++c) o[c] = (r[c] - mu) * inv * w[c] + b[c];
+      const double inv = 1.0 / std::sqrt(q[k] / C + eps);
+      if (fp64) {
+        for (int c = 0; c < C; ++c) o[c] = (float)(((double)r[c] - mean[k]) * inv * (double)w[c] + (double)b[c]);
+      } else {
+        const float fi = (float)inv, mu = (float)mean[k];
+        for (int c = 0; c < C; ++c) o[c] = (r[c] - mu) * fi * w[c] + b[c];
+      }
     }
   }
 }
 
-static py::array_t<float> layer_norm(const FArr& x, const FArr& w, const FArr& b, float eps, int threads) {
+static py::array_t<float> layer_norm(const FArr& x, const FArr& w, const FArr& b, double eps, int threads, bool fp64) {
   const int C = (int)x.shape(x.ndim() - 1);
   if (w.size() != C || b.size() != C) throw std::invalid_argument("weight and bias must have C values");
   py::array_t<float> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
   const float *xp = x.data(), *wp = w.data(), *bp = b.data();
   float* yp = y.mutable_data();
   const size_t M = (size_t)x.size() / C;
+  if (!fp64) eps = (float)eps;  // a float32 eps, as before the flag
   py::gil_scoped_release nogil;
-  parallel_range(M, threads, 4096, [=](size_t m0, size_t m1) { layer_norm_range(xp, yp, wp, bp, C, eps, m0, m1); });
+  parallel_range(M, threads, 4096, [=](size_t m0, size_t m1) { layer_norm_range(xp, yp, wp, bp, C, eps, fp64, m0, m1); });
+  return y;
+}
+
+// The fp64 linear: y[m][o] = b[o] + sum_c x[m][c] w[c][o] in double, rounded once (SCALES' token gate,
+// binsr.nn.TokenGate). Each sum runs over c in 8 interleaved partial sums, added in a fixed order at
+// the end: vectorizes without reordering anything the source does not say.
+BINSR_CLONES()
+static void linear_range_fp64(const float* __restrict x, const double* __restrict wT, const float* __restrict b,
+                              float* __restrict y, int C, int O, size_t m0, size_t m1) {
+  for (size_t m = m0; m < m1; ++m) {
+    const float* __restrict r = x + m * C;
+    for (int o = 0; o < O; ++o) {
+      const double* __restrict wo = wT + (size_t)o * C;
+      double acc[8] = {};
+      int c = 0;
+      for (; c + 8 <= C; c += 8)
+        for (int j = 0; j < 8; ++j) acc[j] += (double)r[c + j] * wo[c + j];
+      for (int j = 0; c + j < C; ++j) acc[j] += (double)r[c + j] * wo[c + j];
+      const double sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+      y[m * O + o] = (float)(sum + (double)b[o]);
+    }
+  }
+}
+
+static py::array_t<float> linear_fp64(const FArr& x, const FArr& w, const FArr& b, int threads) {
+  const int C = (int)x.shape(x.ndim() - 1);
+  if (w.ndim() != 2 || w.shape(0) != C || b.size() != w.shape(1))
+    throw std::invalid_argument("w must be (C, out) and b (out,)");
+  const int O = (int)w.shape(1);
+  std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+  shape.back() = O;
+  py::array_t<float> y(shape);
+  std::vector<double> wT((size_t)O * C);
+  for (int c = 0; c < C; ++c)
+    for (int o = 0; o < O; ++o) wT[(size_t)o * C + c] = w.data()[(size_t)c * O + o];
+  const float *xp = x.data(), *bp = b.data();
+  const double* wp = wT.data();
+  float* yp = y.mutable_data();
+  const size_t M = (size_t)x.size() / C;
+  py::gil_scoped_release nogil;
+  parallel_range(M, threads, 4096, [=](size_t m0, size_t m1) { linear_range_fp64(xp, wp, bp, yp, C, O, m0, m1); });
   return y;
 }
 
@@ -997,7 +1192,7 @@ static py::array_t<uint64_t> pack_signs(const FArr& x, const OptF& thr, int thre
 
 
 static py::array_t<float> window_attention(const FArr& qkv, int heads, int ws, int shift, const FArr& biasT,
-                                           float scale, int threads) {
+                                           double scale, int threads, bool fp64) {
   if (qkv.ndim() != 3 || qkv.shape(2) % (3 * heads) != 0) throw std::invalid_argument("qkv must be (H, W, 3 C)");
   const int H = (int)qkv.shape(0), W = (int)qkv.shape(1), C = (int)qkv.shape(2) / 3, N = ws * ws;
   if (H % ws || W % ws || shift < 0 || shift >= ws) throw std::invalid_argument("H, W must be multiples of ws; 0 <= shift < ws");
@@ -1010,7 +1205,8 @@ static py::array_t<float> window_attention(const FArr& qkv, int heads, int ws, i
   const int nw = (H / ws) * (W / ws);
   py::gil_scoped_release nogil;
   parallel_range((size_t)nw, threads, 1, [=](size_t w0, size_t w1) {
-    attn_windows(q, o, H, W, C, heads, ws, shift, b, scale, (int)w0, (int)w1);
+    if (fp64) attn_windows_fp64(q, o, H, W, C, heads, ws, shift, b, scale, (int)w0, (int)w1);
+    else attn_windows(q, o, H, W, C, heads, ws, shift, b, (float)scale, (int)w0, (int)w1);
   });
   return out;
 }
@@ -1049,13 +1245,18 @@ PYBIND11_MODULE(_engine, m) {
   m.def("bilinear_add", &bilinear_add, py::arg("x"), py::arg("y").noconvert(), py::arg("scale"), py::arg("threads") = 1,
         "y += bilinear upsampling of x (H, W, C) by an integer scale (align_corners=False).");
   m.def("layer_norm", &layer_norm, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("eps"),
-        py::arg("threads") = 1, "nn.LayerNorm over the last axis (sums in double).");
+        py::arg("threads") = 1, py::arg("fp64") = false,
+        "nn.LayerNorm over the last axis (sums in double; fp64: all in double, rounded once).");
+  m.def("linear_fp64", &linear_fp64, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("threads") = 1,
+        "x @ w + b over the last axis, w (C, out), summed in double and rounded once.");
   m.def("pack_signs", &pack_signs, py::arg("x"), py::arg("thr") = py::none(), py::arg("threads") = 1,
         "Sign bits (x >= thr) of channel-last float x, packed as binsr.deploy.bitpack.pack_bits.");
-  m.def("gelu", &gelu, py::arg("x"), py::arg("threads") = 1, "nn.GELU() (exact erf form, |error| < 1e-6).");
+  m.def("gelu", &gelu, py::arg("x"), py::arg("threads") = 1, py::arg("fp64") = false,
+        "nn.GELU() (exact erf form, |error| < 1e-6; fp64: in double with a 2-ulp erf, rounded once).");
   m.def("window_attention", &window_attention, py::arg("qkv"), py::arg("heads"), py::arg("ws"), py::arg("shift"),
-        py::arg("biasT"), py::arg("scale"), py::arg("threads") = 1,
-        "SwinIR (S)W-MSA before the projection: qkv (H, W, 3C), key-major bias (heads, N, N) -> (H, W, C).");
+        py::arg("biasT"), py::arg("scale"), py::arg("threads") = 1, py::arg("fp64") = false,
+        "SwinIR (S)W-MSA before the projection: qkv (H, W, 3C), key-major bias (heads, N, N) -> (H, W, C); "
+        "fp64: in double, rounded once.");
   m.def("run_chain", &run_chain, py::arg("steps"), py::arg("H"), py::arg("W"), py::arg("path"), py::arg("threads") = 1,
         "Same-size binary convs on one H x W image, depth first; False (nothing run) if a step cannot run so.");
   py::class_<Layer>(m, "BinaryConv")

@@ -65,7 +65,7 @@ struct Epilogue {
   const float* act_slope = nullptr;
   const float* act_bias = nullptr;
   const float* res[3] = {nullptr, nullptr, nullptr};
-  const float* gate_bias = nullptr;  // + pix[p] * gate_bias[o] (product rounded) after the residuals
+  const float* gate_bias = nullptr;  // + pix[p] * gate_bias[o] (product rounded) after the bias
   float div = 1.f;         // divides v after the RPReLU-first and before the residuals (BBCU's / k)
   float post_scale = 1.f;  // multiplies the sum once the first post_after residuals are in
   int post_after = 0;

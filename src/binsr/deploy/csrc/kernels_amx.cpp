@@ -92,6 +92,12 @@ __attribute__((always_inline)) static inline void epi16(
 #pragma GCC unroll 16
       for (int p = 0; p < 16; ++p) v[p] = _mm512_add_round_ps(v[p], bi, RN);
   }
+  if (e.gate_bias) {
+    const __m512 gb = _mm512_maskz_loadu_ps(m, e.gate_bias + o0);
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p)
+      v[p] = _mm512_add_round_ps(v[p], _mm512_mul_round_ps(_mm512_set1_ps(p < np ? pix[pi + p] : 0.f), gb, RN), RN);
+  }
   if (act && af)
 #pragma GCC unroll 16
     for (int p = 0; p < 16; ++p) v[p] = rprelu16(v[p]);
@@ -110,12 +116,6 @@ __attribute__((always_inline)) static inline void epi16(
 #pragma GCC unroll 16
       for (int p = 0; p < 16; ++p)
         if (p < np) v[p] = _mm512_add_round_ps(v[p], _mm512_maskz_loadu_ps(m, res[r] + (pi + p) * C + o0), RN);
-  }
-  if (e.gate_bias) {
-    const __m512 gb = _mm512_maskz_loadu_ps(m, e.gate_bias + o0);
-#pragma GCC unroll 16
-    for (int p = 0; p < 16; ++p)
-      v[p] = _mm512_add_round_ps(v[p], _mm512_mul_round_ps(_mm512_set1_ps(p < np ? pix[pi + p] : 0.f), gb, RN), RN);
   }
   if (act && !af)
 #pragma GCC unroll 16
