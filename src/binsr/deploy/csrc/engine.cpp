@@ -28,7 +28,6 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
-#include <type_traits>
 
 #include "engine.h"
 
@@ -753,7 +752,7 @@ static inline float exp_nonpos(float x) {
 
 // e^x for x <= 0 in double: x = n ln2 + r with ln2 in two parts (n ln2_hi exact), |r| <= ln2 / 2,
 // the Taylor series to r^13 (truncation below 1e-18), ~1 ulp; 0 below -708. No calls, so that the
-// loops using it vectorize (the fp64 attention, erf64).
+// loops using it vectorize (the fp64 attention, erf_tail).
 static inline double exp_nonpos(double x) {
   static constexpr double inv_fact[14] = {1., 1., 1. / 2, 1. / 6, 1. / 24, 1. / 120, 1. / 720, 1. / 5040, 1. / 40320,
                                           1. / 362880, 1. / 3628800, 1. / 39916800, 1. / 479001600, 1. / 6227020800.};
@@ -852,10 +851,83 @@ __attribute__((target("avx512f"))) static int values64_avx512(int d, const float
   }
   return c;
 }
+
+// The same two sums in double (the fp64 attention): 8 doubles a register, so each half of the 64
+// queries at a time, blocked over 4 keys / 4 output channels; again attn_core's FMAs in its order.
+__attribute__((target("avx512f"))) static void scores64_avx512(int d, const double* kk, const double* qT,
+                                                               const float* bT, const float* lab, double* S,
+                                                               double* m) {
+  const __m512d big = _mm512_set1_pd(-100.);
+  for (int i0 = 0; i0 < 64; i0 += 32) {
+    __m512d mx[4], lb[4];
+    for (int i = 0; i < 4; ++i) {
+      mx[i] = _mm512_set1_pd(-INFINITY);
+      lb[i] = lab ? _mm512_cvtps_pd(_mm256_loadu_ps(lab + i0 + 8 * i)) : _mm512_setzero_pd();
+    }
+    for (int j = 0; j < 64; j += 4) {
+      __m512d acc[4][4];
+      for (int r = 0; r < 4; ++r)
+        for (int i = 0; i < 4; ++i) acc[r][i] = _mm512_cvtps_pd(_mm256_loadu_ps(bT + (size_t)(j + r) * 64 + i0 + 8 * i));
+      for (int c = 0; c < d; ++c) {
+        const double* q = qT + (size_t)c * 64 + i0;
+        const __m512d q0 = _mm512_loadu_pd(q), q1 = _mm512_loadu_pd(q + 8), q2 = _mm512_loadu_pd(q + 16),
+                      q3 = _mm512_loadu_pd(q + 24);
+        for (int r = 0; r < 4; ++r) {
+          const __m512d kv = _mm512_set1_pd(kk[(size_t)(j + r) * d + c]);
+          acc[r][0] = _mm512_fmadd_pd(kv, q0, acc[r][0]);
+          acc[r][1] = _mm512_fmadd_pd(kv, q1, acc[r][1]);
+          acc[r][2] = _mm512_fmadd_pd(kv, q2, acc[r][2]);
+          acc[r][3] = _mm512_fmadd_pd(kv, q3, acc[r][3]);
+        }
+      }
+      for (int r = 0; r < 4; ++r)
+        for (int i = 0; i < 4; ++i) {
+          if (lab) {  // + (lab[i] != lab[j] ? -100 : 0)
+            const __mmask8 other = _mm512_cmp_pd_mask(lb[i], _mm512_set1_pd(lab[j + r]), _CMP_NEQ_OQ);
+            acc[r][i] = _mm512_add_pd(acc[r][i], _mm512_maskz_mov_pd(other, big));
+          }
+          mx[i] = _mm512_max_pd(mx[i], acc[r][i]);
+          _mm512_storeu_pd(S + (size_t)(j + r) * 64 + i0 + 8 * i, acc[r][i]);
+        }
+    }
+    for (int i = 0; i < 4; ++i) _mm512_storeu_pd(m + i0 + 8 * i, mx[i]);
+  }
+}
+
+__attribute__((target("avx512f"))) static int values64_avx512(int d, const double* vv, const double* S,
+                                                              const double* sum, const size_t* tok, float* out, int C) {
+  int c = 0;
+  for (; c + 4 <= d; c += 4)
+    for (int i0 = 0; i0 < 64; i0 += 32) {
+      __m512d acc[4][4];
+      for (int r = 0; r < 4; ++r)
+        for (int i = 0; i < 4; ++i) acc[r][i] = _mm512_setzero_pd();
+      for (int j = 0; j < 64; ++j) {
+        const double* row = S + (size_t)j * 64 + i0;
+        const __m512d s0 = _mm512_loadu_pd(row), s1 = _mm512_loadu_pd(row + 8), s2 = _mm512_loadu_pd(row + 16),
+                      s3 = _mm512_loadu_pd(row + 24);
+        for (int r = 0; r < 4; ++r) {
+          const __m512d vj = _mm512_set1_pd(vv[(size_t)j * d + c + r]);
+          acc[r][0] = _mm512_fmadd_pd(vj, s0, acc[r][0]);
+          acc[r][1] = _mm512_fmadd_pd(vj, s1, acc[r][1]);
+          acc[r][2] = _mm512_fmadd_pd(vj, s2, acc[r][2]);
+          acc[r][3] = _mm512_fmadd_pd(vj, s3, acc[r][3]);
+        }
+      }
+      alignas(32) float o[4][32];
+      for (int i = 0; i < 4; ++i) {
+        const __m512d inv = _mm512_div_pd(_mm512_set1_pd(1.), _mm512_loadu_pd(sum + i0 + 8 * i));
+        for (int r = 0; r < 4; ++r) _mm256_store_ps(o[r] + 8 * i, _mm512_cvtpd_ps(_mm512_mul_pd(acc[r][i], inv)));
+      }
+      for (int i = 0; i < 32; ++i)
+        for (int r = 0; r < 4; ++r) out[tok[i0 + i] * C + c + r] = o[r][i];
+    }
+  return c;
+}
 #endif
 
 // T: float, or double for an op with the fp64 flag (binsr.nn.exact: from the float32 qkv on, all in
-// double, rounded once into out); the AVX-512 forms above are float only.
+// double, rounded once into out).
 template <typename T, int NT>
 __attribute__((always_inline)) static inline void attn_core(const float* __restrict qkv, float* __restrict out, int H,
                                                             int W, int C, int heads, int ws, int shift,
@@ -887,9 +959,8 @@ __attribute__((always_inline)) static inline void attn_core(const float* __restr
       }
       const float* bT = biasT + (size_t)h * N * N;
 #if defined(__x86_64__)
-      if (std::is_same_v<T, float> && NT == 64 && wide) {
-        scores64_avx512(d, (const float*)kk.data(), (const float*)qT.data(), bT, masked ? lab.data() : nullptr,
-                        (float*)S.data(), (float*)m.data());
+      if (NT == 64 && wide) {
+        scores64_avx512(d, kk.data(), qT.data(), bT, masked ? lab.data() : nullptr, S.data(), m.data());
       } else
 #endif
       {
@@ -924,9 +995,7 @@ __attribute__((always_inline)) static inline void attn_core(const float* __restr
       }
       int c = 0;
 #if defined(__x86_64__)
-      if (std::is_same_v<T, float> && NT == 64 && wide)
-        c = values64_avx512(d, (const float*)vv.data(), (const float*)S.data(), (const float*)sum.data(), tok.data(),
-                            out + h * d, C);
+      if (NT == 64 && wide) c = values64_avx512(d, vv.data(), S.data(), sum.data(), tok.data(), out + h * d, C);
 #endif
       for (; c < d; ++c) {  // O[c] = sum_j v[j][c] S[j], then / sum, into the token map
         T acc[NT ? NT : 1];
@@ -953,7 +1022,7 @@ static void attn_windows(const float* __restrict qkv, float* __restrict out, int
 BINSR_CLONES()
 static void attn_windows_fp64(const float* __restrict qkv, float* __restrict out, int H, int W, int C, int heads,
                               int ws, int shift, const float* __restrict biasT, double scale, int w0, int w1) {
-  if (ws == 8) attn_core<double, 64>(qkv, out, H, W, C, heads, ws, shift, biasT, scale, w0, w1, false);
+  if (ws == 8) attn_core<double, 64>(qkv, out, H, W, C, heads, ws, shift, biasT, scale, w0, w1, cpu_avx512());
   else attn_core<double, 0>(qkv, out, H, W, C, heads, ws, shift, biasT, scale, w0, w1, false);
 }
 
@@ -969,113 +1038,93 @@ static void gelu_range(const float* __restrict x, float* __restrict y, size_t n)
   }
 }
 
-// erf in double, within 1.4 ulp, branch-free so that the loops calling it vectorize. |z| < 1: z P1(z^2)
-// by Horner (erf64_small); erf64, everywhere: |z| < 2: z P(z^2 / 2 - 1), else the sign of z times
-// 1 - exp(-z^2) R((min(|z|, 6) - 4) / 2), Chebyshev series by Clenshaw. Coefficients:
-// scripts/erf_coefficients.py (which also checks the error).
-static constexpr double kErfP1[13] = {
-    1.1283791670955126,
-    -0.3761263890318375,
-    0.11283791670954882,
-    -0.026866170645077334,
-    0.005223977624823223,
-    -0.0008548326981129666,
-    0.00012055331122299266,
-    -1.4925595519506043e-05,
-    1.6461004480962034e-06,
-    -1.6350354461959655e-07,
-    1.4660051998394848e-08,
-    -1.1373902296430911e-09,
-    5.958930743134941e-11};
+// erf in double, within 1.2 ulp: |z| < 2: z P(z^2 / 2 - 1); else the sign of z times
+// 1 - exp(-z^2) R((min(|z|, 6) - 4) / 2); P, R polynomials by Horner, branch-free so that the
+// loops calling them vectorize. Coefficients: scripts/erf_coefficients.py (which checks the error).
 static constexpr double kErfP[19] = {
-    0.7415552820424018,
-    -0.30107107338659495,
-    0.06899483068983156,
-    -0.013916271264722188,
-    0.0024207995224334636,
-    -0.0003658639685848086,
-    4.862098443231905e-05,
-    -5.749256558035685e-06,
-    6.113243578434765e-07,
-    -5.8991015312958435e-08,
-    5.2070090920686485e-09,
-    -4.2329758799655433e-10,
-    3.188113506649175e-11,
-    -2.2361550188326843e-12,
-    1.467329847991085e-13,
-    -9.044001985381747e-15,
-    5.254813715470919e-16,
-    -2.887426122284945e-17,
-    1.5047851875576326e-18};
+    0.674933236039655,
+    -0.2611118609312454,
+    0.11947913860985186,
+    -0.04866277744915503,
+    0.017128344571816653,
+    -0.005234875836158878,
+    0.001405091423652028,
+    -0.00033514353352396425,
+    7.180100843849609e-05,
+    -1.3946273745435833e-05,
+    2.4758020496978075e-06,
+    -4.0450946099912016e-07,
+    6.119567714146862e-08,
+    -8.617701483059107e-09,
+    1.1348248891775e-09,
+    -1.4013463829861674e-10,
+    1.6331415164389115e-11,
+    -1.8923035835006617e-12,
+    1.9723520410355402e-13};
 static constexpr double kErfcR[26] = {
-    0.15454893254411423,
-    -0.07674006034821483,
-    0.01849487416970198,
-    -0.004337233595514166,
-    0.0009916839077238056,
-    -0.00022144890703087983,
-    4.836760032122529e-05,
-    -1.034609832664543e-05,
-    2.1698719431920526e-06,
-    -4.4664937548784355e-07,
-    9.031674382673662e-08,
-    -1.7955339488870227e-08,
-    3.5120800624763815e-09,
-    -6.763532420163472e-10,
-    1.2831846446281688e-10,
-    -2.3997023709710498e-11,
-    4.425938010116817e-12,
-    -8.054583827182102e-13,
-    1.446990739131772e-13,
-    -2.5671711791155715e-14,
-    4.4996611900036674e-15,
-    -7.794698095368683e-16,
-    1.3349408666512418e-16,
-    -2.261037766442396e-17,
-    3.7885091975244464e-18,
-    -6.281565255937608e-19};
+    0.13699945762506138,
+    -0.06476701219004291,
+    0.029861732979902248,
+    -0.013449456613968862,
+    0.005925639503930788,
+    -0.0025570841697796815,
+    0.001081961552456566,
+    -0.0004493269311478675,
+    0.0001833076906066776,
+    -7.352137887794143e-05,
+    2.901194322529129e-05,
+    -1.1270897033507045e-05,
+    4.313446196087605e-06,
+    -1.627104352609772e-06,
+    6.052390878270105e-07,
+    -2.2213739078636282e-07,
+    8.056154060280262e-08,
+    -2.8825948180677623e-08,
+    1.0072566037987673e-08,
+    -3.5137673583420796e-09,
+    1.3198927337342087e-09,
+    -4.531674601681337e-10,
+    8.927547946337561e-11,
+    -2.896781178130373e-11,
+    3.178031856242715e-11,
+    -1.0538717711696054e-11};
 
 template <int K>
-static inline double clenshaw(const double (&c)[K], double t) {
-  double b1 = 0., b2 = 0.;
+static inline double horner(const double (&c)[K], double t) {
+  double p = c[K - 1];
 #pragma GCC unroll 32  // unrolled whole, so that the calling loop vectorizes
-  for (int k = K - 1; k >= 1; --k) {
-    const double b = 2. * t * b1 - b2 + c[k];
-    b2 = b1;
-    b1 = b;
-  }
-  return t * b1 - b2 + c[0];
+  for (int k = K - 2; k >= 0; --k) p = p * t + c[k];
+  return p;
 }
 
-static inline double erf64_small(double z) {
-  const double u = z * z;
-  double p = kErfP1[12];
-#pragma GCC unroll 16
-  for (int k = 11; k >= 0; --k) p = p * u + kErfP1[k];
-  return z * p;
+static inline double erf_small(double z) { return z * horner(kErfP, std::min(z * z, 4.) * 0.5 - 1.); }
+
+static inline double erf_tail(double z) {
+  return std::copysign(1. - exp_nonpos(-z * z) * horner(kErfcR, (std::min(std::fabs(z), 6.) - 4.) * 0.5), z);
 }
 
-static inline double erf64(double z) {
-  const double a = std::fabs(z);
-  const double small = z * clenshaw(kErfP, std::min(z * z, 4.) * 0.5 - 1.);
-  const double tail = 1. - exp_nonpos(-z * z) * clenshaw(kErfcR, (std::min(std::max(a, 2.), 6.) - 4.) * 0.5);
-  return a < 2. ? small : std::copysign(tail, z);
+__attribute__((noinline)) static float gelu_fp64_tail(float x) {
+  const double v = x;
+  return (float)(v * 0.5 * (1. + erf_tail(v * 0.7071067811865476)));
 }
 
 // The fp64 GELU: PyTorch's float64 formula x * 0.5 * (1 + erf(x * M_SQRT1_2)), rounded once. A
-// vectorized pass with erf64_small, then the few |x| >= sqrt 2 again with erf64 (in the zoo SwinIR,
-// 1% of the inputs have |x| >= sqrt 2 and none |x| >= 2 sqrt 2).
+// vectorized pass with erf_small, then blocks holding an |x| >= 2 sqrt 2 again, element by element
+// (in the zoo SwinIR none of the GELU inputs is that large; 1% have |x| >= sqrt 2).
 BINSR_CLONES()
 static void gelu_range_fp64(const float* __restrict x, float* __restrict y, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     const double v = x[i];
-    y[i] = (float)(v * 0.5 * (1. + erf64_small(v * 0.7071067811865476)));
+    y[i] = (float)(v * 0.5 * (1. + erf_small(v * 0.7071067811865476)));
   }
-  for (size_t i = 0; i < n; ++i)
-    if (std::fabs(x[i]) >= 1.4142135623730951f) {
-      const double v = x[i];
-      y[i] = (float)(v * 0.5 * (1. + erf64(v * 0.7071067811865476)));
-    }
+  for (size_t i0 = 0; i0 < n; i0 += 64) {
+    const size_t i1 = std::min(n, i0 + 64);
+    unsigned any = 0;  // a float test first (vectorizes), a little below 2 sqrt 2; then the exact one
+    for (size_t i = i0; i < i1; ++i) any |= (unsigned)(std::fabs(x[i]) >= 2.828f);
+    if (any)
+      for (size_t i = i0; i < i1; ++i)
+        if (std::fabs((double)x[i] * 0.7071067811865476) >= 2.) y[i] = gelu_fp64_tail(x[i]);
+  }
 }
 
 static py::array_t<float> gelu(const FArr& x, int threads, bool fp64) {
