@@ -1,7 +1,8 @@
 """Typed YAML configs shared by ``binsr train`` (:mod:`binsr.train.config`) and ``binsr search``
 (:mod:`binsr.nas.config`): a nested dict is checked against dataclass sections (unknown keys are
 refused with the list of valid ones, every type error is a one-line :class:`UsageError` naming the
-key), and ``--set section.key=value`` overrides are applied before the check."""
+key), and ``--set section.key=value`` overrides are applied before the check. A file may start
+from another with ``base: other.yaml`` (:func:`read_yaml`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import yaml
 
 from binsr.errors import UsageError
 
-__all__ = ["from_dict", "apply_overrides", "parse_value", "read_yaml"]
+__all__ = ["from_dict", "apply_overrides", "parse_value", "read_yaml", "merge"]
 
 
 def _convert(value: Any, hint: Any, key: str) -> Any:
@@ -116,15 +117,69 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """The mapping of sections in a YAML config file (one-line UsageError when missing or invalid)."""
-    path = Path(path)
+#: a config file larger than this is refused before it is read (the shipped ones are under 4 KiB)
+MAX_CONFIG_BYTES = 1 << 20
+#: how many ``base:`` files one config may chain through
+MAX_BASE_DEPTH = 8
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """One YAML file's mapping of sections; every way it can be unreadable is a one-line UsageError."""
     try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise UsageError(f"config file {path} is not a regular file")
+        if size > MAX_CONFIG_BYTES:
+            raise UsageError(f"config file {path} holds {size} bytes; a config is at most {MAX_CONFIG_BYTES}")
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"config file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"config file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise UsageError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise UsageError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
     if not isinstance(raw, dict):
         raise UsageError(f"config file {path} must hold a mapping of sections")
     return raw
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` laid on it: mappings merge key by key at every depth, any other value
+    (a list, a number, ``null``) replaces the base's. Neither argument is changed."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping of sections in a YAML config file, one-line UsageError when missing or invalid.
+
+    A file may start from another: ``base: other.yaml`` (a path relative to this file's folder)
+    reads that file first and lays this one on it with :func:`merge`, so a second training cycle
+    states only what changes (mmcv's ``_base_``, one parent per file). A chain is at most
+    :data:`MAX_BASE_DEPTH` files; a file reached twice is a cycle and refused."""
+    path = Path(path)
+    layers: list[dict[str, Any]] = []
+    seen: list[Path] = []
+    while True:
+        raw = _read_mapping(path)
+        seen.append(path.resolve())
+        layers.append(raw)
+        if "base" not in raw:
+            break
+        ref = raw.pop("base")
+        if not isinstance(ref, str) or not ref.strip():
+            raise UsageError(f"config file {path}: 'base' must name a YAML file, got {ref!r}")
+        path = path.parent / ref
+        if path.resolve() in seen:
+            chain = " -> ".join(p.name for p in [*seen, path])
+            raise UsageError(f"config file {seen[0]}: 'base' files form a cycle ({chain})")
+        if len(seen) >= MAX_BASE_DEPTH:
+            raise UsageError(f"config file {seen[0]}: more than {MAX_BASE_DEPTH} 'base' files in a chain")
+    out: dict[str, Any] = {}
+    for raw in reversed(layers):
+        out = merge(out, raw)
+    return out

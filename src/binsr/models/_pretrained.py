@@ -36,10 +36,10 @@ def _results(run_dir: Path) -> dict[str, Any]:
 
 def _config(run_dir: Path, results: dict[str, Any]) -> dict[str, Any] | None:
     """The run's training config: ``config.yaml``, else the copy in ``results.json``."""
-    import yaml
+    from binsr.schema import read_yaml
 
     config_file = run_dir / "config.yaml"
-    return yaml.safe_load(config_file.read_text()) if config_file.is_file() else results.get("config")
+    return read_yaml(config_file) if config_file.is_file() else results.get("config")
 
 
 def _curve(run_dir: Path, config: dict[str, Any] | None) -> dict[str, Any]:

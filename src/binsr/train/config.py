@@ -4,6 +4,8 @@ Sections: ``name``, ``scale``, ``seed``, ``model``, ``data``, ``train``, ``val``
 dataclasses below and ``configs/train/*.yaml``). Every key is checked: an unknown key is refused
 with a message naming it and listing the valid keys of its section, so a misspelling never
 trains silently with a default. ``--set section.key=value`` overrides are applied before the check.
+``base: other.yaml`` lays a file on another (:func:`binsr.schema.read_yaml`): a second training
+cycle (``configs/zoo/*_c2.yaml``) states only what it changes.
 """
 
 from __future__ import annotations
