@@ -160,7 +160,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     A file may start from another: ``base: other.yaml`` (a path relative to this file's folder)
     reads that file first and lays this one on it with :func:`merge`, so a second training cycle
     states only what changes (mmcv's ``_base_``, one parent per file). A chain is at most
-    :data:`MAX_BASE_DEPTH` files; a file reached twice is a cycle and refused."""
+    :data:`MAX_BASE_DEPTH` files; a file reached twice is a cycle and refused. ``model.kwargs``
+    merges too, so a file for another model (whose constructor takes other kwargs) is written in
+    full rather than on a base (``configs/compare/srbnas.yaml``)."""
     path = Path(path)
     layers: list[dict[str, Any]] = []
     seen: list[Path] = []
