@@ -8,7 +8,7 @@ import pytest
 
 from binsr.cli import main
 from binsr.errors import BinsrError, UsageError
-from binsr.files import STDOUT, atomic_write, claim_output, write_output
+from binsr.files import STDOUT, atomic_write, claim_output, read_json, write_output
 
 
 def test_claim_output(tmp_path) -> None:
@@ -154,3 +154,31 @@ def test_a_read_only_folder_names_the_output_not_the_temporary(tmp_path, monkeyp
     with pytest.raises(BinsrError) as info:
         atomic_write(tmp_path / "out.png", read_only)
     assert str(info.value) == f"cannot write {tmp_path / 'out.png'}: Read-only file system"
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (None, "file not found"),
+    ("folder", "is not a regular file"),
+    (b"\xd2\x80\xff", "is not UTF-8 text"),
+    ("{", "is not valid JSON"),
+    ("[" * 100_000 + "]" * 100_000, "is not valid JSON"),  # nested past the parser's recursion limit
+    ("[1, 2]", "must hold a JSON object, not list"),
+    ("x" * 65, "holds 65 bytes; at most 64"),
+])
+def test_read_json_refuses_hostile_files_in_one_line(tmp_path, content, fragment) -> None:
+    path = tmp_path / "results.json"
+    if content == "folder":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(UsageError) as info:
+        read_json(path, "run results", max_bytes=64 if content and content[0] == "x" else 1 << 20)
+    assert "run results file" in str(info.value) and fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_read_json_reads_an_object(tmp_path) -> None:
+    path = tmp_path / "card.json"
+    path.write_text(json.dumps({"steps": 3, "metrics": {"Set5": {"psnr": 30.5}}}))
+    assert read_json(path, "model card") == {"steps": 3, "metrics": {"Set5": {"psnr": 30.5}}}

@@ -1,24 +1,61 @@
-"""Writing outputs without losing anything: atomic replacement, and no silent overwrite."""
+"""Reading small files safely (bounded, one-line errors) and writing outputs without losing
+anything: atomic replacement, and no silent overwrite."""
 
 from __future__ import annotations
 
 import errno
 import glob
+import json
 import os
 import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from binsr.errors import BinsrError, UsageError
 
-__all__ = ["atomic_write", "claim_output", "remove_stale_temps", "write_output", "STDOUT"]
+__all__ = ["atomic_write", "claim_output", "read_json", "read_text", "remove_stale_temps", "write_output", "STDOUT"]
 
 #: the output path that means standard output (``--json -``)
 STDOUT = "-"
 
 _UMASK = os.umask(0o022)  # read once (setting it is the only way), then put back
 os.umask(_UMASK)
+
+
+def read_text(path: str | os.PathLike, what: str, max_bytes: int) -> str:
+    """The UTF-8 text of the ``what`` file ``path`` (e.g. ``config``), checked before it is read:
+    missing, not a regular file (a folder, a device, a pipe), over ``max_bytes``, unreadable or not
+    UTF-8 is a one-line :class:`UsageError`."""
+    path = Path(path)
+    try:
+        if not path.exists():
+            raise UsageError(f"{what} file not found: {path}")
+        if not path.is_file():
+            raise UsageError(f"{what} file {path} is not a regular file")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise UsageError(f"{what} file {path} holds {size} bytes; at most {max_bytes} are read")
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{what} file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise UsageError(f"{what} file {path} cannot be read: {exc.strerror or exc}") from None
+
+
+def read_json(path: str | os.PathLike, what: str, max_bytes: int = 64 << 20) -> dict[str, Any]:
+    """The JSON object (a mapping) in the ``what`` file ``path`` (run results, a model card, a
+    genotype): :func:`read_text`'s checks, then invalid JSON or another top-level value is a
+    one-line :class:`UsageError`."""
+    text = read_text(path, what, max_bytes)
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise UsageError(f"{what} file {path} is not valid JSON: {str(exc)[:200]}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{what} file {path} must hold a JSON object, not {type(value).__name__}")
+    return value
 
 
 def _temp_name(path: Path) -> Path:

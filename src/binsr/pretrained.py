@@ -11,11 +11,11 @@ model and adding entries: :mod:`binsr.models._pretrained`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from binsr.errors import UsageError
+from binsr.files import read_json
 
 __all__ = ["ZOO_DIR", "PREFIX", "DEFAULT", "zoo_names", "zoo_card", "packed_file", "default_model"]
 
@@ -37,7 +37,7 @@ def zoo_card(name: str) -> dict[str, Any]:
     name = name.removeprefix(PREFIX)
     if name not in zoo_names():
         raise UsageError(f"unknown zoo model {name!r}; available: {', '.join(zoo_names()) or 'none'} (binsr zoo)")
-    return json.loads((ZOO_DIR / f"{name}.json").read_text())
+    return read_json(ZOO_DIR / f"{name}.json", "model card")
 
 
 def default_model(scale: int) -> str | None:

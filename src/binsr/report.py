@@ -52,6 +52,7 @@ import numpy as np
 
 from binsr import pretrained
 from binsr.errors import UsageError
+from binsr.files import read_json
 
 __all__ = ["collect_runs", "collect_zoo", "load_archive", "run_record", "write_report", "random_baseline",
            "search_vs_random", "PUBLISHED_NAMES", "BARS"]
@@ -115,8 +116,11 @@ def _benchmark(run: Path, weights: Path, datasets: list[str], data_root: str | N
 
     stamp = {"weights": weights.name, "bytes": weights.stat().st_size, "mtime": weights.stat().st_mtime}
     cache_file = run / "benchmark.json"
-    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
-    if cache.get("stamp") != stamp:
+    try:  # a cache: one that cannot be read is measured again
+        cache = read_json(cache_file, "benchmark cache") if cache_file.exists() else {}
+    except UsageError:
+        cache = {}
+    if cache.get("stamp") != stamp or not isinstance(cache.get("metrics"), dict):
         cache = {"stamp": stamp, "metrics": {}}
     missing = [d for d in datasets if d not in cache["metrics"]]
     if missing or "params_k" not in cache:
@@ -140,7 +144,7 @@ def run_record(run: str | Path, datasets: list[str], data_root: str | None = Non
     weights = _weights(run)
     if weights is None or not (run / "results.json").is_file():
         return None
-    res = json.loads((run / "results.json").read_text())
+    res = read_json(run / "results.json", "run results")
     bench = _benchmark(run, weights, datasets, data_root)
     logged = (run / "log.csv").is_file()
     return {"run": run.name, "weights": weights, "model": res["model"], "recipe": res["recipe"],
@@ -158,7 +162,7 @@ def collect_runs(runs: str | Path, datasets: list[str], data_root: str | None = 
     with ``results.json`` and weights) whose (name, steps) is not in ``exclude`` (those are not
     evaluated); [] when ``runs`` does not exist."""
     found = sorted(f.parent for pattern in ("*/results.json", "zoo/*/results.json") for f in Path(runs).glob(pattern))
-    return [r for run in found if (run.name, json.loads((run / "results.json").read_text()).get("steps"))
+    return [r for run in found if (run.name, read_json(run / "results.json", "run results").get("steps"))
             not in exclude and (r := run_record(run, datasets, data_root))]
 
 
@@ -186,12 +190,12 @@ def load_archive(path: str | Path) -> dict[str, dict[str, Any]]:
         return {}
     try:
         records = {}
-        for entry in json.loads(path.read_text())["runs"]:
+        for entry in read_json(path, "run archive")["runs"]:
             rec = {k: entry.get(k) for k in _ARCHIVED}
             if not _valid(rec):
                 raise ValueError(f"bad run entry {rec['run']!r}")
             records[rec["run"]] = {**rec, "weights": None}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (UsageError, ValueError, KeyError, TypeError, AttributeError) as exc:  # UsageError: read_json's
         raise UsageError(f"run archive {path} is malformed ({type(exc).__name__}: {exc}); restore it from git "
                          "or delete it (its runs are then lost from the report)") from None
     return records
@@ -213,7 +217,7 @@ def collect_zoo(zoo: str | Path | None = None) -> list[dict[str, Any]]:
     zoo = pretrained.ZOO_DIR if zoo is None else Path(zoo)
     records = []
     for name in pretrained.zoo_names(zoo):
-        card = json.loads((zoo / f"{name}.json").read_text())
+        card = read_json(zoo / f"{name}.json", "model card")
         records.append({"run": pretrained.PREFIX + name, "source_run": card.get("source_run"),
                         "weights": zoo / f"{name}.safetensors", "model": card["model"], "recipe": card["recipe"],
                         "kwargs": card.get("kwargs") or {}, "scale": int(card["scale"]), "steps": card["steps"],

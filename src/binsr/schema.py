@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from binsr.errors import UsageError
+from binsr.files import read_text
 
 __all__ = ["from_dict", "apply_overrides", "parse_value", "read_yaml", "merge"]
 
@@ -125,19 +126,9 @@ MAX_BASE_DEPTH = 8
 
 def _read_mapping(path: Path) -> dict[str, Any]:
     """One YAML file's mapping of sections; every way it can be unreadable is a one-line UsageError."""
+    text = read_text(path, "config", MAX_CONFIG_BYTES)
     try:
-        size = path.stat().st_size
-        if not path.is_file():
-            raise UsageError(f"config file {path} is not a regular file")
-        if size > MAX_CONFIG_BYTES:
-            raise UsageError(f"config file {path} holds {size} bytes; a config is at most {MAX_CONFIG_BYTES}")
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"config file not found: {path}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"config file {path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise UsageError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise UsageError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
     if not isinstance(raw, dict):

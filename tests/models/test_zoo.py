@@ -187,6 +187,14 @@ def test_add_to_zoo_writes_card_weights_and_packed_file(tmp_path, monkeypatch, d
     assert main(["zoo", "--curve", str(run), "--name", "tiny_x2"]) == 0
     assert "2 validation points on Set14" in capsys.readouterr().out
     assert zoo_card("tiny_x2") == card
+    zoo = {p.name: p.read_bytes() for p in (tmp_path / "zoo").iterdir()}  # a failed --add leaves the zoo as it was
+    (run / "results.json").write_text("{")
+    with pytest.raises(UsageError, match="run results file .* is not valid JSON"):
+        add_to_zoo(run, "tiny_x2", data_root=str(data_root), datasets=("Set5",), overwrite=True)
+    (run / "results.json").unlink()
+    with pytest.raises(UsageError):  # the measurement fails after the model is built: still nothing written
+        add_to_zoo(run, "tiny_x2", data_root=str(tmp_path / "no_data"), datasets=("Set5",), overwrite=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "zoo").iterdir()} == zoo
 
 
 def test_default_model_per_scale(tmp_path, monkeypatch):

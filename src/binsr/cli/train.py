@@ -13,10 +13,10 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from binsr.errors import UsageError
+from binsr.files import read_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     if args.auto_resume:
         out = Path(args.out) if args.out else Path(cfg.log.root) / cfg.name
         done = out / "results.json"
-        if done.is_file() and json.loads(done.read_text()).get("steps") == cfg.train.steps:
+        if done.exists() and read_json(done, "run results").get("steps") == cfg.train.steps:
             print(f"{cfg.name}: finished ({cfg.train.steps} steps) in {out}; nothing to do")
             return 0
         resume = (out / "last.pt").is_file()

@@ -31,7 +31,9 @@ def load_zoo(name: str, scale: int | None = None) -> nn.Module:
 
 
 def _results(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
+    from binsr.files import read_json
+
+    return read_json(run_dir / "results.json", "run results") if (run_dir / "results.json").exists() else {}
 
 
 def _config(run_dir: Path, results: dict[str, Any]) -> dict[str, Any] | None:
@@ -52,7 +54,9 @@ def _curve(run_dir: Path, config: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _write_card(card: dict[str, Any]) -> None:
-    (pretrained.ZOO_DIR / f"{card['name']}.json").write_text(json.dumps(card, indent=2) + "\n")
+    from binsr.files import write_output
+
+    write_output(pretrained.ZOO_DIR / f"{card['name']}.json", json.dumps(card, indent=2) + "\n")
 
 
 def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root: str | None = None,
@@ -72,24 +76,23 @@ def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root:
             (a warm start from a snapshot, earlier pieces, the steps and hours before this run).
     """
     from binsr.evaluation import evaluate
+    from binsr.files import atomic_write
     from binsr.models import profile
+    from binsr.models._checked import build_from_file
     from binsr.train.checkpoint import read_weights
 
     run_dir = Path(run_dir)
     src = run_dir / f"{weights}.safetensors"
-    _, meta = read_weights(src)
-    results = _results(run_dir)
     if name in zoo_names() and not overwrite:
         raise UsageError(f"zoo model {name!r} exists (pass --overwrite to replace it)")
-    pretrained.ZOO_DIR.mkdir(exist_ok=True)
-    shutil.copyfile(src, pretrained.ZOO_DIR / f"{name}.safetensors")
-    card: dict[str, Any] = {"name": name, "model": meta["model"], "recipe": meta["recipe"], "scale": int(meta["scale"]),
-                            "kwargs": json.loads(meta["kwargs"])}
-    (pretrained.ZOO_DIR / f"{name}.json").write_text(json.dumps(card))
-    model = load_zoo(name)
+    model = build_from_file(src)  # checked against its tensors; the zoo is untouched until all is measured
+    _, meta = read_weights(src)
+    results = _results(run_dir)
     prof = profile(model, (180, 320))
     config = _config(run_dir, results)
-    card.update({
+    card: dict[str, Any] = {
+        "name": name, "model": meta["model"], "recipe": meta["recipe"], "scale": int(meta["scale"]),
+        "kwargs": json.loads(meta["kwargs"]),
         "source_run": run_dir.name,
         "weights": f"{weights}.safetensors",
         "config": config,
@@ -103,10 +106,12 @@ def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root:
         "measured": time.strftime("%Y-%m-%d"),
         **_curve(run_dir, config),
         **({"note": note} if note else {}),
-    })
+    }
     for ds in datasets:
         r = evaluate(model, ds, card["scale"], data_root=data_root)
         card["metrics"][ds] = {"psnr": round(r["psnr"], 3), "ssim": round(r["ssim"], 4)}
+    pretrained.ZOO_DIR.mkdir(exist_ok=True)
+    atomic_write(pretrained.ZOO_DIR / f"{name}.safetensors", lambda tmp: shutil.copyfile(src, tmp), overwrite=overwrite)
     _write_card(card)
     repack_zoo([name])
     return card

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from binsr.errors import UsageError
+from binsr.files import read_json
 
 __all__ = ["Genotype", "DEFAULT_GENOTYPE", "derive_genotype", "load_genotype", "random_genotype", "shipped_genotypes",
            "plot_cell"]
@@ -134,14 +135,10 @@ def load_genotype(source: str | Path | dict | Genotype | None) -> Genotype:
         return random_genotype(int(seed), base.steps, base.groups, base if kind == "random_sized" else None)
     name = DEFAULT_GENOTYPE if source is None else str(source)
     path = _SHIPPED / f"{name}.json" if name in shipped_genotypes() else Path(name)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists():
         shipped = ", ".join(shipped_genotypes()) or "none"
-        raise UsageError(f"genotype file not found: {path} (shipped genotypes: {shipped})") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"genotype file {path} is not valid JSON: {exc}") from None
-    return Genotype.from_dict(raw)
+        raise UsageError(f"genotype file not found: {path} (shipped genotypes: {shipped})")
+    return Genotype.from_dict(read_json(path, "genotype", max_bytes=1 << 20))
 
 
 def derive_genotype(alphas: torch.Tensor, edge_weights: list[torch.Tensor], ops: list[str], groups: int,
