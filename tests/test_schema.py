@@ -81,7 +81,10 @@ def test_hostile_files_are_one_line_errors(tmp_path):
     huge = tmp_path / "huge.yaml"
     with open(huge, "wb") as f:  # sparse: the size is declared, not written
         f.truncate(MAX_CONFIG_BYTES + 1)
-    cases = {tmp_path: "is not a regular file", binary: "is not UTF-8 text", huge: f"at most {MAX_CONFIG_BYTES}"}
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 200_000 + "]" * 200_000)
+    cases = {tmp_path: "is not a regular file", binary: "is not UTF-8 text", huge: f"at most {MAX_CONFIG_BYTES}",
+             deep: "nests deeper than a config can"}
     if os.path.exists("/dev/zero"):
         cases[Path("/dev/zero")] = "is not a regular file"  # endless: must never be read
     for path, fragment in cases.items():

@@ -131,6 +131,8 @@ def _read_mapping(path: Path) -> dict[str, Any]:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise UsageError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+    except RecursionError:
+        raise UsageError(f"config file {path} nests deeper than a config can") from None
     if not isinstance(raw, dict):
         raise UsageError(f"config file {path} must hold a mapping of sections")
     return raw
