@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from binsr.errors import UsageError
-from binsr.train.config import apply_overrides, config_diff, config_from_dict, load_config, with_defaults
+from binsr.train.config import RESUME_NEUTRAL, apply_overrides, config_diff, config_from_dict, load_config, with_defaults
 
 _ROOT = Path(__file__).resolve().parents[2] / "configs"
 CONFIGS = sorted(p for folder in ("train", "zoo", "ab", "compare", "teacher") for p in (_ROOT / folder).glob("*.yaml"))
@@ -87,6 +87,8 @@ def test_config_diff_ignores_neutral_prefixes():
     a = config_from_dict({"name": "x"}, check_names=False).to_dict()
     b = config_from_dict({"name": "x", "train": {"lr": 1e-3}, "log": {"every": 5}}, check_names=False).to_dict()
     assert config_diff(a, b, ignore=("log.",)) == ["train.lr: 0.0002 -> 0.001"]
+    c = config_from_dict({"name": "x", "model": {"init_from": "runs/a/best.safetensors"}}, check_names=False).to_dict()
+    assert config_diff(a, c, ignore=RESUME_NEUTRAL) == []  # read only when a run starts, never on resume
 
 
 def test_with_defaults_fills_keys_added_since_a_run_started():
@@ -97,3 +99,13 @@ def test_with_defaults_fills_keys_added_since_a_run_started():
     assert config_diff(with_defaults(old), new) == []
     removed = {**new, "gone": 1}  # a key the schema no longer reads: kept, so the diff names it
     assert config_diff(with_defaults(removed), new) == ["gone: 1 -> None"]
+
+
+def test_warm_starts_name_the_run_of_a_shipped_config():
+    """A config that starts from weights starts from a run another shipped config trains
+    (``runs/.../<its name>/best.safetensors``), never from a zoo file that a later cycle replaces."""
+    names = {load_config(p, check_names=False).name for p in CONFIGS}
+    for path in CONFIGS:
+        init = load_config(path, check_names=False).model.init_from
+        if init is not None:
+            assert init.startswith("runs/") and Path(init).parent.name in names, (path.name, init)

@@ -123,7 +123,8 @@ class TrainConfig:
 
 
 #: keys that may change between a checkpoint and its resumption without changing the losses
-RESUME_NEUTRAL = ("data.data_root", "data.num_workers", "val.", "log.", "train.checkpoint_every")
+#: (``model.init_from`` is read only when a run starts; a resumed run's weights come from ``last.pt``)
+RESUME_NEUTRAL = ("data.data_root", "data.num_workers", "val.", "log.", "train.checkpoint_every", "model.init_from")
 
 _SCHEDULER_KEYS = {"cosine": {"eta_min"}, "multistep": {"milestones", "gamma"}, "constant": set()}
 _OPTIMIZERS = ("adam",)
