@@ -21,3 +21,15 @@ def test_bad_model_kwargs_in_a_config_exit_2_in_one_line(tmp_path, capsys, overr
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_unreadable_config_files_exit_2_in_one_line(tmp_path, capsys):
+    """binsr train --config: a folder, binary bytes or a base cycle is one line and exit 2."""
+    (tmp_path / "binary.yaml").write_bytes(b"\xd2\x80\xff" * 8)
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\nname: loop\n")
+    for config, message in ((tmp_path, "is not a regular file"), (tmp_path / "binary.yaml", "is not UTF-8 text"),
+                            (tmp_path / "loop.yaml", "'base' files form a cycle")):
+        code = main(["train", "--config", str(config), "--out", str(tmp_path / "run")])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()

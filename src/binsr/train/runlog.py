@@ -7,7 +7,11 @@ written again by the resumed run), so the logs read as one uninterrupted run.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
+
+from binsr.errors import UsageError
+from binsr.files import read_text
 
 __all__ = ["RunLog", "CSV_FIELDS", "read_val_curve"]
 
@@ -15,12 +19,21 @@ CSV_FIELDS = ("step", "loss", "lr", "it_s", "val_psnr", "val_ssim")
 
 
 def read_val_curve(log_file: str | Path) -> list[tuple[int, float]]:
-    """(step, validation PSNR) of every validated row of a run's ``log.csv``; [] when there is no log."""
+    """(step, validation PSNR) of every validated row of a run's ``log.csv``; [] when there is no
+    log; a log that cannot be read or parsed is a one-line :class:`UsageError`."""
     log_file = Path(log_file)
-    if not log_file.is_file():
+    if not log_file.exists():
         return []
-    with open(log_file, newline="") as fh:
-        return [(int(row["step"]), float(row["val_psnr"])) for row in csv.DictReader(fh) if row.get("val_psnr")]
+    text = read_text(log_file, "training log", 64 << 20)
+    if not text:
+        return []
+    try:
+        rows = csv.DictReader(io.StringIO(text, newline=""))
+        if not {"step", "val_psnr"} <= set(rows.fieldnames or ()):
+            raise UsageError(f"training log {log_file} is not a binsr log.csv (no step and val_psnr columns)")
+        return [(int(row["step"]), float(row["val_psnr"])) for row in rows if row.get("val_psnr")]
+    except (csv.Error, KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"training log {log_file} has a malformed row ({type(exc).__name__}: {exc})") from None
 
 
 class RunLog:
