@@ -27,6 +27,12 @@ def test_missing_root_is_a_one_line_usage_error(tmp_path, monkeypatch, via):
     assert "\n" not in message
 
 
+def test_a_file_as_root_says_so(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    with pytest.raises(UsageError, match="a.png is not a folder; set it with --data-root"):
+        data_root(str(tmp_path / "a.png"))
+
+
 def test_default_is_shared_data_next_to_the_project(monkeypatch):
     monkeypatch.delenv("BINSR_DATA", raising=False)
     project = Path(__file__).resolve().parents[2]

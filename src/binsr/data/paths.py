@@ -37,7 +37,8 @@ def data_root(arg: str | os.PathLike | None = None) -> Path:
     if explicit is not None:
         root = Path(explicit).expanduser()
         if not root.is_dir():
-            raise UsageError(f"data root {root} does not exist; {hint}")
+            what = "is not a folder" if root.exists() else "does not exist"
+            raise UsageError(f"data root {root} {what}; {hint}")
         return root
     repo = _repo_root()
     candidates = ([repo / _DEFAULT] if repo is not None else []) + [Path.cwd() / _DEFAULT]
