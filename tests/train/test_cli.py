@@ -74,3 +74,20 @@ def test_user_errors_are_one_line(data_root, tmp_path, capsys, extra, message):
     code = main(["train", "--config", str(config), "--out", str(tmp_path / "r"), "--data-root", str(data_root)] + extra)
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1 and err.startswith("binsr train: error: ")
+
+
+def test_print_config_shows_the_merged_config_and_trains_nothing(tmp_path, capsys):
+    """--print-config: base merged, --set applied, defaults filled; the YAML it prints loads back as
+    the same config; no run folder is made."""
+    from binsr.train.config import load_config
+
+    (tmp_path / "parent.yaml").write_text(CONFIG)
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nname: child\ntrain: {steps: 5}\n")
+    assert main(["train", "--config", str(tmp_path / "child.yaml"), "--set", "train.lr=2e-3", "--print-config",
+                 "--out", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr().out
+    (tmp_path / "printed.yaml").write_text(printed)
+    cfg = load_config(tmp_path / "printed.yaml")
+    assert cfg == load_config(tmp_path / "child.yaml", ["train.lr=2e-3"])
+    assert (cfg.name, cfg.train.steps, cfg.train.lr, cfg.train.checkpoint_every) == ("child", 5, 2e-3, 2)
+    assert "base" not in printed and not (tmp_path / "run").exists()

@@ -7,6 +7,7 @@ Examples::
     binsr train --resume --out runs/srresnet_e2fif_x4_small     # continue where the run stopped
     binsr train --resume --out runs/... --stop-after 9000        # checkpoint and stop after 2.5 h
     binsr train --config configs/zoo/srbnas_x3.yaml --auto-resume  # start, continue or skip: for queues
+    binsr train --config configs/zoo/srresnet_lite16_scales_x4_c3.yaml --print-config  # base: files merged
     torchrun --standalone --nproc_per_node 2 -m binsr train --config ...   # see binsr.train.distributed
 """
 
@@ -38,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-after", type=float, metavar="SECONDS",
                    help="checkpoint and stop once this many seconds of this call have passed (a time-boxed "
                         "piece of a long run, e.g. on a lent GPU or before a session ends); --resume continues it")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the config as it would train (base: files merged, --set applied, defaults "
+                        "filled, checked) as YAML, and exit without training")
     p.set_defaults(func=run)
 
 
@@ -52,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
     if args.stop_after is not None and not args.stop_after > 0:
         raise UsageError(f"--stop-after must be > 0 seconds, got {args.stop_after}")
     cfg = load_config(config, args.overrides)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None), end="")
+        return 0
     resume = args.resume
     if args.auto_resume:
         out = Path(args.out) if args.out else Path(cfg.log.root) / cfg.name
