@@ -345,3 +345,23 @@ def test_bbcu_and_irnet_rows_are_held_to_srresnet_bnn():
         assert "SRResNet-BNN: Set5 +1.17" in row and "SRBNAS: Set5" in row
         assert "*SRResNet-BNN* (SRBNAS, published)" in text
 
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("{", "is not valid JSON"),
+    ('{"model": "srresnet_lite"}', "missing or not an integer: recipe, scale, steps, train_seconds"),
+    ('{"model": "m", "recipe": "r", "scale": "4", "steps": 1, "train_seconds": 1}', "not an integer: scale"),
+])
+def test_hostile_run_results_are_one_line(tmp_path, content, fragment):
+    """A run folder whose results.json is not a finished binsr run's: one line naming the file,
+    before anything is evaluated."""
+    from binsr.report import run_record
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.safetensors").write_bytes(b"")
+    (run / "results.json").write_text(content)
+    with pytest.raises(UsageError) as info:
+        run_record(run, ["Set5"])
+    assert fragment in str(info.value) and str(run / "results.json") in str(info.value)
+    assert not (run / "benchmark.json").exists()

@@ -145,6 +145,11 @@ def run_record(run: str | Path, datasets: list[str], data_root: str | None = Non
     if weights is None or not (run / "results.json").is_file():
         return None
     res = read_json(run / "results.json", "run results")
+    bad = [k for k in ("model", "recipe", "scale", "steps", "train_seconds") if k not in res]
+    bad += [k for k in ("scale", "steps") if k in res and not isinstance(res[k], int)]
+    if bad:
+        raise UsageError(f"run results file {run / 'results.json'} is not a finished binsr run's "
+                         f"(missing or not an integer: {', '.join(bad)})")
     bench = _benchmark(run, weights, datasets, data_root)
     logged = (run / "log.csv").is_file()
     return {"run": run.name, "weights": weights, "model": res["model"], "recipe": res["recipe"],
