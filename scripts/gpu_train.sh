@@ -8,6 +8,9 @@
 # room for a run folder (a 16 x 64 last.pt is 14 MiB), so a lent GPU starts a run afresh or
 # warm-starts it from a committed checkpoints/ snapshot: EXTRA="--set model.init_from=checkpoints/X.safetensors".
 # The third argument resumes a run folder that travelled (a smaller model's, or with less data).
+# A cycle config's model.init_from names a run folder here (runs/zoo/<previous>/best.safetensors),
+# which does not travel: give the zoo file that holds the same bytes (the card's source_run), e.g.
+# EXTRA="--set model.init_from=src/binsr/zoo/swinir_light_scales_x4.safetensors" for swinir_light_scales_x4_c3.
 # Tested here on the CPU: OUT=/tmp/gout DEVICE=cpu PYTHON=.venv/bin/python bash scripts/gpu_train.sh ... The device
 # machine has its own Python and torch (no venv travels); binsr runs from src/. The returned
 # folder replaces runs/<name> here, then `binsr train --resume --out runs/<name>` goes on, on CPU.
