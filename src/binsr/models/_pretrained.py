@@ -79,20 +79,20 @@ def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root:
     from binsr.files import atomic_write
     from binsr.models import profile
     from binsr.models._checked import build_from_file
-    from binsr.train.checkpoint import read_weights
+    from binsr.train.checkpoint import read_weights, signature_of
 
     run_dir = Path(run_dir)
     src = run_dir / f"{weights}.safetensors"
     if name in zoo_names() and not overwrite:
         raise UsageError(f"zoo model {name!r} exists (pass --overwrite to replace it)")
     model = build_from_file(src)  # checked against its tensors; the zoo is untouched until all is measured
-    _, meta = read_weights(src)
+    sig = signature_of(model)
+    _, meta = read_weights(src)  # for the step it was saved at
     results = _results(run_dir)
     prof = profile(model, (180, 320))
     config = _config(run_dir, results)
     card: dict[str, Any] = {
-        "name": name, "model": meta["model"], "recipe": meta["recipe"], "scale": int(meta["scale"]),
-        "kwargs": json.loads(meta["kwargs"]),
+        "name": name, "model": sig["model"], "recipe": sig["recipe"], "scale": sig["scale"], "kwargs": sig["kwargs"],
         "source_run": run_dir.name,
         "weights": f"{weights}.safetensors",
         "config": config,
