@@ -155,3 +155,11 @@ def test_bench_layers_rows(tmp_path):
     rows = json.loads(out.read_text())["layers"]
     assert [r["op"] for r in rows] == ["3x3", "5x5", "7x7", "3x3 d=2", "3x3 g=4"]
     assert all(r["speedup"] == pytest.approx(r["torch_ms"] / r["engine_ms"]) for r in rows)
+
+
+@pytest.mark.parametrize("size, message", [("0x4", "bad size"), ("4", "bad size"), ("1921x1081", "at most 2,073,600")])
+def test_bench_size_is_bounded(size, message, capsys):
+    """A --size whose maps would not fit in memory is refused before anything is allocated."""
+    with pytest.raises(SystemExit) as exc:
+        main([*BENCH, "--size", size])
+    assert exc.value.code == 2 and message in capsys.readouterr().err

@@ -186,3 +186,22 @@ def test_shrink_epochs_shrink_the_search_space_and_are_checked(tmp_path):
     kept = [{op for op, m in zip(ops, row) if m} for row in mask.tolist()]
     for j, node in enumerate(geno.nodes):  # edge (src -> node j) is row j (j + 3) / 2 + src
         assert all(op in kept[j * (j + 3) // 2 + src] for op, src in node)
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("supernet", "num_cells", 10**8, "'supernet.num_cells' is at most 64"),
+    ("supernet", "steps", 10**5, "'supernet.steps' is at most 16"),
+    ("supernet", "num_feat", 10**6, "'supernet.num_feat' is at most 1024"),
+])
+def test_supernet_sizes_are_bounded(section, key, value, message):
+    """A size whose supernet would take hours to build is refused by the config check."""
+    with pytest.raises(UsageError, match=message):
+        search_config_from_dict({**TINY, section: {**TINY[section], key: value}})
+
+
+def test_a_batch_beyond_the_machine_is_refused_before_the_out_folder(tmp_path):
+    """One step's activations are measured on the meta device before any data is read or folder made."""
+    cfg = search_config_from_dict({**TINY, "data": {**TINY["data"], "batch_size": 10**9}})
+    with pytest.raises(UsageError, match="a step of data.batch_size 1000000000 x 32 px patches"):
+        run_search(cfg, tmp_path / "run", data_root=str(tmp_path / "no-data"))
+    assert not (tmp_path / "run").exists()

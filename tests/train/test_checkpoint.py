@@ -75,6 +75,8 @@ def test_truncated_and_foreign_files_are_refused(saved, tmp_path):
         load_weights(TinySR(), plain)
     with pytest.raises(BinsrError, match="not found"):
         load_weights(TinySR(), tmp_path / "missing.safetensors")
+    with pytest.raises(BinsrError, match="not a regular file"):  # a folder, not "not found"
+        load_weights(TinySR(), tmp_path)
 
 
 def test_training_state_round_trip_and_truncation(tmp_path):

@@ -10,14 +10,16 @@ from binsr.cli import main
 CONFIG = Path(__file__).parents[2] / "configs" / "train" / "srresnet_e2fif_x4.yaml"
 
 
-@pytest.mark.parametrize("override, message", [
-    ("model.kwargs.num_feat=-3", "srresnet cannot be built with kwargs"),
-    ("model.kwargs.bogus=1", "srresnet takes no kwarg bogus"),
-    ("model.kwargs.num_feat=3000000", "GiB of weights, more than this machine's"),
+@pytest.mark.parametrize("overrides, message", [
+    (["model.kwargs.num_feat=-3"], "srresnet cannot be built with kwargs"),
+    (["model.kwargs.bogus=1"], "srresnet takes no kwarg bogus"),
+    (["model.kwargs.num_block=100000000"], "hold 100000000; a config's model sizes are at most 1024"),
+    (["model.kwargs.num_feat=1024", "model.kwargs.num_block=1000"], "GiB of weights, more than this machine's"),
+    (["data.batch_size=1000000"], "a step of data.batch_size 1000000 x 192 px patches"),
 ])
-def test_bad_model_kwargs_in_a_config_exit_2_in_one_line(tmp_path, capsys, override, message):
-    code = main(["train", "--config", str(CONFIG), "--set", override,
-                 "--out", str(tmp_path / "run")])
+def test_bad_model_kwargs_in_a_config_exit_2_in_one_line(tmp_path, capsys, overrides, message):
+    sets = [a for o in overrides for a in ("--set", o)]
+    code = main(["train", "--config", str(CONFIG), *sets, "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "run").exists()

@@ -44,6 +44,8 @@ DEFAULT_MODEL = "zoo:srresnet_lite16_e2fif_x4"
 #: ONNX Runtime vs PyTorch on the simulated network: float convs in another summation order flip
 #: the signs of pre-activations within rounding of zero, so only a PSNR bound can hold
 SIM_ORT_PSNR_DB = 40.0
+#: the largest --size (LR pixels): a 1920x1080 frame, whose 64-channel float map alone is 0.5 GB
+MAX_SIZE_PIXELS = 1920 * 1080
 #: allclose tolerances for two float runs of the same FP network (ONNX Runtime, channels_last)
 RTOL, ATOL = 1e-3, 1e-4
 
@@ -65,6 +67,9 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"bad size {text!r} (expected WxH)") from None
     if min(w, h) < 1:
         raise argparse.ArgumentTypeError(f"bad size {text!r} (expected WxH)")
+    if w * h > MAX_SIZE_PIXELS:
+        raise argparse.ArgumentTypeError(f"size {text!r} is {w * h:,} pixels; bench measures at most "
+                                         f"{MAX_SIZE_PIXELS:,} (1920x1080)")
     return w, h
 
 
@@ -83,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "file stores them in 2 bytes, see binsr export --fp16-weights)")
     p.add_argument("--threads", type=_csv_int, default=[1, 2], help="thread counts (default: 1,2)")
     p.add_argument("--repeat", type=int, default=5, help="runs per measurement, median kept (default: 5)")
-    p.add_argument("--size", type=_size, default=(320, 180), help="LR / feature map size WxH (default: 320x180)")
+    p.add_argument("--size", type=_size, default=(320, 180), help="LR / feature map size WxH, at most 1920x1080 pixels (default: 320x180)")
     p.add_argument("--path", default="auto", help="kernel path: auto, avx512, avx2, portable, numpy")
     p.add_argument("--skip", choices=["layers", "end-to-end", "onnx"], action="append", default=[],
                    help="leave out a part (repeatable)")

@@ -7,9 +7,11 @@ before anything fails and ``num_feat=-3`` a traceback. So, before the real build
 1. the kwargs' names are checked against the constructor's parameters;
 2. for a weights file, every integer in them must be at most the file's tensor count or its
    largest tensor dimension (a size counts layers or channels, and each has tensors in the file);
+   and for a config at most :data:`MAX_CONFIG_INT`;
 3. the model is built on the ``meta`` device (shapes only, no memory) and, for a file, its
    state dict is compared with the file's tensors, name by name and shape by shape; for a config,
-   its parameters must fit in this machine's memory.
+   its parameters must fit in this machine's memory (and a training step's activations too:
+   :mod:`binsr.train.memory`).
 
 Each refusal is one line: :class:`~binsr.errors.BinsrError` (exit 1) for a file,
 :class:`~binsr.errors.UsageError` (exit 2) for a config.
@@ -20,7 +22,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
 import typing
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,15 @@ from torch import nn
 
 from binsr.errors import BinsrError, UsageError
 from binsr.models import _registry
+from binsr.train.memory import device_memory, model_bytes
 
 __all__ = ["kwarg_names", "check_kwargs", "build_from_file"]
 
 _FIXED = ("scale", "recipe")  # passed by create() itself
+#: the largest integer a config's kwargs may hold: the published SR networks have at most 256
+#: channels and 64 blocks, and a bigger number (``num_block=10**8``) would take the meta build itself
+#: hours and all memory before the weights could be counted
+MAX_CONFIG_INT = 1024
 
 
 def kwarg_names(name: str) -> set[str] | None:
@@ -89,12 +95,16 @@ def _meta_build(name: str, scale: int, recipe: str, kwargs: dict[str, Any], erro
 
 
 def check_kwargs(name: str, scale: int, recipe: str, kwargs: dict[str, Any], where: str = "model.kwargs") -> None:
-    """Refuse (one-line :class:`UsageError`) config kwargs that ``name`` does not take, that its
-    constructor rejects (``num_feat=-3``), or whose parameters would not fit in this machine's memory."""
+    """Refuse (one-line :class:`UsageError`) config kwargs that ``name`` does not take, that hold an
+    integer over :data:`MAX_CONFIG_INT`, that its constructor rejects (``num_feat=-3``), or whose
+    parameters would not fit in this machine's memory."""
     _check_names(name, recipe, kwargs, UsageError, where)
+    too_big = [i for i in _integers(kwargs) if abs(i) > MAX_CONFIG_INT]
+    if too_big:
+        raise UsageError(f"{where}: kwargs {json.dumps(kwargs)} hold {too_big[0]}; a config's model sizes are at "
+                         f"most {MAX_CONFIG_INT}")
     model = _meta_build(name, scale, recipe, kwargs, UsageError, where)
-    size = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    size, memory = model_bytes(model), device_memory(torch.device("cpu"))
     if size > memory:
         raise UsageError(f"{where}: {name} with kwargs {json.dumps(kwargs)} has {size / 2**30:.1f} GiB of "
                          f"weights, more than this machine's {memory / 2**30:.1f} GiB of memory")

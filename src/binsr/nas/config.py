@@ -126,6 +126,10 @@ def _check(cfg: SearchConfig) -> None:
     for key, value in nonneg.items():
         if value < 0:
             raise UsageError(f"config key {key!r} must be >= 0, got {value}")
+    for key, value, top in (("supernet.num_cells", n.num_cells, 64), ("supernet.steps", n.steps, 16),
+                            ("supernet.num_feat", n.num_feat, 1024)):
+        if value > top:  # the supernet's modules grow as cells x steps^2: built, a huge one takes hours
+            raise UsageError(f"config key {key!r} is at most {top} (DARTS: 8 cells, 4 steps), got {value}")
     if d.patch_size % cfg.scale:
         raise UsageError(f"data.patch_size {d.patch_size} is not a multiple of scale {cfg.scale}")
     if not 0.0 < d.arch_fraction < 1.0:

@@ -43,6 +43,7 @@ from binsr.nas.supernet import Supernet
 from binsr.train.precision import prepare_model, resolve_precision
 from binsr.files import atomic_write
 from binsr.train.checkpoint import load_state, save_state
+from binsr.train.memory import check_fits, check_step_memory, model_bytes
 
 __all__ = ["run_search", "build_supernet"]
 
@@ -170,12 +171,16 @@ def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False, data_ro
         raise UsageError(f"{out} already holds a search; pass --resume to continue it or choose another --out")
     if resume and not ckpt.exists():
         raise UsageError(f"--resume: no {CHECKPOINT} in {out}")
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     s = cfg.search
+    with torch.device("meta"):  # shapes only: its weights must fit before they are allocated
+        weights = model_bytes(build_supernet(cfg))
+    check_fits(weights, torch.device(device), "the supernet's weights", "lower supernet.num_feat, num_cells or steps")
     model = build_supernet(cfg).to(device)
     precision = resolve_precision(s.precision, torch.device(device))
     prepare_model(model, precision)
+    check_step_memory(model, cfg.scale, cfg.data.patch_size, cfg.data.batch_size, torch.device(device))
+    out.mkdir(parents=True, exist_ok=True)
     w_opt = torch.optim.Adam(model.weight_parameters(), lr=s.model_lr)
     total = s.epochs * s.steps_per_epoch
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=total, eta_min=min(s.model_lr_min, s.model_lr))

@@ -101,8 +101,10 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     """The tensors and metadata of a binsr weights file; BinsrError if missing, truncated, foreign
     or holding NaN/infinite values."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise BinsrError(f"weights file not found: {path}")
+    if not path.is_file():  # a folder, a device, a pipe
+        raise BinsrError(f"weights file {path} is not a regular file")
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}

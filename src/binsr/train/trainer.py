@@ -44,6 +44,7 @@ from binsr.train.checkpoint import (init_weights, load_checkpoint, load_state, s
                                     signature_of)
 from binsr.train.config import RESUME_NEUTRAL, TrainConfig, config_diff, with_defaults
 from binsr.train.ema import ModelEMA
+from binsr.train.memory import check_step_memory
 from binsr.train.optim import build_optimizer, build_scheduler
 from binsr.train.precision import cast_summary, float32_binary, prepare_model, resolve_precision
 from binsr.train.runlog import RunLog
@@ -120,7 +121,6 @@ class _Trainer:
             raise UsageError(f"nothing to resume in {run_dir} (no last.pt)")
         state = self._read_state() if resume else None
 
-        self.evaluate = evaluate if evaluate is not None else _default_evaluator(cfg, data_root or cfg.data.data_root)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.module = (model if model is not None else _build_model(cfg)).to(env.device)
         if cfg.model.init_from and state is None:
@@ -130,6 +130,8 @@ class _Trainer:
                          ", ".join(skipped) or "none")
         self.precision = resolve_precision(t.precision, env.device)
         prepare_model(self.module, self.precision)
+        check_step_memory(self.module, cfg.scale, cfg.data.patch_size, cfg.data.batch_size, env.device)
+        self.evaluate = evaluate if evaluate is not None else _default_evaluator(cfg, data_root or cfg.data.data_root)
         if env.is_main:
             log.info("precision %s (train.precision %s; %s)%s, %d threads, %s", self.precision, t.precision,
                      cast_summary(self.module, self.precision),
