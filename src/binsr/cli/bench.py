@@ -88,7 +88,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "file stores them in 2 bytes, see binsr export --fp16-weights)")
     p.add_argument("--threads", type=_csv_int, default=[1, 2], help="thread counts (default: 1,2)")
     p.add_argument("--repeat", type=int, default=5, help="runs per measurement, median kept (default: 5)")
-    p.add_argument("--size", type=_size, default=(320, 180), help="LR / feature map size WxH, at most 1920x1080 pixels (default: 320x180)")
+    p.add_argument("--size", type=_size, default=(320, 180),
+                   help="LR / feature map size WxH, at most 1920x1080 pixels (default: 320x180)")
     p.add_argument("--path", default="auto", help="kernel path: auto, avx512, avx2, portable, numpy")
     p.add_argument("--skip", choices=["layers", "end-to-end", "onnx"], action="append", default=[],
                    help="leave out a part (repeatable)")

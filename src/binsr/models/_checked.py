@@ -11,7 +11,7 @@ before anything fails and ``num_feat=-3`` a traceback. So, before the real build
 3. the model is built on the ``meta`` device (shapes only, no memory) and, for a file, its
    state dict is compared with the file's tensors, name by name and shape by shape; for a config,
    its parameters must fit in this machine's memory (and a training step's activations too:
-   :mod:`binsr.train.memory`).
+   :mod:`binsr.memory`).
 
 Each refusal is one line: :class:`~binsr.errors.BinsrError` (exit 1) for a file,
 :class:`~binsr.errors.UsageError` (exit 2) for a config.
@@ -31,8 +31,8 @@ from safetensors import safe_open
 from torch import nn
 
 from binsr.errors import BinsrError, UsageError
+from binsr.memory import device_memory, model_bytes
 from binsr.models import _registry
-from binsr.train.memory import device_memory, model_bytes
 
 __all__ = ["kwarg_names", "check_kwargs", "build_from_file"]
 

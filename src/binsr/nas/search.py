@@ -34,6 +34,7 @@ from tqdm import tqdm
 from binsr import nn as bnn
 from binsr.cpu import cpu_name
 from binsr.errors import UsageError
+from binsr.memory import check_fits, check_step_memory, model_bytes
 from binsr.nas.architect import Architect
 from binsr.nas.config import SearchConfig
 from binsr.nas.data import PatchSampler, split_images
@@ -43,7 +44,6 @@ from binsr.nas.supernet import Supernet
 from binsr.train.precision import prepare_model, resolve_precision
 from binsr.files import atomic_write
 from binsr.train.checkpoint import load_state, save_state
-from binsr.train.memory import check_fits, check_step_memory, model_bytes
 
 __all__ = ["run_search", "build_supernet"]
 

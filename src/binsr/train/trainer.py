@@ -40,11 +40,11 @@ from binsr.cpu import cpu_name
 from binsr.errors import BinsrError, UsageError
 from binsr.train import distributed
 from binsr.files import atomic_write
+from binsr.memory import check_step_memory
 from binsr.train.checkpoint import (init_weights, load_checkpoint, load_state, save_checkpoint, save_weights,
                                     signature_of)
 from binsr.train.config import RESUME_NEUTRAL, TrainConfig, config_diff, with_defaults
 from binsr.train.ema import ModelEMA
-from binsr.train.memory import check_step_memory
 from binsr.train.optim import build_optimizer, build_scheduler
 from binsr.train.precision import cast_summary, float32_binary, prepare_model, resolve_precision
 from binsr.train.runlog import RunLog

@@ -1,4 +1,4 @@
-"""A training step's memory is known before the first batch (binsr.train.memory)."""
+"""Memory known before it is allocated (binsr.memory): a training step's activations."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ from torch import nn
 
 from binsr.errors import UsageError
 from binsr.models import create
-from binsr.train.memory import check_step_memory, saved_bytes
+from binsr.memory import check_step_memory, saved_bytes
 
 
 class _NumpyNet(nn.Module):

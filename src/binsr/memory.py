@@ -1,9 +1,9 @@
-"""One training step's memory, known before the first batch is cut.
+"""Memory known before it is allocated: a model's weights, and one training step's activations.
 
 A config's ``data.batch_size`` and ``data.patch_size`` set how much a step allocates: a batch of
-10^6 patches would fill the machine patch by patch until the kernel kills the process. So the
-trainer measures, on the ``meta`` device (shapes only, no memory), what autograd saves for the
-backward of one LR patch, and refuses a config whose batch would not fit before anything is cut.
+10^6 patches would grow patch by patch until the machine runs out of memory. So the trainer and
+the search measure, on the ``meta`` device (shapes only, no memory), what autograd saves for the
+backward of one LR patch, and refuse a config whose batch would not fit before anything is cut.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def saved_bytes(model: nn.Module, lr_patch: int) -> int | None:
         meta = copy.deepcopy(model).to("meta")
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             meta.train()(x)
-    except Exception:  # a module that cannot be copied, an op without a meta kernel: no estimate, the step runs unchecked
+    except Exception:  # a module that cannot be copied, an op without a meta kernel: the step runs unchecked
         return None
     return sum(seen.values())
 
