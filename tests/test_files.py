@@ -8,7 +8,7 @@ import pytest
 
 from binsr.cli import main
 from binsr.errors import BinsrError, UsageError
-from binsr.files import STDOUT, atomic_write, claim_output, read_json, write_output
+from binsr.files import STDOUT, atomic_write, claim_output, make_folder, read_json, write_output
 
 
 def test_claim_output(tmp_path) -> None:
@@ -20,6 +20,20 @@ def test_claim_output(tmp_path) -> None:
     assert claim_output(target, overwrite=True) == target and target.read_text() == "precious"
     with pytest.raises(UsageError, match="is a folder"):
         claim_output(tmp_path / "a", overwrite=True)
+
+
+def test_make_folder_refuses_in_one_line(tmp_path) -> None:
+    """A file where a folder must go, or under it, is a UsageError naming the folder."""
+    assert make_folder(tmp_path / "x" / "y", "run") == tmp_path / "x" / "y" and (tmp_path / "x" / "y").is_dir()
+    assert make_folder(tmp_path / "x" / "y", "run").is_dir()  # an existing folder is kept
+    (tmp_path / "f").write_text("precious")
+    with pytest.raises(UsageError, match="run folder .*f is not a folder"):
+        make_folder(tmp_path / "f", "run")
+    with pytest.raises(UsageError, match="run folder .*f/sub cannot be created: Not a directory"):
+        make_folder(tmp_path / "f" / "sub", "run")
+    with pytest.raises(UsageError, match="its folder .*f is not a folder"):
+        claim_output(tmp_path / "f" / "out.json")
+    assert (tmp_path / "f").read_text() == "precious"
 
 
 def test_stdout_is_an_output_too(tmp_path, capsys, monkeypatch) -> None:

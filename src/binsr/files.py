@@ -15,7 +15,8 @@ from typing import Any
 
 from binsr.errors import BinsrError, UsageError
 
-__all__ = ["atomic_write", "claim_output", "read_json", "read_text", "remove_stale_temps", "write_output", "STDOUT"]
+__all__ = ["atomic_write", "claim_output", "make_folder", "read_json", "read_text", "remove_stale_temps", "write_output",
+           "STDOUT"]
 
 #: the output path that means standard output (``--json -``)
 STDOUT = "-"
@@ -156,10 +157,21 @@ def claim_output(path: str | os.PathLike, overwrite: bool = False) -> Path | Non
         raise UsageError(f"output {path} is a folder, not a file")
     if path.exists() and not overwrite:
         raise UsageError(f"output {path} exists (pass --overwrite to replace it)")
+    make_folder(path.parent, f"cannot write {path}: its")
+    return path
+
+
+def make_folder(path: str | os.PathLike, what: str) -> Path:
+    """Create folder ``path`` and its parents (an existing one is kept); an OS error (a file in
+    the way, no permission) is one line: :class:`UsageError` "``what`` folder PATH cannot be
+    created: <reason>"."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{what} folder {path} is not a folder")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"cannot write {path}: cannot create its folder {path.parent}: {exc.strerror or exc}") from None
+        raise UsageError(f"{what} folder {path} cannot be created: {exc.strerror or exc}") from None
     return path
 
 

@@ -52,7 +52,7 @@ import numpy as np
 
 from binsr import pretrained
 from binsr.errors import UsageError
-from binsr.files import read_json
+from binsr.files import make_folder, read_json
 
 __all__ = ["collect_runs", "collect_zoo", "load_archive", "run_record", "write_report", "random_baseline",
            "search_vs_random", "PUBLISHED_NAMES", "BARS"]
@@ -470,7 +470,7 @@ def write_report(runs: str | Path = "runs", out: str | Path = "docs/results.md",
         raise UsageError(f"no zoo cards in {zoo or pretrained.ZOO_DIR} and no finished runs in {runs} (a run folder "
                          "holds results.json and best.safetensors; train with binsr train, or pass --runs DIR)")
     zoo_shown = "src/binsr/zoo" if zoo is None else str(zoo)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out.parent, "report")
     lines = _preamble(runs, archive, published, zoo_shown, shipped)
     val_lines: list[str] = []
     parts = [(f"## Zoo: shipped models ({zoo_shown}/*.json)", cards, [("zoo", "zoo models")]),

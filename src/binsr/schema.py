@@ -18,7 +18,7 @@ import yaml
 from binsr.errors import UsageError
 from binsr.files import read_text
 
-__all__ = ["from_dict", "apply_overrides", "parse_value", "read_yaml", "merge"]
+__all__ = ["from_dict", "apply_overrides", "parse_value", "read_yaml", "merge", "check_seed"]
 
 
 def _convert(value: Any, hint: Any, key: str) -> Any:
@@ -119,6 +119,17 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 #: a config file larger than this is refused before it is read (the shipped ones are under 4 KiB)
+#: a config's ``seed`` lies in [0, SEED_MAX]: torch.manual_seed refuses a negative one and overflows
+#: past 64 bits (a traceback before this check), and 32 bits are numpy's legacy range
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(seed: int) -> None:
+    """A one-line :class:`UsageError` for a config ``seed`` outside [0, :data:`SEED_MAX`]."""
+    if not 0 <= seed <= SEED_MAX:
+        raise UsageError(f"config key 'seed' must be in [0, {SEED_MAX}], got {seed}")
+
+
 MAX_CONFIG_BYTES = 1 << 20
 #: how many ``base:`` files one config may chain through
 MAX_BASE_DEPTH = 8

@@ -205,3 +205,8 @@ def test_a_batch_beyond_the_machine_is_refused_before_the_out_folder(tmp_path):
     with pytest.raises(UsageError, match="a step of data.batch_size 1000000000 x 32 px patches"):
         run_search(cfg, tmp_path / "run", data_root=str(tmp_path / "no-data"))
     assert not (tmp_path / "run").exists()
+
+
+def test_search_seed_is_in_range():
+    with pytest.raises(UsageError, match=r"'seed' must be in \[0, 4294967295\], got -1"):
+        search_config_from_dict({**TINY, "seed": -1})

@@ -53,6 +53,10 @@ def test_unknown_keys_are_named_with_the_valid_ones(raw, fragments):
     ({"name": "x", "train": {"optimizer": {"type": "sgd"}}}, "valid: adam"),
     ({"name": "x", "log": {"tensorboard": "yes"}}, "expected true or false"),
     ({"scale": 4}, "'name' is required"),
+    ({"name": "x", "seed": -1}, "'seed' must be in [0, 4294967295]"),  # torch.manual_seed: a traceback
+    ({"name": "x", "seed": 10**30}, "'seed' must be in [0, 4294967295]"),  # an overflow traceback
+    ({"name": "x", "train": {"scheduler": {"eta_min": -1.0}}}, "'train.scheduler.eta_min' must be >= 0"),
+    ({"name": "x", "data": {"num_workers": 100000}}, "data.num_workers is at most 64"),  # as many processes
 ])
 def test_bad_values_are_refused(raw, fragment):
     with pytest.raises(UsageError, match=None) as err:

@@ -35,3 +35,12 @@ def test_unreadable_config_files_exit_2_in_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert code == 2 and message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_folder_under_a_file_is_one_line(tmp_path, capsys):
+    """--out below a file (or log.root naming one) was a NotADirectoryError traceback."""
+    (tmp_path / "file").write_text("x")
+    code = main(["train", "--config", str(CONFIG), "--set", "train.steps=2", "--set", "train.warmup=0",
+                 "--out", str(tmp_path / "file" / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "run folder" in err and "cannot be created" in err and len(err.splitlines()) == 1

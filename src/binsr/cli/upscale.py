@@ -175,6 +175,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from binsr.errors import UsageError
+    from binsr.files import make_folder
     from binsr.infer import check_tiling
 
     check_tiling(args.tile or None, args.tile_overlap)
@@ -208,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
         if target.resolve() in sources:
             raise UsageError(f"output {target} would replace the input {sources[target.resolve()]}; "
                              "choose another --suffix, --ext or -o")
+    make_folder(outdir, "output")  # a file in its path: one usage line, not a failure per image
     if args.ray is not None:
         from binsr.infer.ray import upscale_on_ray as runner
     else:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from binsr.errors import UsageError
-from binsr.schema import apply_overrides, from_dict, read_yaml
+from binsr.schema import apply_overrides, check_seed, from_dict, read_yaml
 from binsr.train.precision import PRECISIONS
 
 __all__ = ["SearchConfig", "load_search_config", "search_config_from_dict", "apply_overrides"]
@@ -126,6 +126,7 @@ def _check(cfg: SearchConfig) -> None:
     for key, value in nonneg.items():
         if value < 0:
             raise UsageError(f"config key {key!r} must be >= 0, got {value}")
+    check_seed(cfg.seed)
     for key, value, top in (("supernet.num_cells", n.num_cells, 64), ("supernet.steps", n.steps, 16),
                             ("supernet.num_feat", n.num_feat, 1024)):
         if value > top:  # the supernet's modules grow as cells x steps^2: built, a huge one takes hours

@@ -42,7 +42,7 @@ from binsr.nas.genotype import Genotype, load_genotype, plot_cell
 from binsr.nas.regularizers import ramp
 from binsr.nas.supernet import Supernet
 from binsr.train.precision import prepare_model, resolve_precision
-from binsr.files import atomic_write
+from binsr.files import atomic_write, make_folder
 from binsr.train.checkpoint import load_state, save_state
 
 __all__ = ["run_search", "build_supernet"]
@@ -180,7 +180,7 @@ def run_search(cfg: SearchConfig, out: str | Path, resume: bool = False, data_ro
     precision = resolve_precision(s.precision, torch.device(device))
     prepare_model(model, precision)
     check_step_memory(model, cfg.scale, cfg.data.patch_size, cfg.data.batch_size, torch.device(device))
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "search")
     w_opt = torch.optim.Adam(model.weight_parameters(), lr=s.model_lr)
     total = s.epochs * s.steps_per_epoch
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=total, eta_min=min(s.model_lr_min, s.model_lr))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from binsr.errors import UsageError
-from binsr.schema import apply_overrides, from_dict, read_yaml
+from binsr.schema import apply_overrides, check_seed, from_dict, read_yaml
 from binsr.train.precision import PRECISIONS
 
 __all__ = ["TrainConfig", "load_config", "config_from_dict", "apply_overrides", "config_diff"]
@@ -128,6 +128,8 @@ RESUME_NEUTRAL = ("data.data_root", "data.num_workers", "val.", "log.", "train.c
 
 _SCHEDULER_KEYS = {"cosine": {"eta_min"}, "multistep": {"milestones", "gamma"}, "constant": set()}
 _OPTIMIZERS = ("adam",)
+#: data loader processes at most: one per core of a large machine (10^5 would fork as many)
+MAX_WORKERS = 64
 
 
 def _check(cfg: TrainConfig) -> None:
@@ -143,10 +145,14 @@ def _check(cfg: TrainConfig) -> None:
             raise UsageError(f"config key {key!r} must be > 0, got {value}")
     nonneg = {"train.warmup": t.warmup, "train.grad_clip": t.grad_clip, "val.every": cfg.val.every,
               "train.distill.weight": t.distill.weight,
-              "data.num_workers": d.num_workers, "train.optimizer.weight_decay": t.optimizer.weight_decay}
+              "data.num_workers": d.num_workers, "train.optimizer.weight_decay": t.optimizer.weight_decay,
+              "train.scheduler.eta_min": t.scheduler.eta_min}
     for key, value in nonneg.items():
         if value < 0:
             raise UsageError(f"config key {key!r} must be >= 0, got {value}")
+    check_seed(cfg.seed)
+    if d.num_workers > MAX_WORKERS:
+        raise UsageError(f"data.num_workers is at most {MAX_WORKERS} (each worker is a process), got {d.num_workers}")
     if d.patch_size % cfg.scale:
         raise UsageError(f"data.patch_size {d.patch_size} is not a multiple of scale {cfg.scale}")
     from binsr.data import TrainPatches

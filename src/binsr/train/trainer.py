@@ -39,7 +39,7 @@ from tqdm import tqdm
 from binsr.cpu import cpu_name
 from binsr.errors import BinsrError, UsageError
 from binsr.train import distributed
-from binsr.files import atomic_write
+from binsr.files import atomic_write, make_folder
 from binsr.memory import check_step_memory
 from binsr.train.checkpoint import (init_weights, load_checkpoint, load_state, save_checkpoint, save_weights,
                                     signature_of)
@@ -131,6 +131,8 @@ class _Trainer:
         self.precision = resolve_precision(t.precision, env.device)
         prepare_model(self.module, self.precision)
         check_step_memory(self.module, cfg.scale, cfg.data.patch_size, cfg.data.batch_size, env.device)
+        if env.is_main:  # before the data is read: a file in the way is one line, not a late traceback
+            make_folder(run_dir, "run")
         self.evaluate = evaluate if evaluate is not None else _default_evaluator(cfg, data_root or cfg.data.data_root)
         if env.is_main:
             log.info("precision %s (train.precision %s; %s)%s, %d threads, %s", self.precision, t.precision,
@@ -160,7 +162,6 @@ class _Trainer:
                                   cfg.data.num_workers, pin_memory=env.device.type == "cuda")
         self.runlog: RunLog | None = None
         if env.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
             if not resume:
                 atomic_write(run_dir / "config.yaml",
                              lambda tmp: tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
