@@ -86,3 +86,10 @@ def test_wrong_output_size_and_bad_names(tmp_path, data_root):
         evaluate("lanczos", tmp_path / "hr", 4)
     with pytest.raises(UsageError, match="Set5"):
         evaluate("bicubic", "Set55", 4, data_root=data_root)
+
+
+def test_an_image_with_nothing_left_after_the_border_crop_is_an_error(tmp_path):
+    """An 8x8 HR at x4 keeps no pixel once 4 are cropped from each border: its PSNR was a NaN mean."""
+    write_image(tmp_path / "hr" / "a.png", np.full((8, 9, 3), 128, np.uint8))
+    with pytest.raises(BinsrError, match="hr image a is 8x8 .* nothing is left once 4 border pixels are cropped"):
+        evaluate("bicubic", tmp_path / "hr", 4)

@@ -144,3 +144,19 @@ def test_patch_sampling_by_area_and_texture(tmp_path):
     assert t_flat < 0.5 * a_flat
     with pytest.raises(UsageError, match="unknown sampling 'edges'"):
         TrainPatches([folder], scale=2, patch_size=16, sampling="edges")
+
+
+def test_a_set_is_read_whole_or_fails_naming_the_image(tmp_path):
+    """An HR image smaller than the scale made imresize raise IndexError, which ended Sequence
+    iteration silently (``binsr eval`` reported 0 images, PSNR nan); now it is a BinsrError naming
+    the file, and iteration goes through every index."""
+    folder = tmp_path / "benchmark" / "Tiny" / "image_SRF_4"
+    write_image(folder / "img_001_SRF_4_HR.png", RNG.integers(0, 256, (3, 3, 3), dtype=np.uint8))
+    write_image(folder / "img_002_SRF_4_HR.png", RNG.integers(0, 256, (16, 20, 3), dtype=np.uint8))
+    data = BenchmarkSet("Tiny", 4, root=tmp_path)
+    with pytest.raises(BinsrError, match="img_001_SRF_4_HR.png is 3x3, smaller than one LR pixel at x4"):
+        list(data)
+    (folder / "img_001_SRF_4_HR.png").unlink()
+    assert [p.name for p in BenchmarkSet("Tiny", 4, root=tmp_path)] == ["img_002_SRF_4_HR"]
+    with pytest.raises(ValueError, match="non-empty"):
+        imresize(np.zeros((0, 4, 3), np.uint8), 0.5)

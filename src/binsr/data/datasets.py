@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +65,16 @@ class _PairSet(Sequence):
     def __getitem__(self, index: int) -> SRPair:  # type: ignore[override]
         path = self._hr[index]
         hr = _read_uint8(path)
+        if min(hr.shape[:2]) < self.scale:  # cut to a multiple of the scale, nothing would be left
+            raise BinsrError(f"{path} is {hr.shape[1]}x{hr.shape[0]}, smaller than one LR pixel at x{self.scale}")
         lr, hr = self._lr_of(path, hr)
         return SRPair(path.stem, lr, hr)
+
+    def __iter__(self) -> Iterator[SRPair]:
+        """Every pair in order. (Sequence's own iteration stops at the first IndexError, so an
+        IndexError raised while reading one image would silently end the set there.)"""
+        for index in range(len(self)):
+            yield self[index]
 
     def _lr_of(self, path: Path, hr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         hr = modcrop(hr, self.scale)

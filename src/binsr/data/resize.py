@@ -132,8 +132,8 @@ def imresize(img, scale=None, output_shape=None):
     if torch is not None and isinstance(img, torch.Tensor):
         return _imresize_torch(img, scale, output_shape)
     arr = np.asarray(img)
-    if arr.ndim not in (2, 3):
-        raise ValueError(f"imresize: expected an HW or HWC array, got shape {arr.shape}")
+    if arr.ndim not in (2, 3) or 0 in arr.shape[:2]:
+        raise ValueError(f"imresize: expected a non-empty HW or HWC array, got shape {arr.shape}")
     is_uint8 = arr.dtype == np.uint8
     if not (is_uint8 or np.issubdtype(arr.dtype, np.floating)):
         raise TypeError(f"imresize: expected uint8 or float array, got {arr.dtype}")
