@@ -173,6 +173,9 @@ def test_add_to_zoo_writes_card_weights_and_packed_file(tmp_path, monkeypatch, d
     assert packed_file("tiny_x2") == tmp_path / "zoo" / "tiny_x2.bsr"
     with pytest.raises(UsageError, match="exists"):
         add_to_zoo(run, "tiny_x2", data_root=str(data_root), datasets=("Set5",))
+    for bad in ("../tiny_x2", "a/b", "zoo:tiny", "Tiny X2", "", "x" * 101):  # refused before measuring
+        with pytest.raises(UsageError, match="must be lowercase letters, digits and underscores"):
+            add_to_zoo(run, bad, data_root=str(tmp_path / "no_data"), datasets=("Set5",))
     assert add_to_zoo(run, "tiny_x2", data_root=str(data_root), datasets=("Set5",), overwrite=True) == card
     noted = add_to_zoo(run, "tiny_x2", data_root=str(data_root), datasets=("Set5",), overwrite=True,
                        note="10000 steps before this run")

@@ -5,6 +5,7 @@ cards, paths) is :mod:`binsr.pretrained`."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -59,6 +60,10 @@ def _write_card(card: dict[str, Any]) -> None:
     write_output(pretrained.ZOO_DIR / f"{card['name']}.json", json.dumps(card, indent=2) + "\n")
 
 
+#: a zoo entry name: the stem of its files in the zoo folder
+_NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,99}")
+
+
 def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root: str | None = None,
                datasets: tuple[str, ...] = ("Set5", "Set14", "B100"), overwrite: bool = False,
                note: str | None = None) -> dict[str, Any]:
@@ -81,6 +86,9 @@ def add_to_zoo(run_dir: str | Path, name: str, weights: str = "best", data_root:
     from binsr.models._checked import build_from_file
     from binsr.train.checkpoint import read_weights, signature_of
 
+    if not _NAME.fullmatch(name):  # it becomes a path in the zoo folder: "../x" would land outside it
+        raise UsageError(f"zoo name {name!r} must be lowercase letters, digits and underscores, at most 100 characters "
+                         f"(e.g. srresnet_lite16_e2fif_x4, without {PREFIX!r})")
     run_dir = Path(run_dir)
     src = run_dir / f"{weights}.safetensors"
     if name in zoo_names() and not overwrite:
