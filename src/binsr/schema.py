@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -18,7 +19,7 @@ import yaml
 from binsr.errors import UsageError
 from binsr.files import read_text
 
-__all__ = ["from_dict", "apply_overrides", "parse_value", "read_yaml", "merge", "check_seed"]
+__all__ = ["from_dict", "apply_overrides", "parse_value", "read_yaml", "merge", "check_name", "check_seed"]
 
 
 def _convert(value: Any, hint: Any, key: str) -> Any:
@@ -122,6 +123,18 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 #: a config's ``seed`` lies in [0, SEED_MAX]: torch.manual_seed refuses a negative one and overflows
 #: past 64 bits (a traceback before this check), and 32 bits are numpy's legacy range
 SEED_MAX = 2**32 - 1
+
+
+#: a config's ``name``, the run folder ``<log.root>/<name>``: one plain folder name (``..`` or
+#: ``a/b`` would put the run elsewhere)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+
+
+def check_name(name: str) -> None:
+    """A one-line :class:`UsageError` for a config ``name`` that is not one plain folder name."""
+    if not _NAME.fullmatch(name):
+        raise UsageError(f"config key 'name' must be a folder name of letters, digits and . _ + - (not starting "
+                         f"with . or -, at most 200), got {name!r}")
 
 
 def check_seed(seed: int) -> None:

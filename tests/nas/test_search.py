@@ -210,3 +210,9 @@ def test_a_batch_beyond_the_machine_is_refused_before_the_out_folder(tmp_path):
 def test_search_seed_is_in_range():
     with pytest.raises(UsageError, match=r"'seed' must be in \[0, 4294967295\], got -1"):
         search_config_from_dict({**TINY, "seed": -1})
+
+
+@pytest.mark.parametrize("name", ["..", "a/b", ""])
+def test_search_name_is_one_folder(name):
+    with pytest.raises(UsageError, match="'name' must be a folder name"):
+        search_config_from_dict({**TINY, "name": name})

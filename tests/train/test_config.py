@@ -53,6 +53,8 @@ def test_unknown_keys_are_named_with_the_valid_ones(raw, fragments):
     ({"name": "x", "train": {"optimizer": {"type": "sgd"}}}, "valid: adam"),
     ({"name": "x", "log": {"tensorboard": "yes"}}, "expected true or false"),
     ({"scale": 4}, "'name' is required"),
+    ({"name": ".."}, "'name' must be a folder name"),  # the run folder would be runs/.., the project
+    ({"name": "a/b"}, "'name' must be a folder name"),
     ({"name": "x", "seed": -1}, "'seed' must be in [0, 4294967295]"),  # torch.manual_seed: a traceback
     ({"name": "x", "seed": 10**30}, "'seed' must be in [0, 4294967295]"),  # an overflow traceback
     ({"name": "x", "train": {"scheduler": {"eta_min": -1.0}}}, "'train.scheduler.eta_min' must be >= 0"),

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from binsr.errors import UsageError
-from binsr.schema import apply_overrides, check_seed, from_dict, read_yaml
+from binsr.schema import apply_overrides, check_name, check_seed, from_dict, read_yaml
 from binsr.train.precision import PRECISIONS
 
 __all__ = ["SearchConfig", "load_search_config", "search_config_from_dict", "apply_overrides"]
@@ -106,8 +106,7 @@ def _check(cfg: SearchConfig) -> None:
     from binsr.nas.ops import OPS
 
     d, n, s, r = cfg.data, cfg.supernet, cfg.search, cfg.reg
-    if not cfg.name or "/" in cfg.name:
-        raise UsageError(f"config key 'name' must be a non-empty folder name, got {cfg.name!r}")
+    check_name(cfg.name)
     positive = {"scale": cfg.scale, "data.patch_size": d.patch_size, "data.batch_size": d.batch_size,
                 "supernet.num_cells": n.num_cells, "supernet.num_feat": n.num_feat, "supernet.steps": n.steps,
                 "supernet.groups": n.groups, "supernet.partial_k": n.partial_k, "search.epochs": s.epochs,

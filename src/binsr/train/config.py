@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from binsr.errors import UsageError
-from binsr.schema import apply_overrides, check_seed, from_dict, read_yaml
+from binsr.schema import apply_overrides, check_name, check_seed, from_dict, read_yaml
 from binsr.train.precision import PRECISIONS
 
 __all__ = ["TrainConfig", "load_config", "config_from_dict", "apply_overrides", "config_diff"]
@@ -135,8 +135,7 @@ MAX_WORKERS = 64
 def _check(cfg: TrainConfig) -> None:
     """Cross-field checks, each a one-line UsageError."""
     t, d = cfg.train, cfg.data
-    if not cfg.name or "/" in cfg.name:
-        raise UsageError(f"config key 'name' must be a non-empty folder name, got {cfg.name!r}")
+    check_name(cfg.name)
     positive = {"scale": cfg.scale, "train.steps": t.steps, "train.lr": t.lr, "data.batch_size": d.batch_size,
                 "data.patch_size": d.patch_size, "train.checkpoint_every": t.checkpoint_every,
                 "train.max_nonfinite": t.max_nonfinite, "log.every": cfg.log.every}
