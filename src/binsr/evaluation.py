@@ -116,8 +116,9 @@ def evaluate(
         with torch.no_grad():
             for pair in data:
                 if min(pair.hr.shape[:2]) <= 2 * scale:  # PSNR / SSIM of no pixels: a NaN mean
-                    raise BinsrError(f"{data.name} image {pair.name} is {pair.hr.shape[1]}x{pair.hr.shape[0]} (cut to a "
-                                     f"multiple of {scale}): nothing is left once {scale} border pixels are cropped")
+                    h, w = pair.hr.shape[:2]
+                    raise BinsrError(f"{data.name} image {pair.name} is {w}x{h} (cut to a multiple of {scale}): "
+                                     f"nothing is left once {scale} border pixels are cropped")
                 sr = upscale_image(model, pair.lr, scale)
                 rows.append({"name": pair.name, "psnr": psnr_y(sr, pair.hr, scale), "ssim": ssim_y(sr, pair.hr, scale)})
     finally:

@@ -15,8 +15,8 @@ from typing import Any
 
 from binsr.errors import BinsrError, UsageError
 
-__all__ = ["atomic_write", "claim_output", "make_folder", "read_json", "read_text", "remove_stale_temps", "write_output",
-           "STDOUT"]
+__all__ = ["atomic_write", "claim_output", "make_folder", "read_json", "read_text", "remove_stale_temps",
+           "write_output", "STDOUT"]
 
 #: the output path that means standard output (``--json -``)
 STDOUT = "-"

@@ -119,7 +119,6 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-#: a config file larger than this is refused before it is read (the shipped ones are under 4 KiB)
 #: a config's ``seed`` lies in [0, SEED_MAX]: torch.manual_seed refuses a negative one and overflows
 #: past 64 bits (a traceback before this check), and 32 bits are numpy's legacy range
 SEED_MAX = 2**32 - 1
@@ -133,8 +132,8 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
 def check_name(name: str) -> None:
     """A one-line :class:`UsageError` for a config ``name`` that is not one plain folder name."""
     if not _NAME.fullmatch(name):
-        raise UsageError(f"config key 'name' must be a folder name of letters, digits and . _ + - (not starting "
-                         f"with . or -, at most 200), got {name!r}")
+        raise UsageError(f"config key 'name' must be a folder name of letters, digits and . _ + - that starts "
+                         f"with a letter or digit, at most 200 characters; got {name!r}")
 
 
 def check_seed(seed: int) -> None:
@@ -143,6 +142,7 @@ def check_seed(seed: int) -> None:
         raise UsageError(f"config key 'seed' must be in [0, {SEED_MAX}], got {seed}")
 
 
+#: a config file larger than this is refused before it is read (the shipped ones are under 4 KiB)
 MAX_CONFIG_BYTES = 1 << 20
 #: how many ``base:`` files one config may chain through
 MAX_BASE_DEPTH = 8

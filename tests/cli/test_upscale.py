@@ -214,7 +214,7 @@ def test_usage_errors_exit_2(tmp_path, weights, capsys):
     assert not out.exists()
     (tmp_path / "file").write_text("x")  # -o below a file: one line, not a failure per image
     rc, _, err = _run(capsys, tmp_path / "a.png", "-o", tmp_path / "file" / "out", "--model", weights)
-    assert rc == 2 and "output folder" in err and "cannot be created" in err and len(err.strip().splitlines()) == 1
+    assert rc == 2 and "cannot be created: " in err and "file is not a folder" in err and len(err.strip().splitlines()) == 1
 
 
 def test_tiled_equals_untiled_on_both_backends(tmp_path, weights, capsys):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from binsr.deploy import fp
@@ -22,6 +22,7 @@ def _torch_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, leaky: float | None
     return F.pixel_shuffle(y, shuffle)[0].permute(1, 2, 0).numpy()
 
 
+@example(21, 5, 64, (80, 1), None, 21)  # a Winograd case within its rounding, outside a per-output 1e-4
 @settings(max_examples=20, deadline=None)
 @given(st.integers(1, 23), st.integers(1, 41), st.sampled_from([3, 8, 16, 20, 64]),
        st.sampled_from([(1, 1), (3, 1), (12, 1), (64, 1), (80, 1), (48, 2), (27, 3)]),
@@ -50,10 +51,13 @@ def test_convs_match_torch_into_given_buffers(h: int, w: int, c: int, oc_shuffle
             np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
     if _engine is not None:
         u = fp.winograd_weights(w2, c)
+        # Winograd's transforms round on the scale of the whole tile's sums, not of each output: an
+        # output near 0 among outputs of size 5 is off by ~1e-4 (h=21, w=5, c=64, 80 outputs, seed 21)
+        atol = 1e-4 * max(1.0, float(np.abs(want).max()))
         for _ in range(2):
             out[...] = np.nan
             assert fp.conv3x3_winograd(x, u, b, leaky, r, threads=2, out=out) is out
-            np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(out, want, rtol=1e-4, atol=atol)
 
 
 def test_wrong_buffer_is_refused() -> None:

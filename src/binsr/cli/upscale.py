@@ -175,7 +175,6 @@ def _terminate(signum: int, frame: object) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from binsr.errors import UsageError
-    from binsr.files import make_folder
     from binsr.infer import check_tiling
 
     check_tiling(args.tile or None, args.tile_overlap)
@@ -190,6 +189,9 @@ def run(args: argparse.Namespace) -> int:
     outdir = Path(args.outdir)
     if outdir.exists() and not outdir.is_dir():
         raise UsageError(f"output folder {outdir} exists and is not a folder")
+    in_the_way = next(p for p in outdir.parents if p.exists())  # made later, by the first write
+    if not in_the_way.is_dir():  # one usage line, not a failure per image
+        raise UsageError(f"output folder {outdir} cannot be created: {in_the_way} is not a folder")
     files, missing, skipped = collect_inputs(args.inputs, args.recursive, outdir)
     for folder, names in skipped.items():
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
@@ -209,7 +211,6 @@ def run(args: argparse.Namespace) -> int:
         if target.resolve() in sources:
             raise UsageError(f"output {target} would replace the input {sources[target.resolve()]}; "
                              "choose another --suffix, --ext or -o")
-    make_folder(outdir, "output")  # a file in its path: one usage line, not a failure per image
     if args.ray is not None:
         from binsr.infer.ray import upscale_on_ray as runner
     else:
