@@ -27,12 +27,10 @@ def model_bytes(model: nn.Module) -> int:
 def saved_bytes(model: nn.Module, lr_patch: int) -> int | None:
     """Bytes of the tensors autograd keeps for the backward of one ``lr_patch`` x ``lr_patch`` RGB
     input (each tensor counted once); None when the model does not run on the meta device."""
-    seen: dict[int, int] = {}
-    kept: list[torch.Tensor] = []  # the ids stay those of live tensors
+    seen: dict[int, torch.Tensor] = {}  # held, so an id is never reused for another tensor
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        kept.append(t)
-        seen.setdefault(id(t), t.numel() * t.element_size())
+        seen.setdefault(id(t), t)
         return t
 
     x = torch.empty(1, 3, lr_patch, lr_patch, device="meta")
@@ -42,7 +40,7 @@ def saved_bytes(model: nn.Module, lr_patch: int) -> int | None:
             meta.train()(x)
     except Exception:  # a module that cannot be copied, an op without a meta kernel: the step runs unchecked
         return None
-    return sum(seen.values())
+    return sum(t.numel() * t.element_size() for t in seen.values())
 
 
 def device_memory(device: torch.device) -> int:

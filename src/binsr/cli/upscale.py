@@ -187,10 +187,8 @@ def run(args: argparse.Namespace) -> int:
     if args.suffix is not None:
         _check_suffix(args.suffix)
     outdir = Path(args.outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise UsageError(f"output folder {outdir} exists and is not a folder")
-    in_the_way = next(p for p in outdir.parents if p.exists())  # made later, by the first write
-    if not in_the_way.is_dir():  # one usage line, not a failure per image
+    in_the_way = next(p for p in (outdir, *outdir.parents) if p.exists())  # made later, by the first write
+    if not in_the_way.is_dir():  # a file there or above: one usage line, not a failure per image
         raise UsageError(f"output folder {outdir} cannot be created: {in_the_way} is not a folder")
     files, missing, skipped = collect_inputs(args.inputs, args.recursive, outdir)
     for folder, names in skipped.items():
