@@ -31,7 +31,7 @@ from safetensors import safe_open
 from torch import nn
 
 from binsr.errors import BinsrError, UsageError
-from binsr.memory import device_memory, model_bytes
+from binsr.memory import check_fits, model_bytes
 from binsr.models import _registry
 
 __all__ = ["kwarg_names", "check_kwargs", "build_from_file"]
@@ -104,10 +104,8 @@ def check_kwargs(name: str, scale: int, recipe: str, kwargs: dict[str, Any], whe
         raise UsageError(f"{where}: kwargs {json.dumps(kwargs)} hold {too_big[0]}; a config's model sizes are at "
                          f"most {MAX_CONFIG_INT}")
     model = _meta_build(name, scale, recipe, kwargs, UsageError, where)
-    size, memory = model_bytes(model), device_memory(torch.device("cpu"))
-    if size > memory:
-        raise UsageError(f"{where}: {name} with kwargs {json.dumps(kwargs)} has {size / 2**30:.1f} GiB of "
-                         f"weights, more than this machine's {memory / 2**30:.1f} GiB of memory")
+    check_fits(model_bytes(model), torch.device("cpu"), f"{where}: {name} with kwargs {json.dumps(kwargs)}",
+               "that is its weights alone: lower its sizes")
 
 
 def _integers(value: Any) -> typing.Iterator[int]:
