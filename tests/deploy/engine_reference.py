@@ -45,9 +45,9 @@ def fma_f32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 
 def _rprelu(v: np.ndarray, shift: np.ndarray, slope: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """RPReLU (ReActNet eq. 3): PReLU(v - shift) + bias, the negative part times slope."""
+    """RPReLU (ReActNet eq. 3): PReLU(v - shift) + bias, PReLU as torch's kernel: u > 0 ? u : slope * u."""
     u = v - shift
-    return (np.where(u > 0, u, f32(0)) + np.where(u < 0, u, f32(0)) * slope) + bias
+    return np.where(u > 0, u, u * slope) + bias
 
 
 def pack_signs(v: np.ndarray, thr: np.ndarray | None) -> np.ndarray:

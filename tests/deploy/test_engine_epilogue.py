@@ -98,6 +98,7 @@ def test_kernel_equals_the_reference_formula(kernel: str, case: dict) -> None:
             if out_int:
                 np.testing.assert_array_equal(got[1], dots, err_msg=f"{kernel} dots")
             np.testing.assert_array_equal(got[0], out, err_msg=f"{kernel} float output (out_int={out_int})")
+            assert (np.signbit(got[0]) == np.signbit(out)).all(), f"{kernel}: the sign of a zero differs"
             np.testing.assert_array_equal(got[2], bits, err_msg=f"{kernel} bits (out_int={out_int})")
 
 
@@ -113,3 +114,18 @@ def test_reference_formula_checks() -> None:
     v = np.array([[0.5, -1.0, 2.0]], np.float32)
     assert pack_signs(v, np.array([0.5, -2.0, 3.0], np.float32))[0, 0] == ~np.uint64(0b100)
     assert pack_signs(np.zeros((1, 70), np.float32) - 1, None)[0, 1] == ~np.uint64(0) << np.uint64(6)
+
+
+def test_reference_rprelu_is_torchs_prelu() -> None:
+    """The reference RPReLU gives torch's PReLU bit for bit, the sign of zero and NaN included
+    (u = -0 gives slope * -0; the earlier pos + slope * neg form gave +0)."""
+    import torch
+    from engine_reference import _rprelu
+
+    u = np.array([-0.0, 0.0, np.nan, -1e-45, 1e-45, -3.5, 2.25, -np.inf, np.inf], np.float32)
+    for slope in (np.float32(0.25), np.float32(-0.5)):
+        zero = np.zeros_like(u)
+        got = _rprelu(u[None], zero, np.full_like(u, slope), np.full_like(u, -0.0))[0]  # + -0 keeps every value
+        want = torch.nn.functional.prelu(torch.from_numpy(u), torch.tensor([slope])).numpy()
+        np.testing.assert_array_equal(got, want)
+        assert (np.signbit(got) == np.signbit(want)).all(), (slope, got, want)

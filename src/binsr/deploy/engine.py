@@ -77,7 +77,7 @@ class ConvOutput(NamedTuple):
 
 def _rprelu(v: np.ndarray, shift: np.ndarray, slope: np.ndarray, bias: np.ndarray) -> np.ndarray:
     u = v - shift
-    return np.where(u >= 0, u, u * slope) + bias
+    return np.where(u > 0, u, u * slope) + bias
 
 
 def aligned_empty(shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:

@@ -82,16 +82,71 @@ static inline void store_floats(float* dst, const float* v, int C, bool stream) 
 }
 static inline void stream_fence() { _mm_sfence(); }
 
-// epilogue.inc's fused epilogue in registers, 16 channels per zmm, for the usual case (channels a
-// multiple of 16; no gated bias or int32 output): the same float operations in the same order as
-// its scalar loops (fma for scale and bias, or with SCALES' gates scale, pixel gate, channel gate
-// and bias one at a time; then RPReLU, / div, post_scale and residuals, RPReLU), so the same bits,
-// without the passes through the values buffer. False: not handled.
+// epilogue.inc's fused epilogue in registers, for the usual case (channels a multiple of 16; no
+// gated bias or int32 output): the same float operations in the same order as its scalar loops
+// (fma for scale and bias, or with SCALES' gates scale, pixel gate, channel gate and bias one at a
+// time; then RPReLU, / div, post_scale and residuals, RPReLU), so the same bits, without the passes
+// through the values buffer. A pixel's channels go 64 at a time (NV <= 4 zmm), each step of the
+// epilogue over all NV vectors at once: one test of each option per 64 channels instead of one
+// per 16 (the flags' branches had cost as much as the arithmetic), and a word of bits is the NV
+// compare masks joined in mask registers, written once. False: not handled.
 static inline __m512 rprelu16(const float* sh, const float* sl, const float* ab, __m512 v, int o) {
-  const __m512 u = _mm512_sub_ps(v, _mm512_loadu_ps(sh + o)), zero = _mm512_setzero_ps();
-  const __m512 pos = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, zero, _CMP_GT_OQ), u);
-  const __m512 neg = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, zero, _CMP_LT_OQ), u);
-  return _mm512_add_ps(_mm512_add_ps(pos, _mm512_mul_ps(neg, _mm512_loadu_ps(sl + o))), _mm512_loadu_ps(ab + o));
+  const __m512 u = _mm512_sub_ps(v, _mm512_loadu_ps(sh + o));
+  const __mmask16 le = _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_NGT_UQ);  // !(u > 0): NaN too
+  return _mm512_add_ps(_mm512_mask_mul_ps(u, le, u, _mm512_loadu_ps(sl + o)), _mm512_loadu_ps(ab + o));
+}
+
+// The epilogue's operands for one call, everything in locals (the stores could otherwise alias the
+// Epilogue's fields).
+struct FastEpi {
+  const float *scale, *bias, *thr, *sh, *sl, *ab, *pix, *chan;
+  const float* res[3];
+  int nres, post_after;
+  bool fma, act_first, act_last, div, post;
+  __m512 divv, postv;
+};
+
+// Channels [o, o + 16 NV) of one pixel (index pi, dots d): float output to out (streamed when nt),
+// and, when bits, the word o / 64 (bits past the last channel: 1).
+template <int NV>
+__attribute__((always_inline)) static inline void epi_block(const FastEpi& k, const int32_t* __restrict d, int o,
+                                                            size_t pi, int C, __m512 pixv, float* __restrict out,
+                                                            bool nt, uint64_t* __restrict bits) {
+  __m512 v[NV];
+  for (int i = 0; i < NV; ++i) v[i] = _mm512_cvtepi32_ps(_mm512_loadu_si512((const void*)(d + o + 16 * i)));
+  if (k.fma) {
+    for (int i = 0; i < NV; ++i)
+      v[i] = _mm512_fmadd_ps(v[i], _mm512_loadu_ps(k.scale + o + 16 * i), _mm512_loadu_ps(k.bias + o + 16 * i));
+  } else {
+    if (k.scale) for (int i = 0; i < NV; ++i) v[i] = _mm512_mul_ps(v[i], _mm512_loadu_ps(k.scale + o + 16 * i));
+    if (k.pix) for (int i = 0; i < NV; ++i) v[i] = _mm512_mul_ps(v[i], pixv);
+    if (k.chan) for (int i = 0; i < NV; ++i) v[i] = _mm512_mul_ps(v[i], _mm512_loadu_ps(k.chan + o + 16 * i));
+    if (k.bias) for (int i = 0; i < NV; ++i) v[i] = _mm512_add_ps(v[i], _mm512_loadu_ps(k.bias + o + 16 * i));
+  }
+  if (k.act_first) for (int i = 0; i < NV; ++i) v[i] = rprelu16(k.sh, k.sl, k.ab, v[i], o + 16 * i);
+  if (k.div) for (int i = 0; i < NV; ++i) v[i] = _mm512_div_ps(v[i], k.divv);
+  for (int r = 0; r < k.nres; ++r) {
+    if (k.post && r == k.post_after) for (int i = 0; i < NV; ++i) v[i] = _mm512_mul_ps(v[i], k.postv);
+    const float* rp = k.res[r] + pi * C + o;
+    for (int i = 0; i < NV; ++i) v[i] = _mm512_add_ps(v[i], _mm512_loadu_ps(rp + 16 * i));
+  }
+  if (k.post && k.post_after >= k.nres) for (int i = 0; i < NV; ++i) v[i] = _mm512_mul_ps(v[i], k.postv);
+  if (k.act_last) for (int i = 0; i < NV; ++i) v[i] = rprelu16(k.sh, k.sl, k.ab, v[i], o + 16 * i);
+  if (nt) for (int i = 0; i < NV; ++i) _mm512_stream_ps(out + o + 16 * i, v[i]);
+  else if (out) for (int i = 0; i < NV; ++i) _mm512_storeu_ps(out + o + 16 * i, v[i]);
+  if (bits) {
+    __mmask16 m[4] = {0, 0, 0, 0};
+    for (int i = 0; i < NV; ++i)
+      m[i] = _mm512_cmp_ps_mask(v[i], k.thr ? _mm512_loadu_ps(k.thr + o + 16 * i) : _mm512_setzero_ps(), _CMP_GE_OQ);
+    if (NV == 4) {
+      _store_mask64((__mmask64*)(bits + o / 64),
+                    _mm512_kunpackd((__mmask64)_mm512_kunpackw(m[3], m[2]), (__mmask64)_mm512_kunpackw(m[1], m[0])));
+    } else {
+      uint64_t word = ~0ull << (16 * NV);  // the last word of a pixel: bits past C are 1
+      for (int i = 0; i < NV; ++i) word |= (uint64_t)m[i] << (16 * i);
+      bits[o / 64] = word;
+    }
+  }
 }
 
 static bool fast_epilogue(const Job& j, int y, int x0, int np, const int32_t* dots) {
@@ -99,64 +154,29 @@ static bool fast_epilogue(const Job& j, int y, int x0, int np, const int32_t* do
   const int C = j.L->cout;
   // bits alone, or a few pixels a call (segment mode): the scalar loops were as fast or faster
   if (C % 16 || e.gate_bias || e.out_int || !e.out || np < 16) return false;
-  // everything in locals: the stores below could otherwise alias the epilogue's fields
-  const float* __restrict scale = e.scale;
-  const float* __restrict bias = e.bias;
-  const float* __restrict thr = e.thr;
-  const float* __restrict sh = e.act_shift;
-  const float* __restrict sl = e.act_slope;
-  const float* __restrict ab = e.act_bias;
-  const float* __restrict pix = e.pix;
-  const float* __restrict chan = e.chan;
-  const bool fma = scale && bias && !pix && !chan, act_first = sl && e.act_first, act_last = sl && !e.act_first;
-  const bool div = e.div != 1.f, post = e.post_scale != 1.f;
-  const __m512 divv = _mm512_set1_ps(e.div), postv = _mm512_set1_ps(e.post_scale);
-  const int post_after = e.post_after, pwd = e.pwd;
-  int nres = 0;
-  const float* res[3];
+  FastEpi k;
+  k.scale = e.scale, k.bias = e.bias, k.thr = e.thr, k.pix = e.pix, k.chan = e.chan;
+  k.sh = e.act_shift, k.sl = e.act_slope, k.ab = e.act_bias;
+  k.fma = k.scale && k.bias && !k.pix && !k.chan;
+  k.act_first = k.sl && e.act_first, k.act_last = k.sl && !e.act_first;
+  k.div = e.div != 1.f, k.post = e.post_scale != 1.f;
+  k.divv = _mm512_set1_ps(e.div), k.postv = _mm512_set1_ps(e.post_scale);
+  k.post_after = e.post_after;
+  k.nres = 0;
   for (int r = 0; r < 3; ++r)
-    if (e.res[r]) res[nres++] = e.res[r];  // the epilogue adds them in this order, post_scale after the first post_after
-  float* const out0 = e.out;
-  uint64_t* const bits0 = e.bits;
-  const bool stream = e.stream;
+    if (e.res[r]) k.res[k.nres++] = e.res[r];  // added in this order, post_scale after the first post_after
+  const int C64 = C / 64 * 64, tail = (C - C64) / 16;
   for (int p = 0; p < np; ++p) {
     const size_t pi = (size_t)y * j.Wo + x0 + p;
-    const int32_t* __restrict d = dots + (size_t)p * C;
-    float* __restrict out = out0 ? out0 + pi * C : nullptr;
-    const bool nt = out && stream && ((uintptr_t)out & 63) == 0;
-    uint64_t* __restrict bits = bits0 ? bits0 + pi * (size_t)pwd : nullptr;
-    uint64_t word = 0;
-    const __m512 pixv = _mm512_set1_ps(pix ? pix[pi] : 1.f);
-    for (int o = 0; o < C; o += 16) {
-      __m512 v = _mm512_cvtepi32_ps(_mm512_loadu_si512((const void*)(d + o)));
-      if (fma) {
-        v = _mm512_fmadd_ps(v, _mm512_loadu_ps(scale + o), _mm512_loadu_ps(bias + o));
-      } else {
-        if (scale) v = _mm512_mul_ps(v, _mm512_loadu_ps(scale + o));
-        if (pix) v = _mm512_mul_ps(v, pixv);
-        if (chan) v = _mm512_mul_ps(v, _mm512_loadu_ps(chan + o));
-        if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + o));
-      }
-      if (act_first) v = rprelu16(sh, sl, ab, v, o);
-      if (div) v = _mm512_div_ps(v, divv);
-      for (int r = 0; r < nres; ++r) {
-        if (post && r == post_after) v = _mm512_mul_ps(v, postv);
-        v = _mm512_add_ps(v, _mm512_loadu_ps(res[r] + pi * C + o));
-      }
-      if (post && post_after >= nres) v = _mm512_mul_ps(v, postv);
-      if (act_last) v = rprelu16(sh, sl, ab, v, o);
-      if (nt) _mm512_stream_ps(out + o, v);
-      else if (out) _mm512_storeu_ps(out + o, v);
-      if (bits) {
-        const __m512 t = thr ? _mm512_loadu_ps(thr + o) : _mm512_setzero_ps();
-        word |= (uint64_t)_mm512_cmp_ps_mask(v, t, _CMP_GE_OQ) << (o % 64);
-        if (o % 64 == 48 || o + 16 == C) {  // a word is full, or the last one (bits past C: 1)
-          const int n = o % 64 + 16;
-          bits[o / 64] = word | (n < 64 ? ~0ull << n : 0);
-          word = 0;
-        }
-      }
-    }
+    const int32_t* d = dots + (size_t)p * C;
+    float* out = e.out + pi * C;
+    const bool nt = e.stream && ((uintptr_t)out & 63) == 0;
+    uint64_t* bits = e.bits ? e.bits + pi * (size_t)e.pwd : nullptr;
+    const __m512 pixv = _mm512_set1_ps(k.pix ? k.pix[pi] : 1.f);
+    for (int o = 0; o < C64; o += 64) epi_block<4>(k, d, o, pi, C, pixv, out, nt, bits);
+    if (tail == 1) epi_block<1>(k, d, C64, pi, C, pixv, out, nt, bits);
+    else if (tail == 2) epi_block<2>(k, d, C64, pi, C, pixv, out, nt, bits);
+    else if (tail == 3) epi_block<3>(k, d, C64, pi, C, pixv, out, nt, bits);
   }
   return true;
 }
