@@ -81,6 +81,23 @@ def test_few_output_conv_values_do_not_depend_on_the_pixel_blocking(c: int) -> N
 
 
 @settings(max_examples=20, deadline=None)
+@given(st.integers(1, 13), st.integers(1, 29), st.sampled_from([1, 3, 64]), st.sampled_from([2, 3, 4]),
+       st.integers(0, 2**31 - 1))
+def test_bilinear_add_is_one_formula_near_torch(h: int, w: int, c: int, s: int, seed: int) -> None:
+    """y += bilinear x s (align_corners=False): the engine (1 and 3 threads) and the NumPy form give
+    the same bits, within float32 rounding of torch's F.interpolate."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(h, w, c)).astype(np.float32)
+    y = rng.normal(size=(h * s, w * s, c)).astype(np.float32)
+    want = fp.bilinear_add(x, y.copy(), s, compiled=False)
+    if _engine is not None:
+        for threads in (1, 3):
+            assert np.array_equal(fp.bilinear_add(x, y.copy(), s, threads), want), threads
+    up = F.interpolate(torch.from_numpy(x.transpose(2, 0, 1))[None], scale_factor=s, mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(want, y + up[0].permute(1, 2, 0).numpy(), rtol=0, atol=1e-5)
+
+
+@settings(max_examples=20, deadline=None)
 @given(st.integers(1, 13), st.integers(1, 29), st.sampled_from([1, 5, 20, 64]), st.sampled_from([3, 5]),
        st.integers(0, 2**31 - 1))
 def test_channel_gate_matches_torch(h: int, w: int, c: int, k: int, seed: int) -> None:

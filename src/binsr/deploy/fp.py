@@ -265,19 +265,29 @@ def channel_gate(x: np.ndarray, weight: np.ndarray, out_channels: int, compiled:
 
 
 def _bilinear_axis(n_in: int, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    src = np.maximum((np.arange(n_in * scale, dtype=np.float32) + 0.5) / np.float32(scale) - 0.5, 0)
-    i0 = np.floor(src).astype(np.intp)
+    """Source indices and weights of an upsampling axis as PyTorch's ``align_corners=False``:
+    ``max((1 / scale) * (d + 0.5) - 0.5, 0)`` in float32."""
+    src = np.maximum(np.float32(1 / np.float32(scale)) * (np.arange(n_in * scale, dtype=np.float32) + np.float32(0.5))
+                     - np.float32(0.5), np.float32(0))
+    i0 = np.minimum(src.astype(np.intp), n_in - 1)
     i1 = np.minimum(i0 + 1, n_in - 1)
-    lam = (src - i0).astype(np.float32)
+    lam = (src - i0.astype(np.float32)).astype(np.float32)
     return i0, i1, lam
 
 
-def bilinear_add(x: np.ndarray, y: np.ndarray, scale: int, threads: int = 1) -> np.ndarray:
+def bilinear_add(x: np.ndarray, y: np.ndarray, scale: int, threads: int = 1, compiled: bool = True) -> np.ndarray:
     """``y += `` bilinear upsampling of ``x`` (H, W, C) by an integer factor, ``align_corners=False``
-    (PyTorch); returns ``y``."""
-    if _engine is not None:
+    (PyTorch), in its order: ``hl0 * (l0 * a + l1 * b) + hl1 * (l0 * c + l1 * d)``; returns ``y``.
+    The compiled form and NumPy's give the same bits."""
+    if compiled and _engine is not None:
         _engine.bilinear_add(np.ascontiguousarray(x, dtype=np.float32), y, scale, threads)
         return y
+    h, w, _ = x.shape
+    y0, y1, ly = _bilinear_axis(h, scale)
+    x0, x1, lx = _bilinear_axis(w, scale)
+    rows = (1 - lx)[None, :, None] * x[:, x0] + lx[None, :, None] * x[:, x1]  # each input row along x
+    y += (1 - ly)[:, None, None] * rows[y0] + ly[:, None, None] * rows[y1]
+    return y
     h, w, _ = x.shape
     y0, y1, ly = _bilinear_axis(h, scale)
     x0, x1, lx = _bilinear_axis(w, scale)
