@@ -1,7 +1,8 @@
 """Every kernel's dots and fused epilogue (scale, bias, pix, chan, div, post_scale, RPReLU,
 residuals, gated bias, threshold packing) equal ONE independent NumPy formula (engine_reference.py),
 bit for bit: each path against the formula, never against another path, with and without the int32
-dots out (without them, the AVX-512 kernels' vector epilogue runs where it applies). NEON: ``make
+dots out (without them, the AVX-512 kernels' vector epilogue runs where it applies) and with the
+packed bits alone (no float output). NEON: ``make
 test-arm`` runs the same formula's values under qemu."""
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ def test_kernel_equals_the_reference_formula(kernel: str, case: dict) -> None:
                 if kw["act"] is not None:
                     args.update(act_shift=kw["act"][0], act_slope=kw["act"][1], act_bias=kw["act"][2])
                 got = conv._layer.run(xb, path, threads, out_int=out_int, pack=True, **args)
+                alone = conv._layer.run(xb, path, threads, out_float=False, pack=True, **args)  # bits alone
+                np.testing.assert_array_equal(alone[2], bits, err_msg=f"{kernel} bits without the float output")
             if out_int:
                 np.testing.assert_array_equal(got[1], dots, err_msg=f"{kernel} dots")
             np.testing.assert_array_equal(got[0], out, err_msg=f"{kernel} float output (out_int={out_int})")

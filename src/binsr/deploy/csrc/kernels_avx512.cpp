@@ -152,8 +152,8 @@ __attribute__((always_inline)) static inline void epi_block(const FastEpi& k, co
 static bool fast_epilogue(const Job& j, int y, int x0, int np, const int32_t* dots) {
   const Epilogue& e = j.e;
   const int C = j.L->cout;
-  // bits alone, or a few pixels a call (segment mode): the scalar loops were as fast or faster
-  if (C % 16 || e.gate_bias || e.out_int || !e.out || np < 16) return false;
+  // a few pixels a call (segment mode): the scalar loops were as fast or faster
+  if (C % 16 || e.gate_bias || e.out_int || np < 16) return false;
   FastEpi k;
   k.scale = e.scale, k.bias = e.bias, k.thr = e.thr, k.pix = e.pix, k.chan = e.chan;
   k.sh = e.act_shift, k.sl = e.act_slope, k.ab = e.act_bias;
@@ -169,8 +169,8 @@ static bool fast_epilogue(const Job& j, int y, int x0, int np, const int32_t* do
   for (int p = 0; p < np; ++p) {
     const size_t pi = (size_t)y * j.Wo + x0 + p;
     const int32_t* d = dots + (size_t)p * C;
-    float* out = e.out + pi * C;
-    const bool nt = e.stream && ((uintptr_t)out & 63) == 0;
+    float* out = e.out ? e.out + pi * C : nullptr;
+    const bool nt = out && e.stream && ((uintptr_t)out & 63) == 0;
     uint64_t* bits = e.bits ? e.bits + pi * (size_t)e.pwd : nullptr;
     const __m512 pixv = _mm512_set1_ps(k.pix ? k.pix[pi] : 1.f);
     for (int o = 0; o < C64; o += 64) epi_block<4>(k, d, o, pi, C, pixv, out, nt, bits);
