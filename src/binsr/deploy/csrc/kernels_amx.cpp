@@ -54,11 +54,10 @@ __attribute__((always_inline)) static inline void epi16(
     abi = _mm512_maskz_loadu_ps(m, e.act_bias + o0);
   }
   if (e.thr) th = _mm512_maskz_loadu_ps(m, e.thr + o0);
-  auto rprelu16 = [&](__m512 v) {
+  auto rprelu16 = [&](__m512 v) {  // torch's PReLU: u > 0 ? u : slope * u (-0 and NaN included)
     const __m512 u = _mm512_sub_round_ps(v, ash, RN);
-    const __m512 pos = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, zero, _CMP_GT_OQ), u);
-    const __m512 neg = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(u, zero, _CMP_LT_OQ), u);
-    return _mm512_add_round_ps(_mm512_add_round_ps(pos, _mm512_mul_round_ps(neg, asl, RN), RN), abi, RN);
+    const __mmask16 le = _mm512_cmp_ps_mask(u, zero, _CMP_NGT_UQ);
+    return _mm512_add_round_ps(_mm512_mask_mul_round_ps(u, le, u, asl, RN), abi, RN);
   };
   // pieces of the last packed word past the last channel: all ones, as pack_word leaves them
   uint16_t* const bits = (uint16_t*)e.bits;
