@@ -82,6 +82,13 @@ static inline void store_floats(float* dst, const float* v, int C, bool stream) 
 }
 static inline void stream_fence() { _mm_sfence(); }
 
+// RPReLU of 16 channels as epilogue.inc's: u > 0 ? u : slope * u (one masked multiply), + bias.
+static inline __m512 rprelu16(const float* sh, const float* sl, const float* ab, __m512 v, int o) {
+  const __m512 u = _mm512_sub_ps(v, _mm512_loadu_ps(sh + o));
+  const __mmask16 le = _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_NGT_UQ);  // !(u > 0): NaN too
+  return _mm512_add_ps(_mm512_mask_mul_ps(u, le, u, _mm512_loadu_ps(sl + o)), _mm512_loadu_ps(ab + o));
+}
+
 // epilogue.inc's fused epilogue in registers, for the usual case (channels a multiple of 16; no
 // gated bias or int32 output): the same float operations in the same order as its scalar loops
 // (fma for scale and bias, or with SCALES' gates scale, pixel gate, channel gate and bias one at a
@@ -89,12 +96,7 @@ static inline void stream_fence() { _mm_sfence(); }
 // through the values buffer. A pixel's channels go 64 at a time (NV <= 4 zmm), each step of the
 // epilogue over all NV vectors at once: one test of each option per 64 channels instead of one
 // per 16 (the flags' branches had cost as much as the arithmetic), and a word of bits is the NV
-// compare masks joined in mask registers, written once. False: not handled.
-static inline __m512 rprelu16(const float* sh, const float* sl, const float* ab, __m512 v, int o) {
-  const __m512 u = _mm512_sub_ps(v, _mm512_loadu_ps(sh + o));
-  const __mmask16 le = _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_NGT_UQ);  // !(u > 0): NaN too
-  return _mm512_add_ps(_mm512_mask_mul_ps(u, le, u, _mm512_loadu_ps(sl + o)), _mm512_loadu_ps(ab + o));
-}
+// compare masks joined in mask registers, written once (fast_epilogue; false: not handled).
 
 // The epilogue's operands for one call, everything in locals (the stores could otherwise alias the
 // Epilogue's fields).
