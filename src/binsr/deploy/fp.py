@@ -288,9 +288,3 @@ def bilinear_add(x: np.ndarray, y: np.ndarray, scale: int, threads: int = 1, com
     rows = (1 - lx)[None, :, None] * x[:, x0] + lx[None, :, None] * x[:, x1]  # each input row along x
     y += (1 - ly)[:, None, None] * rows[y0] + ly[:, None, None] * rows[y1]
     return y
-    h, w, _ = x.shape
-    y0, y1, ly = _bilinear_axis(h, scale)
-    x0, x1, lx = _bilinear_axis(w, scale)
-    rows = x[y0] * (1 - ly)[:, None, None] + x[y1] * ly[:, None, None]
-    y += rows[:, x0] * (1 - lx)[None, :, None] + rows[:, x1] * lx[None, :, None]
-    return y
