@@ -5,6 +5,10 @@ On CPUs with AMX-INT8 (Sapphire Rapids and later) the "avx512" path computes the
 as an int8 tile GEMM (input bits as 0/1 bytes, weights as +-1); set ``BINSR_AMX=0`` to run the
 VPOPCNTDQ kernel instead (``_engine.cpu_features()["amx"]`` tells which one runs).
 
+Float outputs larger than a quarter of the core's L3 are written with non-temporal stores (the
+next layer could not read them from the L3 anyway); ``BINSR_STREAM_MIN_BYTES`` sets another limit
+in bytes, read once per process (``benchmarks/stream_threshold.py`` measures where it pays).
+
 ``dot = C_in_per_group * k * k - 2 * popcount(x ^ w)`` (exact int32), input padded with +1 (all-ones
 words), stride 1. A fused epilogue turns dots into the next tensor, in this order::
 

@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
@@ -53,12 +54,40 @@ static const float* vec_ptr(const OptF& a, size_t n, const char* name) {
   return a->data();
 }
 
-// The last-level cache size (sysconf; 32 MiB where the system does not say). An output map that
-// fits in half of it is written with ordinary stores, so that the next layer reads it from the L3.
+// The L3 this CPU's core shares (Linux's cache/index3/size, as lscpu; sysconf's, where that is
+// missing, is the whole socket's on AMD: 320 MiB where the core's CCD has 32; 32 MiB where
+// neither says).
 static size_t l3_bytes() {
   static const size_t n = [] {
+    if (FILE* f = std::fopen("/sys/devices/system/cpu/cpu0/cache/index3/size", "r")) {
+      unsigned long long v = 0;
+      char unit = 0;
+      const int got = std::fscanf(f, "%llu%c", &v, &unit);
+      std::fclose(f);
+      if (got >= 1 && v > 0) return (size_t)v << (unit == 'K' ? 10 : unit == 'M' ? 20 : 0);
+    }
     const long v = sysconf(_SC_LEVEL3_CACHE_SIZE);
     return v > 0 ? (size_t)v : (size_t)32 << 20;
+  }();
+  return n;
+}
+
+// Output maps larger than this are written with non-temporal stores: a quarter of the L3, or
+// BINSR_STREAM_MIN_BYTES. Smaller maps stay in the L3 for the next layer, which reads them beside
+// its own input and output; larger ones cost more in the ordinary stores' reads for ownership than
+// the next layer gains (Zen 4, 32 MiB L3, three chained 3x3 layers with residuals:
+// benchmarks/stream_threshold.py). The limit had been half of sysconf's L3, 160 MiB there, so
+// nothing was streamed.
+static size_t stream_min_bytes() {
+  static const size_t n = [] {
+    if (const char* s = std::getenv("BINSR_STREAM_MIN_BYTES")) {
+      char* end = nullptr;
+      const unsigned long long v = std::strtoull(s, &end, 10);
+      if (!*s || *end || *s == '-')
+        throw std::invalid_argument("BINSR_STREAM_MIN_BYTES is not a byte count: '" + std::string(s) + "'");
+      return (size_t)v;
+    }
+    return l3_bytes() / 4;
   }();
   return n;
 }
@@ -148,7 +177,7 @@ static py::tuple run(const Layer& L, UArr x, const std::string& path, int thread
 
   py::object of = py::none(), oi = py::none(), ob = py::none();
   if (out_float) e0.out = output<float>(out, {N, Ho, Wo, (py::ssize_t)C}, "out", of);
-  e0.stream = npix * C * sizeof(float) > l3_bytes() / 2;
+  e0.stream = npix * C * sizeof(float) > stream_min_bytes();
   if (out_int) e0.out_int = output<int32_t>(std::nullopt, {N, Ho, Wo, (py::ssize_t)C}, "out_int", oi);
   if (pack) e0.bits = output<uint64_t>(bits_out, {N, Ho, Wo, e0.pwd}, "bits_out", ob);
   for (size_t r = 0; r < res.size(); ++r) e0.res[r] = res[r].data();
@@ -215,7 +244,7 @@ static bool run_chain(const py::list& spec, int H, int W, const std::string& pat
     if (!d["out"].is_none()) {
       s.e.out = output<float>(py::cast<py::array>(d["out"]), {H, W, (py::ssize_t)L.cout}, "out", holder);
       keep.push_back(holder);
-      s.e.stream = npix * L.cout * sizeof(float) > l3_bytes() / 2;
+      s.e.stream = npix * L.cout * sizeof(float) > stream_min_bytes();
     }
     if (!d["bits_out"].is_none()) {
       s.e.bits = output<uint64_t>(py::cast<py::array>(d["bits_out"]), {H, W, s.e.pwd}, "bits_out", holder);

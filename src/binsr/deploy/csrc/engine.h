@@ -72,7 +72,7 @@ struct Epilogue {
   bool act_first = false;
   const float* thr = nullptr;
   float* out = nullptr;
-  bool stream = false;  // write `out` with non-temporal stores (the map is larger than half the L3)
+  bool stream = false;  // write `out` with non-temporal stores (engine.cpp stream_min_bytes)
   int32_t* out_int = nullptr;
   uint64_t* bits = nullptr;
   int pwd = 0;  // words per output pixel when packing

@@ -82,72 +82,107 @@ static inline void store_floats(float* dst, const float* v, int C, bool stream) 
 }
 static inline void stream_fence() { _mm_sfence(); }
 
-// RPReLU of 16 channels as epilogue.inc's: u > 0 ? u : slope * u (one masked multiply), + bias.
-static inline __m512 rprelu16(const float* sh, const float* sl, const float* ab, __m512 v, int o) {
-  const __m512 u = _mm512_sub_ps(v, _mm512_loadu_ps(sh + o));
-  const __mmask16 le = _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_NGT_UQ);  // !(u > 0): NaN too
-  return _mm512_add_ps(_mm512_mask_mul_ps(u, le, u, _mm512_loadu_ps(sl + o)), _mm512_loadu_ps(ab + o));
-}
-
 // epilogue.inc's fused epilogue in registers, for the usual case (channels a multiple of 16; no
 // gated bias or int32 output): the same float operations in the same order as its scalar loops
 // (fma for scale and bias, or with SCALES' gates scale, pixel gate, channel gate and bias one at a
 // time; then RPReLU, / div, post_scale and residuals, RPReLU), so the same bits, without the passes
-// through the values buffer. A pixel's channels go 64 at a time (NV <= 4 zmm), each step of the
-// epilogue over all NV vectors at once: one test of each option per 64 channels instead of one
-// per 16 (the flags' branches had cost as much as the arithmetic), and a word of bits is the NV
-// compare masks joined in mask registers, written once (fast_epilogue; false: not handled).
+// through the values buffer. A tile is NV x 16 channels of P pixels, each step of the epilogue over
+// all its vectors at once, so each option is tested once per tile and a channel's parameters are
+// loaded once per P pixels. Layers with float output go a pixel's 64 channels at a time (its word
+// of bits the four compare masks joined in mask registers, stored once); layers with bits alone 16
+// channels of 8 pixels at a time, as the AMX kernel's epi16, each mask stored as a 16-bit piece of
+// its word (3x3 layer, bits out: 2.47 -> 2.26 ms on Zen 4; with float output the 8-pixel tiles
+// were slower, 3.2 -> 3.5-3.8 ms, and the zoo networks no faster: benchmarks/README.md)
+// (fast_epilogue; false: not handled).
 
 // The epilogue's operands for one call, everything in locals (the stores could otherwise alias the
 // Epilogue's fields).
 struct FastEpi {
   const float *scale, *bias, *thr, *sh, *sl, *ab, *pix, *chan;
   const float* res[3];
-  int nres, post_after;
-  bool fma, act_first, act_last, div, post;
+  float* out;
+  uint16_t* bits;  // 16-bit pieces of the packed words
+  int nres, post_after, pw4;
+  bool fma, act_first, act_last, div, post, stream;
   __m512 divv, postv;
 };
 
-// Channels [o, o + 16 NV) of one pixel (index pi, dots d): float output to out (streamed when nt),
-// and, when bits, the word o / 64 (bits past the last channel: 1).
-template <int NV>
-__attribute__((always_inline)) static inline void epi_block(const FastEpi& k, const int32_t* __restrict d, int o,
-                                                            size_t pi, int C, __m512 pixv, float* __restrict out,
-                                                            bool nt, uint64_t* __restrict bits) {
-  __m512 v[NV];
-  for (int i = 0; i < NV; ++i) v[i] = _mm512_cvtepi32_ps(_mm512_loadu_si512((const void*)(d + o + 16 * i)));
+// Channels [o, o + 16 NV) of P pixels from pixel index pi on (their dots at d, C apart).
+template <int P, int NV>
+__attribute__((always_inline)) static inline void epi_tile(const FastEpi& k, const int32_t* __restrict d, int o,
+                                                           size_t pi, int C) {
+  __m512 v[P][NV], a[NV], b[NV];
+  auto load = [&](__m512* r, const float* src) {
+    for (int i = 0; i < NV; ++i) r[i] = _mm512_loadu_ps(src + o + 16 * i);
+  };
+  auto mul = [&](const __m512* r) {
+    for (int p = 0; p < P; ++p)
+      for (int i = 0; i < NV; ++i) v[p][i] = _mm512_mul_ps(v[p][i], r[i]);
+  };
+  // RPReLU: u > 0 ? u : slope * u (one masked multiply; !(u > 0) takes NaN too), + bias
+  auto rprelu = [&]() {
+    __m512 sl[NV];
+    load(a, k.sh), load(sl, k.sl), load(b, k.ab);
+    for (int p = 0; p < P; ++p)
+      for (int i = 0; i < NV; ++i) {
+        const __m512 u = _mm512_sub_ps(v[p][i], a[i]);
+        const __mmask16 le = _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_NGT_UQ);
+        v[p][i] = _mm512_add_ps(_mm512_mask_mul_ps(u, le, u, sl[i]), b[i]);
+      }
+  };
+  for (int p = 0; p < P; ++p)
+    for (int i = 0; i < NV; ++i)
+      v[p][i] = _mm512_cvtepi32_ps(_mm512_loadu_si512((const void*)(d + (size_t)p * C + o + 16 * i)));
   if (k.fma) {
-    for (int i = 0; i < NV; ++i)
-      v[i] = _mm512_fmadd_ps(v[i], _mm512_loadu_ps(k.scale + o + 16 * i), _mm512_loadu_ps(k.bias + o + 16 * i));
+    load(a, k.scale), load(b, k.bias);
+    for (int p = 0; p < P; ++p)
+      for (int i = 0; i < NV; ++i) v[p][i] = _mm512_fmadd_ps(v[p][i], a[i], b[i]);
   } else {
-    if (k.scale) for (int i = 0; i < NV; ++i) v[i] = _mm512_mul_ps(v[i], _mm512_loadu_ps(k.scale + o + 16 * i));
-    if (k.pix) for (int i = 0; i < NV; ++i) v[i] = _mm512_mul_ps(v[i], pixv);
-    if (k.chan) for (int i = 0; i < NV; ++i) v[i] = _mm512_mul_ps(v[i], _mm512_loadu_ps(k.chan + o + 16 * i));
-    if (k.bias) for (int i = 0; i < NV; ++i) v[i] = _mm512_add_ps(v[i], _mm512_loadu_ps(k.bias + o + 16 * i));
-  }
-  if (k.act_first) for (int i = 0; i < NV; ++i) v[i] = rprelu16(k.sh, k.sl, k.ab, v[i], o + 16 * i);
-  if (k.div) for (int i = 0; i < NV; ++i) v[i] = _mm512_div_ps(v[i], k.divv);
-  for (int r = 0; r < k.nres; ++r) {
-    if (k.post && r == k.post_after) for (int i = 0; i < NV; ++i) v[i] = _mm512_mul_ps(v[i], k.postv);
-    const float* rp = k.res[r] + pi * C + o;
-    for (int i = 0; i < NV; ++i) v[i] = _mm512_add_ps(v[i], _mm512_loadu_ps(rp + 16 * i));
-  }
-  if (k.post && k.post_after >= k.nres) for (int i = 0; i < NV; ++i) v[i] = _mm512_mul_ps(v[i], k.postv);
-  if (k.act_last) for (int i = 0; i < NV; ++i) v[i] = rprelu16(k.sh, k.sl, k.ab, v[i], o + 16 * i);
-  if (nt) for (int i = 0; i < NV; ++i) _mm512_stream_ps(out + o + 16 * i, v[i]);
-  else if (out) for (int i = 0; i < NV; ++i) _mm512_storeu_ps(out + o + 16 * i, v[i]);
-  if (bits) {
-    __mmask16 m[4] = {0, 0, 0, 0};
-    for (int i = 0; i < NV; ++i)
-      m[i] = _mm512_cmp_ps_mask(v[i], k.thr ? _mm512_loadu_ps(k.thr + o + 16 * i) : _mm512_setzero_ps(), _CMP_GE_OQ);
-    if (NV == 4) {
-      _store_mask64((__mmask64*)(bits + o / 64),
-                    _mm512_kunpackd((__mmask64)_mm512_kunpackw(m[3], m[2]), (__mmask64)_mm512_kunpackw(m[1], m[0])));
-    } else {
-      uint64_t word = ~0ull << (16 * NV);  // the last word of a pixel: bits past C are 1
-      for (int i = 0; i < NV; ++i) word |= (uint64_t)m[i] << (16 * i);
-      bits[o / 64] = word;
+    if (k.scale) load(a, k.scale), mul(a);
+    if (k.pix)
+      for (int p = 0; p < P; ++p)
+        for (int i = 0; i < NV; ++i) v[p][i] = _mm512_mul_ps(v[p][i], _mm512_set1_ps(k.pix[pi + p]));
+    if (k.chan) load(a, k.chan), mul(a);
+    if (k.bias) {
+      load(b, k.bias);
+      for (int p = 0; p < P; ++p)
+        for (int i = 0; i < NV; ++i) v[p][i] = _mm512_add_ps(v[p][i], b[i]);
     }
+  }
+  if (k.act_first) rprelu();
+  if (k.div)
+    for (int p = 0; p < P; ++p)
+      for (int i = 0; i < NV; ++i) v[p][i] = _mm512_div_ps(v[p][i], k.divv);
+  for (int r = 0; r <= k.nres; ++r) {
+    if (k.post && r == std::min(k.post_after, k.nres))
+      for (int p = 0; p < P; ++p)
+        for (int i = 0; i < NV; ++i) v[p][i] = _mm512_mul_ps(v[p][i], k.postv);
+    if (r < k.nres)
+      for (int p = 0; p < P; ++p)
+        for (int i = 0; i < NV; ++i) v[p][i] = _mm512_add_ps(v[p][i], _mm512_loadu_ps(k.res[r] + (pi + p) * C + o + 16 * i));
+  }
+  if (k.act_last) rprelu();
+  if (k.out) {
+    float* dst = k.out + pi * C + o;
+    for (int p = 0; p < P; ++p)
+      for (int i = 0; i < NV; ++i)
+        if (k.stream) _mm512_stream_ps(dst + (size_t)p * C + 16 * i, v[p][i]);
+        else _mm512_storeu_ps(dst + (size_t)p * C + 16 * i, v[p][i]);
+  }
+  if (k.bits) {
+    if (k.thr) load(a, k.thr);
+    else for (int i = 0; i < NV; ++i) a[i] = _mm512_setzero_ps();
+    uint16_t* w = k.bits + pi * k.pw4 + o / 16;
+    for (int p = 0; p < P; ++p)
+      if (NV == 4) {  // a whole word: the four masks joined in mask registers, stored once
+        __mmask16 m[4];
+        for (int i = 0; i < 4; ++i) m[i] = _mm512_cmp_ps_mask(v[p][i], a[i], _CMP_GE_OQ);
+        _store_mask64((__mmask64*)(w + (size_t)p * k.pw4),
+                      _mm512_kunpackd((__mmask64)_mm512_kunpackw(m[3], m[2]), (__mmask64)_mm512_kunpackw(m[1], m[0])));
+      } else {
+        for (int i = 0; i < NV; ++i)
+          _store_mask16((__mmask16*)(w + (size_t)p * k.pw4 + i), _mm512_cmp_ps_mask(v[p][i], a[i], _CMP_GE_OQ));
+      }
   }
 }
 
@@ -167,18 +202,23 @@ static bool fast_epilogue(const Job& j, int y, int x0, int np, const int32_t* do
   k.nres = 0;
   for (int r = 0; r < 3; ++r)
     if (e.res[r]) k.res[k.nres++] = e.res[r];  // added in this order, post_scale after the first post_after
-  const int C64 = C / 64 * 64, tail = (C - C64) / 16;
-  for (int p = 0; p < np; ++p) {
-    const size_t pi = (size_t)y * j.Wo + x0 + p;
+  k.out = e.out;
+  k.stream = e.out && e.stream && ((uintptr_t)e.out & 63) == 0;  // C % 16 == 0: every pixel's lines whole
+  k.bits = (uint16_t*)e.bits, k.pw4 = 4 * e.pwd;
+  const size_t pi0 = (size_t)y * j.Wo + x0;
+  if (e.bits && C % 64)  // the last word's pieces past the last channel: all ones, as pack_word leaves them
+    for (int p = 0; p < np; ++p) e.bits[(pi0 + p + 1) * e.pwd - 1] = ~0ull;
+  const int C64 = C / 64 * 64;
+  for (int p = 0; p < np;) {
     const int32_t* d = dots + (size_t)p * C;
-    float* out = e.out ? e.out + pi * C : nullptr;
-    const bool nt = out && e.stream && ((uintptr_t)out & 63) == 0;
-    uint64_t* bits = e.bits ? e.bits + pi * (size_t)e.pwd : nullptr;
-    const __m512 pixv = _mm512_set1_ps(k.pix ? k.pix[pi] : 1.f);
-    for (int o = 0; o < C64; o += 64) epi_block<4>(k, d, o, pi, C, pixv, out, nt, bits);
-    if (tail == 1) epi_block<1>(k, d, C64, pi, C, pixv, out, nt, bits);
-    else if (tail == 2) epi_block<2>(k, d, C64, pi, C, pixv, out, nt, bits);
-    else if (tail == 3) epi_block<3>(k, d, C64, pi, C, pixv, out, nt, bits);
+    if (!k.out && p + 8 <= np) {  // bits alone
+      for (int o = 0; o < C; o += 16) epi_tile<8, 1>(k, d, o, pi0 + p, C);
+      p += 8;
+    } else {
+      for (int o = 0; o < C64; o += 64) epi_tile<1, 4>(k, d, o, pi0 + p, C);
+      for (int o = C64; o < C; o += 16) epi_tile<1, 1>(k, d, o, pi0 + p, C);
+      p += 1;
+    }
   }
   return true;
 }
