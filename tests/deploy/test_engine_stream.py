@@ -44,13 +44,10 @@ print("ok")
 """
 
 
-def _paths() -> list[str]:
-    return ["portable"] + [p for p, f in (("avx2", "avx2"), ("avx512", "avx512")) if FEATS.get(f)]
-
-
 def _child(value: str, amx: str = "1") -> subprocess.CompletedProcess:
     env = {**os.environ, "BINSR_STREAM_MIN_BYTES": value, "BINSR_AMX": amx}
-    return subprocess.run([sys.executable, "-c", CHILD, str(HERE), ",".join(_paths())], env=env,
+    compiled = engine.available_paths()[1:]  # all but "numpy", which has no streamed stores
+    return subprocess.run([sys.executable, "-c", CHILD, str(HERE), ",".join(compiled)], env=env,
                           capture_output=True, text=True, timeout=300)
 
 
