@@ -3,8 +3,8 @@
 
     .venv/bin/python benchmarks/upscale_lanes.py [--model zoo:srresnet_lite_e2fif_x4] [--size 1280x720] [--threads 2]
 
-Rows: 1 thread; N threads with lanes turned off (each conv's rows split over the threads, conv by
-conv); N threads on N lanes (the default). The picture is the shipped sample, resized; the outputs
+Rows: 1 thread; N threads with lanes turned off (one tile at a time, its residual body's rows cut into one part
+per thread, ``csrc/chain.cpp``); N threads on N lanes (the default). The picture is the shipped sample, resized; the outputs
 must be equal (lanes change the schedule, not the arithmetic).
 """
 

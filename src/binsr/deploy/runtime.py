@@ -143,10 +143,7 @@ class Runtime:
         self._prepared = [notes[i] if op["op"] == "concat" else self._prepare(op)
                           for i, op in enumerate(self.graph["ops"])]
         self._free = self._last_uses()
-        # one thread only: at 2 the chain's per-row hand-offs between the threads ran 1.15x faster
-        # than conv by conv in a process of its own, but 1.7x slower where torch's OpenMP threads
-        # spun on the same cores (binsr bench), so threaded runs go conv by conv
-        self._chains = self._find_chains() if threads == 1 else {}
+        self._chains = self._find_chains()
         self._arena = _Arena()
         #: seconds per op kind of the last call when ``profile=True``
         self.timings: dict[str, float] = {}

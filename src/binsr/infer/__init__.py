@@ -24,7 +24,7 @@ seams still waiting for their second tile row) are kept, so memory is the output
 
 Threads: an engine :class:`Upscaler` of N threads runs up to N tiles at once, each on a one-thread
 lane (:meth:`Upscaler.map`), so memory holds up to N tiles' activations; an image of one tile runs
-on all N threads, each layer's rows split over them.
+on all N threads (each residual body's rows cut into N parts, ``csrc/chain.cpp``).
 """
 
 from __future__ import annotations
@@ -131,8 +131,8 @@ class Upscaler:
     def map(self, make: Callable[[int], np.ndarray], n: int) -> Iterator[np.ndarray]:
         """``self(make(k))`` for k = 0 .. n - 1, in order. With lanes (engine, several threads) and
         several inputs, up to ``lanes`` inputs run at once, each on a one-thread lane with its own
-        depth-first chains, instead of one input at a time on all threads (which split each conv's
-        rows and run conv by conv). Lanes are made on first use, in the caller's thread, and kept;
+        depth-first chains, instead of one input at a time on all threads (which split each chain's
+        rows into parts, one per thread, and meet at the seams). Lanes are made on first use, in the caller's thread, and kept;
         calls from several Python threads share them. ``make`` runs in the caller's thread."""
         width = min(self.lanes, n) if self.lane is not None else 1
         if width < 2:

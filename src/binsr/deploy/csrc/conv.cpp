@@ -22,14 +22,6 @@
 
 namespace binsr {
 
-static inline void cpu_relax() {
-#if defined(__x86_64__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
 // Persistent worker threads for parallel_range. Starting threads per call cost about 40 us (and,
 // on AMX CPUs, a first-use fault per new thread for the tile state), which is 5% of a 64-channel
 // layer at 2 threads. Workers spin briefly for the next call (the layers of a network follow each

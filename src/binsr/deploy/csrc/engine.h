@@ -184,6 +184,15 @@ bool chain_supported(const ChainStep& s);
 // Throws std::invalid_argument for an unsupported step.
 void chain_run(std::vector<ChainStep>& steps, int H, int W, int threads);
 
+// A spin-wait's pause.
+static inline void cpu_relax() {
+#if defined(__x86_64__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 // Splits [0, n) over up to `threads` threads (at least `grain` items each) on persistent workers.
 void parallel_range(size_t n, int threads, size_t grain, const std::function<void(size_t, size_t)>& fn);
 
