@@ -98,7 +98,9 @@ void chain_run(std::vector<ChainStep>& steps, int H, int W, int threads) {
   thread_local std::vector<Floats> out_ring_tl;
   thread_local std::vector<Words> bits_ring_tl, window_tl, seam_tl;
   std::vector<Floats>& out_ring = out_ring_tl;
-  std::vector<Words>&bits_ring = bits_ring_tl, &window = window_tl, &seam = seam_tl;
+  std::vector<Words>& bits_ring = bits_ring_tl;
+  std::vector<Words>& window = window_tl;
+  std::vector<Words>& seam = seam_tl;
   const size_t slots = (size_t)np * n;
   for (auto* v : {&bits_ring, &window, &seam}) v->resize(std::max(v->size(), slots));
   out_ring.resize(std::max(out_ring.size(), slots));
