@@ -85,6 +85,18 @@ def test_random_nets_chains_are_bit_identical(nets, net, path, threads, h, w, se
     assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("threads", [2, 3, 4, 5])
+def test_thread_parts_as_short_as_a_halo(nets, threads) -> None:
+    """Threads cut the chain into horizontal parts (down, up, down, ..) that read each other's seam
+    rows; a part is at least a halo tall (4 rows: the dilated 5x5), so at 4 * threads - 1 rows one
+    part fewer runs. Both, at every thread count, equal conv by conv."""
+    rt = Runtime(nets["srbnas_all_ops"], threads=threads, path_isa=PATHS[-1])
+    rng = np.random.default_rng(threads)
+    for h in (4 * threads, 4 * threads - 1, 4 * threads + 3):
+        a, b = _both(rt, rng.random((max(h, rt.min_side), 9, 3), dtype=np.float32))
+        assert np.array_equal(a, b)
+
+
 def _step(layer, **kw) -> dict:
     step = dict(layer=layer, src=-1, x=None, scale=None, bias=None, gate_bias=None, pix=None, chan=None, act_shift=None,
                 act_slope=None, act_bias=None, act_first=False, thr=None, div=1.0, post_scale=1.0, post_after=0,

@@ -155,7 +155,6 @@ class Runtime:
         such lanes side by side rather than one call's convs on several threads."""
         twin = copy.copy(self)
         twin.threads, twin._arena, twin.timings = 1, _Arena(), {}
-        twin._chains = twin._find_chains()
         return twin
 
     def _last_uses(self) -> list[list[str]]:
