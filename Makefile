@@ -35,7 +35,7 @@ test-arm: setup
 	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q g++-aarch64-linux-gnu qemu-user; }
 	mkdir -p $(ARM_OUT)
 	$(ARM_CXX) -std=c++17 -O3 -fno-math-errno -fno-trapping-math -ffp-contract=off -static -pthread -I$(CSRC) \
-	  -o $(ARM_OUT)/engine_arm_check tests/deploy/engine_arm_check.cpp $(CSRC)/conv.cpp \
+	  -o $(ARM_OUT)/engine_arm_check tests/deploy/engine_arm_check.cpp $(CSRC)/conv.cpp $(CSRC)/chain.cpp \
 	  $(CSRC)/kernels_portable.cpp $(CSRC)/kernels_neon.cpp
 	$(BIN)/python tests/deploy/engine_arm_cases.py $(ARM_OUT)/cases.bin
 	qemu-aarch64 $(ARM_OUT)/engine_arm_check $(ARM_OUT)/cases.bin

@@ -4,6 +4,7 @@
 //     bit, the NumPy reference's values (which the x86 engine also gave when they were written).
 //  2. Random convs and epilogues (grouped, 16 / 32-channel groups, dilations, partial blocks): the
 //     NEON kernel equals the portable one bit for bit.
+//  3. Random residual chains (chain.cpp) on 1-4 threads equal conv by conv, bit for bit.
 // Usage: engine_arm_check CASES.bin; exit 0 when every comparison holds.
 #include <cmath>
 #include <cstdint>
@@ -153,6 +154,75 @@ Case random_case(Rng& r) {
   return c;
 }
 
+// A residual chain of same-size 3x3 convs (each reads the one before as its input bits and its
+// residual, E2FIF's shape), run depth first by chain_run on `path` with `threads` threads (one
+// horizontal part per thread, meeting at seams) against conv_run one conv after the other:
+// equal bit for bit. Returns the failures.
+int chain_check(Rng& r, const std::string& path, int threads, int index) {
+  const int C = 64 * (1 + r.below(2)), dil = 1 + r.below(2), n = 2 + r.below(5);  // whole words: no correction
+  const int H = 1 + r.below(20), W = 1 + r.below(15), ps = (C + 63) / 64;
+  const size_t m = (size_t)H * W;
+  std::vector<Layer> layers;
+  std::vector<std::vector<float>> par(3 * n);  // scale, bias, thr per step
+  for (int i = 0; i < n; ++i) {
+    std::vector<uint64_t> w((size_t)C * 9 * ps);
+    for (auto& v : w) v = r.next();
+    layers.push_back(make_layer(w.data(), C, C, 3, dil, dil, 1));
+    for (int j = 0; j < 3; ++j) {
+      par[3 * i + j].resize(C);
+      for (auto& v : par[3 * i + j]) v = j == 0 ? std::abs(r.normal()) : r.normal();
+    }
+  }
+  std::vector<uint64_t> x(m * ps);
+  for (auto& v : x) v = r.next();
+  std::vector<float> res0(m * C);
+  for (auto& v : res0) v = r.normal();
+  auto epilogue = [&](int i) {
+    Epilogue e;
+    e.scale = par[3 * i].data();
+    e.bias = par[3 * i + 1].data();
+    e.thr = par[3 * i + 2].data();
+    e.pwd = ps;
+    return e;
+  };
+  // one conv after the other: whole maps
+  std::vector<std::vector<float>> out(n, std::vector<float>(m * C));
+  std::vector<std::vector<uint64_t>> bits(n, std::vector<uint64_t>(m * ps));
+  for (int i = 0; i < n; ++i) {
+    Epilogue e = epilogue(i);
+    e.res[0] = i ? out[i - 1].data() : res0.data();
+    e.out = out[i].data();
+    e.bits = bits[i].data();
+    conv_run(layers[i], select_kernel(path, layers[i]), i ? bits[i - 1].data() : x.data(), 1, H, W, e, 1);
+  }
+  // depth first: the inner maps in rings, the last one whole
+  std::vector<float> got_out(m * C);
+  std::vector<uint64_t> got_bits(m * ps);
+  std::vector<ChainStep> steps(n);
+  for (int i = 0; i < n; ++i) {
+    ChainStep& s = steps[i];
+    s.L = &layers[i];
+    s.kern = select_kernel(path, layers[i]);
+    s.e = epilogue(i);
+    s.src = i - 1;
+    s.x = i ? nullptr : x.data();
+    s.res_src[0] = i - 1;
+    if (!i) s.e.res[0] = res0.data();
+    s.ring_out = s.ring_bits = i < n - 1;
+    if (i == n - 1) {
+      s.e.out = got_out.data();
+      s.e.bits = got_bits.data();
+    }
+  }
+  chain_run(steps, H, W, threads);
+  const bool same = !std::memcmp(got_out.data(), out[n - 1].data(), m * C * sizeof(float)) &&
+                    !std::memcmp(got_bits.data(), bits[n - 1].data(), m * ps * sizeof(uint64_t));
+  if (!same)
+    std::printf("FAIL chain %d (%s, %d threads, %d convs of %d channels, dilation %d, %dx%d) vs conv by conv\n", index,
+                path.c_str(), threads, n, C, dil, H, W);
+  return same ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -201,7 +271,12 @@ int main(int argc, char** argv) {
                         std::to_string(c.cin) + ", cout " + std::to_string(c.cout) + ") neon vs portable");
     ++checks;
   }
+  for (int i = 0; i < 60; ++i) {
+    failures += chain_check(rng, i % 2 ? "neon" : "portable", 1 + i % 4, i);
+    ++checks;
+  }
   std::printf("%s: %d of %d comparisons bit-exact (%d reference cases x portable, neon x 1, 2 threads; "
-              "200 random convs neon vs portable)\n", failures ? "FAIL" : "ok", checks - failures, checks, count);
+              "200 random convs neon vs portable; 60 random residual chains depth first on 1-4 threads vs "
+              "conv by conv)\n", failures ? "FAIL" : "ok", checks - failures, checks, count);
   return failures ? 1 : 0;
 }
