@@ -1,9 +1,10 @@
-"""One binary layer (64 -> 64 channels, 320x180, 1 thread) on the engine vs torch's FP32 conv of the
+"""One binary layer (64 -> 64 channels unless --channels, 320x180, 1 thread) on the engine vs torch's FP32 conv of the
 same shape, alternating, timed by the CPU time of the calling thread instead of the wall clock:
 on a core shared with other jobs the wall clock counts their time too, the thread's CPU time only
 its own (caches and memory bandwidth stay shared). Ratios within one run are what count.
 
     taskset -c 0 .venv/bin/python benchmarks/layer_cpu_time.py [--path avx512] [--repeat 21] [--layers 3x3,5x5]
+        [--channels 60,180 --layers 1x1]   # SwinIR-light's binary linears: 60-channel words
 
 Two builds side by side: run it once per build, alternating, with PYTHONPATH pointing at a copy of
 the package that holds the other build's extension.
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from binsr.deploy import BinaryConv, pack_bits, pack_weights
 from binsr.deploy.engine import aligned_empty, kernel
 
-LAYERS = {"3x3": (3, 1, 1), "5x5": (5, 1, 1), "7x7": (7, 1, 1), "3x3d2": (3, 2, 1), "3x3g4": (3, 1, 4), "3x3g2": (3, 1, 2),
+LAYERS = {"1x1": (1, 1, 1), "3x3": (3, 1, 1), "5x5": (5, 1, 1), "7x7": (7, 1, 1), "3x3d2": (3, 2, 1), "3x3g4": (3, 1, 4), "3x3g2": (3, 1, 2),
           "3x3d2g2": (3, 2, 2), "5x5g2": (5, 1, 2), "5x5d2g2": (5, 2, 2), "7x7g2": (7, 1, 2)}
 
 
@@ -30,15 +31,17 @@ def main() -> None:
     ap.add_argument("--path", default="auto")
     ap.add_argument("--repeat", type=int, default=21)
     ap.add_argument("--layers", default="3x3")
+    ap.add_argument("--channels", default="64,64", help="input,output channels")
     args = ap.parse_args()
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
-    h, w, c = 180, 320, 64
+    h, w = 180, 320
+    c, cout = (int(v) for v in args.channels.split(","))
     x = rng.choice(np.array([-1.0, 1.0], np.float32), (1, h, w, c))
     xb, xt = pack_bits(x), torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
     for name in args.layers.split(","):
         k, d, g = LAYERS[name]
-        wt = rng.choice(np.array([-1.0, 1.0], np.float32), (c, c // g, k, k))
+        wt = rng.choice(np.array([-1.0, 1.0], np.float32), (cout, c // g, k, k))
         conv, wtt = BinaryConv(pack_weights(wt), c, k, d, None, g), torch.from_numpy(wt)
         first = conv(xb, path=args.path, pack=True)
         out, bits = aligned_empty(first.out.shape), aligned_empty(first.bits.shape, np.uint64)
@@ -54,7 +57,7 @@ def main() -> None:
                     f()
                     times[n].append(time.thread_time() - t0)
         ms = {n: float(np.median(v)) * 1e3 for n, v in times.items()}
-        print(f"{name}: float+bits {ms['float+bits']:.2f} ms ({ms['torch'] / ms['float+bits']:.1f}x), "
+        print(f"{name} {c}->{cout}: float+bits {ms['float+bits']:.2f} ms ({ms['torch'] / ms['float+bits']:.1f}x), "
               f"bits out {ms['bits']:.2f} ms ({ms['torch'] / ms['bits']:.1f}x), torch {ms['torch']:.1f} ms "
               f"[kernel {kernel(args.path)}, 1 thread, CPU time, median of {args.repeat}]")
 

@@ -82,8 +82,8 @@ static inline void store_floats(float* dst, const float* v, int C, bool stream) 
 }
 static inline void stream_fence() { _mm_sfence(); }
 
-// epilogue.inc's fused epilogue in registers, for the usual case (channels a multiple of 16; no
-// gated bias or int32 output): the same float operations in the same order as its scalar loops
+// epilogue.inc's fused epilogue in registers, for the usual case (no gated bias or int32 output;
+// the last C % 16 channels in masked vectors): the same float operations in the same order as its scalar loops
 // (fma for scale and bias, or with SCALES' gates scale, pixel gate, channel gate and bias one at a
 // time; then RPReLU, / div, post_scale and residuals, RPReLU), so the same bits, without the passes
 // through the values buffer. A tile is NV x 16 channels of P pixels, each step of the epilogue over
@@ -107,13 +107,17 @@ struct FastEpi {
   __m512 divv, postv;
 };
 
-// Channels [o, o + 16 NV) of P pixels from pixel index pi on (their dots at d, C apart).
-template <int P, int NV>
+// Channels [o, o + 16 NV) of P pixels from pixel index pi on (their dots at d, C apart). TAIL (NV
+// 1): the last C % 16 channels only, lanes `tm`: masked loads and stores, the same operations on the
+// lanes kept (the others are never stored; bits past C stay 1).
+template <int P, int NV, bool TAIL = false>
 __attribute__((always_inline)) static inline void epi_tile(const FastEpi& k, const int32_t* __restrict d, int o,
-                                                           size_t pi, int C) {
+                                                           size_t pi, int C, __mmask16 tm = 0xffff) {
+  static_assert(!TAIL || NV == 1, "a tail is one vector");
   __m512 v[P][NV], a[NV], b[NV];
+  auto ld = [&](const float* src) { return TAIL ? _mm512_maskz_loadu_ps(tm, src) : _mm512_loadu_ps(src); };
   auto load = [&](__m512* r, const float* src) {
-    for (int i = 0; i < NV; ++i) r[i] = _mm512_loadu_ps(src + o + 16 * i);
+    for (int i = 0; i < NV; ++i) r[i] = ld(src + o + 16 * i);
   };
   auto mul = [&](const __m512* r) {
     for (int p = 0; p < P; ++p)
@@ -132,7 +136,8 @@ __attribute__((always_inline)) static inline void epi_tile(const FastEpi& k, con
   };
   for (int p = 0; p < P; ++p)
     for (int i = 0; i < NV; ++i)
-      v[p][i] = _mm512_cvtepi32_ps(_mm512_loadu_si512((const void*)(d + (size_t)p * C + o + 16 * i)));
+      v[p][i] = _mm512_cvtepi32_ps(TAIL ? _mm512_maskz_loadu_epi32(tm, d + (size_t)p * C + o)
+                                        : _mm512_loadu_si512((const void*)(d + (size_t)p * C + o + 16 * i)));
   if (k.fma) {
     load(a, k.scale), load(b, k.bias);
     for (int p = 0; p < P; ++p)
@@ -159,14 +164,15 @@ __attribute__((always_inline)) static inline void epi_tile(const FastEpi& k, con
         for (int i = 0; i < NV; ++i) v[p][i] = _mm512_mul_ps(v[p][i], k.postv);
     if (r < k.nres)
       for (int p = 0; p < P; ++p)
-        for (int i = 0; i < NV; ++i) v[p][i] = _mm512_add_ps(v[p][i], _mm512_loadu_ps(k.res[r] + (pi + p) * C + o + 16 * i));
+        for (int i = 0; i < NV; ++i) v[p][i] = _mm512_add_ps(v[p][i], ld(k.res[r] + (pi + p) * C + o + 16 * i));
   }
   if (k.act_last) rprelu();
   if (k.out) {
     float* dst = k.out + pi * C + o;
     for (int p = 0; p < P; ++p)
       for (int i = 0; i < NV; ++i)
-        if (k.stream) _mm512_stream_ps(dst + (size_t)p * C + 16 * i, v[p][i]);
+        if (TAIL) _mm512_mask_storeu_ps(dst + (size_t)p * C, tm, v[p][i]);
+        else if (k.stream) _mm512_stream_ps(dst + (size_t)p * C + 16 * i, v[p][i]);
         else _mm512_storeu_ps(dst + (size_t)p * C + 16 * i, v[p][i]);
   }
   if (k.bits) {
@@ -181,7 +187,8 @@ __attribute__((always_inline)) static inline void epi_tile(const FastEpi& k, con
                       _mm512_kunpackd((__mmask64)_mm512_kunpackw(m[3], m[2]), (__mmask64)_mm512_kunpackw(m[1], m[0])));
       } else {
         for (int i = 0; i < NV; ++i)
-          _store_mask16((__mmask16*)(w + (size_t)p * k.pw4 + i), _mm512_cmp_ps_mask(v[p][i], a[i], _CMP_GE_OQ));
+          _store_mask16((__mmask16*)(w + (size_t)p * k.pw4 + i),
+                        (__mmask16)(_mm512_cmp_ps_mask(v[p][i], a[i], _CMP_GE_OQ) | (__mmask16)~tm));
       }
   }
 }
@@ -190,7 +197,7 @@ static bool fast_epilogue(const Job& j, int y, int x0, int np, const int32_t* do
   const Epilogue& e = j.e;
   const int C = j.L->cout;
   // a few pixels a call (segment mode): the scalar loops were as fast or faster
-  if (C % 16 || e.gate_bias || e.out_int || np < 16) return false;
+  if (e.gate_bias || e.out_int || np < 16) return false;
   FastEpi k;
   k.scale = e.scale, k.bias = e.bias, k.thr = e.thr, k.pix = e.pix, k.chan = e.chan;
   k.sh = e.act_shift, k.sl = e.act_slope, k.ab = e.act_bias;
@@ -203,22 +210,25 @@ static bool fast_epilogue(const Job& j, int y, int x0, int np, const int32_t* do
   for (int r = 0; r < 3; ++r)
     if (e.res[r]) k.res[k.nres++] = e.res[r];  // added in this order, post_scale after the first post_after
   k.out = e.out;
-  k.stream = e.out && e.stream && ((uintptr_t)e.out & 63) == 0;  // C % 16 == 0: every pixel's lines whole
+  k.stream = e.out && e.stream && C % 16 == 0 && ((uintptr_t)e.out & 63) == 0;  // every pixel's lines whole
   k.bits = (uint16_t*)e.bits, k.pw4 = 4 * e.pwd;
   const size_t pi0 = (size_t)y * j.Wo + x0;
   if (e.bits && C % 64)  // the last word's pieces past the last channel: all ones, as pack_word leaves
                         // them (stored as pieces too: the tiles' 16-bit stores and a 64-bit one may not alias)
     for (int p = 0; p < np; ++p)
       for (int q = C / 16; q < k.pw4; ++q) k.bits[(pi0 + p) * k.pw4 + q] = 0xffff;
-  const int C64 = C / 64 * 64;
+  const int C64 = C / 64 * 64, C16 = C / 16 * 16;
+  const __mmask16 tm = (__mmask16)((1u << (C % 16)) - 1);  // the tail's channels
   for (int p = 0; p < np;) {
     const int32_t* d = dots + (size_t)p * C;
     if (!k.out && p + 8 <= np) {  // bits alone
-      for (int o = 0; o < C; o += 16) epi_tile<8, 1>(k, d, o, pi0 + p, C);
+      for (int o = 0; o < C16; o += 16) epi_tile<8, 1>(k, d, o, pi0 + p, C);
+      if (C16 < C) epi_tile<8, 1, true>(k, d, C16, pi0 + p, C, tm);
       p += 8;
     } else {
       for (int o = 0; o < C64; o += 64) epi_tile<1, 4>(k, d, o, pi0 + p, C);
-      for (int o = C64; o < C; o += 16) epi_tile<1, 1>(k, d, o, pi0 + p, C);
+      for (int o = C64; o < C16; o += 16) epi_tile<1, 1>(k, d, o, pi0 + p, C);
+      if (C16 < C) epi_tile<1, 1, true>(k, d, C16, pi0 + p, C, tm);
       p += 1;
     }
   }
