@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from binsr.deploy import Runtime
-from binsr.pretrained import ZOO_DIR
+from binsr.pretrained import packed_file
 
 
 def main() -> None:
@@ -26,7 +26,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    path = ZOO_DIR / f"{args.model[4:]}.bsr" if args.model.startswith("zoo:") else args.model
+    path = packed_file(args.model[4:]) if args.model.startswith("zoo:") else args.model
+    if path is None:
+        raise SystemExit(f"{args.model} has no packed file")
     w, h = (int(v) for v in args.size.split("x"))
     x = np.random.default_rng(0).random((h, w, 3), dtype=np.float32)
     print(f"{args.model}, {w}x{h} LR, ms (median of {args.repeat} calls per round, {args.rounds} rounds):")

@@ -150,8 +150,8 @@ class Runtime:
 
     def lane(self) -> Runtime:
         """A one-thread Runtime of the same model for another Python thread: it shares this one's
-        tensors and prepared layers (only read while running; the kernels' scratch is per thread)
-        and has its own activation memory and depth-first chains. ``binsr.infer`` runs tiles on
+        tensors, prepared layers and depth-first chains (only read while running; the kernels'
+        scratch is per thread) and has its own activation memory. ``binsr.infer`` runs tiles on
         such lanes side by side rather than one call's convs on several threads."""
         twin = copy.copy(self)
         twin.threads, twin._arena, twin.timings = 1, _Arena(), {}

@@ -123,7 +123,7 @@ void chain_run(std::vector<ChainStep>& steps, int H, int W, int threads) {
       const size_t ki = k * n + i;
       if (s.ring_out) out_ring[ki].resize((size_t)p.out_ring[i] * W * L.cout);
       if (s.ring_bits) bits_ring[ki].resize((size_t)p.bits_ring[i] * W * s.e.pwd);
-      seam[ki].resize((size_t)2 * p.reach[i] * W * s.e.pwd);
+      if (np > 1) seam[ki].resize((size_t)2 * p.reach[i] * W * s.e.pwd);  // one part: no seam
       window[ki].assign((size_t)(1 + 2 * L.pad) * Wp * L.ps, ~0ull);  // the +1 border stays all ones
       jobs[ki] = j;
     }

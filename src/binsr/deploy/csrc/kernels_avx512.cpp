@@ -213,10 +213,11 @@ static bool fast_epilogue(const Job& j, int y, int x0, int np, const int32_t* do
   k.stream = e.out && e.stream && C % 16 == 0 && ((uintptr_t)e.out & 63) == 0;  // every pixel's lines whole
   k.bits = (uint16_t*)e.bits, k.pw4 = 4 * e.pwd;
   const size_t pi0 = (size_t)y * j.Wo + x0;
-  if (e.bits && C % 64)  // the last word's pieces past the last channel: all ones, as pack_word leaves
-                        // them (stored as pieces too: the tiles' 16-bit stores and a 64-bit one may not alias)
+  const int pieces = (C + 15) / 16;  // 16-bit pieces the tiles store (the tail's own lanes past C as 1)
+  if (e.bits && pieces < k.pw4)  // the last word's pieces past them: all ones, as pack_word leaves them
+                                 // (stored as pieces too: the tiles' 16-bit stores and a 64-bit one may not alias)
     for (int p = 0; p < np; ++p)
-      for (int q = C / 16; q < k.pw4; ++q) k.bits[(pi0 + p) * k.pw4 + q] = 0xffff;
+      for (int q = pieces; q < k.pw4; ++q) k.bits[(pi0 + p) * k.pw4 + q] = 0xffff;
   const int C64 = C / 64 * 64, C16 = C / 16 * 16;
   const __mmask16 tm = (__mmask16)((1u << (C % 16)) - 1);  // the tail's channels
   for (int p = 0; p < np;) {
