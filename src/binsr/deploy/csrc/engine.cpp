@@ -29,6 +29,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "engine.h"
 
@@ -824,7 +825,7 @@ static inline double exp_nonpos(double x) {
 // AVX-512 forms of attn_core's two sums for 64-token windows, blocked over 4 keys / 4 output
 // channels so that each load of q (of S) feeds 16 fused multiply-adds; the same FMAs in the same
 // order as attn_core's loops (which GCC contracts), so the results are the same bits.
-__attribute__((target("avx512f"))) static void scores64_avx512(int d, const float* kk, const float* qT,
+__attribute__((target("avx512f"))) static void scores64_avx512(int d, size_t ld, const float* kk, const float* qT,
                                                                const float* bT, const float* lab, float* S,
                                                                float* m) {
   __m512 mx[4], lb[4];
@@ -842,7 +843,7 @@ __attribute__((target("avx512f"))) static void scores64_avx512(int d, const floa
       const __m512 q0 = _mm512_loadu_ps(q), q1 = _mm512_loadu_ps(q + 16), q2 = _mm512_loadu_ps(q + 32),
                    q3 = _mm512_loadu_ps(q + 48);
       for (int r = 0; r < 4; ++r) {
-        const __m512 kv = _mm512_set1_ps(kk[(size_t)(j + r) * d + c]);
+        const __m512 kv = _mm512_set1_ps(kk[(j + r) * ld + c]);
         acc[r][0] = _mm512_fmadd_ps(kv, q0, acc[r][0]);
         acc[r][1] = _mm512_fmadd_ps(kv, q1, acc[r][1]);
         acc[r][2] = _mm512_fmadd_ps(kv, q2, acc[r][2]);
@@ -862,9 +863,54 @@ __attribute__((target("avx512f"))) static void scores64_avx512(int d, const floa
   for (int i = 0; i < 4; ++i) _mm512_storeu_ps(m + 16 * i, mx[i]);
 }
 
+// The softmax's numerators in double, S[j][i] = e^(S[j][i] - m[i]), and their sums over the keys in
+// key order (attn_core's exp loop for 64-token windows): e^x = 2^floor(k / 16) 2^((k mod 16) / 16) e^r
+// with k = round(16 x / ln2), r = x - k ln2 / 16 (ln2 / 16 in two parts, k ln2_hi exact), |r| <= ln2 / 32;
+// the 16 powers 2^(j / 16) (correctly rounded: float(Decimal(2) ** (Decimal(j) / 16)) at 50 digits) in
+// two registers, picked by k's low bits (vpermt2pd); e^r by Taylor to r^7 (truncation below 1.2e-18);
+// 2^floor(k / 16) by vscalefpd. Within ~1 ulp as exp_nonpos, in 12 multiplies and multiply-adds a vector
+// against its 17 (1.4x the fp64 attention with the window copy in attn_core: benchmarks/window_attention.py).
+__attribute__((target("avx512f"))) static void softmax_exp64_avx512(double* S, const double* m, double* sum) {
+  alignas(64) static constexpr double pow2[16] = {
+      0x1.0000000000000p+0, 0x1.0b5586cf9890fp+0, 0x1.172b83c7d517bp+0, 0x1.2387a6e756238p+0,
+      0x1.306fe0a31b715p+0, 0x1.3dea64c123422p+0, 0x1.4bfdad5362a27p+0, 0x1.5ab07dd485429p+0,
+      0x1.6a09e667f3bcdp+0, 0x1.7a11473eb0187p+0, 0x1.8ace5422aa0dbp+0, 0x1.9c49182a3f090p+0,
+      0x1.ae89f995ad3adp+0, 0x1.c199bdd85529cp+0, 0x1.d5818dcfba487p+0, 0x1.ea4afa2a490dap+0};
+  const __m512d t0 = _mm512_load_pd(pow2), t1 = _mm512_load_pd(pow2 + 8), lo = _mm512_set1_pd(-708.),
+                k16 = _mm512_set1_pd(16 * 1.4426950408889634), hi = _mm512_set1_pd(0.6931471803691238 / 16),
+                lo2 = _mm512_set1_pd(1.9082149292705877e-10 / 16), shift = _mm512_set1_pd(6755399441055744.0),
+                sixteenth = _mm512_set1_pd(1. / 16);
+  __m512d mx[8], acc[8];
+  for (int i = 0; i < 8; ++i) {
+    mx[i] = _mm512_loadu_pd(m + 8 * i);
+    acc[i] = _mm512_setzero_pd();
+  }
+  for (int j = 0; j < 64; ++j)
+    for (int i = 0; i < 8; ++i) {
+      double* row = S + (size_t)j * 64 + 8 * i;
+      const __m512d x = _mm512_max_pd(_mm512_sub_pd(_mm512_loadu_pd(row), mx[i]), lo);
+      const __m512d k = _mm512_roundscale_pd(_mm512_mul_pd(x, k16), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      const __m512d r = _mm512_fnmadd_pd(k, lo2, _mm512_fnmadd_pd(k, hi, x));
+      __m512d p = _mm512_set1_pd(1. / 5040);
+      p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1. / 720));
+      p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1. / 120));
+      p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1. / 24));
+      p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1. / 6));
+      p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(0.5));
+      p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.));
+      p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(1.));
+      // k + 1.5 * 2^52 lies in [2^52, 2^53) and holds 2^51 + k in its mantissa: k mod 16 in the low bits
+      const __m512d t = _mm512_permutex2var_pd(t0, _mm512_castpd_si512(_mm512_add_pd(k, shift)), t1);
+      const __m512d e = _mm512_scalef_pd(_mm512_mul_pd(t, p), _mm512_mul_pd(k, sixteenth));
+      _mm512_storeu_pd(row, e);
+      acc[i] = _mm512_add_pd(acc[i], e);
+    }
+  for (int i = 0; i < 8; ++i) _mm512_storeu_pd(sum + 8 * i, acc[i]);
+}
+
 // O[c] = sum_j v[j][c] S[j] / sum for the first channels in blocks of 4, written to out[tok[i] * C + c];
 // returns how many channels it did (the rest: attn_core's loop).
-__attribute__((target("avx512f"))) static int values64_avx512(int d, const float* vv, const float* S, const float* sum,
+__attribute__((target("avx512f"))) static int values64_avx512(int d, size_t ld, const float* vv, const float* S, const float* sum,
                                                               const size_t* tok, float* out, int C) {
   __m512 inv[4];
   for (int i = 0; i < 4; ++i) inv[i] = _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_loadu_ps(sum + 16 * i));
@@ -878,7 +924,7 @@ __attribute__((target("avx512f"))) static int values64_avx512(int d, const float
       const __m512 s0 = _mm512_loadu_ps(row), s1 = _mm512_loadu_ps(row + 16), s2 = _mm512_loadu_ps(row + 32),
                    s3 = _mm512_loadu_ps(row + 48);
       for (int r = 0; r < 4; ++r) {
-        const __m512 vj = _mm512_set1_ps(vv[(size_t)j * d + c + r]);
+        const __m512 vj = _mm512_set1_ps(vv[j * ld + c + r]);
         acc[r][0] = _mm512_fmadd_ps(vj, s0, acc[r][0]);
         acc[r][1] = _mm512_fmadd_ps(vj, s1, acc[r][1]);
         acc[r][2] = _mm512_fmadd_ps(vj, s2, acc[r][2]);
@@ -896,7 +942,7 @@ __attribute__((target("avx512f"))) static int values64_avx512(int d, const float
 
 // The same two sums in double (the fp64 attention): 8 doubles a register, so each half of the 64
 // queries at a time, blocked over 4 keys / 4 output channels; again attn_core's FMAs in its order.
-__attribute__((target("avx512f"))) static void scores64_avx512(int d, const double* kk, const double* qT,
+__attribute__((target("avx512f"))) static void scores64_avx512(int d, size_t ld, const double* kk, const double* qT,
                                                                const float* bT, const float* lab, double* S,
                                                                double* m) {
   const __m512d big = _mm512_set1_pd(-100.);
@@ -915,7 +961,7 @@ __attribute__((target("avx512f"))) static void scores64_avx512(int d, const doub
         const __m512d q0 = _mm512_loadu_pd(q), q1 = _mm512_loadu_pd(q + 8), q2 = _mm512_loadu_pd(q + 16),
                       q3 = _mm512_loadu_pd(q + 24);
         for (int r = 0; r < 4; ++r) {
-          const __m512d kv = _mm512_set1_pd(kk[(size_t)(j + r) * d + c]);
+          const __m512d kv = _mm512_set1_pd(kk[(j + r) * ld + c]);
           acc[r][0] = _mm512_fmadd_pd(kv, q0, acc[r][0]);
           acc[r][1] = _mm512_fmadd_pd(kv, q1, acc[r][1]);
           acc[r][2] = _mm512_fmadd_pd(kv, q2, acc[r][2]);
@@ -936,7 +982,7 @@ __attribute__((target("avx512f"))) static void scores64_avx512(int d, const doub
   }
 }
 
-__attribute__((target("avx512f"))) static int values64_avx512(int d, const double* vv, const double* S,
+__attribute__((target("avx512f"))) static int values64_avx512(int d, size_t ld, const double* vv, const double* S,
                                                               const double* sum, const size_t* tok, float* out, int C) {
   int c = 0;
   for (; c + 4 <= d; c += 4)
@@ -949,7 +995,7 @@ __attribute__((target("avx512f"))) static int values64_avx512(int d, const doubl
         const __m512d s0 = _mm512_loadu_pd(row), s1 = _mm512_loadu_pd(row + 8), s2 = _mm512_loadu_pd(row + 16),
                       s3 = _mm512_loadu_pd(row + 24);
         for (int r = 0; r < 4; ++r) {
-          const __m512d vj = _mm512_set1_pd(vv[(size_t)j * d + c + r]);
+          const __m512d vj = _mm512_set1_pd(vv[j * ld + c + r]);
           acc[r][0] = _mm512_fmadd_pd(vj, s0, acc[r][0]);
           acc[r][1] = _mm512_fmadd_pd(vj, s1, acc[r][1]);
           acc[r][2] = _mm512_fmadd_pd(vj, s2, acc[r][2]);
@@ -968,6 +1014,20 @@ __attribute__((target("avx512f"))) static int values64_avx512(int d, const doubl
 }
 #endif
 
+// S[j][i] = e^(S[j][i] - m[i]) and sum[i] = their sum over the keys j, in key order.
+template <typename T, int NT>
+__attribute__((always_inline)) static inline void softmax_exp(T* __restrict S, const T* __restrict m,
+                                                              T* __restrict sum, int N) {
+  for (int i = 0; i < N; ++i) sum[i] = 0;
+  for (int j = 0; j < N; ++j) {
+    T* __restrict row = S + (size_t)j * N;
+    for (int i = 0; i < (NT ? NT : N); ++i) {
+      row[i] = exp_nonpos(row[i] - m[i]);
+      sum[i] += row[i];
+    }
+  }
+}
+
 // T: float, or double for an op with the fp64 flag (binsr.nn.exact: from the float32 qkv on, all in
 // double, rounded once into out).
 template <typename T, int NT>
@@ -976,33 +1036,47 @@ __attribute__((always_inline)) static inline void attn_core(const float* __restr
                                                             const float* __restrict biasT, T scale, int w0, int w1,
                                                             bool wide) {
   const int N = NT ? NT : ws * ws, d = C / heads, nwx = W / ws;
-  std::vector<T> qT((size_t)d * N), kk((size_t)N * d), vv((size_t)N * d), S((size_t)N * N), m(N), sum(N),
-      obuf(NT ? 0 : N);
+  const size_t ld = (size_t)3 * C;  // a token's row in the window's copy: (q|k|v, head, d)
+  std::vector<T> win(N * ld), qT((size_t)d * N), S((size_t)N * N), m(N), sum(N), obuf(NT ? 0 : N);
   std::vector<float> lab(N);
   std::vector<size_t> tok(N);
   auto region = [shift, ws](int v, int n) { return v < n - ws ? 0.f : (v < n - shift ? 1.f : 2.f); };
+  // the token of window wi's p-th position (coordinates after the roll by -shift)
+  auto token = [=](int wi, int p) {
+    return (size_t)((wi / nwx * ws + p / ws + shift) % H) * W + (wi % nwx * ws + p % ws + shift) % W;
+  };
   for (int wi = w0; wi < w1; ++wi) {
     const int wy = wi / nwx, wx = wi % nwx;
     bool masked = false;
     for (int p = 0; p < N; ++p) {
-      const int yr = wy * ws + p / ws, xr = wx * ws + p % ws;  // coordinates after the roll by -shift
-      tok[p] = (size_t)((yr + shift) % H) * W + (xr + shift) % W;
+      const int yr = wy * ws + p / ws, xr = wx * ws + p % ws;
+      tok[p] = token(wi, p);
       lab[p] = shift ? region(yr, H) * 3.f + region(xr, W) : 0.f;
       masked |= lab[p] != lab[0];
     }
-    for (int h = 0; h < heads; ++h) {
+    // The next window's qkv rows into L2 while this one computes: ws runs of ws tokens, a map row
+    // apart, which the hardware prefetchers miss (SwinIR's qkv map at 320x180 is larger than an
+    // L3; 3-4% of the fp64 attention on Zen 4, benchmarks/window_attention.py).
+    if (wi + 1 < w1)
       for (int p = 0; p < N; ++p) {
-        const float* t = qkv + tok[p] * 3 * C + h * d;
-        for (int c = 0; c < d; ++c) {
-          qT[(size_t)c * N + p] = (T)t[c] * scale;
-          kk[(size_t)p * d + c] = t[C + c];
-          vv[(size_t)p * d + c] = t[2 * C + c];
-        }
+        const char* t = (const char*)(qkv + token(wi + 1, p) * 3 * C);
+        const size_t bytes = (size_t)3 * C * sizeof(float);
+        for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(t + o, 0, 2);
+        __builtin_prefetch(t + bytes - 1, 0, 2);
       }
+    for (int p = 0; p < N; ++p) {  // the window's tokens, all heads, copied (converted) once
+      const float* __restrict t = qkv + tok[p] * ld;
+      T* __restrict w = win.data() + p * ld;
+      for (size_t c = 0; c < ld; ++c) w[c] = t[c];
+    }
+    for (int h = 0; h < heads; ++h) {
+      const T *kk = win.data() + C + h * d, *vv = kk + C;  // key / value j: kk[j * ld + c], vv[j * ld + c]
+      for (int p = 0; p < N; ++p)
+        for (int c = 0; c < d; ++c) qT[(size_t)c * N + p] = win[p * ld + h * d + c] * scale;
       const float* bT = biasT + (size_t)h * N * N;
 #if defined(__x86_64__)
       if (NT == 64 && wide) {
-        scores64_avx512(d, kk.data(), qT.data(), bT, masked ? lab.data() : nullptr, S.data(), m.data());
+        scores64_avx512(d, ld, kk, qT.data(), bT, masked ? lab.data() : nullptr, S.data(), m.data());
       } else
 #endif
       {
@@ -1012,7 +1086,7 @@ __attribute__((always_inline)) static inline void attn_core(const float* __restr
         T* __restrict row = NT ? acc : S.data() + (size_t)j * N;
         for (int i = 0; i < N; ++i) row[i] = bT[(size_t)j * N + i];
         for (int c = 0; c < d; ++c) {
-          const T kv = kk[(size_t)j * d + c];
+          const T kv = kk[j * ld + c];
           const T* __restrict q = qT.data() + (size_t)c * N;
           for (int i = 0; i < N; ++i) row[i] += kv * q[i];
         }
@@ -1027,24 +1101,23 @@ __attribute__((always_inline)) static inline void attn_core(const float* __restr
         }
       }
       }
-      std::fill(sum.begin(), sum.end(), (T)0);
-      for (int j = 0; j < N; ++j) {
-        T* __restrict row = S.data() + (size_t)j * N;
-        for (int i = 0; i < N; ++i) {
-          row[i] = exp_nonpos(row[i] - m[i]);
-          sum[i] += row[i];
-        }
-      }
+#if defined(__x86_64__)
+      if constexpr (NT == 64 && std::is_same_v<T, double>) {
+        if (wide) softmax_exp64_avx512(S.data(), m.data(), sum.data());
+        else softmax_exp<T, NT>(S.data(), m.data(), sum.data(), N);
+      } else
+#endif
+        softmax_exp<T, NT>(S.data(), m.data(), sum.data(), N);
       int c = 0;
 #if defined(__x86_64__)
-      if (NT == 64 && wide) c = values64_avx512(d, vv.data(), S.data(), sum.data(), tok.data(), out + h * d, C);
+      if (NT == 64 && wide) c = values64_avx512(d, ld, vv, S.data(), sum.data(), tok.data(), out + h * d, C);
 #endif
       for (; c < d; ++c) {  // O[c] = sum_j v[j][c] S[j], then / sum, into the token map
         T acc[NT ? NT : 1];
         T* __restrict o = NT ? acc : obuf.data();
         for (int i = 0; i < N; ++i) o[i] = 0;
         for (int j = 0; j < N; ++j) {
-          const T vj = vv[(size_t)j * d + c];
+          const T vj = vv[j * ld + c];
           const T* __restrict row = S.data() + (size_t)j * N;
           for (int i = 0; i < N; ++i) o[i] += vj * row[i];
         }
