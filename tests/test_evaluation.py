@@ -9,8 +9,8 @@ from torch import nn
 
 from binsr.data import imresize, read_image, write_image
 from binsr.errors import BinsrError, UsageError
-from binsr.evaluation import evaluate
-from binsr.metrics import psnr_y
+from binsr.evaluation import evaluate, upscale_image
+from binsr.metrics import psnr_y, to_uint8
 
 # Bicubic, published (SCALES paper Table III and the usual SR tables): PSNR dB / SSIM
 SET5 = {2: (33.66, 0.9299), 3: (30.39, 0.8682), 4: (28.42, 0.8104)}
@@ -93,3 +93,41 @@ def test_an_image_with_nothing_left_after_the_border_crop_is_an_error(tmp_path):
     write_image(tmp_path / "hr" / "a.png", np.full((8, 9, 3), 128, np.uint8))
     with pytest.raises(BinsrError, match="hr image a is 8x8 .* nothing is left once 4 border pixels are cropped"):
         evaluate("bicubic", tmp_path / "hr", 4)
+
+
+def test_self_ensemble_averages_the_eight_turned_back_outputs_before_rounding(tmp_path):
+    """EDSR's "+": each LR image flipped and turned 8 ways, the module's float outputs turned back
+    and averaged, then rounded once; gray images too; bicubic has no self-ensemble."""
+    rng = np.random.default_rng(3)
+    write_image(tmp_path / "hr" / "c.png", imresize(rng.integers(0, 256, (9, 7, 3), dtype=np.uint8), 4))
+    write_image(tmp_path / "hr" / "g.png", imresize(rng.integers(0, 256, (8, 11), dtype=np.uint8), 4))
+
+    class Skewed(Bicubic):  # bicubic times a ramp over the output rows: not flip-equivariant
+        def forward(self, x):
+            out = super().forward(x)
+            return out * torch.linspace(0.8, 1.0, out.shape[2])[:, None]
+
+    model = Skewed(2)
+    r = evaluate(model, tmp_path / "hr", 2, per_image=True, self_ensemble=True)
+    assert r["self_ensemble"] is True and r["n_images"] == 2 and len(model.calls) == 16
+    assert sorted(c[0] for c in model.calls[:8]) == sorted([(1, 3, 18, 14)] * 4 + [(1, 3, 14, 18)] * 4)
+    plain = evaluate(model, tmp_path / "hr", 2, per_image=True)
+    assert "self_ensemble" not in plain
+    for image in ("c", "g"):
+        lr = imresize(read_image(tmp_path / "hr" / f"{image}.png"), 1 / 2)
+        outs = []
+        for k in range(4):
+            for flip in (False, True):
+                t = np.rot90(lr, k)
+                t = np.ascontiguousarray(t[:, ::-1] if flip else t)
+                x = torch.from_numpy(t).float().div(255)
+                x = x.expand(3, *t.shape) if t.ndim == 2 else x.permute(2, 0, 1)
+                with torch.no_grad():
+                    y = model(x[None])
+                y = (y.mean(dim=1) if t.ndim == 2 else y[0].permute(1, 2, 0)).double().squeeze(0).numpy()
+                outs.append(np.rot90(y[:, ::-1] if flip else y, -k))
+        want = to_uint8(np.mean(outs, axis=0))
+        assert np.array_equal(upscale_image(model, lr, 2, self_ensemble=True), want), image
+        assert not np.array_equal(upscale_image(model, lr, 2), want)
+    with pytest.raises(UsageError, match="self-ensemble"):
+        evaluate("bicubic", tmp_path / "hr", 2, self_ensemble=True)

@@ -43,25 +43,38 @@ def open_dataset(
     return BenchmarkSet(dataset, scale, root=data_root, lr_source=lr_source)
 
 
-def upscale_image(model: str | nn.Module | Runtime, lr: np.ndarray, scale: int) -> np.ndarray:
+def upscale_image(model: str | nn.Module | Runtime, lr: np.ndarray, scale: int, self_ensemble: bool = False) -> np.ndarray:
     """Upscale one ``uint8`` LR image (``HWC`` RGB or ``HW`` gray) to a ``uint8`` SR image.
 
     ``model="bicubic"`` uses MATLAB :func:`~binsr.data.resize.imresize`. A module gets RGB [0, 1]
     ``1x3xhxw`` on its own device, a packed model (:class:`binsr.deploy.Runtime`) RGB [0, 1]
     ``hxwx3`` float32; a gray image is fed as R = G = B and the output is collapsed back to gray by
-    the channel mean. The caller sets eval mode and ``no_grad``.
+    the channel mean. ``self_ensemble``: the mean of the 8 flipped and turned inputs' outputs
+    before rounding (:func:`binsr.infer.self_ensemble`). The caller sets eval mode and ``no_grad``.
     """
     if isinstance(model, str):
         if model != "bicubic":
             raise UsageError(f"unknown model {model!r}: pass 'bicubic' or an nn.Module")
+        if self_ensemble:
+            raise UsageError("self-ensemble applies to trained models, not to bicubic")
         return imresize(lr, scale)
+    if isinstance(model, Runtime) and model.scale != scale:
+        raise UsageError(f"the packed model is an x{model.scale} model, not x{scale}")
+    if self_ensemble:
+        from binsr.infer import self_ensemble as ensemble
+
+        return to_uint8(ensemble(lambda x: _sr_float(model, x, scale))(lr))
+    return to_uint8(_sr_float(model, lr, scale))
+
+
+def _sr_float(model: nn.Module | Runtime, lr: np.ndarray, scale: int) -> np.ndarray:
+    """:func:`upscale_image`'s output before rounding: ``HWC`` (``HW`` for gray), float32 from the
+    engine, float64 from a module (its float output read as :func:`~binsr.metrics.to_uint8` reads it)."""
     gray = lr.ndim == 2
     if isinstance(model, Runtime):
-        if model.scale != scale:
-            raise UsageError(f"the packed model is an x{model.scale} model, not x{scale}")
         x = lr.astype(np.float32) / np.float32(255)
         out = model.run_hwc(np.ascontiguousarray(np.repeat(x[..., None], 3, axis=2) if gray else x))
-        return to_uint8(out.mean(axis=2, dtype=np.float32) if gray else out)
+        return out.mean(axis=2, dtype=np.float32) if gray else out
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
@@ -71,7 +84,8 @@ def upscale_image(model: str | nn.Module | Runtime, lr: np.ndarray, scale: int) 
     expected = (1, 3, lr.shape[0] * scale, lr.shape[1] * scale)
     if tuple(out.shape) != expected:
         raise BinsrError(f"model output has shape {tuple(out.shape)}, expected {expected}; is it an x{scale} model?")
-    return to_uint8(out.mean(dim=1, keepdim=True) if gray else out)
+    out = (out.mean(dim=1, keepdim=True) if gray else out)[0].detach().to("cpu", torch.float64).permute(1, 2, 0)
+    return out[..., 0].numpy() if gray else out.numpy()
 
 
 def evaluate(
@@ -81,6 +95,7 @@ def evaluate(
     lr_source: str = "matlab",
     data_root: str | os.PathLike | None = None,
     per_image: bool = False,
+    self_ensemble: bool = False,
 ) -> dict[str, Any]:
     """Mean PSNR/SSIM (dB / [0, 1]) of ``model`` on ``dataset`` at ``scale``.
 
@@ -101,6 +116,8 @@ def evaluate(
         lr_source: ``"matlab"`` or ``"shipped"`` (benchmark sets only).
         data_root: data root (see :func:`binsr.data.paths.data_root`).
         per_image: add ``per_image``: a list of ``{"name", "psnr", "ssim"}``.
+        self_ensemble: each image upscaled as the mean of its 8 flips and quarter turns'
+            outputs (EDSR's "+"; :func:`upscale_image`); ``"self_ensemble": True`` in the result.
 
     Returns:
         ``{"model", "dataset", "scale", "lr_source", "psnr", "ssim", "n_images", "seconds"}``
@@ -119,7 +136,7 @@ def evaluate(
                     h, w = pair.hr.shape[:2]
                     raise BinsrError(f"{data.name} image {pair.name} is {w}x{h} (cut to a multiple of {scale}): "
                                      f"nothing is left once {scale} border pixels are cropped")
-                sr = upscale_image(model, pair.lr, scale)
+                sr = upscale_image(model, pair.lr, scale, self_ensemble)
                 rows.append({"name": pair.name, "psnr": psnr_y(sr, pair.hr, scale), "ssim": ssim_y(sr, pair.hr, scale)})
     finally:
         if was_training:
@@ -134,6 +151,8 @@ def evaluate(
         "n_images": len(rows),
         "seconds": time.perf_counter() - start,
     }
+    if self_ensemble:
+        result["self_ensemble"] = True
     if per_image:
         result["per_image"] = rows
     return result

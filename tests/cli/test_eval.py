@@ -126,3 +126,22 @@ def test_eval_packed_model_measures_the_engine(data_root, capsys):
     assert engine["model"] == bsr and abs(engine["psnr"] - torch_["psnr"]) < 0.005
     assert main(["eval", "--model", bsr, "--dataset", "Set5", "--scale", "2", "--data-root", str(data_root)]) == 2
     assert "x4 model, not x2" in capsys.readouterr().err
+
+
+def test_eval_self_ensemble_on_the_engine(data_root, capsys):
+    """--self-ensemble (EDSR's "+"): the zoo x4 model's packed file on Set5 scores above its single
+    pass (flips and quarter turns of a natural image average out some of the error), and says so in
+    the table and the JSON; bicubic has none (exit 2, one line)."""
+    from binsr.pretrained import packed_file
+
+    bsr = str(packed_file("srresnet_lite_e2fif_x4"))
+    args = ["eval", "--model", bsr, "--dataset", "Set5", "--scale", "4", "--json", "-", "--data-root", str(data_root)]
+    assert main(args) == 0
+    single = json.loads(capsys.readouterr().out)[0]
+    assert main(args + ["--self-ensemble"]) == 0
+    captured = capsys.readouterr()
+    plus = json.loads(captured.out)[0]
+    assert plus["self_ensemble"] is True and "self_ensemble" not in single and "self-ensemble: x8" in captured.err
+    assert 0.05 < plus["psnr"] - single["psnr"] < 0.5 and plus["ssim"] > single["ssim"]
+    assert main(["eval", "--dataset", "Set5", "--scale", "4", "--self-ensemble", "--data-root", str(data_root)]) == 2
+    assert "self-ensemble" in _error_line(capsys)

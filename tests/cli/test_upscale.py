@@ -13,6 +13,8 @@ import threading
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import binsr
@@ -20,7 +22,7 @@ from binsr.cli import main
 from binsr.data import read_image, read_image_alpha
 from binsr.data.io import read_image_info
 from binsr.errors import BinsrError, UsageError
-from binsr.infer import load_upscaler, upscale_array
+from binsr.infer import load_upscaler, self_ensemble, upscale_array, with_self_ensemble
 
 RNG = np.random.default_rng(7)
 ICC = b"binsr-test-icc-profile" * 4
@@ -544,3 +546,66 @@ def test_sigterm_ends_the_run_as_ctrl_c_does(tmp_path, weights):
     err = (seen + proc.stderr.read()).decode(errors="replace")
     assert proc.wait(timeout=60) == 130 and "binsr upscale: interrupted" in err and "Traceback" not in err
     assert not list(tmp_path.glob("**/.*.tmp"))
+
+
+# ------------------------------------------------------------------ self-ensemble (x8 flips and turns)
+
+
+@given(h=st.integers(1, 9), w=st.integers(1, 9), channels=st.sampled_from([0, 3]), seed=st.integers(0, 2**16))
+@settings(max_examples=40, deadline=None)
+def test_self_ensemble_is_the_mean_of_the_eight_turned_back_outputs(h, w, channels, seed):
+    """An equivariant forward (nearest-neighbour x2) comes back unchanged; any forward gives the
+    mean over the 8 dihedral transforms of its input, each output turned back."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((h, w, channels) if channels else (h, w)).astype(np.float32)
+    nearest = lambda t: t.repeat(2, axis=0).repeat(2, axis=1)  # noqa: E731
+    assert np.array_equal(self_ensemble(nearest)(x), nearest(x))
+    weights = rng.random((2 * h + 2 * w) * 2)
+
+    def skewed(t):  # depends on where a pixel is: not equivariant
+        y = nearest(t).astype(np.float64)
+        ramp = np.add.outer(weights[: y.shape[0]], weights[: y.shape[1]])
+        return y * (ramp[..., None] if y.ndim == 3 else ramp)
+
+    want = []
+    for k in range(4):
+        for flip in (False, True):
+            t = np.rot90(x, k)
+            y = skewed(t[:, ::-1] if flip else t)
+            want.append(np.rot90(y[:, ::-1] if flip else y, -k))
+    np.testing.assert_allclose(self_ensemble(skewed)(x), np.mean(want, axis=0), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["engine", "torch"])
+def test_self_ensemble_upscaler_on_both_backends_and_lanes(model, backend):
+    """load_upscaler(self_ensemble=True) runs the model 8 times per tile; the engine's lanes
+    ensemble as its forward does; binsr.upscale takes the flag."""
+    img = RNG.integers(0, 256, (21, 26, 3), dtype=np.uint8)
+    x = (img / 255.0).astype(np.float32)
+    up = load_upscaler(model, backend=backend, threads=1)
+    ens = with_self_ensemble(up)
+    calls = []
+    ens.forward = self_ensemble(lambda t: calls.append(t.shape) or up.forward(t))
+    out = upscale_array(ens, x, tile=None)  # float in: float out, not rounded
+    assert sorted(calls) == sorted([(21, 26, 3)] * 4 + [(26, 21, 3)] * 4)
+    want = [np.rot90(up.forward(np.ascontiguousarray(np.rot90(x, k)[:, ::-1] if flip else np.rot90(x, k)))
+                     [:, ::(-1 if flip else 1)], -k) for k in range(4) for flip in (False, True)]
+    np.testing.assert_array_equal(out, np.mean(np.array(want, np.float64), axis=0).astype(np.float32))
+    assert not np.array_equal(out, upscale_array(up, x, tile=None))
+    np.testing.assert_array_equal(binsr.upscale(x, model=model, backend=backend, threads=1, tile=None,
+                                                self_ensemble=True), out)
+    if backend == "engine":
+        two = load_upscaler(model, backend="engine", threads=2, self_ensemble=True)
+        assert two.lanes == 2 and two.lane is not None
+        np.testing.assert_array_equal(upscale_array(two, img, tile=8, overlap=4),
+                                      upscale_array(load_upscaler(model, threads=1, self_ensemble=True), img,
+                                                    tile=8, overlap=4))
+
+
+def test_self_ensemble_flag_of_the_cli(tmp_path, weights, capsys):
+    Image.fromarray(_smooth(14, 12)).save(tmp_path / "a.png")
+    rc, _, err = _run(capsys, tmp_path / "a.png", "-o", tmp_path / "ens", "--self-ensemble", "--model", weights)
+    assert rc == 0, err
+    up = load_upscaler(weights, threads=1, self_ensemble=True)
+    np.testing.assert_array_equal(read_image(tmp_path / "ens" / "a_x2.png"),
+                                  upscale_array(up, read_image(tmp_path / "a.png"), tile=256, overlap=16))

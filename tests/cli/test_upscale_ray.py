@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from binsr.cli import main
-from binsr.data import write_image
+from binsr.data import read_image, write_image
 
 RNG = np.random.default_rng(19)
 ICC = b"binsr-ray-test-icc" * 4
@@ -246,3 +246,19 @@ def test_two_node_cluster(tmp_path, packed):
     assert "upscaled 6 images" in proc.stdout and "2 Ray workers x 1 thread on 2 nodes" in proc.stdout
     assert main(["upscale", str(src), "-o", str(tmp_path / "serial"), "--model", str(packed), "--quiet"]) == 0
     _same_files(tmp_path / "serial", tmp_path / "ray")
+
+
+def test_a_worker_runs_the_self_ensemble(tmp_path, packed, ray_local):
+    """``--self-ensemble`` reaches the workers: a worker's file is the local x8 ensemble's."""
+    from binsr.cli.upscale import FileOptions
+    from binsr.infer import load_upscaler, upscale_array
+    from binsr.infer.ray import UpscaleWorker
+
+    Image.fromarray(_smooth(20, 24)).save(tmp_path / "a.png")
+    worker = UpscaleWorker("tiny", 1, FileOptions(None, 16, 10_000, False, 1), False, True)
+    model = [ray_local.put(packed.read_bytes())]
+    assert worker.run(model, str(tmp_path / "a.png"), str(tmp_path / "w.png")) == (None, [], None)
+    local = upscale_array(load_upscaler(packed, threads=1, self_ensemble=True), read_image(tmp_path / "a.png"),
+                          tile=None)
+    plain = upscale_array(load_upscaler(packed, threads=1), read_image(tmp_path / "a.png"), tile=None)
+    assert np.array_equal(read_image(tmp_path / "w.png"), local) and not np.array_equal(local, plain)

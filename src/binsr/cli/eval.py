@@ -54,6 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--per-image", action="store_true", help="add per-image PSNR/SSIM to the JSON")
+    p.add_argument("--self-ensemble", action="store_true",
+                   help="upscale each image as the mean of its 8 flips and quarter turns (EDSR's '+' rows; 8x the work)")
     p.add_argument("--data-root", metavar="DIR", help="data folder (default: $BINSR_DATA, else ../shared/data)")
     p.add_argument(
         "--lr-source",
@@ -89,16 +91,19 @@ def run(args: argparse.Namespace) -> int:
     # Resolve every (dataset, scale) and the output first, so a typo fails before any work is done.
     if args.json:
         claim_output(args.json, args.overwrite)
+    if args.self_ensemble and args.model == "bicubic":
+        raise UsageError("--self-ensemble applies to trained models, not to bicubic")
     jobs = [(open_dataset(d, s, args.lr_source, args.data_root), s) for d in args.dataset for s in args.scale]
     out = sys.stderr if args.json == STDOUT else sys.stdout
-    print(f"model: {args.model}   LR: {args.lr_source}   metrics: Y channel, border = scale", file=out)
+    ensemble = "   self-ensemble: x8 (flips, quarter turns)" if args.self_ensemble else ""
+    print(f"model: {args.model}   LR: {args.lr_source}   metrics: Y channel, border = scale{ensemble}", file=out)
     print(f"{'dataset':<10} {'scale':>5} {'images':>6} {'PSNR':>8} {'SSIM':>7} {'seconds':>8}", file=out)
     models: dict[int, Any] = {}
     results = []
     for data, scale in jobs:
         if scale not in models:
             models[scale] = _build_model(args.model, scale, args.recipe, args.weights)
-        r = evaluate(models[scale], data, scale, per_image=args.per_image)
+        r = evaluate(models[scale], data, scale, per_image=args.per_image, self_ensemble=args.self_ensemble)
         r["model"] = args.model
         results.append(r)
         row = f"{r['dataset']:<10} {'x' + str(scale):>5} {r['n_images']:>6}"

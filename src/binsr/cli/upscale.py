@@ -54,6 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "about 3x faster to write than 6, files about 13%% larger)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--threads", type=int, help="CPU threads (default: all this process may use)")
+    p.add_argument("--self-ensemble", action="store_true",
+                   help="average the model's outputs over the 8 flips and quarter turns of each tile (8x the work)")
     p.add_argument("--backend", default="engine", choices=["engine", "torch"],
                    help="engine: packed 1-bit runtime (default; falls back to torch if the model cannot be "
                         "exported); torch: PyTorch forward")
@@ -199,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
 
     from binsr.infer import load_upscaler
 
-    up = load_upscaler(args.model, args.scale, args.backend, 1 if args.ray and not args.threads else args.threads)
+    up = load_upscaler(args.model, args.scale, args.backend, 1 if args.ray and not args.threads else args.threads,
+                       args.self_ensemble)
     if up.notice:
         print(f"binsr upscale: note: {up.notice}", file=sys.stderr)
     suffix = f"_x{up.scale}" if args.suffix is None else args.suffix

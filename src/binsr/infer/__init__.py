@@ -48,7 +48,7 @@ from binsr.errors import BinsrError, UsageError
 from binsr.pretrained import PREFIX, packed_file
 
 __all__ = ["Upscaler", "load_upscaler", "open_packed", "upscale", "upscale_array", "check_tiling", "default_threads",
-           "BACKENDS"]
+           "self_ensemble", "with_self_ensemble", "BACKENDS"]
 
 BACKENDS = ("engine", "torch")
 #: tile input starts are aligned to this many LR pixels (Winograd/row tiles of the engine line up
@@ -172,6 +172,32 @@ class Upscaler:
         return out
 
 
+def self_ensemble(forward: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """``forward`` averaged over the 8 flips and quarter turns of its input's first two axes, each
+    output turned back first: the x8 geometric self-ensemble (Timofte et al. 2016, "Seven ways to
+    improve example-based SR"; EDSR's "+" rows, Lim et al. 2017 sec. 3.4). 8 times the work; the
+    average is float64 (``HW`` or ``HWC`` in, as ``forward`` takes them)."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        total = None
+        for k in range(4):
+            for flip in (False, True):
+                t = np.rot90(x, k)
+                y = forward(np.ascontiguousarray(t[:, ::-1] if flip else t))
+                y = np.rot90(y[:, ::-1] if flip else y, -k)
+                total = y.astype(np.float64) if total is None else total + y
+        return total / 8
+
+    return run
+
+
+def with_self_ensemble(up: Upscaler) -> Upscaler:
+    """``up`` with its forward (and its lanes') wrapped in :func:`self_ensemble`."""
+    lane = up.lane
+    return Upscaler(self_ensemble(up.forward), up.scale, up.backend, up.name, up.notice, up.module,
+                    (lambda: self_ensemble(lane())) if lane is not None else None, up.lanes)
+
+
 # ----------------------------------------------------------------------------------- loading
 
 
@@ -257,7 +283,7 @@ def _engine_forward(runtime: Any) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def load_upscaler(model: Any = None, scale: int | None = None, backend: str = "engine",
-                  threads: int | None = None) -> Upscaler:
+                  threads: int | None = None, self_ensemble: bool = False) -> Upscaler:
     """Load a model for :func:`upscale_array`.
 
     Args:
@@ -270,7 +296,14 @@ def load_upscaler(model: Any = None, scale: int | None = None, backend: str = "e
             set, when the architecture cannot be exported) or ``"torch"``.
         threads: CPU threads (engine kernels / ``torch.set_num_threads``); default: all CPUs
             this process may use for the engine, torch's own setting for torch.
+        self_ensemble: average over the 8 flips and quarter turns (:func:`with_self_ensemble`;
+            8 times the work).
     """
+    up = _load_upscaler(model, scale, backend, threads)
+    return with_self_ensemble(up) if self_ensemble else up
+
+
+def _load_upscaler(model: Any, scale: int | None, backend: str, threads: int | None) -> Upscaler:
     if isinstance(model, Upscaler):
         _check_scale(model.name, model.scale, scale)
         return model
@@ -504,15 +537,15 @@ def _as_arrays(image: Any, max_pixels: int | None) -> tuple[np.ndarray, np.ndarr
 
 def upscale(image_or_path: Any, model: Any = None, scale: int | None = None, tile: int | None = 256,
             tile_overlap: int = 16, backend: str = "engine", threads: int | None = None,
-            max_pixels: int | None = None) -> np.ndarray:
+            max_pixels: int | None = None, self_ensemble: bool = False) -> np.ndarray:
     """Upscale one image with a binsr model, as ``binsr upscale`` does; returns a NumPy array.
 
     Args:
         image_or_path: a file path (any format :func:`binsr.data.read_image` reads; EXIF
             orientation applied), a PIL image, or an array: ``HW`` gray, ``HWC`` with 3 (RGB),
             4 (RGBA) or 2 (gray + alpha) channels, ``uint8``, ``uint16`` or float in [0, 1].
-        model, scale, backend, threads: see :func:`load_upscaler` (pass an :class:`Upscaler`
-            from it to reuse one model across calls).
+        model, scale, backend, threads, self_ensemble: see :func:`load_upscaler` (pass an
+            :class:`Upscaler` from it to reuse one model across calls).
         tile, tile_overlap: tile size and context in LR pixels (``tile=None``: whole image).
         max_pixels: refuse a file with more pixels (decompression bomb guard).
 
@@ -521,5 +554,5 @@ def upscale(image_or_path: Any, model: Any = None, scale: int | None = None, til
         stays, 16 bits stay 16 bits, float64 stays float64; float is not clipped to [0, 1]).
     """
     pixels, alpha = _as_arrays(image_or_path, max_pixels)
-    up = load_upscaler(model, scale, backend, threads)
+    up = load_upscaler(model, scale, backend, threads, self_ensemble)
     return upscale_array(up, pixels, alpha, tile, tile_overlap)

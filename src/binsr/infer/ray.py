@@ -89,8 +89,9 @@ class UpscaleWorker:
     """A Ray actor: the model loaded by :meth:`ready` (again by a restarted worker's first file),
     then :meth:`run` per file (:func:`in_flight` at a time, one upscaling)."""
 
-    def __init__(self, name: str, threads: int, opts: FileOptions, debug: bool) -> None:
+    def __init__(self, name: str, threads: int, opts: FileOptions, debug: bool, self_ensemble: bool = False) -> None:
         self.name, self.threads, self.opts, self.debug = name, threads, opts, debug
+        self.self_ensemble = self_ensemble
         self.up: Upscaler | None = None
         self.engine = threading.Lock()  # a Runtime runs one call at a time
 
@@ -102,7 +103,8 @@ class UpscaleWorker:
         with tempfile.TemporaryDirectory(prefix="binsr-ray-") as tmp:
             path = Path(tmp) / "model.bsr"
             path.write_bytes(ray.get(packed[0]))
-            self.up = load_upscaler(path, None, "engine", self.threads)  # the engine reads it into memory
+            # the engine reads it into memory
+            self.up = load_upscaler(path, None, "engine", self.threads, self.self_ensemble)
         self.up.name = self.name
 
     def ready(self, packed: list) -> str:
@@ -203,7 +205,8 @@ def _start_workers(ray: Any, args: argparse.Namespace, up: Upscaler, packed: byt
     actor = ray.remote(num_cpus=threads, max_restarts=RETRIES, max_task_retries=RETRIES,
                        max_concurrency=in_flight(threads))(UpscaleWorker)
     debug = getattr(args, "debug", False)
-    actors = [actor.remote(up.name, threads, opts, debug) for _ in range(min(workers, n_files))]
+    ensemble = getattr(args, "self_ensemble", False)
+    actors = [actor.remote(up.name, threads, opts, debug, ensemble) for _ in range(min(workers, n_files))]
     try:
         model = ray.put(packed)
         nodes = ray.get([worker.ready.remote([model]) for worker in actors])
