@@ -43,7 +43,8 @@ def open_dataset(
     return BenchmarkSet(dataset, scale, root=data_root, lr_source=lr_source)
 
 
-def upscale_image(model: str | nn.Module | Runtime, lr: np.ndarray, scale: int, self_ensemble: bool = False) -> np.ndarray:
+def upscale_image(model: str | nn.Module | Runtime, lr: np.ndarray, scale: int,
+                  self_ensemble: bool = False) -> np.ndarray:
     """Upscale one ``uint8`` LR image (``HWC`` RGB or ``HW`` gray) to a ``uint8`` SR image.
 
     ``model="bicubic"`` uses MATLAB :func:`~binsr.data.resize.imresize`. A module gets RGB [0, 1]

@@ -55,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--per-image", action="store_true", help="add per-image PSNR/SSIM to the JSON")
     p.add_argument("--self-ensemble", action="store_true",
-                   help="upscale each image as the mean of its 8 flips and quarter turns (EDSR's '+' rows; 8x the work)")
+                   help="upscale each image as the mean of its 8 flips and quarter turns "
+                        "(EDSR's '+' rows; 8x the work)")
     p.add_argument("--data-root", metavar="DIR", help="data folder (default: $BINSR_DATA, else ../shared/data)")
     p.add_argument(
         "--lr-source",

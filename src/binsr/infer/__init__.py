@@ -175,8 +175,8 @@ class Upscaler:
 def self_ensemble(forward: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
     """``forward`` averaged over the 8 flips and quarter turns of its input's first two axes, each
     output turned back first: the x8 geometric self-ensemble (Timofte et al. 2016, "Seven ways to
-    improve example-based SR"; EDSR's "+" rows, Lim et al. 2017 sec. 3.4). 8 times the work; the
-    average is float64 (``HW`` or ``HWC`` in, as ``forward`` takes them)."""
+    improve example-based SR"; Lim et al. 2017, EDSR, whose "+" rows it gives). 8 times the work;
+    the average is float64 (``HW`` or ``HWC`` in, as ``forward`` takes them)."""
 
     def run(x: np.ndarray) -> np.ndarray:
         total = None
