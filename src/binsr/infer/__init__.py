@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -194,8 +194,8 @@ def self_ensemble(forward: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.n
 def with_self_ensemble(up: Upscaler) -> Upscaler:
     """``up`` with its forward (and its lanes') wrapped in :func:`self_ensemble`."""
     lane = up.lane
-    return Upscaler(self_ensemble(up.forward), up.scale, up.backend, up.name, up.notice, up.module,
-                    (lambda: self_ensemble(lane())) if lane is not None else None, up.lanes)
+    return replace(up, forward=self_ensemble(up.forward),
+                   lane=(lambda: self_ensemble(lane())) if lane is not None else None)
 
 
 # ----------------------------------------------------------------------------------- loading

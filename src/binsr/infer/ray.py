@@ -205,8 +205,7 @@ def _start_workers(ray: Any, args: argparse.Namespace, up: Upscaler, packed: byt
     actor = ray.remote(num_cpus=threads, max_restarts=RETRIES, max_task_retries=RETRIES,
                        max_concurrency=in_flight(threads))(UpscaleWorker)
     debug = getattr(args, "debug", False)
-    ensemble = getattr(args, "self_ensemble", False)
-    actors = [actor.remote(up.name, threads, opts, debug, ensemble) for _ in range(min(workers, n_files))]
+    actors = [actor.remote(up.name, threads, opts, debug, args.self_ensemble) for _ in range(min(workers, n_files))]
     try:
         model = ray.put(packed)
         nodes = ray.get([worker.ready.remote([model]) for worker in actors])

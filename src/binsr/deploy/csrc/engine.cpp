@@ -1059,10 +1059,9 @@ __attribute__((always_inline)) static inline void attn_core(const float* __restr
     // L3; 3-4% of the fp64 attention on Zen 4, benchmarks/window_attention.py).
     if (wi + 1 < w1)
       for (int p = 0; p < N; ++p) {
-        const char* t = (const char*)(qkv + token(wi + 1, p) * 3 * C);
-        const size_t bytes = (size_t)3 * C * sizeof(float);
-        for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(t + o, 0, 2);
-        __builtin_prefetch(t + bytes - 1, 0, 2);
+        const char* t = (const char*)(qkv + token(wi + 1, p) * ld);
+        for (size_t o = 0; o < ld * sizeof(float); o += 64) __builtin_prefetch(t + o, 0, 2);
+        __builtin_prefetch(t + ld * sizeof(float) - 1, 0, 2);
       }
     for (int p = 0; p < N; ++p) {  // the window's tokens, all heads, copied (converted) once
       const float* __restrict t = qkv + tok[p] * ld;
