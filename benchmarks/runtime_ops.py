@@ -28,7 +28,7 @@ def main() -> None:
             t0 = time.thread_time()
             rt(x, profile=True)
             times.append(time.thread_time() - t0)
-        split = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in sorted(rt.timings.items(), key=lambda kv: -kv[1])[:4])
+        split = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in sorted(rt.timings.items(), key=lambda kv: -kv[1])[:6])
         print(f"{path}: {statistics.median(times) * 1e3:.1f} ms (last call: {split} ms)")
 
 

@@ -1283,6 +1283,87 @@ static void layer_norm_range(const float* __restrict x, float* __restrict y, con
   }
 }
 
+#if defined(__x86_64__)
+// AVX-512 form of layer_norm_range, T tokens at a time (their chains of adds, reductions and roots
+// interleaved; one token's are latency-bound), each token's channels 8 to a vector of doubles (the
+// last C % 8 in masked lanes, kept at 0): each sum runs in 8 lane-wise partial sums, added at the
+// end pairwise (hsum8_pd), instead of one chain channel by channel; the same formula otherwise
+// (float32 or, with fp64, double output arithmetic; no FMA: the sums after products are _round_
+// intrinsics, which GCC does not contract; their masked forms, whose GCC 12 headers do not warn). Summed in another order, a mean or
+// variance can move by an ulp of a double, which the float output shows only in the rarest ties;
+// the tests hold both forms against torch (the fp64 one: float64 LayerNorm rounded once, equal).
+static constexpr int kRoundNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+
+__attribute__((target("avx512f,avx512vl"))) static inline __m512d load8_pd(const float* r, __mmask8 k) {
+  return _mm512_maskz_cvtps_pd(k, _mm256_maskz_loadu_ps(k, r));  // 8 floats as doubles, 0 off k
+}
+
+// The 8 lanes' sum, pairwise in lane order (linear_range_fp64's order for its 8 partial sums).
+__attribute__((target("avx512f"))) static inline double hsum8_pd(__m512d v) {
+  alignas(64) double l[8];
+  _mm512_store_pd(l, v);
+  return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
+template <int T>
+__attribute__((target("avx512f,avx512vl"))) static inline void layer_norm_tokens_avx512(
+    const float* __restrict x, float* __restrict y, const float* __restrict w, const float* __restrict b, int C,
+    double eps, bool fp64) {
+  const int nv = (C + 7) / 8;
+  const __mmask8 tail = (__mmask8)(C % 8 ? (1u << (C % 8)) - 1 : 0xff);
+  __m512d s[T], mv[T];
+  double mean[T], inv[T];
+  for (int t = 0; t < T; ++t) s[t] = _mm512_setzero_pd();
+  for (int v = 0; v < nv; ++v) {
+    const __mmask8 k = v == nv - 1 ? tail : (__mmask8)0xff;
+    for (int t = 0; t < T; ++t) s[t] = _mm512_add_pd(s[t], load8_pd(x + (size_t)t * C + 8 * v, k));
+  }
+  for (int t = 0; t < T; ++t) {
+    mean[t] = hsum8_pd(s[t]) / C;
+    mv[t] = _mm512_set1_pd(mean[t]);
+    s[t] = _mm512_setzero_pd();
+  }
+  for (int v = 0; v < nv; ++v) {
+    const __mmask8 k = v == nv - 1 ? tail : (__mmask8)0xff;
+    for (int t = 0; t < T; ++t) {
+      const __m512d d = _mm512_maskz_sub_pd(k, load8_pd(x + (size_t)t * C + 8 * v, k), mv[t]);
+      s[t] = _mm512_mask_add_round_pd(s[t], k, s[t], _mm512_mul_pd(d, d), kRoundNearest);
+    }
+  }
+  for (int t = 0; t < T; ++t) inv[t] = 1.0 / std::sqrt(hsum8_pd(s[t]) / C + eps);
+  for (int t = 0; t < T; ++t) {
+    const float* __restrict r = x + (size_t)t * C;
+    float* __restrict o = y + (size_t)t * C;
+    if (fp64) {
+      const __m512d iv = _mm512_set1_pd(inv[t]);
+      for (int v = 0; v < nv; ++v) {
+        const __mmask8 k = v == nv - 1 ? tail : (__mmask8)0xff;
+        const __m512d u = _mm512_maskz_mul_round_pd(k, _mm512_mul_pd(_mm512_sub_pd(load8_pd(r + 8 * v, k), mv[t]), iv),
+                                                    load8_pd(w + 8 * v, k), kRoundNearest);
+        _mm256_mask_storeu_ps(o + 8 * v, k,
+                              _mm512_maskz_cvtpd_ps(k, _mm512_maskz_add_round_pd(k, u, load8_pd(b + 8 * v, k), kRoundNearest)));
+      }
+    } else {
+      const __m512 fi = _mm512_set1_ps((float)inv[t]), mu = _mm512_set1_ps((float)mean[t]);
+      for (int c = 0; c < C; c += 16) {
+        const __mmask16 k = (__mmask16)(C - c >= 16 ? 0xffff : (1u << (C - c)) - 1);
+        const __m512 u = _mm512_maskz_mul_round_ps(k, _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, r + c), mu), fi),
+                                                   _mm512_maskz_loadu_ps(k, w + c), kRoundNearest);
+        _mm512_mask_storeu_ps(o + c, k, _mm512_maskz_add_round_ps(k, u, _mm512_maskz_loadu_ps(k, b + c), kRoundNearest));
+      }
+    }
+  }
+}
+
+__attribute__((target("avx512f,avx512vl"))) static void layer_norm_avx512(
+    const float* __restrict x, float* __restrict y, const float* __restrict w, const float* __restrict b, int C,
+    double eps, bool fp64, size_t m0, size_t m1) {
+  size_t m = m0;
+  for (; m + 4 <= m1; m += 4) layer_norm_tokens_avx512<4>(x + m * C, y + m * C, w, b, C, eps, fp64);
+  for (; m < m1; ++m) layer_norm_tokens_avx512<1>(x + m * C, y + m * C, w, b, C, eps, fp64);
+}
+#endif
+
 static py::array_t<float> layer_norm(const FArr& x, const FArr& w, const FArr& b, double eps, int threads, bool fp64) {
   const int C = (int)x.shape(x.ndim() - 1);
   if (w.size() != C || b.size() != C) throw std::invalid_argument("weight and bias must have C values");
@@ -1292,14 +1373,21 @@ static py::array_t<float> layer_norm(const FArr& x, const FArr& w, const FArr& b
   const size_t M = (size_t)x.size() / C;
   if (!fp64) eps = (float)eps;  // a float32 eps, as before the flag
   py::gil_scoped_release nogil;
+#if defined(__x86_64__)
+  if (cpu_avx512()) {
+    parallel_range(M, threads, 4096, [=](size_t m0, size_t m1) { layer_norm_avx512(xp, yp, wp, bp, C, eps, fp64, m0, m1); });
+    return y;
+  }
+#endif
   parallel_range(M, threads, 4096, [=](size_t m0, size_t m1) { layer_norm_range(xp, yp, wp, bp, C, eps, fp64, m0, m1); });
   return y;
 }
 
 // The fp64 linear: y[m][o] = b[o] + sum_c x[m][c] w[c][o] in double, rounded once (SCALES' token gate,
-// binsr.nn.TokenGate). Each sum runs over c in 8 interleaved partial sums, added in a fixed order at
-// the end: vectorizes without reordering anything the source does not say.
-BINSR_CLONES()
+// binsr.nn.TokenGate). Each sum runs over c in 8 interleaved partial sums (channel c into sum c % 8,
+// each product rounded, then added: no FMA), added pairwise in a fixed order at the end: vectorizes
+// without reordering anything the source does not say.
+BINSR_CLONES() __attribute__((optimize("fp-contract=off")))
 static void linear_range_fp64(const float* __restrict x, const double* __restrict wT, const float* __restrict b,
                               float* __restrict y, int C, int O, size_t m0, size_t m1) {
   for (size_t m = m0; m < m1; ++m) {
@@ -1317,6 +1405,45 @@ static void linear_range_fp64(const float* __restrict x, const double* __restric
   }
 }
 
+#if defined(__x86_64__)
+// AVX-512 form of linear_range_fp64, the same sums in the same order (the 8 partial sums a vector's
+// lanes; the last C % 8 channels added in masked lanes), T tokens at a time so that their chains of
+// adds overlap (a token's is latency-bound).
+template <int T>
+__attribute__((target("avx512f,avx512vl"))) static inline void linear_tokens_fp64_avx512(
+    const float* __restrict x, const double* __restrict wT, const float* __restrict b, float* __restrict y, int C,
+    int O) {
+  const __mmask8 tail = (__mmask8)((1u << (C % 8)) - 1);
+  for (int o = 0; o < O; ++o) {
+    const double* __restrict wo = wT + (size_t)o * C;
+    __m512d acc[T];
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_pd();
+    int c = 0;
+    for (; c + 8 <= C; c += 8) {
+      const __m512d wv = _mm512_loadu_pd(wo + c);
+      for (int t = 0; t < T; ++t)
+        acc[t] = _mm512_maskz_add_round_pd(0xff, acc[t], _mm512_mul_pd(load8_pd(x + (size_t)t * C + c, 0xff), wv),
+                                           kRoundNearest);  // masked form: GCC 12's unmasked one warns
+    }
+    if (tail) {
+      const __m512d wv = _mm512_maskz_loadu_pd(tail, wo + c);
+      for (int t = 0; t < T; ++t)
+        acc[t] = _mm512_mask_add_round_pd(acc[t], tail, acc[t], _mm512_mul_pd(load8_pd(x + (size_t)t * C + c, tail), wv),
+                                          kRoundNearest);
+    }
+    for (int t = 0; t < T; ++t) y[(size_t)t * O + o] = (float)(hsum8_pd(acc[t]) + (double)b[o]);
+  }
+}
+
+__attribute__((target("avx512f,avx512vl"))) static void linear_range_fp64_avx512(
+    const float* __restrict x, const double* __restrict wT, const float* __restrict b, float* __restrict y, int C,
+    int O, size_t m0, size_t m1) {
+  size_t m = m0;
+  for (; m + 4 <= m1; m += 4) linear_tokens_fp64_avx512<4>(x + m * C, wT, b, y + m * O, C, O);
+  for (; m < m1; ++m) linear_tokens_fp64_avx512<1>(x + m * C, wT, b, y + m * O, C, O);
+}
+#endif
+
 static py::array_t<float> linear_fp64(const FArr& x, const FArr& w, const FArr& b, int threads) {
   const int C = (int)x.shape(x.ndim() - 1);
   if (w.ndim() != 2 || w.shape(0) != C || b.size() != w.shape(1))
@@ -1333,6 +1460,12 @@ static py::array_t<float> linear_fp64(const FArr& x, const FArr& w, const FArr& 
   float* yp = y.mutable_data();
   const size_t M = (size_t)x.size() / C;
   py::gil_scoped_release nogil;
+#if defined(__x86_64__)
+  if (cpu_avx512()) {
+    parallel_range(M, threads, 4096, [=](size_t m0, size_t m1) { linear_range_fp64_avx512(xp, wp, bp, yp, C, O, m0, m1); });
+    return y;
+  }
+#endif
   parallel_range(M, threads, 4096, [=](size_t m0, size_t m1) { linear_range_fp64(xp, wp, bp, yp, C, O, m0, m1); });
   return y;
 }

@@ -82,10 +82,10 @@ static inline void store_floats(float* dst, const float* v, int C, bool stream) 
 }
 static inline void stream_fence() { _mm_sfence(); }
 
-// epilogue.inc's fused epilogue in registers, for the usual case (no gated bias or int32 output;
-// the last C % 16 channels in masked vectors): the same float operations in the same order as its scalar loops
+// epilogue.inc's fused epilogue in registers, for the usual case (no int32 output; the last C % 16
+// channels in masked vectors): the same float operations in the same order as its scalar loops
 // (fma for scale and bias, or with SCALES' gates scale, pixel gate, channel gate and bias one at a
-// time; then RPReLU, / div, post_scale and residuals, RPReLU), so the same bits, without the passes
+// time, then the gated bias's rounded product added; then RPReLU, / div, post_scale and residuals, RPReLU), so the same bits, without the passes
 // through the values buffer. A tile is NV x 16 channels of P pixels, each step of the epilogue over
 // all its vectors at once, so each option is tested once per tile and a channel's parameters are
 // loaded once per P pixels. Layers with float output go a pixel's 64 channels at a time (its word
@@ -98,7 +98,7 @@ static inline void stream_fence() { _mm_sfence(); }
 // The epilogue's operands for one call, everything in locals (the stores could otherwise alias the
 // Epilogue's fields).
 struct FastEpi {
-  const float *scale, *bias, *thr, *sh, *sl, *ab, *pix, *chan;
+  const float *scale, *bias, *gate_bias, *thr, *sh, *sl, *ab, *pix, *chan;
   const float* res[3];
   float* out;
   uint16_t* bits;  // 16-bit pieces of the packed words
@@ -153,6 +153,11 @@ __attribute__((always_inline)) static inline void epi_tile(const FastEpi& k, con
       for (int p = 0; p < P; ++p)
         for (int i = 0; i < NV; ++i) v[p][i] = _mm512_add_ps(v[p][i], b[i]);
     }
+    if (k.gate_bias) {  // + pix * gate_bias, the product rounded first (no FMA: -ffp-contract=off)
+      load(b, k.gate_bias);
+      for (int p = 0; p < P; ++p)
+        for (int i = 0; i < NV; ++i) v[p][i] = _mm512_add_ps(v[p][i], _mm512_mul_ps(_mm512_set1_ps(k.pix[pi + p]), b[i]));
+    }
   }
   if (k.act_first) rprelu();
   if (k.div)
@@ -197,9 +202,9 @@ static bool fast_epilogue(const Job& j, int y, int x0, int np, const int32_t* do
   const Epilogue& e = j.e;
   const int C = j.L->cout;
   // a few pixels a call (segment mode): the scalar loops were as fast or faster
-  if (e.gate_bias || e.out_int || np < 16) return false;
+  if (e.out_int || np < 16) return false;
   FastEpi k;
-  k.scale = e.scale, k.bias = e.bias, k.thr = e.thr, k.pix = e.pix, k.chan = e.chan;
+  k.scale = e.scale, k.bias = e.bias, k.gate_bias = e.gate_bias, k.thr = e.thr, k.pix = e.pix, k.chan = e.chan;
   k.sh = e.act_shift, k.sl = e.act_slope, k.ab = e.act_bias;
   k.fma = k.scale && k.bias && !k.pix && !k.chan;
   k.act_first = k.sl && e.act_first, k.act_last = k.sl && !e.act_first;
