@@ -25,6 +25,7 @@ def _serve(capsys, *argv):
 @pytest.mark.parametrize("argv, words", [
     (["--port", "70000"], "--port must be 0-65535"),
     (["--max-queue", "0"], "must be positive"),
+    (["--max-ensemble-pixels", "-1"], "0 (no self-ensemble) or more"),
     (["--max-upload-mb", "-1"], "must be positive"),
     (["--model", "zoo:nope"], "unknown model 'zoo:nope'"),
     (["--model", "missing.bsr"], "packed model not found"),

@@ -38,6 +38,7 @@ def test_models_lists_the_zoo_and_the_limits(client):
     assert info["scales"] == sorted({m["scale"] for m in info["models"]})
     assert {m["scale"] for m in info["models"] if m["default"]} == set(info["scales"])
     assert info["max_upload_bytes"] == 50 << 20 and info["max_pixels"] == 50_000_000
+    assert info["max_ensemble_pixels"] == 50_000_000 // 8  # a self-ensemble job: no more work than a plain one
 
 
 def test_page_is_bundled_whole(client):
@@ -95,6 +96,37 @@ def test_bicubic_is_pillows_enlargement(client, png_bytes):
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(reply.content))), np.asarray(want))
 
 
+def test_self_ensemble_gives_the_bytes_binsr_upscale_self_ensemble_writes(client, cli_output, png_bytes):
+    data = png_bytes("rgb")
+    plain = _post(client, data, "e.png")
+    reply = _post(client, data, "e.png", self_ensemble="on")
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-binsr-self-ensemble"] == "1" and plain.headers["x-binsr-self-ensemble"] == "0"
+    assert reply.content == cli_output(data, "e.png", "--self-ensemble") != plain.content
+    assert 'filename="e_x4.png"' in reply.headers["content-disposition"]  # binsr upscale's name
+    for off in ("0", "false", ""):
+        assert _post(client, data, "e.png", self_ensemble=off).content == plain.content
+    # the page sends its form to the bicubic preview too, which leaves the switch alone
+    bicubic = [_post(client, data, route="/api/bicubic", **f).content for f in ({}, {"self_ensemble": 1})]
+    assert bicubic[0] == bicubic[1]
+
+
+def test_self_ensemble_limits(png_bytes):
+    data = png_bytes("rgb")  # 28 x 20 = 560 pixels
+    with _client(max_ensemble_pixels=500) as client:
+        assert client.get("/api/models").json()["max_ensemble_pixels"] == 500
+        reply = _post(client, data, self_ensemble=1)
+        assert reply.status_code == 413 and "--max-ensemble-pixels" in reply.json()["error"]
+        assert _post(client, data).status_code == 200  # the same picture without it
+        assert _post(client, png_bytes("rgb", 20, 25), self_ensemble=1).status_code == 200
+        reply = _post(client, data, self_ensemble="maybe")
+        assert reply.status_code == 400 and "self_ensemble must be" in reply.json()["error"]
+    with _client(max_ensemble_pixels=0) as client:
+        assert client.get("/api/models").json()["max_ensemble_pixels"] == 0
+        reply = _post(client, png_bytes("rgb", 8, 8), self_ensemble=1)
+        assert reply.status_code == 400 and "no self-ensemble" in reply.json()["error"]
+
+
 def test_bad_uploads_get_json_4xx_and_the_server_goes_on(cli_output, png_bytes):
     good = png_bytes("rgb")
     with _client(max_upload_bytes=4096, max_pixels=30 * 30) as client:
@@ -116,6 +148,9 @@ def test_bad_uploads_get_json_4xx_and_the_server_goes_on(cli_output, png_bytes):
             "multipart without boundary": (client.post("/api/upscale", content=b"--x\r\nbad",
                                                        headers={"content-type": "multipart/form-data"}),
                                            400, "bad form data"),
+            "self_ensemble a file too": (client.post("/api/upscale", files={"image": ("a.png", good),
+                                                                            "self_ensemble": ("x", b"1")}),
+                                         400, "bad form data"),
             "bad job id": (client.post("/api/upscale?job=../x", files={"image": ("a.png", good)}), 400, "job"),
             "wrong method": (client.get("/api/upscale"), 405, "Method Not Allowed"),
         }

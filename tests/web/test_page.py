@@ -128,3 +128,23 @@ def test_upscale_compare_and_download_in_a_browser(server_url, browser, tmp_path
     if os.environ.get("BINSR_WEB_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["BINSR_WEB_SCREENSHOT"])
     context.close()
+
+
+def test_self_ensemble_switch_in_a_browser(server_url, browser, tmp_path, cli_output, png_bytes):
+    (tmp_path / "rgba.png").write_bytes(png_bytes("rgba"))
+    want = cli_output(png_bytes("rgba"), "rgba.png", "--self-ensemble")
+    context = browser.new_context(accept_downloads=True)
+    page = context.new_page()
+    page.goto(server_url)
+    page.wait_for_selector("#model option", state="attached")
+    assert "with the self-ensemble" in page.inner_text("#limits")
+    page.check("#ensemble")
+    page.set_input_files("#files", [str(tmp_path / "rgba.png")])
+    card = page.locator(".card")
+    expect(card).to_have_attribute("data-state", "done", timeout=20_000)
+    assert "x8 self-ensemble" in card.locator(".info").inner_text()
+    with page.expect_download() as download:
+        card.locator("a.download").click()
+    assert download.value.suggested_filename == "rgba_x4.png"
+    assert Path(download.value.path()).read_bytes() == want
+    context.close()

@@ -11,8 +11,10 @@ HELP = """\
 Serve a web page on which pictures are dropped, upscaled by a zoo model on the packed 1-bit engine,
 compared with bicubic on a before/after slider and downloaded (one by one or as a zip). The
 downloads are the PNG files `binsr upscale` writes with its default options. The API the page uses:
-GET /api/models, POST /api/upscale (multipart field `image`, optional `model` and `scale`) -> PNG;
-errors are JSON {"error": ...} with a 4xx code. One engine job runs at a time, the others queue.
+GET /api/models, POST /api/upscale (multipart field `image`, optional `model`, `scale` and
+`self_ensemble`) -> PNG; errors are JSON {"error": ...} with a 4xx code. One engine job runs at a
+time, the others queue. The page's x8 self-ensemble switch (8x the work) takes pictures up to
+--max-ensemble-pixels, so that no job costs more than a plain one at --max-pixels.
 Listens on 127.0.0.1 (this machine only) unless --host says otherwise; there is no login.
 """
 
@@ -31,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="largest input in pixels, the decompression-bomb guard (default 50,000,000, as binsr upscale)")
     p.add_argument("--max-queue", type=int, default=8,
                    help="requests queued or running at once; more get 503 (default 8)")
+    p.add_argument("--max-ensemble-pixels", type=int,
+                   help="largest input for the x8 self-ensemble, 8x the work of a plain upscale (default: "
+                        "--max-pixels / 8; 0: no self-ensemble)")
     p.set_defaults(func=run)
 
 
@@ -65,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--port must be 0-65535, got {args.port}")
     if args.max_upload_mb <= 0 or args.max_pixels < 1 or args.max_queue < 1:
         raise UsageError("--max-upload-mb, --max-pixels and --max-queue must be positive")
+    if args.max_ensemble_pixels is not None and args.max_ensemble_pixels < 0:
+        raise UsageError("--max-ensemble-pixels must be 0 (no self-ensemble) or more")
     try:
         import uvicorn
 
@@ -74,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
                          "pip install -e '.[web]' (make setup installs it)") from None
     app = create_app(ServeOptions(model=args.model, threads=args.threads,
                                   max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
-                                  max_queue=args.max_queue))
+                                  max_queue=args.max_queue, max_ensemble_pixels=args.max_ensemble_pixels))
     sock = listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
     if not is_local(sock):

@@ -5,9 +5,10 @@ Routes (Starlette):
 * ``GET /``: the page (``static/``: HTML, script and style; no CDN, no web fonts, works offline;
   a Content-Security-Policy of ``'self'`` keeps it that way).
 * ``GET /api/models``: the zoo models the server runs, its default and its limits.
-* ``POST /api/upscale``: multipart field ``image`` plus optional ``model`` and ``scale`` returns
-  the PNG ``binsr upscale`` writes for that file with its default options (same encoder, so the
-  same bytes: 16 bits, alpha and the ICC profile kept). ``?job=ID`` lets
+* ``POST /api/upscale``: multipart field ``image`` plus optional ``model``, ``scale`` and
+  ``self_ensemble`` (``1`` / ``true`` / ``on``: the x8 flips and quarter turns, averaged) returns
+  the PNG ``binsr upscale`` writes for that file with its default options (and
+  ``--self-ensemble``) (same encoder, so the same bytes: 16 bits, alpha and the ICC profile kept). ``?job=ID`` lets
   ``GET /api/progress/ID`` follow it; the engine time is in the ``X-Engine-Seconds`` header, and
   decoding, engine and encoding times in ``Server-Timing``.
 * ``POST /api/bicubic``: the same upload enlarged with Pillow's bicubic (Keys' cubic, a = -0.5, as
@@ -15,8 +16,9 @@ Routes (Starlette):
 * ``GET /api/progress/ID``: ``{"state": "queued" | "running", "ahead", "tiles_done",
   "tiles_total"}`` (404 once the job is over or for an unknown ID).
 
-Errors are JSON ``{"error": "..."}``: 400 (bad form, unknown model, wrong scale, unreadable image),
-413 (upload over ``max_upload_bytes``, more pixels than ``max_pixels``), 415 (not an image), 409
+Errors are JSON ``{"error": "..."}``: 400 (bad form, unknown model, wrong scale, unreadable image,
+self-ensemble off on this server), 413 (upload over ``max_upload_bytes``, more pixels than
+``max_pixels``, or than ``max_ensemble_pixels`` with the self-ensemble), 415 (not an image), 409
 (job ID in use), 503 (queue full), 500 (anything else, logged); the server keeps serving.
 
 Jobs run one at a time on a single worker thread, first come first served, with at most
@@ -24,7 +26,9 @@ Jobs run one at a time on a single worker thread, first come first served, with 
 its PNG) plus the queued uploads (each at most ``max_upload_bytes``) plus those being received (at
 most ``max_queue`` uploads' worth together; more get 503). An upload is held in memory (Starlette
 spools one over 1 MiB to an unnamed temporary file while it arrives) and, while its job runs, in a
-temporary folder that is removed when the job ends.
+temporary folder that is removed when the job ends. A self-ensemble job does 8 times the engine
+work of a plain one, so its input is held to ``max_ensemble_pixels`` (``max_pixels / 8`` unless set;
+0 turns the switch off): no job in the queue costs more than a plain one at ``max_pixels``.
 """
 
 from __future__ import annotations
@@ -66,6 +70,9 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: multipart headers and the small fields around the image: allowed beyond ``max_upload_bytes``
 _FORM_OVERHEAD = 64 << 10
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: a form's ``self_ensemble`` values (absent or empty: off)
+_FLAGS = {None: False, "": False, "0": False, "false": False, "off": False, "no": False,
+          "1": True, "true": True, "on": True, "yes": True}
 #: the page loads nothing from elsewhere; results are shown from blob: URLs
 _CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
         "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'")
@@ -76,13 +83,15 @@ class ServeOptions:
     """What ``binsr serve`` runs with (its options, same names).
 
     ``tile``, ``tile_overlap`` and ``png_level`` are ``binsr upscale``'s defaults, so that a
-    download equals its output file."""
+    download equals its output file. ``max_ensemble_pixels``: the largest input a self-ensemble
+    request may have (None: ``max_pixels // 8``, the same engine work; 0: no self-ensemble)."""
 
     model: str | None = None
     threads: int | None = None
     max_upload_bytes: int = 50 << 20
     max_pixels: int = 50_000_000
     max_queue: int = 8
+    max_ensemble_pixels: int | None = None
     tile: int = 256
     tile_overlap: int = 16
     png_level: int = 1
@@ -127,6 +136,7 @@ class _Models:
         self.threads = threads
         self.scales = {PREFIX + n: int(zoo_card(n)["scale"]) for n in zoo_names()}
         self.loaded: dict[str, Any] = {}
+        self.ensembles: dict[str, Any] = {}
         if default is None:
             default = default_model(4)
             if default is None:
@@ -170,6 +180,14 @@ class _Models:
             self.loaded[name] = load_upscaler(name, threads=self.threads)
         return self.loaded[name]
 
+    def get_ensemble(self, name: str) -> Any:
+        """``name``'s upscaler averaged over the 8 flips and quarter turns (worker thread only)."""
+        from binsr.infer import with_self_ensemble
+
+        if name not in self.ensembles:
+            self.ensembles[name] = with_self_ensemble(self.get(name))
+        return self.ensembles[name]
+
     def describe(self) -> list[dict[str, Any]]:
         from binsr.pretrained import PREFIX, default_model, zoo_card
 
@@ -209,6 +227,7 @@ class _Job:
 
     seq: int
     filename: str
+    self_ensemble: bool = False
     state: str = "queued"
     tiles_done: int = 0
     tiles_total: int = 0
@@ -244,7 +263,7 @@ class _Server:
         from binsr.infer import n_tiles, upscale_array
 
         o = self.options
-        up = self.models.get(name)
+        up = self.models.get_ensemble(name) if job.self_ensemble else self.models.get(name)
         laps = _Laps()
         with tempfile.TemporaryDirectory(prefix="binsr-serve-") as tmp:
             pixels, alpha, info = self._read(data, Path(tmp), job)
@@ -270,7 +289,12 @@ class _Server:
 
     # ------------------------------------------------------------------ the request side
 
-    def _check_upload(self, data: bytes) -> None:
+    @property
+    def max_ensemble_pixels(self) -> int:
+        o = self.options
+        return o.max_pixels // 8 if o.max_ensemble_pixels is None else o.max_ensemble_pixels
+
+    def _check_upload(self, data: bytes, self_ensemble: bool) -> None:
         """Refuse, before queueing, what is not an image or has too many pixels (header only)."""
         if not data:
             raise _Reply(400, "the upload is empty")
@@ -288,9 +312,13 @@ class _Server:
         if width * height > self.options.max_pixels:
             raise _Reply(413, f"{width}x{height} = {width * height:,} pixels is over this server's limit of "
                               f"{self.options.max_pixels:,} (binsr serve --max-pixels)")
+        if self_ensemble and width * height > self.max_ensemble_pixels:
+            raise _Reply(413, f"{width}x{height} = {width * height:,} pixels is over this server's limit of "
+                              f"{self.max_ensemble_pixels:,} for the x8 self-ensemble, 8 times the work "
+                              "(binsr serve --max-ensemble-pixels); upscale it without")
 
-    async def _form(self, request: Request) -> tuple[bytes, str, str | None, int | None]:
-        """(image bytes, file name, model, scale) of a multipart request, its size limited."""
+    async def _form(self, request: Request) -> tuple[bytes, str, str | None, int | None, bool]:
+        """(image bytes, file name, model, scale, self-ensemble) of a multipart request, its size limited."""
         limit = self.options.max_upload_bytes
         too_large = _Reply(413, f"the upload is over this server's limit of {limit / 2**20:g} MiB "
                                 "(binsr serve --max-upload-mb)")
@@ -322,7 +350,7 @@ class _Server:
                     raise _Reply(400, "expected a multipart/form-data upload with the image in field 'image'")
                 data = await upload.read(limit + 1)
                 filename = upload.filename or "image"
-                model, scale = form.get("model"), form.get("scale")
+                model, scale, ensemble = form.get("model"), form.get("scale"), form.get("self_ensemble")
         except HTTPException as exc:  # Starlette's answer to malformed multipart data
             raise _Reply(400, f"bad form data: {exc.detail}") from None
         finally:
@@ -334,27 +362,35 @@ class _Server:
                 raise _Reply(400, f"scale must be a whole number, got {scale!r}")
             scale = int(scale)
         model = model if isinstance(model, str) and model.strip() else None
-        return data, filename, model, scale or None
+        flag = ensemble.strip().lower() if isinstance(ensemble, str) else ensemble
+        if flag not in _FLAGS:  # a string or None: a second file is refused by max_files above
+            raise _Reply(400, f"self_ensemble must be 1 / true / on or 0 / false / off, got {ensemble[:40]!r}")
+        return data, filename, model, scale or None, _FLAGS[flag]
 
     async def handle(self, request: Request, work: Callable[[bytes, str, _Job], _Result],
-                     suffix: Callable[[int], str]) -> Response:
+                     suffix: Callable[[int], str], ensemble: bool = True) -> Response:
+        """A request to ``work``; ``ensemble``: whether its ``self_ensemble`` field applies
+        (the bicubic preview takes the page's form and leaves it)."""
         job_id = request.query_params.get("job")
         try:
             if job_id is not None and not _JOB_ID.fullmatch(job_id):
                 raise _Reply(400, "job must be 1-64 letters, digits, '-' or '_'")
-            data, filename, model, scale = await self._form(request)
+            data, filename, model, scale, self_ensemble = await self._form(request)
+            self_ensemble = self_ensemble and ensemble
             try:
                 name = self.models.resolve(model, scale)
             except UsageError as exc:
                 raise _Reply(400, str(exc)) from None
-            self._check_upload(data)
+            if self_ensemble and self.max_ensemble_pixels == 0:
+                raise _Reply(400, "this server runs no self-ensemble (binsr serve --max-ensemble-pixels 0)")
+            self._check_upload(data, self_ensemble)
             key = job_id or f"_{next(self.counter)}"
             if key in self.jobs:
                 raise _Reply(409, f"job {job_id} is already running")
             if len(self.jobs) >= self.options.max_queue:
                 return _error(503, f"busy: {len(self.jobs)} jobs queued or running; try again shortly",
                               {"Retry-After": "5"})
-            job = self.jobs[key] = _Job(next(self.counter), filename)
+            job = self.jobs[key] = _Job(next(self.counter), filename, self_ensemble)
             try:
                 result = await self._run(work, data, name, job)
             finally:
@@ -369,6 +405,7 @@ class _Server:
                    "Server-Timing": ", ".join(f"{k};dur={v * 1000:.1f}" for k, v in result.timings.items())}
         if "engine" in result.timings:
             headers["X-Engine-Seconds"] = f"{result.timings['engine']:.4f}"
+            headers["X-Binsr-Self-Ensemble"] = "1" if job.self_ensemble else "0"
         return Response(result.png, media_type="image/png", headers=headers)
 
     async def _run(self, work: Callable[[bytes, str, _Job], _Result], data: bytes, name: str, job: _Job) -> _Result:
@@ -405,13 +442,14 @@ def create_app(options: ServeOptions | None = None) -> Starlette:
     async def models(request: Request) -> Response:
         return JSONResponse({"default": server.models.default, "models": server.models.describe(),
                              "scales": server.models.scale_list(), "max_upload_bytes": options.max_upload_bytes,
-                             "max_pixels": options.max_pixels})
+                             "max_pixels": options.max_pixels,
+                             "max_ensemble_pixels": server.max_ensemble_pixels})
 
     async def upscale(request: Request) -> Response:
         return await server.handle(request, server.upscale, lambda s: f"_x{s}")
 
     async def bicubic(request: Request) -> Response:
-        return await server.handle(request, server.bicubic, lambda s: f"_bicubic_x{s}")
+        return await server.handle(request, server.bicubic, lambda s: f"_bicubic_x{s}", ensemble=False)
 
     async def progress(request: Request) -> Response:
         state = server.progress(request.path_params["job"])

@@ -4,10 +4,10 @@
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const ui = {
-  model: $("#model"), scale: $("#scale"), zip: $("#zip"), drop: $("#drop"), files: $("#files"),
+  model: $("#model"), scale: $("#scale"), ensemble: $("#ensemble"), zip: $("#zip"), drop: $("#drop"), files: $("#files"),
   limits: $("#limits"), status: $("#status"), results: $("#results"), card: $("#card"),
 };
-const server = { models: [], default: null, maxUpload: Infinity };
+const server = { models: [], default: null, maxUpload: Infinity, maxEnsemble: 0 };
 const queue = [];
 const done = [];  // {name, blob} of every finished image, for the zip
 let running = false;
@@ -28,6 +28,7 @@ async function loadModels() {
     server.models = info.models;
     server.default = info.default;
     server.maxUpload = info.max_upload_bytes;
+    server.maxEnsemble = info.max_ensemble_pixels;
     for (const m of info.models) {
       const psnr = m.set5_psnr ? `, Set5 ${m.set5_psnr.toFixed(2)} dB` : "";
       ui.model.add(new Option(`${m.name} (x${m.scale}${psnr})`, m.name));
@@ -36,7 +37,11 @@ async function loadModels() {
     ui.model.value = info.default;
     syncScale();
     ui.model.disabled = ui.scale.disabled = false;
-    ui.limits.textContent = `up to ${mib(info.max_upload_bytes)} and ${info.max_pixels.toLocaleString("en")} pixels per picture`;
+    ui.ensemble.disabled = !info.max_ensemble_pixels;
+    const ensemble = info.max_ensemble_pixels
+      ? `, ${info.max_ensemble_pixels.toLocaleString("en")} with the self-ensemble` : "";
+    ui.limits.textContent = `up to ${mib(info.max_upload_bytes)} and ${info.max_pixels.toLocaleString("en")} pixels per picture` +
+      ensemble;
   } catch (err) {
     ui.status.textContent = `cannot reach the binsr server: ${err}`;
   }
@@ -60,7 +65,7 @@ function addFiles(files) {
     $(".name", el).textContent = file.name;
     $(".message", el).textContent = "waiting";
     ui.results.append(el);
-    queue.push({ file, el, start, model: ui.model.value, scale: ui.scale.value });
+    queue.push({ file, el, start, model: ui.model.value, scale: ui.scale.value, ensemble: ui.ensemble.checked });
   }
   pump();
 }
@@ -77,6 +82,7 @@ function form(item) {
   data.append("image", item.file, item.file.name);
   if (item.model) data.append("model", item.model);
   if (item.scale) data.append("scale", item.scale);
+  if (item.ensemble) data.append("self_ensemble", "1");
   return data;
 }
 
@@ -141,7 +147,8 @@ async function processItem(item) {
   const blob = await reply.blob();
   const name = fileName(reply, item.file.name.replace(/\.[^.]*$/, "") + ".png");
   const engine = Number(reply.headers.get("X-Engine-Seconds"));
-  const model = reply.headers.get("X-Binsr-Model");
+  const model = reply.headers.get("X-Binsr-Model") +
+    (reply.headers.get("X-Binsr-Self-Ensemble") === "1" ? " (x8 self-ensemble)" : "");
   const after = $(".after", el);
   const before = $(".before", el);
   await Promise.all([loaded(after, URL.createObjectURL(blob)), loaded(before, URL.createObjectURL(item.file)).catch(() => null)]);
