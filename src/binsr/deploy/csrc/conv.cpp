@@ -253,6 +253,21 @@ void conv_out_size(const Layer& L, int H, int W, int& Ho, int& Wo) {
   Wo = W + 2 * L.pad - L.dil * (L.k - 1);
 }
 
+// corr[q], q = pixel * groups + g: the set bits of padded pixel q / groups outside group g's channels
+// (kernels that do not mask groups subtract them); popcnt where the CPU has it, not libgcc's loop.
+#if defined(__x86_64__)
+__attribute__((target_clones("popcnt", "default")))
+#endif
+static void group_corr(const Layer& L, const uint64_t* xp, size_t ps, int32_t* corr, size_t n) {
+  for (size_t q = 0; q < n; ++q) {
+    const size_t px = q / L.groups;
+    const int g = (int)(q % L.groups);
+    int32_t c = 0;
+    for (int i = 0; i < L.wd; ++i) c += __builtin_popcountll(xp[px * ps + L.w0[g] + i] & ~L.mask[(size_t)g * L.wd + i]);
+    corr[q] = c;
+  }
+}
+
 void conv_run(const Layer& L, const Kernel& kern, const uint64_t* x, int N, int H, int W, const Epilogue& e0,
               int threads) {
   int Ho, Wo;
@@ -260,24 +275,21 @@ void conv_run(const Layer& L, const Kernel& kern, const uint64_t* x, int N, int 
   const int Hp = H + 2 * L.pad, Wp = W + 2 * L.pad;
   const size_t ps = L.ps, npix = (size_t)Ho * Wo, C = L.cout;
   const bool pads = kern.pads_itself;
-  std::vector<uint64_t> xp(pads ? 0 : (size_t)Hp * Wp * ps);
+  const bool copy = !pads && L.pad > 0;  // unpadded (1x1) convs read x in place
+  std::vector<uint64_t> padded(copy ? (size_t)Hp * Wp * ps : 0);
   const bool need_corr = L.corr && !kern.masks_groups;
   std::vector<int32_t> corr(need_corr ? (size_t)Hp * Wp * L.groups : 0);
   for (int n = 0; n < N; ++n) {
-    std::fill(xp.begin(), xp.end(), ~0ull);
-    for (int y = 0; y < H && !pads; ++y)
-      std::memcpy(xp.data() + (((size_t)(y + L.pad)) * Wp + L.pad) * ps, x + (((size_t)n * H + y) * W) * ps,
-                  sizeof(uint64_t) * W * ps);
-    for (size_t q = 0; q < corr.size(); ++q) {  // popcount of the bits outside each group
-      const size_t px = q / L.groups;
-      const int g = (int)(q % L.groups);
-      int32_t c = 0;
-      for (int i = 0; i < L.wd; ++i)
-        c += __builtin_popcountll(xp[px * ps + L.w0[g] + i] & ~L.mask[(size_t)g * L.wd + i]);
-      corr[q] = c;
+    const uint64_t* xn = x + (size_t)n * H * W * ps;
+    const uint64_t* xp = copy ? padded.data() : xn;
+    if (copy) {
+      std::fill(padded.begin(), padded.end(), ~0ull);
+      for (int y = 0; y < H; ++y)
+        std::memcpy(padded.data() + (((size_t)(y + L.pad)) * Wp + L.pad) * ps, xn + (size_t)y * W * ps,
+                    sizeof(uint64_t) * W * ps);
     }
-    Job j{&L, pads ? nullptr : xp.data(), need_corr ? corr.data() : nullptr, Wp, Ho, Wo, {}, {}, e0,
-          x + (size_t)n * H * W * ps, H, W};
+    if (need_corr) group_corr(L, xp, ps, corr.data(), corr.size());
+    Job j{&L, pads ? nullptr : xp, need_corr ? corr.data() : nullptr, Wp, Ho, Wo, {}, {}, e0, xn, H, W};
     for (int t = 0; t < L.taps; ++t) {
       j.tappix.push_back((std::ptrdiff_t)(t / L.k) * L.dil * Wp + (t % L.k) * L.dil);
       j.tapoff.push_back(j.tappix.back() * (std::ptrdiff_t)ps);
