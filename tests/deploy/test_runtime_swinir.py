@@ -218,3 +218,44 @@ def test_engine_erf_coefficients_are_the_scripts() -> None:
 
 def test_assert_body_exact_takes_a_swinir(assert_body_exact) -> None:
     assert_body_exact(_swinir("scales", 3, window=4, seed=4))
+
+
+@settings(max_examples=15, deadline=None)
+@given(pre=st.sampled_from([0, 1, 2]), fp64=st.booleans(), tokens=st.integers(1, 150),
+       channels=st.sampled_from([1, 7, 24, 60, 65, 130]), with_thr=st.booleans(), threads=st.sampled_from([1, 2]),
+       seed=st.integers(0, 2**31 - 1))
+def test_pack_gate_equals_the_separate_ops(pre: int, fp64: bool, tokens: int, channels: int, with_thr: bool,
+                                           threads: int, seed: int) -> None:
+    """``_engine.pack_gate`` (a LayerNorm or GELU, then sign bits and the fp64 token-gate logit, one
+    pass over blocks of tokens) gives the bits and logits of the separate compiled ops."""
+    from binsr.deploy import fp
+    from binsr.deploy.engine import _engine
+
+    if _engine is None:
+        pytest.skip("the compiled engine is not built (no C++ compiler at install time)")
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(tokens, channels)) * 2).astype(np.float32)
+    w, b = rng.normal(size=channels).astype(np.float32), rng.normal(size=channels).astype(np.float32)
+    thr = rng.normal(size=channels).astype(np.float32) * 0.3 if with_thr else None
+    gw, gb = rng.normal(size=(channels, 1)).astype(np.float32), rng.normal(size=1).astype(np.float32)
+    y = {0: x, 1: transformer.layer_norm(x, w, b, 1e-5, 1, True, fp64), 2: transformer.gelu(x, 1, True, fp64)}[pre]
+    bits, logits = _engine.pack_gate(x, thr, gw, gb, threads, pre, w if pre == 1 else None, b if pre == 1 else None,
+                                     1e-5, fp64)
+    assert np.array_equal(bits, _engine.pack_signs(y, thr, 1))
+    assert np.array_equal(logits, fp.linear(y, gw, gb, fp64=True))
+
+
+def test_token_fusion_runs_and_changes_no_bit(tmp_path) -> None:
+    """The runtime fuses each LayerNorm / GELU with the sign packing and token gate that read it
+    (and the attention output's packing with its gate); the output equals the op-by-op run's
+    (``keep`` turns every fusion off, to hand out the intermediate maps)."""
+    model = _swinir("scales", 2, window=4, seed=5)
+    export_packed(model, tmp_path / "m.bsr")
+    rt = Runtime(tmp_path / "m.bsr", threads=2)
+    if not rt._fusions:
+        pytest.skip("no compiled engine here: the NumPy path runs op by op")
+    assert {pre for _, pre in rt._fusions.values()} == {None, "layernorm", "gelu"}
+    x = np.random.default_rng(2).random((13, 18, 3), dtype=np.float32)
+    rt(np.ascontiguousarray(x.transpose(2, 0, 1))[None], profile=True)
+    assert {"layernorm+pack+gate", "gelu+pack+gate", "pack+gate"} <= set(rt.timings)
+    assert np.array_equal(rt.run_hwc(x), rt.run_hwc(x, keep={}))

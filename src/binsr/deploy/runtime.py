@@ -144,6 +144,7 @@ class Runtime:
                           for i, op in enumerate(self.graph["ops"])]
         self._free = self._last_uses()
         self._chains = self._find_chains()
+        self._fusions = self._find_token_fusions()
         self._arena = _Arena()
         #: seconds per op kind of the last call when ``profile=True``
         self.timings: dict[str, float] = {}
@@ -195,6 +196,39 @@ class Runtime:
                 chains[i] = (j, frozenset(made & (read_later | {self.graph["output"]})))
             i = max(j, i + 1)
         return chains
+
+    def _find_token_fusions(self) -> dict[int, tuple[int, str | None]]:
+        """Where a SCALES binary linear's input is read only by its sign packing and its token gate's
+        float64 linear (``pack``, ``linear`` with one output), after a LayerNorm or GELU that no other
+        op reads, or after any op: first op -> (the op after them, the LayerNorm / GELU or None). The
+        engine runs them in one pass over the tokens (``_engine.pack_gate``: the same functions on
+        the same values, so the same bits) without writing the LayerNorm's or GELU's map."""
+        if self.path == "numpy" or _engine is None:
+            return {}
+        ops, found = self.graph["ops"], {}
+        for i, op in enumerate(ops):
+            pre = op["op"] in ("layernorm", "gelu")
+            j = i + 1 if pre else i
+            if j + 1 >= len(ops):
+                continue
+            pack, lin = ops[j], ops[j + 1]
+            src = op["dst"] if pre else pack["src"]
+            if (pack["op"] == "pack" and lin["op"] == "linear" and pack["src"] == lin["src"] == src and lin["fp64"]
+                    and self.tensors[lin["w"]].shape[1] == 1
+                    and (not pre or (src in self._free[j + 1] and src != self.graph["output"]))):
+                found[i] = (j + 2, op["op"] if pre else None)
+        return found
+
+    def _run_token_fusion(self, start: int, env: dict[str, np.ndarray]) -> str:
+        """The fusion at ``start`` (see :meth:`_find_token_fusions`); its profile name."""
+        end, pre = self._fusions[start]
+        op, pack, lin = self.graph["ops"][start], self.graph["ops"][end - 2], self.graph["ops"][end - 1]
+        norm = pre == "layernorm"
+        env[pack["dst"]], env[lin["dst"]] = _engine.pack_gate(
+            env[op["src"]], self._t(pack["thr"]), self.tensors[lin["w"]], self.tensors[lin["b"]], self.threads,
+            {None: 0, "layernorm": 1, "gelu": 2}[pre], self._t(op["w"]) if norm else None,
+            self._t(op["b"]) if norm else None, op["eps"] if norm else 0.0, bool(pre and op["fp64"]))
+        return f"{pre or ''}+pack+gate".lstrip("+")
 
     def _t(self, name: str | None) -> np.ndarray | None:
         return None if name is None else self.tensors[name]
@@ -256,6 +290,9 @@ class Runtime:
                     pass  # run by the chain before it
                 elif i in self._chains and keep is None and self._run_chain(i, env):
                     skip_to = self._chains[i][0]
+                elif i in self._fusions and keep is None:
+                    kind = self._run_token_fusion(i, env)
+                    skip_to = self._fusions[i][0]
                 elif kind == "bconv":
                     self._run_bconv(op, prep, env)
                 elif kind == "conv":

@@ -1364,6 +1364,16 @@ __attribute__((target("avx512f,avx512vl"))) static void layer_norm_avx512(
 }
 #endif
 
+// Tokens [m0, m1) of the LayerNorm by the fastest form here.
+static void layer_norm_rows(const float* x, float* y, const float* w, const float* b, int C, double eps, bool fp64,
+                            size_t m0, size_t m1) {
+#if defined(__x86_64__)
+  static const bool wide = cpu_avx512();
+  if (wide) return layer_norm_avx512(x, y, w, b, C, eps, fp64, m0, m1);
+#endif
+  layer_norm_range(x, y, w, b, C, eps, fp64, m0, m1);
+}
+
 static py::array_t<float> layer_norm(const FArr& x, const FArr& w, const FArr& b, double eps, int threads, bool fp64) {
   const int C = (int)x.shape(x.ndim() - 1);
   if (w.size() != C || b.size() != C) throw std::invalid_argument("weight and bias must have C values");
@@ -1373,13 +1383,7 @@ static py::array_t<float> layer_norm(const FArr& x, const FArr& w, const FArr& b
   const size_t M = (size_t)x.size() / C;
   if (!fp64) eps = (float)eps;  // a float32 eps, as before the flag
   py::gil_scoped_release nogil;
-#if defined(__x86_64__)
-  if (cpu_avx512()) {
-    parallel_range(M, threads, 4096, [=](size_t m0, size_t m1) { layer_norm_avx512(xp, yp, wp, bp, C, eps, fp64, m0, m1); });
-    return y;
-  }
-#endif
-  parallel_range(M, threads, 4096, [=](size_t m0, size_t m1) { layer_norm_range(xp, yp, wp, bp, C, eps, fp64, m0, m1); });
+  parallel_range(M, threads, 4096, [=](size_t m0, size_t m1) { layer_norm_rows(xp, yp, wp, bp, C, eps, fp64, m0, m1); });
   return y;
 }
 
@@ -1444,6 +1448,16 @@ __attribute__((target("avx512f,avx512vl"))) static void linear_range_fp64_avx512
 }
 #endif
 
+// Tokens [m0, m1) of the fp64 linear by the fastest form here.
+static void linear_rows_fp64(const float* x, const double* wT, const float* b, float* y, int C, int O, size_t m0,
+                             size_t m1) {
+#if defined(__x86_64__)
+  static const bool wide = cpu_avx512();
+  if (wide) return linear_range_fp64_avx512(x, wT, b, y, C, O, m0, m1);
+#endif
+  linear_range_fp64(x, wT, b, y, C, O, m0, m1);
+}
+
 static py::array_t<float> linear_fp64(const FArr& x, const FArr& w, const FArr& b, int threads) {
   const int C = (int)x.shape(x.ndim() - 1);
   if (w.ndim() != 2 || w.shape(0) != C || b.size() != w.shape(1))
@@ -1460,13 +1474,7 @@ static py::array_t<float> linear_fp64(const FArr& x, const FArr& w, const FArr& 
   float* yp = y.mutable_data();
   const size_t M = (size_t)x.size() / C;
   py::gil_scoped_release nogil;
-#if defined(__x86_64__)
-  if (cpu_avx512()) {
-    parallel_range(M, threads, 4096, [=](size_t m0, size_t m1) { linear_range_fp64_avx512(xp, wp, bp, yp, C, O, m0, m1); });
-    return y;
-  }
-#endif
-  parallel_range(M, threads, 4096, [=](size_t m0, size_t m1) { linear_range_fp64(xp, wp, bp, yp, C, O, m0, m1); });
+  parallel_range(M, threads, 4096, [=](size_t m0, size_t m1) { linear_rows_fp64(xp, wp, bp, yp, C, O, m0, m1); });
   return y;
 }
 
@@ -1484,6 +1492,55 @@ static py::array_t<uint64_t> pack_signs(const FArr& x, const OptF& thr, int thre
   py::gil_scoped_release nogil;
   parallel_range(M, threads, 4096, [=](size_t m0, size_t m1) { range(xp, tp, op, C, m0, m1); });
   return out;
+}
+
+// What a SCALES binary linear reads of its input in one pass over the tokens (runtime.py's token
+// fusion): per block of 32 tokens, the optional op before it (pre 1: LayerNorm with pre_w, pre_b,
+// eps; 2: GELU; pre_fp64 as those ops' fp64) into a block in the cache, then that block's sign bits
+// against thr (pack_signs) and its token gate's logit (the fp64 linear, gw (C, 1), gb (1,)).
+// The same functions on the same values as the separate ops, so the same bits, without writing the
+// pre-op's map and reading it twice. Returns (bits (..., words), logits (..., 1)).
+static py::tuple pack_gate(const FArr& x, const OptF& thr, const FArr& gw, const FArr& gb, int threads, int pre,
+                           const OptF& pre_w, const OptF& pre_b, double eps, bool pre_fp64) {
+  const int C = (int)x.shape(x.ndim() - 1), nw = (C + 63) / 64;
+  if (gw.ndim() != 2 || gw.shape(0) != C || gw.shape(1) != 1 || gb.size() != 1)
+    throw std::invalid_argument("gw must be (C, 1) and gb (1,)");
+  if (pre < 0 || pre > 2) throw std::invalid_argument("pre must be 0 (none), 1 (LayerNorm) or 2 (GELU)");
+  const float* tp = vec_ptr(thr, C, "thr");
+  const float* wp = pre == 1 ? vec_ptr(pre_w, C, "pre_w") : nullptr;
+  const float* bp = pre == 1 ? vec_ptr(pre_b, C, "pre_b") : nullptr;
+  if (pre == 1 && (!wp || !bp)) throw std::invalid_argument("a LayerNorm needs pre_w and pre_b");
+  if (pre == 1 && !pre_fp64) eps = (float)eps;  // as layer_norm
+  std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+  shape.back() = nw;
+  py::array_t<uint64_t> bits(shape);
+  shape.back() = 1;
+  py::array_t<float> logits(shape);
+  std::vector<double> wT(gw.data(), gw.data() + C);
+  const float *xp = x.data(), *gbp = gb.data();
+  const double* wTp = wT.data();
+  uint64_t* bitp = bits.mutable_data();
+  float* lp = logits.mutable_data();
+  const size_t M = (size_t)x.size() / C;
+  const PackFn pack = select_pack();
+  const auto act = pre_fp64 ? gelu_range_fp64 : gelu_range;
+  {
+    py::gil_scoped_release nogil;
+    parallel_range(M, threads, 4096, [=](size_t m0, size_t m1) {
+      constexpr size_t B = 32;
+      std::vector<float> block(pre ? B * C : 0);
+      for (size_t a = m0; a < m1; a += B) {
+        const size_t n = std::min(B, m1 - a);
+        const float* src = xp + a * C;
+        if (pre == 1) layer_norm_rows(src, block.data(), wp, bp, C, eps, pre_fp64, 0, n);
+        if (pre == 2) act(src, block.data(), n * C);
+        if (pre) src = block.data();
+        pack(src, tp, bitp + a * nw, C, 0, n);
+        linear_rows_fp64(src, wTp, gbp, lp + a, C, 1, 0, n);
+      }
+    });
+  }
+  return py::make_tuple(bits, logits);
 }
 
 
@@ -1545,6 +1602,11 @@ PYBIND11_MODULE(_engine, m) {
         "nn.LayerNorm over the last axis (sums in double; fp64: all in double, rounded once).");
   m.def("linear_fp64", &linear_fp64, py::arg("x"), py::arg("w"), py::arg("b"), py::arg("threads") = 1,
         "x @ w + b over the last axis, w (C, out), summed in double and rounded once.");
+  m.def("pack_gate", &pack_gate, py::arg("x"), py::arg("thr"), py::arg("gw"), py::arg("gb"), py::arg("threads") = 1,
+        py::arg("pre") = 0, py::arg("pre_w") = py::none(), py::arg("pre_b") = py::none(), py::arg("eps") = 0.0,
+        py::arg("pre_fp64") = false,
+        "pack_signs and the fp64 token-gate linear of x (after an optional LayerNorm or GELU) in one pass: "
+        "(bits, logits).");
   m.def("pack_signs", &pack_signs, py::arg("x"), py::arg("thr") = py::none(), py::arg("threads") = 1,
         "Sign bits (x >= thr) of channel-last float x, packed as binsr.deploy.bitpack.pack_bits.");
   m.def("gelu", &gelu, py::arg("x"), py::arg("threads") = 1, py::arg("fp64") = false,
