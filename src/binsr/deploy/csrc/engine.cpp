@@ -1288,10 +1288,11 @@ static void layer_norm_range(const float* __restrict x, float* __restrict y, con
 // interleaved; one token's are latency-bound), each token's channels 8 to a vector of doubles (the
 // last C % 8 in masked lanes, kept at 0): each sum runs in 8 lane-wise partial sums, added at the
 // end pairwise (hsum8_pd), instead of one chain channel by channel; the same formula otherwise
-// (float32 or, with fp64, double output arithmetic; no FMA: the sums after products are _round_
-// intrinsics, which GCC does not contract; their masked forms, whose GCC 12 headers do not warn). Summed in another order, a mean or
-// variance can move by an ulp of a double, which the float output shows only in the rarest ties;
-// the tests hold both forms against torch (the fp64 one: float64 LayerNorm rounded once, equal).
+// (float32 or, with fp64, double output arithmetic; no FMA: each sum after a product is a masked
+// _round_ intrinsic, which GCC neither contracts nor, in its GCC 12 header, warns about). Summed in
+// another order, a mean or variance can move by an ulp of a double, which the float output shows
+// only in the rarest ties; the tests hold both forms against torch (the fp64 one: float64
+// LayerNorm rounded once, equal).
 static constexpr int kRoundNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 
 __attribute__((target("avx512f,avx512vl"))) static inline __m512d load8_pd(const float* r, __mmask8 k) {
