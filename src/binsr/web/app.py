@@ -7,10 +7,11 @@ Routes (Starlette):
 * ``GET /api/models``: the zoo models the server runs, its default and its limits.
 * ``POST /api/upscale``: multipart field ``image`` plus optional ``model``, ``scale`` and
   ``self_ensemble`` (``1`` / ``true`` / ``on``: the x8 flips and quarter turns, averaged) returns
-  the PNG ``binsr upscale`` writes for that file with its default options (and
-  ``--self-ensemble``) (same encoder, so the same bytes: 16 bits, alpha and the ICC profile kept). ``?job=ID`` lets
-  ``GET /api/progress/ID`` follow it; the engine time is in the ``X-Engine-Seconds`` header, and
-  decoding, engine and encoding times in ``Server-Timing``.
+  the PNG ``binsr upscale`` writes for that file with its default options, ``--self-ensemble``
+  with it (same encoder, so the same bytes: 16 bits, alpha and the ICC profile kept). ``?job=ID``
+  lets ``GET /api/progress/ID`` follow it; the engine time is in the ``X-Engine-Seconds`` header,
+  decoding, engine and encoding times in ``Server-Timing``, and whether the self-ensemble ran in
+  ``X-Binsr-Self-Ensemble`` (``1`` or ``0``).
 * ``POST /api/bicubic``: the same upload enlarged with Pillow's bicubic (Keys' cubic, a = -0.5, as
   MATLAB's ``imresize`` upscales; 8 bits), the "before" side of the page's slider.
 * ``GET /api/progress/ID``: ``{"state": "queued" | "running", "ahead", "tiles_done",
@@ -291,6 +292,7 @@ class _Server:
 
     @property
     def max_ensemble_pixels(self) -> int:
+        """The largest input of a self-ensemble request (0: none)."""
         o = self.options
         return o.max_pixels // 8 if o.max_ensemble_pixels is None else o.max_ensemble_pixels
 
