@@ -205,8 +205,10 @@ class Runtime:
         the same values, so the same bits) without writing the LayerNorm's or GELU's map."""
         if self.path == "numpy" or _engine is None:
             return {}
-        ops, found = self.graph["ops"], {}
+        ops, found, covered = self.graph["ops"], {}, 0
         for i, op in enumerate(ops):
+            if i < covered:  # a pack inside the fusion before: never started on its own
+                continue
             pre = op["op"] in ("layernorm", "gelu")
             j = i + 1 if pre else i
             if j + 1 >= len(ops):
@@ -217,6 +219,7 @@ class Runtime:
                     and self.tensors[lin["w"]].shape[1] == 1
                     and (not pre or (src in self._free[j + 1] and src != self.graph["output"]))):
                 found[i] = (j + 2, op["op"] if pre else None)
+                covered = j + 2
         return found
 
     def _run_token_fusion(self, start: int, env: dict[str, np.ndarray]) -> str:
