@@ -208,6 +208,12 @@ def _cases() -> dict[str, bytes]:
     cases["tiff8_same_strips"] = _tiff(1, 1, 8, [(0, 8192)] * 10000, b"\1" * 8192)
     cases["tiff16_inflating_strip"] = _tiff(10, 10, 16, None, _deflate_zeros(INFLATE_TO), compression=8)
     cases["tiff16_strip_past_end"] = _tiff(64, 64, 16, [(0, 1 << 30)], b"\1" * 100)
+    # found by fuzzing (stop 36): Pillow's GIF reader raised IndexError on a trailer turned into an
+    # extension introducer; tifffile raised KeyError on an unknown predictor (tag 317)
+    cases["gif_trailer_an_extension"] = _encoded("gif")[:-1] + b"!"
+    tiff = _encoded("tiff16")
+    at = tiff.index(struct.pack("<HHII", 284, 3, 1, 1))  # PlanarConfiguration, the last tag
+    cases["tiff16_unknown_predictor"] = tiff[:at] + struct.pack("<HHII", 317, 3, 1, 960) + tiff[at + 12:]
     return cases
 
 
@@ -297,3 +303,44 @@ def test_upscale_reports_each_in_one_line_and_leaves_nothing(hostile, tmp_path):
     assert len(lines) == len(CLI_CASES) and all(line.startswith("binsr upscale: failed: ") for line in lines), lines
     assert not out.exists() or not any(out.rglob("*"))
     assert int(rss.read_text()) / 1024 < 300  # the whole process, model included (issue: 1,270 MB)
+
+
+def _lzw_tiff(**tags: int) -> bytes:
+    """An 8-bit RGB LZW TIFF (decoded by Pillow's libtiff) with some SHORT tags replaced (tag number:
+    value, e.g. ``t277=2048``)."""
+    rgb = np.random.default_rng(1).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="TIFF", compression="tiff_lzw")
+    b = bytearray(buf.getvalue())
+    (ifd,) = struct.unpack("<I", b[4:8])
+    (n,) = struct.unpack("<H", b[ifd : ifd + 2])
+    for i in range(n):
+        at = ifd + 2 + 12 * i
+        value = tags.get(f"t{struct.unpack('<H', b[at : at + 2])[0]}")
+        if value is not None:
+            b[at + 8 : at + 12] = struct.pack("<H", value) + b"\0\0"
+    return bytes(b)
+
+
+@pytest.mark.parametrize("tags, said", [
+    ({"t277": 2048}, "Pillow: More samples per pixel than can be decoded: 2048"),  # SamplesPerPixel
+    ({"t259": 3}, "libtiff: Fax3SetupState: Bits/sample must be 1"),  # Compression: CCITT G3 on 8 bits
+])
+def test_decoder_messages_join_the_one_line_not_the_console(tmp_path, capfd, tags, said):
+    """Pillow's TIFF reader logs its complaints and libtiff (C) prints its own on file descriptor 2;
+    they follow the failure's reason on its one line instead (found by fuzzing, stop 36: these came
+    before binsr's line, with a Pillow UserWarning). A valid LZW TIFF reads with no notes, and fd 2
+    works after both."""
+    from binsr.data.io import read_image_info
+    from binsr.errors import BinsrError
+
+    bad, good = tmp_path / "bad.tif", tmp_path / "good.tif"
+    bad.write_bytes(_lzw_tiff(**tags))
+    good.write_bytes(_lzw_tiff())
+    with pytest.raises(BinsrError) as err:
+        read_image_info(bad)
+    assert f"({said}" in str(err.value) and "\n" not in str(err.value) and str(bad) in str(err.value)
+    arr, _, info = read_image_info(good)
+    assert arr.shape == (20, 24, 3) and info["notes"] == []
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"

@@ -187,3 +187,22 @@ def test_cli_refuses_a_lying_file_in_one_line(good, tmp_path, case, command):
     assert r.returncode == 1 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert int(rss.read_text()) < 1024 * 1024  # KiB
     assert not (tmp_path / "m.bsr").exists() and not list((tmp_path / "out").glob("*"))
+
+
+@pytest.mark.parametrize("backend", ["torch", "engine"])
+def test_upscale_refuses_an_output_that_overflows_float32(good, tmp_path, capsys, backend):
+    """Weights each finite in float32 whose sums overflow (the last conv's at +-3e38): the picture
+    fails in one line naming the cause (exit 1, no output file), not as a black image, on the
+    PyTorch backend and on the engine (the weights exported to a packed file first)."""
+    from PIL import Image
+
+    from binsr.cli import main
+
+    _, tensors, _ = good
+    path = _lie(good, tmp_path, tensors={**tensors, "tail.3.weight": torch.sign(tensors["tail.3.weight"]) * 3e38})
+    img = tmp_path / "in.png"
+    Image.fromarray(np.full((8, 8, 3), 128, np.uint8)).save(img)
+    rc = main(["upscale", str(img), "-o", str(tmp_path / "out"), "--model", str(path), "--backend", backend, "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "output holds NaN or infinite values" in err[0], err
+    assert not list((tmp_path / "out").glob("*"))

@@ -18,6 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import sys
+import tempfile
+import threading
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -47,6 +50,10 @@ IMAGE_EXTENSIONS = {
 #: extensions binsr reads: the written ones and GIF (its first frame; GIF is never written, 256 colours)
 READ_EXTENSIONS = {**IMAGE_EXTENSIONS, ".gif": "GIF"}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: TIFF and BigTIFF signatures (little and big endian): the files Pillow's libtiff decodes
+_TIFF_SIGNATURES = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+#: file descriptor 2 is the process's: one TIFF read at a time redirects it (:func:`_libtiff_messages`)
+_FD2_LOCK = threading.Lock()
 _EXIF_ORIENTATION = 0x0112
 #: most bytes one input byte can become: deflate (RFC 1951: a 258-byte match in about 2 bits),
 #: LZW with 12-bit codes (at most 4096 bytes per code, TIFF 6.0 section 13 and GIF89a),
@@ -63,6 +70,8 @@ _DECODE_ERRORS = (
     struct.error,
     zlib.error,
     RuntimeError,  # imagecodecs' and tifffile's decoder errors
+    IndexError,  # Pillow's GIF reader past a truncated frame (found by fuzzing)
+    KeyError,  # tifffile's lookup of an unknown tag value, e.g. "960 is not a known PREDICTOR"
     Image.DecompressionBombError,
 )
 
@@ -96,9 +105,12 @@ def read_image_info(
     a file that declares more pixels than its bytes can hold is refused before decoding.
     """
     path = Path(path)
+    pillow: list[str] = []
+    libtiff: list[str] = []
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with (warnings.catch_warnings(record=True) as caught, _collect_log("PIL") as pillow,
+              _libtiff_messages(path) as libtiff):
+            warnings.simplefilter("always")
             with Image.open(path) as im:
                 width, height = im.size
                 if width <= 0 or height <= 0:
@@ -120,17 +132,21 @@ def read_image_info(
                     im.load()
                     arr, alpha = _from_pil(im)
     except BinsrError as exc:
-        raise BinsrError(f"cannot read image {path}: {exc}") from exc
+        raise BinsrError(f"cannot read image {path}: {exc}{_said(pillow, libtiff)}") from exc
     except FileNotFoundError as exc:
         raise BinsrError(f"cannot read image {path}: no such file") from exc
     except IsADirectoryError as exc:
         raise BinsrError(f"cannot read image {path}: is a folder") from exc
     except UnidentifiedImageError as exc:
-        raise BinsrError(f"cannot read image {path}: not a recognised image file") from exc
+        raise BinsrError(f"cannot read image {path}: not a recognised image file{_said(pillow, libtiff)}") from exc
     except MemoryError as exc:
         raise BinsrError(f"cannot read image {path}: out of memory") from exc
     except _DECODE_ERRORS as exc:
-        raise BinsrError(f"cannot read image {path}: {' '.join(str(exc).split()) or type(exc).__name__}") from exc
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # str(KeyError) adds quotes
+        raise BinsrError(f"cannot read image {path}: {' '.join(str(text).split()) or type(exc).__name__}"
+                         f"{_said(pillow, libtiff)}") from exc
+    warned = [str(w.message) for w in caught if not issubclass(w.category, Image.DecompressionBombWarning)]
+    info["notes"].extend(dict.fromkeys([*(f"Pillow: {m}" for m in [*pillow, *warned]), *(f"libtiff: {m}" for m in libtiff)]))
     arr = _orient(arr, orientation)
     return arr, None if alpha is None else _orient(alpha, orientation), info
 
@@ -264,6 +280,41 @@ class _Collect(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage().split("> ", 1)[-1])
+
+
+@contextmanager
+def _libtiff_messages(path: Path) -> Iterator[list[str]]:
+    """The lines libtiff (Pillow's TIFF decoder, C) prints on file descriptor 2 while a TIFF file is
+    read inside the block, kept from the console (told as notes, or after a failure's reason);
+    other files pass through untouched. Another thread's output to fd 2 in that window lands here
+    too: TIFF reads hold a lock and are short."""
+    lines: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            tiff = f.read(4) in _TIFF_SIGNATURES
+    except OSError:
+        tiff = False  # Image.open reports it
+    if not tiff:
+        yield lines
+        return
+    with _FD2_LOCK, tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read(4096).decode(errors="replace")
+            lines.extend(dict.fromkeys(" ".join(line.split()) for line in text.splitlines() if line.strip()))
+
+
+def _said(pillow: list[str], libtiff: list[str]) -> str:
+    """What Pillow logged and libtiff printed, to follow a failure's reason on its one line."""
+    said = [*(f"Pillow: {m}" for m in dict.fromkeys(pillow)), *(f"libtiff: {m}" for m in libtiff)]
+    return f" ({'; '.join(said)[:300]})" if said else ""
 
 
 @contextmanager

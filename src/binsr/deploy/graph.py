@@ -92,16 +92,20 @@ class _Bad(Exception):
 
 
 def _int(op: dict, key: str, lo: int, hi: int | None = None) -> int:
-    v = op[key]
+    v = op.get(key)  # the graph's own "scale" may be missing
     if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
         raise _Bad(f"{key} must be an integer in {lo}..{hi if hi is not None else 'inf'}, got {v!r}")
     return v
 
 
+#: the largest magnitude of a number field: the engine computes in float32
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _num(op: dict, key: str) -> float:
     v = op[key]
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-        raise _Bad(f"{key} must be a finite number, got {v!r}")
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not abs(v) <= FLOAT32_MAX:  # NaN fails too
+        raise _Bad(f"{key} must be a finite float32 number (|x| <= {FLOAT32_MAX:.4g}), got {v!r}")
     return float(v)
 
 

@@ -17,7 +17,7 @@ from binsr.deploy import fp, transformer
 from binsr.deploy.bitpack import concat_bits, pack_bits, words
 from binsr.deploy.engine import BinaryConv, _engine, aligned_empty, resolve_path
 from binsr.deploy.graph import check_graph
-from binsr.errors import BinsrError
+from binsr.errors import BinsrError, finite_output
 
 __all__ = ["Runtime", "DEFAULTS", "FORMAT", "VERSION"]
 
@@ -136,6 +136,7 @@ class Runtime:
         #: the smallest input side every map of the graph has a pixel for (1 for same-size convs)
         notes: dict[int, Any] = {}
         self.min_side = check_graph(self.graph, self.tensors, DEFAULTS, path, notes)
+        self.file = os.fspath(path)
         self.graph["ops"] = [_Op(op) for op in self.graph["ops"]]
         self.threads = threads
         self.path = resolve_path(path_isa)
@@ -361,7 +362,7 @@ class Runtime:
                     self.timings[kind] += time.perf_counter() - t0
         finally:
             self._arena.end()
-        return env[self.graph["output"]]
+        return finite_output(env[self.graph["output"]], self.file)
 
     def _run_conv(self, op: dict[str, Any], wino: np.ndarray | None, env: dict[str, np.ndarray]) -> None:
         """An FP conv (Winograd where prepared, direct loops for a 3x3 on few channels or in float64,
@@ -436,7 +437,7 @@ class Runtime:
                    bias=self._t(op["bias"]), pix=None if op["pix"] is None else env[op["pix"]],
                    chan=None if op["chan"] is None else env[op["chan"]],
                    act=prep.act, act_first=op["act_first"],
-                   residual=tuple(env[r][None] for r in op["res"]), gate_bias=self._t(op["gate_bias"]),
+                   residual=tuple(env[r][None] for r in op["res"] or []), gate_bias=self._t(op["gate_bias"]),
                    out_float=op["dst"] is not None, pack=op["dst_bits"] is not None, thr=self._t(op["thr"]),
                    div=op["div"], post_scale=op["post_scale"], post_after=op["post_after"],
                    out=None if op["dst"] is None else self._arena.take(shape + (conv.cout,), np.float32),

@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from binsr.errors import BinsrError, UsageError
+from binsr.errors import BinsrError, UsageError, finite_output
 from binsr.pretrained import PREFIX, packed_file
 
 __all__ = ["Upscaler", "load_upscaler", "open_packed", "upscale", "upscale_array", "check_tiling", "default_threads",
@@ -261,7 +261,7 @@ def _torch_module(model: Any, scale: int | None) -> tuple[Any, str, int]:
     return from_weights(path), path.name, own
 
 
-def _torch_forward(module: Any) -> Callable[[np.ndarray], np.ndarray]:
+def _torch_forward(module: Any, name: str) -> Callable[[np.ndarray], np.ndarray]:
     import torch
 
     param = next(module.parameters(), None)
@@ -270,7 +270,7 @@ def _torch_forward(module: Any) -> Callable[[np.ndarray], np.ndarray]:
     def forward(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(device)
-            return module(t)[0].permute(1, 2, 0).float().cpu().numpy()
+            return finite_output(module(t)[0].permute(1, 2, 0).float().cpu().numpy(), name)
 
     return forward
 
@@ -342,7 +342,7 @@ def _load_upscaler(model: Any, scale: int | None, backend: str, threads: int | N
         import torch
 
         torch.set_num_threads(threads)
-    return Upscaler(_torch_forward(module), own, "torch", name, notice, module)
+    return Upscaler(_torch_forward(module, name), own, "torch", name, notice, module)
 
 
 # ----------------------------------------------------------------------------------- tiling
