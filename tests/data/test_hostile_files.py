@@ -344,3 +344,27 @@ def test_decoder_messages_join_the_one_line_not_the_console(tmp_path, capfd, tag
     assert arr.shape == (20, 24, 3) and info["notes"] == []
     os.write(2, b"after\n")
     assert capfd.readouterr().err == "after\n"
+
+
+def test_libtiff_lines_stay_on_fd2_outside_the_main_thread(tmp_path, capfd):
+    """In a worker thread (binsr serve's) fd 2 is the server's log: libtiff's line goes there, not
+    into the reason that a client's reply would carry."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from binsr.data.io import read_image_info
+    from binsr.errors import BinsrError
+
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(_lzw_tiff(t259=3))
+
+    def read() -> str:
+        try:
+            read_image_info(bad)
+        except BinsrError as exc:
+            return str(exc)
+        return ""
+
+    with ThreadPoolExecutor(1) as pool:
+        reason = pool.submit(read).result()
+    assert reason.startswith(f"cannot read image {bad}") and "(libtiff:" not in reason
+    assert "Fax3SetupState" in capfd.readouterr().err

@@ -52,8 +52,6 @@ READ_EXTENSIONS = {**IMAGE_EXTENSIONS, ".gif": "GIF"}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: TIFF and BigTIFF signatures (little and big endian): the files Pillow's libtiff decodes
 _TIFF_SIGNATURES = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
-#: file descriptor 2 is the process's: one TIFF read at a time redirects it (:func:`_libtiff_messages`)
-_FD2_LOCK = threading.Lock()
 _EXIF_ORIENTATION = 0x0112
 #: most bytes one input byte can become: deflate (RFC 1951: a 258-byte match in about 2 bits),
 #: LZW with 12-bit codes (at most 4096 bytes per code, TIFF 6.0 section 13 and GIF89a),
@@ -285,19 +283,20 @@ class _Collect(logging.Handler):
 @contextmanager
 def _libtiff_messages(path: Path) -> Iterator[list[str]]:
     """The lines libtiff (Pillow's TIFF decoder, C) prints on file descriptor 2 while a TIFF file is
-    read inside the block, kept from the console (told as notes, or after a failure's reason);
-    other files pass through untouched. Another thread's output to fd 2 in that window lands here
-    too: TIFF reads hold a lock and are short."""
+    read inside the block, kept from the console (told as notes, or after a failure's reason).
+    Only in the main thread, a command's own reads: fd 2 is the process's, and in a server's
+    worker thread it carries the server's log, which must not land in a client's reply (there
+    libtiff's lines go to that log). Other files pass through untouched."""
     lines: list[str] = []
     try:
         with open(path, "rb") as f:
             tiff = f.read(4) in _TIFF_SIGNATURES
     except OSError:
         tiff = False  # Image.open reports it
-    if not tiff:
+    if not tiff or threading.current_thread() is not threading.main_thread():
         yield lines
         return
-    with _FD2_LOCK, tempfile.TemporaryFile() as sink:
+    with tempfile.TemporaryFile() as sink:
         sys.stderr.flush()
         saved = os.dup(2)
         os.dup2(sink.fileno(), 2)
