@@ -368,3 +368,19 @@ def test_libtiff_lines_stay_on_fd2_outside_the_main_thread(tmp_path, capfd):
         reason = pool.submit(read).result()
     assert reason.startswith(f"cannot read image {bad}") and "(libtiff:" not in reason
     assert "Fax3SetupState" in capfd.readouterr().err
+
+
+def test_a_file_that_reads_keeps_what_the_decoder_said_as_notes(tmp_path, capfd):
+    """An LZW TIFF whose RowsPerStrip entry became an unknown tag with 11 million values past the
+    end of the file (a fuzzing case): it reads whole, with Pillow's "Truncated File Read" as a
+    note for the user, and nothing on the console."""
+    from binsr.data.io import read_image_info
+
+    good = _lzw_tiff()
+    entry = struct.pack("<HHII", 278, 3, 1, 20)  # RowsPerStrip = 20, SHORT
+    assert good.count(entry) == 1
+    path = tmp_path / "odd.tif"
+    path.write_bytes(good.replace(entry, struct.pack("<HHII", 65000, 3, (168 << 16) | 1, 20)))
+    arr, _, info = read_image_info(path)
+    assert arr.shape == (20, 24, 3) and info["notes"] == ["Pillow: Truncated File Read"]
+    assert capfd.readouterr().err == ""

@@ -104,6 +104,7 @@ def read_image_info(
     """
     path = Path(path)
     pillow: list[str] = []
+    caught: list[warnings.WarningMessage] = []
     libtiff: list[str] = []
     try:
         with (warnings.catch_warnings(record=True) as caught, _collect_log("PIL") as pillow,
@@ -130,21 +131,20 @@ def read_image_info(
                     im.load()
                     arr, alpha = _from_pil(im)
     except BinsrError as exc:
-        raise BinsrError(f"cannot read image {path}: {exc}{_said(pillow, libtiff)}") from exc
+        raise BinsrError(f"cannot read image {path}: {exc}{_said(pillow, caught, libtiff)}") from exc
     except FileNotFoundError as exc:
         raise BinsrError(f"cannot read image {path}: no such file") from exc
     except IsADirectoryError as exc:
         raise BinsrError(f"cannot read image {path}: is a folder") from exc
     except UnidentifiedImageError as exc:
-        raise BinsrError(f"cannot read image {path}: not a recognised image file{_said(pillow, libtiff)}") from exc
+        raise BinsrError(f"cannot read image {path}: not a recognised image file{_said(pillow, caught, libtiff)}") from exc
     except MemoryError as exc:
         raise BinsrError(f"cannot read image {path}: out of memory") from exc
     except _DECODE_ERRORS as exc:
         text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # str(KeyError) adds quotes
         raise BinsrError(f"cannot read image {path}: {' '.join(str(text).split()) or type(exc).__name__}"
-                         f"{_said(pillow, libtiff)}") from exc
-    warned = [str(w.message) for w in caught if not issubclass(w.category, Image.DecompressionBombWarning)]
-    info["notes"].extend(dict.fromkeys([*(f"Pillow: {m}" for m in [*pillow, *warned]), *(f"libtiff: {m}" for m in libtiff)]))
+                         f"{_said(pillow, caught, libtiff)}") from exc
+    info["notes"].extend(_decoder_lines(pillow, caught, libtiff))
     arr = _orient(arr, orientation)
     return arr, None if alpha is None else _orient(alpha, orientation), info
 
@@ -310,9 +310,20 @@ def _libtiff_messages(path: Path) -> Iterator[list[str]]:
             lines.extend(dict.fromkeys(" ".join(line.split()) for line in text.splitlines() if line.strip()))
 
 
-def _said(pillow: list[str], libtiff: list[str]) -> str:
-    """What Pillow logged and libtiff printed, to follow a failure's reason on its one line."""
-    said = [*(f"Pillow: {m}" for m in dict.fromkeys(pillow)), *(f"libtiff: {m}" for m in libtiff)]
+def _decoder_lines(pillow: list[str], caught: list[warnings.WarningMessage], libtiff: list[str]) -> list[str]:
+    """What the decoders said about the file: Pillow's log and its UserWarnings ("Truncated File
+    Read", "Metadata Warning ..."), libtiff's prints. Other warnings are not about the file and
+    are given again as they came (Pillow's DecompressionBombWarning excepted: max_pixels decides)."""
+    for w in caught:
+        if not issubclass(w.category, (UserWarning, Image.DecompressionBombWarning)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    warned = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    return list(dict.fromkeys([*(f"Pillow: {m}" for m in [*pillow, *warned]), *(f"libtiff: {m}" for m in libtiff)]))
+
+
+def _said(pillow: list[str], caught: list[warnings.WarningMessage], libtiff: list[str]) -> str:
+    """The decoders' lines (:func:`_decoder_lines`), to follow a failure's reason on its one line."""
+    said = _decoder_lines(pillow, caught, libtiff)
     return f" ({'; '.join(said)[:300]})" if said else ""
 
 
