@@ -103,13 +103,9 @@ def read_image_info(
     a file that declares more pixels than its bytes can hold is refused before decoding.
     """
     path = Path(path)
-    pillow: list[str] = []
-    caught: list[warnings.WarningMessage] = []
-    libtiff: list[str] = []
+    said: list[str] = []
     try:
-        with (warnings.catch_warnings(record=True) as caught, _collect_log("PIL") as pillow,
-              _libtiff_messages(path) as libtiff):
-            warnings.simplefilter("always")
+        with _decoder_messages(path) as said:
             with Image.open(path) as im:
                 width, height = im.size
                 if width <= 0 or height <= 0:
@@ -131,20 +127,20 @@ def read_image_info(
                     im.load()
                     arr, alpha = _from_pil(im)
     except BinsrError as exc:
-        raise BinsrError(f"cannot read image {path}: {exc}{_said(pillow, caught, libtiff)}") from exc
+        raise BinsrError(f"cannot read image {path}: {exc}{_said(said)}") from exc
     except FileNotFoundError as exc:
         raise BinsrError(f"cannot read image {path}: no such file") from exc
     except IsADirectoryError as exc:
         raise BinsrError(f"cannot read image {path}: is a folder") from exc
     except UnidentifiedImageError as exc:
-        raise BinsrError(f"cannot read image {path}: not a recognised image file{_said(pillow, caught, libtiff)}") from exc
+        raise BinsrError(f"cannot read image {path}: not a recognised image file{_said(said)}") from exc
     except MemoryError as exc:
         raise BinsrError(f"cannot read image {path}: out of memory") from exc
     except _DECODE_ERRORS as exc:
         text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # str(KeyError) adds quotes
         raise BinsrError(f"cannot read image {path}: {' '.join(str(text).split()) or type(exc).__name__}"
-                         f"{_said(pillow, caught, libtiff)}") from exc
-    info["notes"].extend(_decoder_lines(pillow, caught, libtiff))
+                         f"{_said(said)}") from exc
+    info["notes"].extend(said)
     arr = _orient(arr, orientation)
     return arr, None if alpha is None else _orient(alpha, orientation), info
 
@@ -310,20 +306,33 @@ def _libtiff_messages(path: Path) -> Iterator[list[str]]:
             lines.extend(dict.fromkeys(" ".join(line.split()) for line in text.splitlines() if line.strip()))
 
 
-def _decoder_lines(pillow: list[str], caught: list[warnings.WarningMessage], libtiff: list[str]) -> list[str]:
-    """What the decoders said about the file: Pillow's log and its UserWarnings ("Truncated File
-    Read", "Metadata Warning ..."), libtiff's prints. Other warnings are not about the file and
-    are given again as they came (Pillow's DecompressionBombWarning excepted: max_pixels decides)."""
-    for w in caught:
-        if not issubclass(w.category, (UserWarning, Image.DecompressionBombWarning)):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    warned = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
-    return list(dict.fromkeys([*(f"Pillow: {m}" for m in [*pillow, *warned]), *(f"libtiff: {m}" for m in libtiff)]))
+@contextmanager
+def _decoder_messages(path: Path) -> Iterator[list[str]]:
+    """What the decoders say about the file read inside the block, kept from the console: Pillow's
+    log and its UserWarnings ("Truncated File Read", "Metadata Warning ..."), libtiff's prints
+    (:func:`_libtiff_messages`); the list is filled when the block ends, also by an exception.
+    Other warnings are not about the file and are given again as they came (Pillow's
+    DecompressionBombWarning excepted: ``max_pixels`` decides)."""
+    said: list[str] = []
+    caught: list[warnings.WarningMessage] = []
+    pillow: list[str] = []
+    libtiff: list[str] = []
+    try:
+        with (warnings.catch_warnings(record=True) as caught, _collect_log("PIL") as pillow,
+              _libtiff_messages(path) as libtiff):
+            warnings.simplefilter("always")
+            yield said
+    finally:
+        for w in caught:
+            if not issubclass(w.category, (UserWarning, Image.DecompressionBombWarning)):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        warned = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        said.extend(dict.fromkeys([*(f"Pillow: {m}" for m in [*pillow, *warned]),
+                                   *(f"libtiff: {m}" for m in libtiff)]))
 
 
-def _said(pillow: list[str], caught: list[warnings.WarningMessage], libtiff: list[str]) -> str:
-    """The decoders' lines (:func:`_decoder_lines`), to follow a failure's reason on its one line."""
-    said = _decoder_lines(pillow, caught, libtiff)
+def _said(said: list[str]) -> str:
+    """What the decoders said (:func:`_decoder_messages`), to follow a failure's reason on its line."""
     return f" ({'; '.join(said)[:300]})" if said else ""
 
 
